@@ -1,0 +1,32 @@
+/** Wires the features into the kernel: the composition used by main.ts and by the tests. */
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './kernel/config/config.ts';
+import type { Database } from './kernel/db/database.ts';
+import { buildServer } from './kernel/http/server.ts';
+import type { RouteDefinition } from './kernel/http/routes.ts';
+import { authorizer } from './features/access/index.ts';
+import { auditLogRoutes } from './features/audit-log/index.ts';
+import { identityRoutes, sessionAuthenticator } from './features/identity/index.ts';
+import { platformRoutes } from './features/platform/index.ts';
+import { recordsRoutes } from './features/records/index.ts';
+import { tenancyRoutes } from './features/tenancy/index.ts';
+
+export function allRoutes(config: Config): RouteDefinition[] {
+  return [...platformRoutes(config), ...identityRoutes(config), ...tenancyRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
+}
+
+export async function buildApp(options: {
+  config: Config;
+  db: Database;
+  logStream?: NodeJS.WritableStream;
+  extraRoutes?: readonly RouteDefinition[];
+}): Promise<FastifyInstance> {
+  return buildServer({
+    config: options.config,
+    db: options.db,
+    authenticator: sessionAuthenticator,
+    authorizer,
+    routes: [...allRoutes(options.config), ...(options.extraRoutes ?? [])],
+    ...(options.logStream ? { logStream: options.logStream } : {}),
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * The one place roles are interpreted: the role -> permission table of API.md and the
+ * rules about who may grant which role. Nothing else compares role names.
+ */
+import type { Role } from '../../kernel/db/schema.ts';
+
+export const ROLES = ['owner', 'admin', 'member', 'viewer', 'guest'] as const satisfies readonly Role[];
+export type { Role };
+
+export const PERMISSIONS = [
+  'records.read',
+  'records.write',
+  'members.read',
+  'members.manage',
+  'settings.read',
+  'settings.manage',
+  'apikeys.manage',
+  'sso.manage',
+  'integrations.manage',
+  'audit.read',
+  'alerts.read',
+  'tenant.delete',
+] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+
+const VIEWER: readonly Permission[] = ['records.read'];
+const MEMBER: readonly Permission[] = [...VIEWER, 'records.write'];
+const ADMIN: readonly Permission[] = [
+  ...MEMBER,
+  'members.read',
+  'members.manage',
+  'settings.read',
+  'settings.manage',
+  'apikeys.manage',
+  'sso.manage',
+  'integrations.manage',
+  'audit.read',
+  'alerts.read',
+];
+const OWNER: readonly Permission[] = [...ADMIN, 'tenant.delete'];
+
+export const ROLE_PERMISSIONS: Readonly<Record<Role, ReadonlySet<Permission>>> = Object.freeze({
+  owner: new Set(OWNER),
+  admin: new Set(ADMIN),
+  member: new Set(MEMBER),
+  viewer: new Set(VIEWER),
+  // Guests reach only rooms shared with them (the Sharing capability), no tenant-wide data.
+  guest: new Set<Permission>(),
+});
+
+/** Higher rank: more authority. Used only for "nobody grants above their own role". */
+const RANK: Readonly<Record<Role, number>> = { owner: 4, admin: 3, member: 2, viewer: 1, guest: 0 };
+
+export function isRole(value: unknown): value is Role {
+  return typeof value === 'string' && (ROLES as readonly string[]).includes(value);
+}
+
+export function can(role: string, permission: string): boolean {
+  return isRole(role) && (ROLE_PERMISSIONS[role] as ReadonlySet<string>).has(permission);
+}
+
+export type RoleChangeDenial = 'above_own_role' | 'owner_protected' | 'own_role' | null;
+
+/**
+ * Whether actorRole may give targetNewRole to a member currently holding targetCurrentRole
+ * (null for a new member). Owners may do anything; an admin cannot touch owners or
+ * grant owner; nobody grants above their own role or changes their own role.
+ */
+export function checkRoleAssignment(options: {
+  actorRole: Role;
+  targetCurrentRole: Role | null;
+  targetNewRole: Role | null;
+  isSelf: boolean;
+}): RoleChangeDenial {
+  const { actorRole, targetCurrentRole, targetNewRole, isSelf } = options;
+  if (isSelf && targetNewRole !== null) return 'own_role';
+  if (actorRole !== 'owner' && targetCurrentRole === 'owner') return 'owner_protected';
+  if (targetNewRole !== null && RANK[targetNewRole] > RANK[actorRole]) return 'above_own_role';
+  return null;
+}

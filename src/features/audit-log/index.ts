@@ -1,0 +1,1 @@
+export { auditLogRoutes, AuditEventSchema } from './routes.ts';

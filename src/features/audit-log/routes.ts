@@ -1,0 +1,75 @@
+import Type from 'typebox';
+import { AppError } from '../../kernel/http/errors.ts';
+import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { page, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
+
+export const AuditEventSchema = Type.Object({
+  id: Uuid,
+  seq: Type.Integer(),
+  at: Timestamp,
+  tenantId: Uuid,
+  actor: Type.Object({
+    type: Type.String(),
+    id: Type.Union([Uuid, Type.Null()]),
+    email: Type.Optional(Type.String()),
+  }),
+  action: Type.String(),
+  target: Type.Optional(Type.Object({ type: Type.String(), id: Type.String() })),
+  outcome: Type.String(),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  metadata: Type.Record(Type.String(), Type.Unknown()),
+});
+
+const AuditQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+    cursor: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,17}$' })),
+    action: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[a-z_.]+$' })),
+    actorId: Type.Optional(Uuid),
+    since: Type.Optional(Timestamp),
+    until: Type.Optional(Timestamp),
+  },
+  { additionalProperties: false },
+);
+
+export function auditLogRoutes(): RouteDefinition[] {
+  return [
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/audit-events',
+      permission: 'audit.read',
+      schema: { summary: "The tenant's audit log, newest first", tags: ['audit'], params: TenantParams, querystring: AuditQuery, response: { 200: page(AuditEventSchema) } },
+      async handler({ tx, tenantId, query }) {
+        const limit = query.limit ?? 50;
+        if (query.since && query.until && Date.parse(query.since) >= Date.parse(query.until)) {
+          throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
+        }
+        let builder = tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
+        if (query.cursor) builder = builder.where('seq', '<', query.cursor);
+        if (query.action) builder = builder.where('action', '=', query.action);
+        if (query.actorId) builder = builder.where('actor_id', '=', query.actorId);
+        if (query.since) builder = builder.where('at', '>=', new Date(query.since));
+        if (query.until) builder = builder.where('at', '<', new Date(query.until));
+        const rows = await builder.orderBy('seq', 'desc').limit(limit + 1).execute();
+        const visible = rows.slice(0, limit);
+        return {
+          items: visible.map((row) => ({
+            id: row.id,
+            seq: Number(row.seq),
+            at: row.at.toISOString(),
+            tenantId: row.tenant_id,
+            actor: { type: row.actor_type, id: row.actor_id, ...(row.actor_email ? { email: row.actor_email } : {}) },
+            action: row.action,
+            ...(row.target_type && row.target_id ? { target: { type: row.target_type, id: row.target_id } } : {}),
+            outcome: row.outcome,
+            ip: row.ip,
+            userAgent: row.user_agent,
+            metadata: row.metadata,
+          })),
+          nextCursor: rows.length > limit ? String(visible.at(-1)?.seq) : null,
+        };
+      },
+    }),
+  ];
+}

@@ -1,0 +1,3 @@
+export { identityRoutes, normalizeEmail } from './routes.ts';
+export { sessionAuthenticator } from './sessions.ts';
+export { hashPassword, verifyPassword } from './passwords.ts';

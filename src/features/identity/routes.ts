@@ -1,0 +1,144 @@
+import Type from 'typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../../kernel/config/config.ts';
+import { recordPlatformEvent, recordTenantEvent, ANONYMOUS_ACTOR } from '../../kernel/audit/record.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { actorOf } from '../../kernel/http/principal.ts';
+import { publicRoute, SESSION_COOKIE, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { csrfTokenFor } from '../../kernel/crypto/tokens.ts';
+import { recordAuthEvent } from './auth-events.ts';
+import { assertAcceptablePassword, createDummyHash, hashPassword, verifyPassword } from './passwords.ts';
+import { LoginBody, LoginResponse, SessionResponse, SignupBody, SignupResponse } from './schemas.ts';
+import { createSession, revokeSession, type IssuedSession } from './sessions.ts';
+
+type IdentityConfig = Pick<Config, 'argon2' | 'signupOpen' | 'isProduction' | 'sessionAbsoluteHours'>;
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}
+
+export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
+  let dummyHash: Promise<string> | undefined;
+
+  function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: IssuedSession): void {
+    void reply.setCookie(SESSION_COOKIE, session.token, {
+      httpOnly: true,
+      sameSite: 'lax',
+      path: '/',
+      secure: request.protocol === 'https' || config.isProduction,
+      expires: session.expiresAt,
+    });
+  }
+
+  return [
+    publicRoute({
+      method: 'POST',
+      url: '/api/v1/auth/signup',
+      reason: 'creating an account happens before there is a session',
+      status: 201,
+      schema: { summary: 'Create an account and its first tenant', tags: ['identity'], body: SignupBody, response: { 201: SignupResponse } },
+      async handler({ body, db, meta, request, reply }) {
+        if (!config.signupOpen) throw new AppError('auth.signup_closed');
+        assertAcceptablePassword(body.password);
+        const passwordHash = await hashPassword(body.password, config.argon2);
+        const email = normalizeEmail(body.email);
+        // The tenant id is chosen up front so the whole signup is one transaction in its context.
+        const tenantId = randomUUID();
+        try {
+          const result = await db.withTenant(tenantId, async (tx) => {
+            const user = await tx
+              .insertInto('users')
+              .values({ email, name: body.name.trim(), password_hash: passwordHash, last_login_at: new Date() })
+              .returning(['id', 'email', 'name'])
+              .executeTakeFirstOrThrow();
+            const tenant = await tx.insertInto('tenants').values({ id: tenantId, name: body.tenantName.trim() }).returning(['id', 'name']).executeTakeFirstOrThrow();
+            await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: user.id, role: 'owner' }).execute();
+            const session = await createSession(tx, { userId: user.id, meta, lifetimeHours: config.sessionAbsoluteHours });
+            const actor = actorOf({ kind: 'user', userId: user.id, email: user.email, name: user.name, sessionId: session.id });
+            const event = { action: 'auth.signup', target: { type: 'tenant', id: tenantId } };
+            await recordTenantEvent(tx, tenantId, actor, meta, event);
+            await recordPlatformEvent(tx, actor, meta, { ...event, tenantId });
+            return { user, tenant, session };
+          });
+          setSessionCookie(request, reply, result.session);
+          return { user: result.user, tenant: result.tenant, csrfToken: result.session.csrfToken };
+        } catch (error) {
+          if (isUniqueViolation(error)) throw new AppError('auth.email_taken', { cause: error });
+          throw error;
+        }
+      },
+    }),
+
+    publicRoute({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      reason: 'logging in is how a session is obtained',
+      schema: { summary: 'Log in with email and password', tags: ['identity'], body: LoginBody, response: { 200: LoginResponse } },
+      async handler({ body, db, meta, request, reply }) {
+        const email = normalizeEmail(body.email);
+        const user = await db.withGlobal((tx) =>
+          tx.selectFrom('users').select(['id', 'email', 'name', 'password_hash']).where('email', '=', email).executeTakeFirst(),
+        );
+        // Unknown email and wrong password cost one argon2 verification each and answer alike.
+        dummyHash ??= createDummyHash(config.argon2);
+        const ok = await verifyPassword(user?.password_hash ?? (await dummyHash), body.password);
+        const system = db.systemDb({ reason: 'record a login in the platform log and every tenant of the user' });
+        if (!user || !ok) {
+          await system.transaction((tx) =>
+            user
+              ? recordAuthEvent(tx, { type: 'user', id: user.id, email: user.email }, meta, { action: 'auth.login.failed', outcome: 'failure' })
+              : recordPlatformEvent(tx, ANONYMOUS_ACTOR, meta, { action: 'auth.login.failed', outcome: 'failure', metadata: { email } }),
+          );
+          throw new AppError('auth.invalid_credentials');
+        }
+        const session = await system.transaction(async (tx) => {
+          const issued = await createSession(tx, { userId: user.id, meta, lifetimeHours: config.sessionAbsoluteHours });
+          await tx.updateTable('users').set({ last_login_at: new Date() }).where('id', '=', user.id).execute();
+          await recordAuthEvent(tx, { type: 'user', id: user.id, email: user.email }, meta, { action: 'auth.login.succeeded' });
+          return issued;
+        });
+        setSessionCookie(request, reply, session);
+        return { status: 'ok', user: { id: user.id, email: user.email, name: user.name }, csrfToken: session.csrfToken };
+      },
+    }),
+
+    userRoute({
+      method: 'POST',
+      url: '/api/v1/auth/logout',
+      status: 204,
+      schema: { summary: 'Log out: revoke this session', tags: ['identity'], response: { 204: Type.Null() } },
+      async handler({ principal, db, meta, reply }) {
+        await db.systemDb({ reason: 'record a logout in the platform log and every tenant of the user' }).transaction(async (tx) => {
+          await revokeSession(tx, principal.sessionId);
+          await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.logout' });
+        });
+        void reply.clearCookie(SESSION_COOKIE, { path: '/' });
+      },
+    }),
+
+    userRoute({
+      method: 'GET',
+      url: '/api/v1/auth/session',
+      schema: { summary: 'The current session', tags: ['identity'], response: { 200: SessionResponse } },
+      async handler({ principal, tx, credential }) {
+        const memberships = await tx
+          .selectFrom('memberships as m')
+          .innerJoin('tenants as t', 't.id', 'm.tenant_id')
+          .select(['m.tenant_id as tenantId', 't.name as tenantName', 'm.role'])
+          .where('m.user_id', '=', principal.userId)
+          .orderBy('t.name')
+          .execute();
+        return {
+          user: { id: principal.userId, email: principal.email, name: principal.name },
+          memberships,
+          csrfToken: csrfTokenFor(credential.token),
+        };
+      },
+    }),
+  ];
+}

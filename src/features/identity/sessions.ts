@@ -1,0 +1,65 @@
+/** Session storage: opaque 256-bit tokens, kept only as SHA-256 digests. */
+import { sql } from 'kysely';
+import type { Tx } from '../../kernel/db/database.ts';
+import type { RequestMeta } from '../../kernel/audit/record.ts';
+import { csrfTokenFor, generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
+import type { Authenticator, Credential, UserPrincipal } from '../../kernel/http/principal.ts';
+
+export interface IssuedSession {
+  readonly id: string;
+  readonly token: string;
+  readonly csrfToken: string;
+  readonly expiresAt: Date;
+}
+
+export async function createSession(
+  tx: Tx,
+  options: { userId: string; meta: RequestMeta; lifetimeHours: number },
+): Promise<IssuedSession> {
+  const token = generateToken();
+  const expiresAt = new Date(Date.now() + options.lifetimeHours * 3_600_000);
+  const row = await tx
+    .insertInto('sessions')
+    .values({
+      token_hash: hashToken(token),
+      user_id: options.userId,
+      expires_at: expiresAt,
+      ip: options.meta.ip,
+      user_agent: options.meta.userAgent,
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return { id: row.id, token, csrfToken: csrfTokenFor(token), expiresAt };
+}
+
+export async function revokeSession(tx: Tx, sessionId: string): Promise<void> {
+  await tx.updateTable('sessions').set({ revoked_at: sql`now()` }).where('id', '=', sessionId).where('revoked_at', 'is', null).execute();
+}
+
+function liveSessions(tx: Tx, credential: Credential) {
+  return tx
+    .selectFrom('sessions as s')
+    .innerJoin('users as u', 'u.id', 's.user_id')
+    .where('s.token_hash', '=', hashToken(credential.token))
+    .where('s.revoked_at', 'is', null)
+    .where('s.expires_at', '>', sql<Date>`now()`);
+}
+
+export const sessionAuthenticator: Authenticator = {
+  async resolveForTenant(tx, credential, tenantId) {
+    // Session, user and membership in one round trip, inside the tenant transaction (RLS applies to memberships).
+    const row = await liveSessions(tx, credential)
+      .leftJoin('memberships as m', (join) => join.onRef('m.user_id', '=', 's.user_id').on('m.tenant_id', '=', tenantId))
+      .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name', 'm.role'])
+      .executeTakeFirst();
+    if (row === undefined) return null;
+    return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId, role: row.role ?? null };
+  },
+  async resolveUser(tx, credential): Promise<UserPrincipal | null> {
+    const row = await liveSessions(tx, credential)
+      .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name'])
+      .executeTakeFirst();
+    if (row === undefined) return null;
+    return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId };
+  },
+};

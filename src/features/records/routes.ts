@@ -1,0 +1,180 @@
+import Type from 'typebox';
+import { AppError } from '../../kernel/http/errors.ts';
+import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { decodeCursor, ListQuery, page, TenantItemParams, TenantParams, toPage } from '../../kernel/http/schemas.ts';
+import { Account, Contact, CreateAccountBody, CreateContactBody, UpdateAccountBody, UpdateContactBody } from './schemas.ts';
+import * as store from './store.ts';
+
+type AccountRow = NonNullable<Awaited<ReturnType<typeof store.getAccount>>>;
+type ContactRow = NonNullable<Awaited<ReturnType<typeof store.getContact>>>;
+
+const toAccount = (row: AccountRow) => ({
+  id: row.id,
+  name: row.name,
+  domain: row.domain,
+  description: row.description,
+  createdAt: row.created_at.toISOString(),
+  updatedAt: row.updated_at.toISOString(),
+});
+
+const toContact = (row: ContactRow) => ({
+  id: row.id,
+  accountId: row.account_id,
+  name: row.name,
+  email: row.email,
+  phone: row.phone,
+  createdAt: row.created_at.toISOString(),
+  updatedAt: row.updated_at.toISOString(),
+});
+
+const normalizeDomain = (domain: string | null | undefined) => (domain == null ? domain : domain.toLowerCase());
+const normalizeEmail = (email: string | null | undefined) => (email == null ? email : email.trim().toLowerCase());
+
+/** An accountId that is not in this tenant answers 404, like any id of another tenant. */
+async function assertAccountInTenant(tx: Parameters<typeof store.getAccount>[0], tenantId: string, accountId: string) {
+  if (!(await store.getAccount(tx, tenantId, accountId))) throw new AppError('not_found', { detail: 'No such account' });
+}
+
+const accounts: RouteDefinition[] = [
+  tenantRoute({
+    method: 'GET',
+    url: '/api/v1/tenants/:tenantId/accounts',
+    permission: 'records.read',
+    schema: { summary: 'List accounts', tags: ['records'], params: TenantParams, querystring: ListQuery, response: { 200: page(Account) } },
+    async handler({ tx, tenantId, query }) {
+      const limit = query.limit ?? 50;
+      const after = decodeCursor(query.cursor);
+      return toPage(await store.listAccounts(tx, tenantId, { limit, ...(after ? { after } : {}) }), limit, toAccount);
+    },
+  }),
+  tenantRoute({
+    method: 'POST',
+    url: '/api/v1/tenants/:tenantId/accounts',
+    permission: 'records.write',
+    status: 201,
+    schema: { summary: 'Create an account', tags: ['records'], params: TenantParams, body: CreateAccountBody, response: { 201: Account } },
+    async handler({ tx, tenantId, body, audit }) {
+      const row = await store.insertAccount(tx, tenantId, {
+        name: body.name,
+        domain: normalizeDomain(body.domain) ?? null,
+        description: body.description ?? null,
+      });
+      await audit({ action: 'account.created', target: { type: 'account', id: row.id } });
+      return toAccount(row);
+    },
+  }),
+  tenantRoute({
+    method: 'GET',
+    url: '/api/v1/tenants/:tenantId/accounts/:id',
+    permission: 'records.read',
+    schema: { summary: 'Get an account', tags: ['records'], params: TenantItemParams, response: { 200: Account } },
+    async handler({ tx, tenantId, params }) {
+      const row = await store.getAccount(tx, tenantId, params.id);
+      if (!row) throw new AppError('not_found');
+      return toAccount(row);
+    },
+  }),
+  tenantRoute({
+    method: 'PATCH',
+    url: '/api/v1/tenants/:tenantId/accounts/:id',
+    permission: 'records.write',
+    schema: { summary: 'Update an account', tags: ['records'], params: TenantItemParams, body: UpdateAccountBody, response: { 200: Account } },
+    async handler({ tx, tenantId, params, body, audit }) {
+      const changes = { ...body, ...(body.domain !== undefined ? { domain: normalizeDomain(body.domain) ?? null } : {}) };
+      const row = await store.updateAccount(tx, tenantId, params.id, changes);
+      if (!row) throw new AppError('not_found');
+      await audit({ action: 'account.updated', target: { type: 'account', id: row.id }, metadata: { fields: Object.keys(body) } });
+      return toAccount(row);
+    },
+  }),
+  tenantRoute({
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenantId/accounts/:id',
+    permission: 'records.write',
+    status: 204,
+    schema: { summary: 'Delete an account (it must have no contacts)', tags: ['records'], params: TenantItemParams, response: { 204: Type.Null() } },
+    async handler({ tx, tenantId, params, audit }) {
+      if (!(await store.getAccount(tx, tenantId, params.id))) throw new AppError('not_found');
+      if (await store.accountHasContacts(tx, tenantId, params.id)) throw new AppError('account.has_contacts');
+      await store.deleteAccount(tx, tenantId, params.id);
+      await audit({ action: 'account.deleted', target: { type: 'account', id: params.id } });
+    },
+  }),
+];
+
+const contacts: RouteDefinition[] = [
+  tenantRoute({
+    method: 'GET',
+    url: '/api/v1/tenants/:tenantId/contacts',
+    permission: 'records.read',
+    schema: { summary: 'List contacts', tags: ['records'], params: TenantParams, querystring: ListQuery, response: { 200: page(Contact) } },
+    async handler({ tx, tenantId, query }) {
+      const limit = query.limit ?? 50;
+      const after = decodeCursor(query.cursor);
+      return toPage(await store.listContacts(tx, tenantId, { limit, ...(after ? { after } : {}) }), limit, toContact);
+    },
+  }),
+  tenantRoute({
+    method: 'POST',
+    url: '/api/v1/tenants/:tenantId/contacts',
+    permission: 'records.write',
+    status: 201,
+    schema: { summary: 'Create a contact', tags: ['records'], params: TenantParams, body: CreateContactBody, response: { 201: Contact } },
+    async handler({ tx, tenantId, body, audit }) {
+      await assertAccountInTenant(tx, tenantId, body.accountId);
+      const row = await store.insertContact(tx, tenantId, {
+        account_id: body.accountId,
+        name: body.name,
+        email: normalizeEmail(body.email) ?? null,
+        phone: body.phone ?? null,
+      });
+      await audit({ action: 'contact.created', target: { type: 'contact', id: row.id } });
+      return toContact(row);
+    },
+  }),
+  tenantRoute({
+    method: 'GET',
+    url: '/api/v1/tenants/:tenantId/contacts/:id',
+    permission: 'records.read',
+    schema: { summary: 'Get a contact', tags: ['records'], params: TenantItemParams, response: { 200: Contact } },
+    async handler({ tx, tenantId, params }) {
+      const row = await store.getContact(tx, tenantId, params.id);
+      if (!row) throw new AppError('not_found');
+      return toContact(row);
+    },
+  }),
+  tenantRoute({
+    method: 'PATCH',
+    url: '/api/v1/tenants/:tenantId/contacts/:id',
+    permission: 'records.write',
+    schema: { summary: 'Update a contact', tags: ['records'], params: TenantItemParams, body: UpdateContactBody, response: { 200: Contact } },
+    async handler({ tx, tenantId, params, body, audit }) {
+      if (body.accountId !== undefined) await assertAccountInTenant(tx, tenantId, body.accountId);
+      const { accountId, ...rest } = body;
+      const row = await store.updateContact(tx, tenantId, params.id, {
+        ...rest,
+        ...(accountId !== undefined ? { account_id: accountId } : {}),
+        ...(rest.email !== undefined ? { email: normalizeEmail(rest.email) ?? null } : {}),
+      });
+      if (!row) throw new AppError('not_found');
+      // Field names only: contact values are personal data and stay out of the log.
+      await audit({ action: 'contact.updated', target: { type: 'contact', id: row.id }, metadata: { fields: Object.keys(body) } });
+      return toContact(row);
+    },
+  }),
+  tenantRoute({
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenantId/contacts/:id',
+    permission: 'records.write',
+    status: 204,
+    schema: { summary: 'Delete a contact', tags: ['records'], params: TenantItemParams, response: { 204: Type.Null() } },
+    async handler({ tx, tenantId, params, audit }) {
+      if (!(await store.deleteContact(tx, tenantId, params.id))) throw new AppError('not_found');
+      await audit({ action: 'contact.deleted', target: { type: 'contact', id: params.id } });
+    },
+  }),
+];
+
+export function recordsRoutes(): RouteDefinition[] {
+  return [...accounts, ...contacts];
+}

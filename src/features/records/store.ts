@@ -1,0 +1,81 @@
+/** The only SQL of the records feature. Every function takes a tenant transaction. */
+import { sql } from 'kysely';
+import type { Tx } from '../../kernel/db/database.ts';
+import type { Position } from '../../kernel/http/schemas.ts';
+
+const ACCOUNT_COLUMNS = ['id', 'name', 'domain', 'description', 'created_at', 'updated_at'] as const;
+const CONTACT_COLUMNS = ['id', 'account_id', 'name', 'email', 'phone', 'created_at', 'updated_at'] as const;
+
+export async function listAccounts(tx: Tx, tenantId: string, options: { limit: number; after?: Position }) {
+  let query = tx.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId);
+  const { after } = options;
+  if (after) query = query.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '>', tuple(after.createdAt, after.id)));
+  return query.orderBy('created_at').orderBy('id').limit(options.limit + 1).execute();
+}
+
+export function getAccount(tx: Tx, tenantId: string, id: string) {
+  return tx.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+}
+
+export function insertAccount(tx: Tx, tenantId: string, values: { name: string; domain: string | null; description: string | null }) {
+  return tx.insertInto('accounts').values({ tenant_id: tenantId, ...values }).returning(ACCOUNT_COLUMNS).executeTakeFirstOrThrow();
+}
+
+export function updateAccount(tx: Tx, tenantId: string, id: string, values: { name?: string; domain?: string | null; description?: string | null }) {
+  return tx
+    .updateTable('accounts')
+    .set({ ...values, updated_at: sql`date_trunc('milliseconds', now())` })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .returning(ACCOUNT_COLUMNS)
+    .executeTakeFirst();
+}
+
+export async function deleteAccount(tx: Tx, tenantId: string, id: string): Promise<boolean> {
+  const result = await tx.deleteFrom('accounts').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+export async function accountHasContacts(tx: Tx, tenantId: string, id: string): Promise<boolean> {
+  const row = await tx.selectFrom('contacts').select('id').where('tenant_id', '=', tenantId).where('account_id', '=', id).limit(1).executeTakeFirst();
+  return row !== undefined;
+}
+
+export async function listContacts(tx: Tx, tenantId: string, options: { limit: number; after?: Position }) {
+  let query = tx.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId);
+  const { after } = options;
+  if (after) query = query.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '>', tuple(after.createdAt, after.id)));
+  return query.orderBy('created_at').orderBy('id').limit(options.limit + 1).execute();
+}
+
+export function getContact(tx: Tx, tenantId: string, id: string) {
+  return tx.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+}
+
+export function insertContact(
+  tx: Tx,
+  tenantId: string,
+  values: { account_id: string; name: string; email: string | null; phone: string | null },
+) {
+  return tx.insertInto('contacts').values({ tenant_id: tenantId, ...values }).returning(CONTACT_COLUMNS).executeTakeFirstOrThrow();
+}
+
+export function updateContact(
+  tx: Tx,
+  tenantId: string,
+  id: string,
+  values: { account_id?: string; name?: string; email?: string | null; phone?: string | null },
+) {
+  return tx
+    .updateTable('contacts')
+    .set({ ...values, updated_at: sql`date_trunc('milliseconds', now())` })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .returning(CONTACT_COLUMNS)
+    .executeTakeFirst();
+}
+
+export async function deleteContact(tx: Tx, tenantId: string, id: string): Promise<boolean> {
+  const result = await tx.deleteFrom('contacts').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}

@@ -1,0 +1,1 @@
+export { tenancyRoutes } from './routes.ts';

@@ -1,0 +1,47 @@
+/** Membership rules that need the database: the last owner, role assignment, removal. */
+import { sql } from 'kysely';
+import type { Tx } from '../../kernel/db/database.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { checkRoleAssignment, type Role } from '../access/index.ts';
+
+const DENIAL_DETAIL = {
+  own_role: 'You cannot change your own role',
+  owner_protected: 'Only an owner can change or remove an owner',
+  above_own_role: 'You cannot grant a role above your own',
+} as const;
+
+export function assertMayAssign(options: { actorRole: string; targetCurrentRole: Role | null; targetNewRole: Role | null; isSelf: boolean }): void {
+  const denial = checkRoleAssignment({ ...options, actorRole: options.actorRole as Role });
+  if (denial !== null) throw new AppError('access.forbidden', { detail: DENIAL_DETAIL[denial] });
+}
+
+/** Locks the tenant's owner rows and refuses if userId is the only owner (no race between two demotions). */
+export async function assertNotLastOwner(tx: Tx, tenantId: string, userId: string): Promise<void> {
+  const owners = await tx
+    .selectFrom('memberships')
+    .select('user_id')
+    .where('tenant_id', '=', tenantId)
+    .where('role', '=', 'owner')
+    .forUpdate()
+    .execute();
+  if (owners.length <= 1 && owners.some((owner) => owner.user_id === userId)) throw new AppError('member.last_owner');
+}
+
+export async function findMembership(tx: Tx, tenantId: string, userId: string): Promise<{ role: Role } | undefined> {
+  return tx
+    .selectFrom('memberships')
+    .select('role')
+    .where('tenant_id', '=', tenantId)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+}
+
+export function memberRow(tx: Tx, tenantId: string) {
+  return tx
+    .selectFrom('memberships as m')
+    .innerJoin('users as u', 'u.id', 'm.user_id')
+    .select(['m.user_id as id', 'm.created_at', 'u.email', 'u.name', 'm.role', 'u.mfa_enabled', 'u.last_login_at'])
+    .where('m.tenant_id', '=', tenantId);
+}
+
+export const now = () => sql<Date>`now()`;

@@ -1,0 +1,195 @@
+import { sql } from 'kysely';
+import { randomUUID } from 'node:crypto';
+import Type from 'typebox';
+import { isUuid } from '../../kernel/db/database.ts';
+import { recordTenantEvent } from '../../kernel/audit/record.ts';
+import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { actorOf } from '../../kernel/http/principal.ts';
+import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
+import { assertMayAssign, assertNotLastOwner, findMembership, memberRow } from './members.ts';
+import {
+  AcceptBody,
+  AcceptResponse,
+  ChangeRoleBody,
+  CreateTenantBody,
+  Invitation,
+  InvitationBody,
+  Member,
+  MemberParams,
+  Tenant,
+  TenantSummary,
+} from './schemas.ts';
+
+const INVITATION_TTL_MS = 7 * 24 * 3_600_000;
+
+function toMember(row: { id: string; email: string; name: string; role: string; mfa_enabled: boolean; last_login_at: Date | null }) {
+  return {
+    userId: row.id,
+    email: row.email,
+    name: row.name,
+    role: row.role,
+    mfaEnabled: row.mfa_enabled,
+    lastLoginAt: row.last_login_at ? row.last_login_at.toISOString() : null,
+  };
+}
+
+/**
+ * Invitation tokens name their tenant so acceptance can open that tenant's context
+ * directly (no cross-tenant lookup); the secret part is 256 random bits, stored hashed.
+ */
+function parseInvitationToken(token: string): { tenantId: string } | null {
+  const [tenantId, secret, ...rest] = token.split('.');
+  if (rest.length > 0 || !isUuid(tenantId) || secret === undefined || !/^[A-Za-z0-9_-]{43}$/.test(secret)) return null;
+  return { tenantId: tenantId.toLowerCase() };
+}
+
+export function tenancyRoutes(): RouteDefinition[] {
+  return [
+    userRoute({
+      method: 'GET',
+      url: '/api/v1/tenants',
+      schema: { summary: 'Tenants the caller belongs to', tags: ['tenancy'], querystring: ListQuery, response: { 200: page(TenantSummary) } },
+      async handler({ tx, principal, query }) {
+        const limit = query.limit ?? 50;
+        const after = decodeCursor(query.cursor);
+        let builder = tx
+          .selectFrom('memberships as m')
+          .innerJoin('tenants as t', 't.id', 'm.tenant_id')
+          .select(['t.id', 't.name', 'm.role', 'm.created_at'])
+          .where('m.user_id', '=', principal.userId);
+        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 't.id'), '>', tuple(after.createdAt, after.id)));
+        const rows = await builder.orderBy('m.created_at').orderBy('t.id').limit(limit + 1).execute();
+        return toPage(rows, limit, (row) => ({ id: row.id, name: row.name, role: row.role }));
+      },
+    }),
+
+    userRoute({
+      method: 'POST',
+      url: '/api/v1/tenants',
+      status: 201,
+      schema: { summary: 'Create a tenant; the caller becomes its owner', tags: ['tenancy'], body: CreateTenantBody, response: { 201: Tenant } },
+      async handler({ db, principal, body, meta }) {
+        const tenantId = randomUUID();
+        return db.withTenant(tenantId, async (tx) => {
+          const tenant = await tx.insertInto('tenants').values({ id: tenantId, name: body.name.trim() }).returning(['id', 'name']).executeTakeFirstOrThrow();
+          await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: principal.userId, role: 'owner' }).execute();
+          await recordTenantEvent(tx, tenantId, actorOf(principal), meta, { action: 'tenant.created', target: { type: 'tenant', id: tenantId } });
+          return tenant;
+        });
+      },
+    }),
+
+    tenantRoute({
+      method: 'POST',
+      url: '/api/v1/tenants/:tenantId/invitations',
+      permission: 'members.manage',
+      status: 201,
+      schema: { summary: 'Invite someone by email', tags: ['members'], params: TenantParams, body: InvitationBody, response: { 201: Invitation } },
+      async handler({ tx, tenantId, principal, body, audit }) {
+        assertMayAssign({ actorRole: principal.role, targetCurrentRole: null, targetNewRole: body.role, isSelf: false });
+        const token = `${tenantId}.${generateToken()}`;
+        const email = body.email.trim().toLowerCase();
+        const row = await tx
+          .insertInto('invitations')
+          .values({
+            tenant_id: tenantId,
+            email,
+            role: body.role,
+            token_hash: hashToken(token),
+            invited_by: principal.userId,
+            expires_at: new Date(Date.now() + INVITATION_TTL_MS),
+          })
+          .returning(['id', 'email', 'role', 'expires_at'])
+          .executeTakeFirstOrThrow();
+        await audit({ action: 'member.invited', target: { type: 'invitation', id: row.id }, metadata: { email, role: body.role } });
+        return { id: row.id, email: row.email, role: row.role, token, expiresAt: row.expires_at.toISOString() };
+      },
+    }),
+
+    userRoute({
+      method: 'POST',
+      url: '/api/v1/invitations/accept',
+      schema: { summary: 'Accept an invitation addressed to your email', tags: ['members'], body: AcceptBody, response: { 200: AcceptResponse } },
+      async handler({ db, principal, body, meta }) {
+        const parsed = parseInvitationToken(body.token);
+        if (parsed === null) throw new AppError('not_found');
+        return db.withTenant(parsed.tenantId, async (tx) => {
+          const invitation = await tx
+            .selectFrom('invitations')
+            .select(['id', 'email', 'role', 'expires_at', 'accepted_at'])
+            .where('tenant_id', '=', parsed.tenantId)
+            .where('token_hash', '=', hashToken(body.token))
+            .forUpdate()
+            .executeTakeFirst();
+          // Anyone but the invited address, and any used token, sees the same 404.
+          if (!invitation || invitation.accepted_at !== null || invitation.email !== principal.email) throw new AppError('not_found');
+          if (invitation.expires_at.getTime() <= Date.now()) throw new AppError('invitation.expired');
+          if (await findMembership(tx, parsed.tenantId, principal.userId)) throw new AppError('member.already_member');
+          await tx.insertInto('memberships').values({ tenant_id: parsed.tenantId, user_id: principal.userId, role: invitation.role }).execute();
+          await tx
+            .updateTable('invitations')
+            .set({ accepted_at: sql`now()`, accepted_by: principal.userId })
+            .where('tenant_id', '=', parsed.tenantId)
+            .where('id', '=', invitation.id)
+            .execute();
+          await recordTenantEvent(tx, parsed.tenantId, actorOf(principal), meta, {
+            action: 'member.joined',
+            target: { type: 'user', id: principal.userId },
+            metadata: { role: invitation.role, invitationId: invitation.id },
+          });
+          return { tenantId: parsed.tenantId, role: invitation.role };
+        });
+      },
+    }),
+
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/members',
+      permission: 'members.read',
+      schema: { summary: 'Members of the tenant', tags: ['members'], params: TenantParams, querystring: ListQuery, response: { 200: page(Member) } },
+      async handler({ tx, tenantId, query }) {
+        const limit = query.limit ?? 50;
+        const after = decodeCursor(query.cursor);
+        let builder = memberRow(tx, tenantId);
+        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 'm.user_id'), '>', tuple(after.createdAt, after.id)));
+        const rows = await builder.orderBy('m.created_at').orderBy('m.user_id').limit(limit + 1).execute();
+        return toPage(rows, limit, toMember);
+      },
+    }),
+
+    tenantRoute({
+      method: 'PATCH',
+      url: '/api/v1/tenants/:tenantId/members/:userId',
+      permission: 'members.manage',
+      schema: { summary: "Change a member's role", tags: ['members'], params: MemberParams, body: ChangeRoleBody, response: { 200: Member } },
+      async handler({ tx, tenantId, principal, params, body, audit }) {
+        const target = await findMembership(tx, tenantId, params.userId);
+        if (!target) throw new AppError('not_found');
+        assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: body.role, isSelf: params.userId === principal.userId });
+        if (target.role === 'owner' && body.role !== 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
+        await tx.updateTable('memberships').set({ role: body.role }).where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
+        await audit({ action: 'member.role_changed', target: { type: 'user', id: params.userId }, metadata: { before: target.role, after: body.role } });
+        const row = await memberRow(tx, tenantId).where('m.user_id', '=', params.userId).executeTakeFirstOrThrow();
+        return toMember(row);
+      },
+    }),
+
+    tenantRoute({
+      method: 'DELETE',
+      url: '/api/v1/tenants/:tenantId/members/:userId',
+      permission: 'members.manage',
+      status: 204,
+      schema: { summary: 'Remove a member; their access ends on their next request', tags: ['members'], params: MemberParams, response: { 204: Type.Null() } },
+      async handler({ tx, tenantId, principal, params, audit }) {
+        const target = await findMembership(tx, tenantId, params.userId);
+        if (!target) throw new AppError('not_found');
+        assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: null, isSelf: params.userId === principal.userId });
+        if (target.role === 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
+        await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
+        await audit({ action: 'member.removed', target: { type: 'user', id: params.userId }, metadata: { role: target.role } });
+      },
+    }),
+  ];
+}

@@ -1,0 +1,180 @@
+/**
+ * The only module that reads process.env. It parses the environment once at boot,
+ * validates every value, freezes the result and fails closed: a bad or missing value
+ * throws a ConfigError naming the variable (never its value, which may be a secret).
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+export type NodeEnv = 'development' | 'test' | 'production';
+
+export interface Config {
+  readonly nodeEnv: NodeEnv;
+  readonly isProduction: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  /** Connection used for migrations; its user owns the tables. Undefined: embedded PGlite. */
+  readonly databaseUrl: string | undefined;
+  /** Login role the server uses for requests: not superuser, not BYPASSRLS, not owner. */
+  readonly databaseAppUser: string;
+  readonly databaseAppPassword: string | undefined;
+  readonly databasePoolSize: number;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly signupOpen: boolean;
+  /** Proxy addresses whose X-Forwarded-* headers are trusted; empty trusts none. */
+  readonly trustProxy: readonly string[];
+  /** Public origin, e.g. https://app.example.com; used for Origin checks and security.txt. */
+  readonly publicUrl: string | undefined;
+  readonly securityContact: string;
+  readonly securityPolicyUrl: string | undefined;
+  readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
+  readonly sessionAbsoluteHours: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly variable: string;
+  constructor(variable: string, problem: string) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.variable = variable;
+  }
+}
+
+const DEV_SECURITY_CONTACT = 'mailto:security@customernode.invalid';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** An empty variable counts as unset (API.md). */
+function raw(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/** Secrets may come from NAME or from the file named by NAME_FILE, never both. */
+function secret(env: Env, name: string): string | undefined {
+  const direct = raw(env, name);
+  const file = raw(env, `${name}_FILE`);
+  if (direct !== undefined && file !== undefined) {
+    throw new ConfigError(name, `and ${name}_FILE are both set; set only one`);
+  }
+  if (file === undefined) return direct;
+  try {
+    const content = readFileSync(file, 'utf8').trim();
+    if (content === '') throw new ConfigError(`${name}_FILE`, 'names an empty file');
+    return content;
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`${name}_FILE`, 'names a file that cannot be read');
+  }
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value.trim())) throw new ConfigError(name, `must be a whole number from ${min} to ${max}`);
+  const parsed = Number(value.trim());
+  if (parsed < min || parsed > max) throw new ConfigError(name, `must be a whole number from ${min} to ${max}`);
+  return parsed;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const value = raw(env, name)?.trim();
+  if (value === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new ConfigError(name, `must be one of: ${allowed.join(', ')}`);
+  }
+  return value as T;
+}
+
+function postgresUrl(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(name, 'must be a postgres:// or postgresql:// URL');
+  }
+  return value;
+}
+
+function httpOrigin(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL');
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(name, 'must be an http(s) URL');
+  return url.origin;
+}
+
+/** Parses and freezes the configuration. Pure: pass the environment in (tests pass their own). */
+export function loadConfig(env: Env = process.env): Config {
+  const nodeEnv = oneOf<NodeEnv>(env, 'NODE_ENV', ['development', 'test', 'production'], 'development');
+  const isProduction = nodeEnv === 'production';
+  const databaseUrl = postgresUrl('DATABASE_URL', secret(env, 'DATABASE_URL'));
+  const databaseAppPassword = secret(env, 'DATABASE_APP_PASSWORD');
+  const securityContact = raw(env, 'SECURITY_CONTACT')?.trim() ?? DEV_SECURITY_CONTACT;
+  if (!/^(mailto:|https:\/\/)\S+$/.test(securityContact)) {
+    throw new ConfigError('SECURITY_CONTACT', 'must be a mailto: or https:// URI');
+  }
+  const publicUrl = httpOrigin('PUBLIC_URL', raw(env, 'PUBLIC_URL'));
+
+  if (isProduction) {
+    // Production refuses every development default: the embedded database, a
+    // passwordless application role and the placeholder disclosure contact.
+    if (databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required when NODE_ENV=production');
+    if (databaseAppPassword === undefined) {
+      throw new ConfigError('DATABASE_APP_PASSWORD', 'is required when NODE_ENV=production');
+    }
+    if (securityContact === DEV_SECURITY_CONTACT) {
+      throw new ConfigError('SECURITY_CONTACT', 'must be set to a real contact when NODE_ENV=production');
+    }
+    if (publicUrl === undefined) throw new ConfigError('PUBLIC_URL', 'is required when NODE_ENV=production');
+  }
+
+  const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(appUser)) {
+    throw new ConfigError('DATABASE_APP_USER', 'must be a lower-case PostgreSQL identifier');
+  }
+  const trustProxy = (raw(env, 'TRUST_PROXY') ?? '')
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  for (const entry of trustProxy) {
+    if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(entry)) {
+      throw new ConfigError('TRUST_PROXY', 'must be a comma-separated list of IP addresses or CIDR ranges');
+    }
+  }
+
+  const config: Config = {
+    nodeEnv,
+    isProduction,
+    host: raw(env, 'HOST')?.trim() ?? '127.0.0.1',
+    port: integer(env, 'PORT', 3000, 0, 65535),
+    dataDir: path.resolve(raw(env, 'DATA_DIR') ?? './data'),
+    databaseUrl,
+    databaseAppUser: appUser,
+    databaseAppPassword,
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200),
+    logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], nodeEnv === 'test' ? 'silent' : 'info'),
+    signupOpen: oneOf(env, 'SIGNUP', ['open', 'closed'], 'open') === 'open',
+    trustProxy: Object.freeze(trustProxy),
+    publicUrl,
+    securityContact,
+    securityPolicyUrl: httpOrigin('SECURITY_POLICY_URL', raw(env, 'SECURITY_POLICY_URL')) && raw(env, 'SECURITY_POLICY_URL'),
+    argon2: Object.freeze({
+      // OWASP minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
+      memoryKiB: integer(env, 'ARGON2_MEMORY_KIB', 19456, 19456, 1048576),
+      iterations: integer(env, 'ARGON2_ITERATIONS', 2, 2, 20),
+      parallelism: integer(env, 'ARGON2_PARALLELISM', 1, 1, 16),
+    }),
+    sessionAbsoluteHours: integer(env, 'SESSION_ABSOLUTE_HOURS', 12, 1, 720),
+  };
+  return Object.freeze(config);
+}

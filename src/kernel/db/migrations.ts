@@ -1,0 +1,188 @@
+/**
+ * Versioned migrations, applied in order by the table-owner connection. Never edit a
+ * migration that has shipped: add a new one. Every tenant-owned table follows the
+ * invariants of DESIGN.md (tenant_id first in the primary key, tenant-including foreign
+ * keys, RLS enabled and forced); the schema test in catalog.test.ts holds us to that.
+ * Timestamps are kept to the millisecond so keyset cursors round-trip through JS Dates.
+ */
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+/** The RLS predicate. nullif: after a transaction current_setting(..., true) is '' not NULL. */
+export const TENANT_PREDICATE = "tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid";
+
+/** Enables and forces RLS with the tenant policy, plus full access for the system role. */
+function isolate(table: string): string {
+  return `
+alter table ${table} enable row level security;
+alter table ${table} force row level security;
+create policy tenant_isolation on ${table} using (${TENANT_PREDICATE}) with check (${TENANT_PREDICATE});
+create policy system_access on ${table} to cn_system using (true) with check (true);`;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'foundation',
+    sql: `
+create table tenants (
+  id uuid primary key default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 200),
+  created_at timestamptz not null default date_trunc('milliseconds', now())
+);
+
+create table users (
+  id uuid primary key default gen_random_uuid(),
+  email text not null check (email = lower(email) and length(email) <= 254),
+  name text not null check (length(name) between 1 and 200),
+  password_hash text not null,
+  mfa_enabled boolean not null default false,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  last_login_at timestamptz
+);
+create unique index users_email_key on users (email);
+
+create table sessions (
+  id uuid primary key default gen_random_uuid(),
+  token_hash bytea not null unique,
+  user_id uuid not null references users (id) on delete cascade,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  last_seen_at timestamptz not null default date_trunc('milliseconds', now()),
+  expires_at timestamptz not null,
+  revoked_at timestamptz,
+  ip text,
+  user_agent text
+);
+create index sessions_user_idx on sessions (user_id);
+
+create table memberships (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  user_id uuid not null references users (id) on delete cascade,
+  role text not null check (role in ('owner', 'admin', 'member', 'viewer', 'guest')),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, user_id)
+);
+create index memberships_user_idx on memberships (user_id);
+${isolate('memberships')}
+-- A signed-in user may list their own memberships across tenants (tenant picker);
+-- reading or writing anyone else's still needs the tenant context.
+create policy memberships_self_read on memberships for select
+  using (user_id = nullif(current_setting('app.user_id', true), '')::uuid);
+
+create table invitations (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  email text not null,
+  role text not null check (role in ('owner', 'admin', 'member', 'viewer', 'guest')),
+  token_hash bytea not null,
+  invited_by uuid not null references users (id),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  expires_at timestamptz not null,
+  accepted_at timestamptz,
+  accepted_by uuid references users (id),
+  primary key (tenant_id, id),
+  unique (tenant_id, token_hash)
+);
+${isolate('invitations')}
+
+create table accounts (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  name text not null,
+  domain text,
+  description text,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  updated_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id)
+);
+create index accounts_page_idx on accounts (tenant_id, created_at, id);
+${isolate('accounts')}
+
+create table contacts (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  account_id uuid not null,
+  name text not null,
+  email text,
+  phone text,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  updated_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id),
+  -- A contact can only point at an account of its own tenant.
+  foreign key (tenant_id, account_id) references accounts (tenant_id, id) on delete restrict
+);
+create index contacts_page_idx on contacts (tenant_id, created_at, id);
+create index contacts_account_idx on contacts (tenant_id, account_id);
+${isolate('contacts')}
+
+-- Audit rows never cascade away with their subject: no foreign keys to the things they describe.
+create table audit_heads (
+  tenant_id uuid not null references tenants (id),
+  seq bigint not null default 0,
+  primary key (tenant_id)
+);
+${isolate('audit_heads')}
+
+create table audit_events (
+  tenant_id uuid not null references tenants (id),
+  seq bigint not null,
+  id uuid not null default gen_random_uuid(),
+  at timestamptz not null default date_trunc('milliseconds', now()),
+  actor_type text not null check (actor_type in ('user', 'apikey', 'system', 'scim', 'anonymous')),
+  actor_id uuid,
+  actor_email text,
+  action text not null,
+  target_type text,
+  target_id text,
+  outcome text not null check (outcome in ('success', 'denied', 'failure')),
+  ip text,
+  user_agent text,
+  request_id text,
+  metadata jsonb not null default '{}',
+  primary key (tenant_id, seq),
+  unique (tenant_id, id)
+);
+create index audit_events_action_idx on audit_events (tenant_id, action, seq);
+${isolate('audit_events')}
+
+create table platform_audit_events (
+  seq bigserial primary key,
+  id uuid not null unique default gen_random_uuid(),
+  tenant_id uuid,
+  at timestamptz not null default date_trunc('milliseconds', now()),
+  actor_type text not null check (actor_type in ('user', 'apikey', 'system', 'scim', 'anonymous')),
+  actor_id uuid,
+  actor_email text,
+  action text not null,
+  target_type text,
+  target_id text,
+  outcome text not null check (outcome in ('success', 'denied', 'failure')),
+  ip text,
+  user_agent text,
+  request_id text,
+  metadata jsonb not null default '{}'
+);
+`,
+  },
+];
+
+/**
+ * Table privileges of the application role, re-applied on every migrate so they can never
+ * drift. Audit tables are INSERT + SELECT only (DESIGN.md invariant 6).
+ */
+export const APP_GRANTS: Readonly<Record<string, string>> = {
+  tenants: 'select, insert, update, delete',
+  users: 'select, insert, update, delete',
+  sessions: 'select, insert, update, delete',
+  memberships: 'select, insert, update, delete',
+  invitations: 'select, insert, update, delete',
+  accounts: 'select, insert, update, delete',
+  contacts: 'select, insert, update, delete',
+  audit_heads: 'select, insert, update',
+  audit_events: 'select, insert',
+  platform_audit_events: 'select, insert',
+};

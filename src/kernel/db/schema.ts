@@ -1,0 +1,123 @@
+/** Kysely table types. Tenant-owned tables start with tenant_id; global ones are in GLOBAL_TABLES. */
+import type { ColumnType, Generated } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+
+export interface TenantsTable {
+  id: Generated<string>;
+  name: string;
+  created_at: CreatedAt;
+}
+
+export interface UsersTable {
+  id: Generated<string>;
+  email: string;
+  name: string;
+  password_hash: string;
+  mfa_enabled: Generated<boolean>;
+  created_at: CreatedAt;
+  last_login_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface SessionsTable {
+  id: Generated<string>;
+  token_hash: Buffer;
+  user_id: string;
+  created_at: CreatedAt;
+  last_seen_at: Timestamp;
+  expires_at: Timestamp;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  ip: string | null;
+  user_agent: string | null;
+}
+
+export type Role = 'owner' | 'admin' | 'member' | 'viewer' | 'guest';
+
+export interface MembershipsTable {
+  tenant_id: string;
+  user_id: string;
+  role: Role;
+  created_at: CreatedAt;
+}
+
+export interface InvitationsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  email: string;
+  role: Role;
+  token_hash: Buffer;
+  invited_by: string;
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+  accepted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  accepted_by: string | null;
+}
+
+export interface AccountsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  name: string;
+  domain: string | null;
+  description: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface ContactsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  account_id: string;
+  name: string;
+  email: string | null;
+  phone: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export type ActorType = 'user' | 'apikey' | 'system' | 'scim' | 'anonymous';
+export type Outcome = 'success' | 'denied' | 'failure';
+
+interface AuditColumns {
+  id: Generated<string>;
+  at: CreatedAt;
+  actor_type: ActorType;
+  actor_id: string | null;
+  actor_email: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  outcome: Outcome;
+  ip: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+  metadata: ColumnType<Record<string, unknown>, string, never>;
+}
+
+export interface AuditEventsTable extends AuditColumns {
+  tenant_id: string;
+  seq: ColumnType<string, number | string | bigint, never>;
+}
+
+export interface AuditHeadsTable {
+  tenant_id: string;
+  seq: ColumnType<string, number | string | bigint, number | string | bigint>;
+}
+
+export interface PlatformAuditEventsTable extends AuditColumns {
+  seq: Generated<string>;
+  tenant_id: string | null;
+}
+
+export interface DB {
+  tenants: TenantsTable;
+  users: UsersTable;
+  sessions: SessionsTable;
+  memberships: MembershipsTable;
+  invitations: InvitationsTable;
+  accounts: AccountsTable;
+  contacts: ContactsTable;
+  audit_events: AuditEventsTable;
+  audit_heads: AuditHeadsTable;
+  platform_audit_events: PlatformAuditEventsTable;
+}

@@ -1,0 +1,67 @@
+/**
+ * One error type with a stable code. The root handler serialises only code, title and
+ * the public detail as RFC 9457 problem+json; causes and stacks go to the log only.
+ */
+
+export const ERROR_CODES = {
+  'validation.failed': { status: 400, title: 'The request is not valid' },
+  'request.malformed': { status: 400, title: 'The request body could not be parsed' },
+  'request.too_large': { status: 413, title: 'The request body is too large' },
+  'request.unsupported_media_type': { status: 415, title: 'Unsupported content type' },
+  'auth.unauthenticated': { status: 401, title: 'Authentication required' },
+  'auth.invalid_credentials': { status: 401, title: 'Invalid email or password' },
+  'auth.weak_password': { status: 400, title: 'The password is too weak' },
+  'auth.email_taken': { status: 409, title: 'An account with this email already exists' },
+  'auth.signup_closed': { status: 403, title: 'Signup is closed' },
+  'csrf.invalid': { status: 403, title: 'Missing or invalid CSRF token' },
+  'access.forbidden': { status: 403, title: 'You do not have permission to do this' },
+  'member.last_owner': { status: 409, title: 'A tenant must keep at least one owner' },
+  'member.already_member': { status: 409, title: 'That user is already a member' },
+  'invitation.expired': { status: 410, title: 'The invitation has expired' },
+  'account.has_contacts': { status: 409, title: 'The account still has contacts' },
+  not_found: { status: 404, title: 'Not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+  internal: { status: 500, title: 'Internal server error' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class AppError extends Error {
+  override name = 'AppError';
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Safe to show to the caller; never includes internals or secrets. */
+  readonly publicDetail: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, options: { detail?: string; cause?: unknown; headers?: Record<string, string> } = {}) {
+    super(options.detail ?? ERROR_CODES[code].title, { cause: options.cause });
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.publicDetail = options.detail;
+    this.headers = options.headers ?? {};
+  }
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: ErrorCode;
+  detail?: string;
+}
+
+export function toProblem(error: AppError): Problem {
+  const problem: Problem = {
+    type: `https://customernode.dev/problems/${error.code}`,
+    title: ERROR_CODES[error.code].title,
+    status: error.status,
+    code: error.code,
+  };
+  if (error.publicDetail !== undefined) problem.detail = error.publicDetail;
+  return problem;
+}
+
+export const notFound = (): AppError => new AppError('not_found');

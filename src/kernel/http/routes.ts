@@ -1,0 +1,255 @@
+/**
+ * The route registry. Every route declares its access; the guard enforces it before the
+ * handler runs. Tenant routes get their transaction from withTenant and their principal
+ * from one query inside it: the membership is read fresh on every request, so a removed
+ * member or a revoked session is refused on the very next request.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Static, TSchema } from 'typebox';
+import type { Database, Tx } from '../db/database.ts';
+import { recordPlatformEvent, recordTenantEvent, type AuditEvent, type RequestMeta } from '../audit/record.ts';
+import { csrfTokenFor, safeEqual } from '../crypto/tokens.ts';
+import { AppError } from './errors.ts';
+import {
+  actorOf,
+  type Authenticator,
+  type Authorizer,
+  type Credential,
+  type TenantPrincipal,
+  type UserPrincipal,
+} from './principal.ts';
+
+export const SESSION_COOKIE = 'cn_session';
+
+export type Access =
+  | { readonly kind: 'public'; readonly reason: string }
+  | { readonly kind: 'authenticated' }
+  | { readonly kind: 'tenant'; readonly permission: string };
+
+export interface RouteSchema {
+  readonly summary: string;
+  readonly tags?: readonly string[];
+  readonly params?: TSchema;
+  readonly querystring?: TSchema;
+  readonly body?: TSchema;
+  /** Output allow-list: only declared fields are serialised. */
+  readonly response: Readonly<Record<number, TSchema>>;
+}
+
+type In<S extends RouteSchema, K extends 'params' | 'querystring' | 'body'> = S[K] extends TSchema ? Static<S[K]> : undefined;
+
+interface BaseContext<S extends RouteSchema> {
+  readonly request: FastifyRequest;
+  readonly reply: FastifyReply;
+  readonly params: In<S, 'params'>;
+  readonly query: In<S, 'querystring'>;
+  readonly body: In<S, 'body'>;
+  readonly meta: RequestMeta;
+  readonly db: Database;
+}
+
+export type PublicContext<S extends RouteSchema> = BaseContext<S>;
+
+export interface UserContext<S extends RouteSchema> extends BaseContext<S> {
+  readonly principal: UserPrincipal;
+  readonly credential: Credential;
+  /** A global transaction in which the caller's own memberships are visible. */
+  readonly tx: Tx;
+}
+
+export interface TenantContext<S extends RouteSchema> extends BaseContext<S> {
+  readonly principal: TenantPrincipal;
+  readonly tenantId: string;
+  readonly tx: Tx;
+  /** Records an event in this tenant's log, in this transaction, with the caller as actor. */
+  audit(event: AuditEvent): Promise<void>;
+}
+
+interface RouteBase<S extends RouteSchema> {
+  readonly method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
+  readonly url: string;
+  readonly schema: S;
+  /** Status of a successful response (default 200; 204 sends no body). */
+  readonly status?: number;
+}
+
+export type RouteDefinition =
+  | (RouteBase<RouteSchema> & { readonly access: Access & { kind: 'public' }; handler(ctx: PublicContext<RouteSchema>): Promise<unknown> })
+  | (RouteBase<RouteSchema> & { readonly access: Access & { kind: 'authenticated' }; handler(ctx: UserContext<RouteSchema>): Promise<unknown> })
+  | (RouteBase<RouteSchema> & { readonly access: Access & { kind: 'tenant' }; handler(ctx: TenantContext<RouteSchema>): Promise<unknown> });
+
+export function publicRoute<S extends RouteSchema>(
+  route: RouteBase<S> & { reason: string; handler(ctx: PublicContext<S>): Promise<unknown> },
+): RouteDefinition {
+  const { reason, ...rest } = route;
+  return { ...rest, access: { kind: 'public', reason } } as unknown as RouteDefinition;
+}
+
+export function userRoute<S extends RouteSchema>(
+  route: RouteBase<S> & { handler(ctx: UserContext<S>): Promise<unknown> },
+): RouteDefinition {
+  return { ...route, access: { kind: 'authenticated' } } as unknown as RouteDefinition;
+}
+
+export function tenantRoute<S extends RouteSchema>(
+  route: RouteBase<S> & { permission: string; handler(ctx: TenantContext<S>): Promise<unknown> },
+): RouteDefinition {
+  const { permission, ...rest } = route;
+  if (!rest.url.includes('/tenants/:tenantId')) throw new Error(`tenant route ${rest.url} must contain /tenants/:tenantId`);
+  return { ...rest, access: { kind: 'tenant', permission } } as unknown as RouteDefinition;
+}
+
+const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export function requestMeta(request: FastifyRequest): RequestMeta {
+  const userAgent = request.headers['user-agent'];
+  return { requestId: request.id, ip: request.ip ?? null, userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null };
+}
+
+function readCredential(request: FastifyRequest): Credential | null {
+  const token = request.cookies[SESSION_COOKIE];
+  // Tokens we issue are 43 base64url characters; anything else cannot be a session.
+  if (typeof token === 'string' && /^[A-Za-z0-9_-]{43}$/.test(token)) return { kind: 'session', token };
+  return null;
+}
+
+/**
+ * Authentication and CSRF before validation: an anonymous caller gets 401 whatever
+ * the body, and a cookie-authenticated unsafe request must prove it came from our UI.
+ */
+function preflight(request: FastifyRequest): Credential {
+  const credential = readCredential(request);
+  if (credential === null) throw new AppError('auth.unauthenticated');
+  if (UNSAFE_METHODS.has(request.method)) {
+    const header = request.headers['x-csrf-token'];
+    if (typeof header !== 'string' || !safeEqual(header, csrfTokenFor(credential.token))) {
+      throw new AppError('csrf.invalid');
+    }
+  }
+  return credential;
+}
+
+export interface RegistryDeps {
+  readonly db: Database;
+  readonly authenticator: Authenticator;
+  readonly authorizer: Authorizer;
+}
+
+type Outcome = { readonly denied: AppError } | { readonly value: unknown };
+
+/** Registers the routes on app. Throws (so startup fails) for a route without a valid access declaration. */
+export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefinition[], deps: RegistryDeps): void {
+  const { db, authenticator, authorizer } = deps;
+  for (const route of routes) {
+    assertAccess(route.method, route.url, route.access);
+    const { summary, tags, response, ...validation } = route.schema;
+    app.route({
+      method: route.method,
+      url: route.url,
+      config: { access: route.access },
+      schema: { summary, tags: tags ? [...tags] : undefined, response, ...validation },
+      ...(route.access.kind === 'public' ? {} : { onRequest: async (request: FastifyRequest) => { request.credential = preflight(request); } }),
+      handler: async (request, reply) => {
+        const base = {
+          request,
+          reply,
+          params: request.params,
+          query: request.query,
+          body: request.body,
+          meta: requestMeta(request),
+          db,
+        } as BaseContext<RouteSchema>;
+        let value: unknown;
+        if (route.access.kind === 'public') {
+          value = await (route as Extract<RouteDefinition, { access: { kind: 'public' } }>).handler(base);
+        } else if (route.access.kind === 'authenticated') {
+          value = await runUserRoute(route as Extract<RouteDefinition, { access: { kind: 'authenticated' } }>, base, request.credential!, deps);
+        } else {
+          const outcome = await runTenantRoute(
+            route as Extract<RouteDefinition, { access: { kind: 'tenant' } }>,
+            base,
+            request.credential!,
+            { db, authenticator, authorizer },
+          );
+          if ('denied' in outcome) throw outcome.denied;
+          value = outcome.value;
+        }
+        const status = route.status ?? 200;
+        reply.code(status);
+        return status === 204 ? reply.send() : value;
+      },
+    });
+  }
+}
+
+function assertAccess(method: string, url: string, access: Access | undefined): void {
+  const ok =
+    access !== undefined &&
+    ((access.kind === 'public' && typeof access.reason === 'string' && access.reason.trim().length > 0) ||
+      access.kind === 'authenticated' ||
+      (access.kind === 'tenant' && typeof access.permission === 'string' && access.permission.length > 0 && url.includes('/tenants/:tenantId')));
+  if (!ok) throw new Error(`Route ${method} ${url} has no valid access declaration; refusing to start.`);
+}
+
+/** Rejects any route added to the server, by us or a plugin, that did not declare its access. */
+export function enforceAccessDeclarations(app: FastifyInstance): void {
+  app.addHook('onRoute', (options) => {
+    if (options.method === 'HEAD' || (Array.isArray(options.method) && options.method.every((m) => m === 'HEAD'))) return;
+    const access = (options.config as { access?: Access } | undefined)?.access;
+    assertAccess(String(options.method), options.url ?? options.path ?? '?', access);
+  });
+}
+
+async function runUserRoute(
+  route: Extract<RouteDefinition, { access: { kind: 'authenticated' } }>,
+  base: BaseContext<RouteSchema>,
+  credential: Credential,
+  deps: RegistryDeps,
+): Promise<unknown> {
+  const principal = await deps.db.withGlobal((tx) => deps.authenticator.resolveUser(tx, credential));
+  if (principal === null) throw new AppError('auth.unauthenticated');
+  return deps.db.withGlobal((tx) => route.handler({ ...base, principal, credential, tx }), { userId: principal.userId });
+}
+
+async function runTenantRoute(
+  route: Extract<RouteDefinition, { access: { kind: 'tenant' } }>,
+  base: BaseContext<RouteSchema>,
+  credential: Credential,
+  deps: RegistryDeps,
+): Promise<Outcome> {
+  const tenantId = (base.params as unknown as { tenantId: string }).tenantId.toLowerCase();
+  const { permission } = route.access;
+  return deps.db.withTenant(tenantId, async (tx): Promise<Outcome> => {
+    const resolved = await deps.authenticator.resolveForTenant(tx, credential, tenantId);
+    if (resolved === null) return { denied: new AppError('auth.unauthenticated') };
+    const { role, ...user } = resolved;
+    const denial = { action: 'access.denied', outcome: 'denied' as const, metadata: { route: `${route.method} ${route.url}`, permission } };
+    if (role === null) {
+      // Not a member: the platform log, never the tenant's (it must not learn who else exists).
+      await recordPlatformEvent(tx, actorOf(user), base.meta, { ...denial, tenantId });
+      return { denied: new AppError('not_found') };
+    }
+    const principal: TenantPrincipal = { ...user, tenantId, role };
+    if (!deps.authorizer.can(role, permission)) {
+      await recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, { ...denial, metadata: { ...denial.metadata, role } });
+      return { denied: new AppError('access.forbidden') };
+    }
+    const value = await route.handler({
+      ...base,
+      principal,
+      tenantId,
+      tx,
+      audit: (event) => recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, event),
+    });
+    return { value };
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    credential?: Credential;
+  }
+  interface FastifyContextConfig {
+    access?: Access;
+  }
+}

@@ -1,0 +1,60 @@
+/** Schemas shared by every feature: ids, pagination, timestamps. */
+import Type, { type TSchema } from 'typebox';
+import { AppError } from './errors.ts';
+
+export const Uuid = Type.String({ format: 'uuid' });
+export const Timestamp = Type.String({ format: 'date-time' });
+
+export const TenantParams = Type.Object({ tenantId: Uuid }, { additionalProperties: false });
+export const TenantItemParams = Type.Object({ tenantId: Uuid, id: Uuid }, { additionalProperties: false });
+
+export const ListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+    cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+
+export function page<T extends TSchema>(item: T) {
+  return Type.Object({ items: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) });
+}
+
+/** Keyset pagination position: (created_at, id). Opaque to clients. */
+export interface Position {
+  readonly createdAt: Date;
+  readonly id: string;
+}
+
+export function encodeCursor(position: Position): string {
+  return Buffer.from(JSON.stringify([position.createdAt.toISOString(), position.id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string | undefined): Position | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string') {
+      const createdAt = new Date(value[0]);
+      if (!Number.isNaN(createdAt.getTime()) && /^[0-9a-f-]{36}$/i.test(value[1])) return { createdAt, id: value[1] };
+    }
+  } catch {
+    // fall through: any undecodable cursor is the caller's error
+  }
+  throw new AppError('validation.failed', { detail: 'querystring.cursor is not a valid cursor' });
+}
+
+/** Splits one extra fetched row off into the next cursor. */
+export function toPage<R extends { created_at: Date; id: string }, O>(
+  rows: readonly R[],
+  limit: number,
+  map: (row: R) => O,
+): { items: O[]; nextCursor: string | null } {
+  const hasMore = rows.length > limit;
+  const visible = hasMore ? rows.slice(0, limit) : rows;
+  const last = visible.at(-1);
+  return {
+    items: visible.map(map),
+    nextCursor: hasMore && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * The HTTP plumbing: request ids, redacted logs, security headers, body limits, strict
+ * schema validation, problem+json errors, the OpenAPI document and the route registry.
+ */
+import cookie from '@fastify/cookie';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import { Ajv, type Options as AjvOptions } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config/config.ts';
+import { InvalidTenantIdError, type Database } from '../db/database.ts';
+import { AppError, toProblem } from './errors.ts';
+import type { Authenticator, Authorizer } from './principal.ts';
+import { enforceAccessDeclarations, registerRoutes, type RouteDefinition } from './routes.ts';
+
+export const BODY_LIMIT_BYTES = 1024 * 1024;
+
+/** Paths and keys never written to logs. */
+export const LOG_REDACT_PATHS = [
+  'req.headers.cookie',
+  'req.headers.authorization',
+  'req.headers["x-csrf-token"]',
+  'res.headers["set-cookie"]',
+  '*.password',
+  '*.currentPassword',
+  '*.newPassword',
+  '*.token',
+  '*.key',
+  '*.secret',
+  '*.csrfToken',
+  '*.code',
+];
+
+export interface ServerDeps {
+  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction'>;
+  readonly db: Database;
+  readonly authenticator: Authenticator;
+  readonly authorizer: Authorizer;
+  readonly routes: readonly RouteDefinition[];
+  /** Tests capture logs here. */
+  readonly logStream?: NodeJS.WritableStream;
+}
+
+function makeAjv(options: AjvOptions): Ajv {
+  const ajv = new Ajv({ allErrors: false, strict: true, removeAdditional: false, useDefaults: true, ...options });
+  addFormats.default(ajv);
+  return ajv;
+}
+
+const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** Refuses unsafe requests from another site (defence in depth beside SameSite and the CSRF token). */
+function assertSameOrigin(request: FastifyRequest, publicUrl: string | undefined): void {
+  if (!UNSAFE_METHODS.has(request.method)) return;
+  if (request.headers['sec-fetch-site'] === 'cross-site') throw new AppError('csrf.invalid', { detail: 'Cross-site request refused' });
+  const origin = request.headers.origin;
+  if (origin === undefined) return;
+  const expected = publicUrl ?? `${request.protocol}://${request.host}`;
+  if (origin !== expected) throw new AppError('csrf.invalid', { detail: 'Cross-site request refused' });
+}
+
+function toAppError(error: FastifyError | Error): AppError {
+  if (error instanceof AppError) return error;
+  if (error instanceof InvalidTenantIdError) return new AppError('not_found', { cause: error });
+  const fastifyError = error as FastifyError;
+  if (fastifyError.validation) {
+    const first = fastifyError.validation[0];
+    const where = fastifyError.validationContext ?? 'request';
+    const field = first?.instancePath ? `${where}${first.instancePath.replaceAll('/', '.')}` : where;
+    const extra = first?.keyword === 'additionalProperties' ? ` (unknown field "${String(first.params.additionalProperty)}")` : '';
+    return new AppError('validation.failed', { detail: `${field} ${first?.message ?? 'is invalid'}${extra}`.slice(0, 300), cause: error });
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError('request.too_large', { cause: error });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError('request.unsupported_media_type', { cause: error });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new AppError('request.malformed', { cause: error });
+    default:
+      break;
+  }
+  if (error instanceof SyntaxError || fastifyError.statusCode === 400) return new AppError('request.malformed', { cause: error });
+  if (fastifyError.statusCode === 413) return new AppError('request.too_large', { cause: error });
+  if (fastifyError.statusCode === 415) return new AppError('request.unsupported_media_type', { cause: error });
+  if (fastifyError.statusCode === 503) return new AppError('unavailable', { cause: error });
+  return new AppError('internal', { cause: error });
+}
+
+export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
+  const bodyAjv = makeAjv({ coerceTypes: false });
+  const parameterAjv = makeAjv({ coerceTypes: 'array' });
+
+  const app = Fastify({
+    logger: {
+      level: deps.config.logLevel,
+      redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' },
+      ...(deps.logStream ? { stream: deps.logStream } : {}),
+    },
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    trustProxy: deps.config.trustProxy.length > 0 ? [...deps.config.trustProxy] : false,
+    bodyLimit: BODY_LIMIT_BYTES,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { maxParamLength: 200 },
+  });
+
+  // Bodies are validated strictly (no type coercion, unknown fields rejected); path and
+  // query strings arrive as text, so they are coerced to the declared types.
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : parameterAjv).compile(schema));
+
+  enforceAccessDeclarations(app);
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const appError = toAppError(error);
+    if (appError.status >= 500) request.log.error({ err: error }, 'request failed');
+    else request.log.info({ code: appError.code }, 'request refused');
+    for (const [name, value] of Object.entries(appError.headers)) void reply.header(name, value);
+    return reply.code(appError.status).type('application/problem+json').send(JSON.stringify(toProblem(appError)));
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).type('application/problem+json').send(JSON.stringify(toProblem(new AppError('not_found')))),
+  );
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+    void reply.header('cache-control', 'no-store');
+    assertSameOrigin(request, deps.config.publicUrl);
+  });
+
+  await app.register(cookie);
+  await app.register(helmet, {
+    // A strict CSP of our own: helmet's defaults allow inline styles.
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'"],
+        fontSrc: ["'self'"],
+        objectSrc: ["'none'"],
+        baseUri: ["'none'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"],
+      },
+    },
+    crossOriginEmbedderPolicy: true,
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'CustomerNode API', version: '1' },
+      components: {
+        securitySchemes: {
+          session: { type: 'apiKey', in: 'cookie', name: 'cn_session' },
+        },
+      },
+    },
+  });
+
+  app.route({
+    method: 'GET',
+    url: '/api/v1/openapi.json',
+    config: { access: { kind: 'public', reason: 'the API contract is public documentation' } },
+    schema: { hide: true },
+    handler: async () => app.swagger(),
+  });
+
+  registerRoutes(app, deps.routes, deps);
+  return app;
+}

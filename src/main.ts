@@ -1,0 +1,52 @@
+/** Composition root: config -> database -> http. Handles SIGTERM/SIGINT gracefully. */
+import pino from 'pino';
+import { buildApp } from './app.ts';
+import { ConfigError, loadConfig } from './kernel/config/config.ts';
+import { openDatabase } from './kernel/db/database.ts';
+import { DataDirLockedError } from './kernel/db/lock.ts';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw error;
+  }
+  const logger = pino({ level: config.logLevel });
+  if (config.databaseUrl === undefined) logger.info({ dataDir: config.dataDir }, 'using the embedded database');
+  let db;
+  try {
+    db = await openDatabase({ config, logger });
+  } catch (error) {
+    if (error instanceof DataDirLockedError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(75); // EX_TEMPFAIL
+    }
+    throw error;
+  }
+  const app = await buildApp({ config, db });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: no new requests, finishing in-flight ones');
+    // Fastify stops accepting, waits for in-flight requests (their transactions commit
+    // before their responses), then we close the database.
+    await app.close();
+    await db.close();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', (signal) => void stop(signal));
+  process.on('SIGINT', (signal) => void stop(signal));
+  await app.listen({ host: config.host, port: config.port });
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`CustomerNode failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});
