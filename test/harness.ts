@@ -23,6 +23,8 @@ export const PASSWORD = 'correct horse battery staple';
 /** Superuser access to the test database, for seeding and inspecting behind the app's back. */
 export interface Admin {
   query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Runs a script of several statements. */
+  exec(script: string): Promise<void>;
 }
 
 export interface TestDatabase {
@@ -52,6 +54,9 @@ export async function openTestDatabase(extraEnv: Record<string, string> = {}): P
       admin: {
         async query<T>(text: string, params?: unknown[]) {
           return (await pglite.query<T>(text, params)).rows;
+        },
+        async exec(script: string) {
+          await pglite.exec(script);
         },
       },
       async close() {
@@ -83,6 +88,9 @@ export async function openTestDatabase(extraEnv: Record<string, string> = {}): P
     admin: {
       async query<T>(text: string, params?: unknown[]) {
         return (await superPool.query(text, params)).rows as T[];
+      },
+      async exec(script: string) {
+        await superPool.query(script);
       },
     },
     async close() {

@@ -1,0 +1,67 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.ts';
+
+const PROD = {
+  NODE_ENV: 'production',
+  DATABASE_URL: 'postgres://owner@db.internal/cn',
+  DATABASE_APP_PASSWORD: 'app-password-from-secret-store',
+  SECURITY_CONTACT: 'mailto:security@example.com',
+  PUBLIC_URL: 'https://app.example.com',
+};
+
+function errorOf(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('defaults to the embedded database on 127.0.0.1:3000 and freezes the result', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ host: '127.0.0.1', port: 3000, databaseUrl: undefined, signupOpen: true, nodeEnv: 'development' });
+    expect(config.dataDir).toBe(path.resolve('./data'));
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('treats an empty variable as unset', () => {
+    expect(loadConfig({ PORT: '', DATABASE_URL: '  ' })).toMatchObject({ port: 3000, databaseUrl: undefined });
+  });
+
+  it('fails closed naming the bad variable, never echoing its value', () => {
+    const error = errorOf({ PORT: 'eighty' });
+    expect(error.variable).toBe('PORT');
+    expect(error.message).not.toContain('eighty');
+    expect(errorOf({ DATABASE_URL: 'mysql://root:hunter2@x/db' }).message).not.toContain('hunter2');
+    expect(errorOf({ SIGNUP: 'maybe' }).variable).toBe('SIGNUP');
+    expect(errorOf({ ARGON2_MEMORY_KIB: '1024' }).variable).toBe('ARGON2_MEMORY_KIB');
+    expect(errorOf({ TRUST_PROXY: 'everyone' }).variable).toBe('TRUST_PROXY');
+  });
+
+  it('reads secrets from *_FILE and refuses both forms at once', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-config-'));
+    const file = path.join(dir, 'db-url');
+    writeFileSync(file, 'postgres://owner@localhost/cn\n');
+    expect(loadConfig({ DATABASE_URL_FILE: file }).databaseUrl).toBe('postgres://owner@localhost/cn');
+    expect(errorOf({ DATABASE_URL_FILE: file, DATABASE_URL: 'postgres://x@y/z' }).variable).toBe('DATABASE_URL');
+    expect(errorOf({ DATABASE_URL_FILE: path.join(dir, 'missing') }).variable).toBe('DATABASE_URL_FILE');
+  });
+
+  it('production refuses the embedded database, missing secrets and development defaults', () => {
+    expect(loadConfig(PROD).isProduction).toBe(true);
+    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL'] as const) {
+      const env = Object.fromEntries(Object.entries(PROD).filter(([key]) => key !== name));
+      expect(errorOf(env).variable).toBe(name);
+    }
+  });
+
+  it('SIGNUP=closed turns self-service signup off', () => {
+    expect(loadConfig({ SIGNUP: 'closed' }).signupOpen).toBe(false);
+  });
+});
