@@ -125,14 +125,18 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
       method: 'GET',
       url: '/api/v1/auth/session',
       schema: { summary: 'The current session', tags: ['identity'], response: { 200: SessionResponse } },
-      async handler({ principal, tx, credential }) {
-        const memberships = await tx
-          .selectFrom('memberships as m')
-          .innerJoin('tenants as t', 't.id', 'm.tenant_id')
-          .select(['m.tenant_id as tenantId', 't.name as tenantName', 'm.role'])
-          .where('m.user_id', '=', principal.userId)
-          .orderBy('t.name')
-          .execute();
+      async handler({ principal, db, credential }) {
+        const memberships = await db.withGlobal(
+          (tx) =>
+            tx
+              .selectFrom('memberships as m')
+              .innerJoin('tenants as t', 't.id', 'm.tenant_id')
+              .select(['m.tenant_id as tenantId', 't.name as tenantName', 'm.role'])
+              .where('m.user_id', '=', principal.userId)
+              .orderBy('t.name')
+              .execute(),
+          { userId: principal.userId },
+        );
         return {
           user: { id: principal.userId, email: principal.email, name: principal.name },
           memberships,

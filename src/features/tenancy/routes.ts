@@ -51,16 +51,21 @@ export function tenancyRoutes(): RouteDefinition[] {
       method: 'GET',
       url: '/api/v1/tenants',
       schema: { summary: 'Tenants the caller belongs to', tags: ['tenancy'], querystring: ListQuery, response: { 200: page(TenantSummary) } },
-      async handler({ tx, principal, query }) {
+      async handler({ db, principal, query }) {
         const limit = query.limit ?? 50;
         const after = decodeCursor(query.cursor);
-        let builder = tx
-          .selectFrom('memberships as m')
-          .innerJoin('tenants as t', 't.id', 'm.tenant_id')
-          .select(['t.id', 't.name', 'm.role', 'm.created_at'])
-          .where('m.user_id', '=', principal.userId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 't.id'), '>', tuple(after.createdAt, after.id)));
-        const rows = await builder.orderBy('m.created_at').orderBy('t.id').limit(limit + 1).execute();
+        const rows = await db.withGlobal(
+          (tx) => {
+            let builder = tx
+              .selectFrom('memberships as m')
+              .innerJoin('tenants as t', 't.id', 'm.tenant_id')
+              .select(['t.id', 't.name', 'm.role', 'm.created_at'])
+              .where('m.user_id', '=', principal.userId);
+            if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 't.id'), '>', tuple(after.createdAt, after.id)));
+            return builder.orderBy('m.created_at').orderBy('t.id').limit(limit + 1).execute();
+          },
+          { userId: principal.userId },
+        );
         return toPage(rows, limit, (row) => ({ id: row.id, name: row.name, role: row.role }));
       },
     }),

@@ -11,6 +11,7 @@
 import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
@@ -33,6 +34,22 @@ export interface Database {
   /** Cross-tenant access as the system role, for a stated reason that is logged on every use. */
   systemDb(options: { reason: string }): SystemDb;
   close(): Promise<void>;
+}
+
+/**
+ * Marks code running inside a kernel transaction. Opening a second one from there would
+ * deadlock the embedded database (one session) and break atomicity on PostgreSQL.
+ */
+const insideTransaction = new AsyncLocalStorage<true>();
+
+export class NestedTransactionError extends Error {
+  override name = 'NestedTransactionError';
+}
+
+function assertNotNested(): void {
+  if (insideTransaction.getStore()) {
+    throw new NestedTransactionError('a database transaction was opened inside another; pass the open transaction instead');
+  }
 }
 
 export class InvalidTenantIdError extends Error {
@@ -73,17 +90,23 @@ function createKernel(options: {
     kind: options.kind,
     async withTenant(tenantId, fn) {
       if (!isUuid(tenantId)) throw new InvalidTenantIdError('tenant id must be a UUID');
-      return appDb.transaction().execute(async (tx) => {
-        await enter(tx, { tenantId: tenantId.toLowerCase(), role: roles.app });
-        return fn(tx);
-      });
+      assertNotNested();
+      return insideTransaction.run(true, () =>
+        appDb.transaction().execute(async (tx) => {
+          await enter(tx, { tenantId: tenantId.toLowerCase(), role: roles.app });
+          return fn(tx);
+        }),
+      );
     },
     async withGlobal(fn, opts) {
       if (opts?.userId !== undefined && !isUuid(opts.userId)) throw new InvalidTenantIdError('user id must be a UUID');
-      return appDb.transaction().execute(async (tx) => {
-        await enter(tx, { role: roles.app, ...(opts?.userId ? { userId: opts.userId } : {}) });
-        return fn(tx);
-      });
+      assertNotNested();
+      return insideTransaction.run(true, () =>
+        appDb.transaction().execute(async (tx) => {
+          await enter(tx, { role: roles.app, ...(opts?.userId ? { userId: opts.userId } : {}) });
+          return fn(tx);
+        }),
+      );
     },
     systemDb({ reason }) {
       if (typeof reason !== 'string' || reason.trim().length < 8) {
@@ -91,11 +114,14 @@ function createKernel(options: {
       }
       return {
         async transaction(fn) {
+          assertNotNested();
           logger.info({ reason }, 'system database access');
-          return systemKysely.transaction().execute(async (tx) => {
-            await enter(tx, { role: roles.system });
-            return fn(tx);
-          });
+          return insideTransaction.run(true, () =>
+            systemKysely.transaction().execute(async (tx) => {
+              await enter(tx, { role: roles.system });
+              return fn(tx);
+            }),
+          );
         },
       };
     },

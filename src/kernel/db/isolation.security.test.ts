@@ -102,3 +102,18 @@ describe('tenant isolation at the database', () => {
     await expect(t.db.withTenant("x' or true --", async () => 1)).rejects.toThrow(/UUID/);
   });
 });
+
+describe('transaction nesting', () => {
+  it('opening a transaction inside another fails fast instead of deadlocking', async () => {
+    const t = await openTestDatabase();
+    try {
+      const tenant = randomUUID();
+      await expect(t.db.withTenant(tenant, () => t.db.withGlobal(async () => 1))).rejects.toThrow(/inside another/);
+      await expect(t.db.withGlobal(() => t.db.systemDb({ reason: 'nesting test only' }).transaction(async () => 1))).rejects.toThrow(/inside another/);
+      // Sequential transactions remain fine.
+      expect(await t.db.withGlobal(async () => 1)).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -45,16 +45,17 @@ interface BaseContext<S extends RouteSchema> {
   readonly query: In<S, 'querystring'>;
   readonly body: In<S, 'body'>;
   readonly meta: RequestMeta;
+}
+
+export interface PublicContext<S extends RouteSchema> extends BaseContext<S> {
   readonly db: Database;
 }
 
-export type PublicContext<S extends RouteSchema> = BaseContext<S>;
-
+/** No transaction is open here: the handler opens the one it needs (never one inside another). */
 export interface UserContext<S extends RouteSchema> extends BaseContext<S> {
   readonly principal: UserPrincipal;
   readonly credential: Credential;
-  /** A global transaction in which the caller's own memberships are visible. */
-  readonly tx: Tx;
+  readonly db: Database;
 }
 
 export interface TenantContext<S extends RouteSchema> extends BaseContext<S> {
@@ -157,11 +158,10 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
           query: request.query,
           body: request.body,
           meta: requestMeta(request),
-          db,
         } as BaseContext<RouteSchema>;
         let value: unknown;
         if (route.access.kind === 'public') {
-          value = await (route as Extract<RouteDefinition, { access: { kind: 'public' } }>).handler(base);
+          value = await (route as Extract<RouteDefinition, { access: { kind: 'public' } }>).handler({ ...base, db });
         } else if (route.access.kind === 'authenticated') {
           value = await runUserRoute(route as Extract<RouteDefinition, { access: { kind: 'authenticated' } }>, base, request.credential!, deps);
         } else {
@@ -208,7 +208,7 @@ async function runUserRoute(
 ): Promise<unknown> {
   const principal = await deps.db.withGlobal((tx) => deps.authenticator.resolveUser(tx, credential));
   if (principal === null) throw new AppError('auth.unauthenticated');
-  return deps.db.withGlobal((tx) => route.handler({ ...base, principal, credential, tx }), { userId: principal.userId });
+  return route.handler({ ...base, principal, credential, db: deps.db });
 }
 
 async function runTenantRoute(
