@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
+
+describe('tenants, invitations and members', () => {
+  let t: TestApp;
+  let owner: SessionHandle;
+  let tenantId: string;
+  const members = (id = tenantId) => `/api/v1/tenants/${id}/members`;
+
+  beforeAll(async () => {
+    t = await startTestApp();
+    ({ session: owner, tenantId } = await t.signup({ tenantName: 'Main' }));
+  });
+  afterAll(async () => t?.close());
+
+  it('creates a tenant owned by the caller and lists it', async () => {
+    const created = await t.request({ method: 'POST', url: '/api/v1/tenants', as: owner, body: { name: 'Second' } });
+    expect(created.statusCode).toBe(201);
+    const list = await t.request({ method: 'GET', url: '/api/v1/tenants', as: owner });
+    expect(list.json()).toEqual({
+      items: [
+        { id: tenantId, name: 'Main', role: 'owner' },
+        { id: created.json().id, name: 'Second', role: 'owner' },
+      ],
+      nextCursor: null,
+    });
+  });
+
+  it('an invitation is accepted once, only by the invited email, and makes a member with that role', async () => {
+    const { session: invitee } = await t.signup();
+    const { session: stranger } = await t.signup();
+    const invite = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/invitations`, as: owner, body: { email: invitee.email.toUpperCase(), role: 'viewer' } });
+    expect(invite.statusCode).toBe(201);
+    const { token, expiresAt } = invite.json();
+    expect(new Date(expiresAt).getTime()).toBeGreaterThan(Date.now() + 6 * 24 * 3600_000);
+    const byStranger = await t.request({ method: 'POST', url: '/api/v1/invitations/accept', as: stranger, body: { token } });
+    expect(byStranger.statusCode).toBe(404);
+    const accepted = await t.request({ method: 'POST', url: '/api/v1/invitations/accept', as: invitee, body: { token } });
+    expect(accepted.json()).toEqual({ tenantId, role: 'viewer' });
+    const again = await t.request({ method: 'POST', url: '/api/v1/invitations/accept', as: invitee, body: { token } });
+    expect(again.statusCode).toBe(404);
+    const forged = await t.request({ method: 'POST', url: '/api/v1/invitations/accept', as: invitee, body: { token: `${token.slice(0, -2)}xx` } });
+    expect(forged.statusCode).toBe(404);
+    const list = await t.request({ method: 'GET', url: members(), as: owner });
+    expect(list.json().items).toEqual(
+      expect.arrayContaining([expect.objectContaining({ userId: invitee.userId, role: 'viewer', mfaEnabled: false })]),
+    );
+    const stored = await t.admin.query<{ token_hash: Buffer }>('select token_hash from invitations where tenant_id = $1', [tenantId]);
+    expect(stored.every((row) => !Buffer.from(row.token_hash).toString('latin1').includes(token))).toBe(true);
+  });
+
+  it('an expired invitation is refused', async () => {
+    const { session: late } = await t.signup();
+    const invite = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/invitations`, as: owner, body: { email: late.email, role: 'member' } });
+    await t.admin.query(`update invitations set expires_at = now() - interval '1 minute' where id = $1`, [invite.json().id]);
+    const response = await t.request({ method: 'POST', url: '/api/v1/invitations/accept', as: late, body: { token: invite.json().token } });
+    expect(response.statusCode).toBe(410);
+    expect(response.json().code).toBe('invitation.expired');
+  });
+
+  it('role rules: no grant above your own, admins cannot touch owners, nobody changes their own role', async () => {
+    const admin = await t.addMember(owner, tenantId, 'admin');
+    const member = await t.addMember(owner, tenantId, 'member');
+    const inviteOwner = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/invitations`, as: admin, body: { email: 'x@example.com', role: 'owner' } });
+    expect(inviteOwner.statusCode).toBe(403);
+    const demoteOwner = await t.request({ method: 'PATCH', url: `${members()}/${owner.userId}`, as: admin, body: { role: 'member' } });
+    expect(demoteOwner.statusCode).toBe(403);
+    const removeOwner = await t.request({ method: 'DELETE', url: `${members()}/${owner.userId}`, as: admin });
+    expect(removeOwner.statusCode).toBe(403);
+    const selfPromote = await t.request({ method: 'PATCH', url: `${members()}/${admin.userId}`, as: admin, body: { role: 'owner' } });
+    expect(selfPromote.statusCode).toBe(403);
+    const promote = await t.request({ method: 'PATCH', url: `${members()}/${member.userId}`, as: admin, body: { role: 'admin' } });
+    expect(promote.statusCode).toBe(200);
+    expect(promote.json().role).toBe('admin');
+    const byMember = await t.request({ method: 'GET', url: members(), as: await t.addMember(owner, tenantId, 'member') });
+    expect(byMember.statusCode).toBe(403);
+    const [event] = await t.admin.query<{ metadata: { before: string; after: string } }>(
+      `select metadata from audit_events where tenant_id = $1 and action = 'member.role_changed' order by seq desc limit 1`,
+      [tenantId],
+    );
+    expect(event!.metadata).toEqual({ before: 'member', after: 'admin' });
+  });
+
+  it('the last owner can be neither demoted nor removed', async () => {
+    const { session: solo, tenantId: soloTenant } = await t.signup();
+    await t.addMember(solo, soloTenant, 'admin');
+    const demote = await t.request({ method: 'DELETE', url: `${members(soloTenant)}/${solo.userId}`, as: solo });
+    expect(demote.statusCode).toBe(409);
+    expect(demote.json().code).toBe('member.last_owner');
+    const second = await t.addMember(solo, soloTenant, 'owner');
+    const leave = await t.request({ method: 'DELETE', url: `${members(soloTenant)}/${solo.userId}`, as: second });
+    expect(leave.statusCode).toBe(204);
+  });
+
+  it("a removed member loses access on the very next request", async () => {
+    const member = await t.addMember(owner, tenantId, 'member');
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: member })).statusCode).toBe(200);
+    const removed = await t.request({ method: 'DELETE', url: `${members()}/${member.userId}`, as: owner });
+    expect(removed.statusCode).toBe(204);
+    const next = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: member });
+    expect(next.statusCode).toBe(404);
+    const platform = await t.admin.query<{ action: string; tenant_id: string }>(
+      `select action, tenant_id from platform_audit_events where actor_id = $1 and action = 'access.denied'`,
+      [member.userId],
+    );
+    expect(platform).toEqual([{ action: 'access.denied', tenant_id: tenantId }]);
+  });
+
+  it('a member lacking the permission gets 403 and the denial lands in the tenant log', async () => {
+    const viewer = await t.addMember(owner, tenantId, 'viewer');
+    const response = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: viewer, body: { name: 'nope' } });
+    expect(response.statusCode).toBe(403);
+    expect(response.json().code).toBe('access.forbidden');
+    const [event] = await t.admin.query<{ outcome: string; metadata: { permission: string } }>(
+      `select outcome, metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`,
+      [tenantId, viewer.userId],
+    );
+    expect(event).toMatchObject({ outcome: 'denied', metadata: { permission: 'records.write' } });
+  });
+});
