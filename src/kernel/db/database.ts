@@ -221,3 +221,28 @@ async function openPostgres(options: OpenDatabaseOptions, databaseUrl: string): 
     },
   });
 }
+
+/** Applies pending migrations and returns the versions applied now (the CLI's `migrate`). */
+export async function runMigrations(options: Omit<OpenDatabaseOptions, 'pglite'>): Promise<number[]> {
+  const { config } = options;
+  if (config.databaseUrl === undefined) {
+    const lock = lockDataDir(config.dataDir);
+    try {
+      const pglite = await PGlite.create(path.join(config.dataDir, 'pgdata'));
+      try {
+        return await migrateEmbedded(pglite);
+      } finally {
+        await pglite.close();
+      }
+    } finally {
+      lock.release();
+    }
+  }
+  const ownerPool = new pg.Pool({ connectionString: config.databaseUrl, max: 1 });
+  ownerPool.on('error', (error) => options.logger.warn({ err: error }, 'idle database client error'));
+  try {
+    return await migratePostgres(ownerPool, config.databaseAppUser);
+  } finally {
+    await ownerPool.end();
+  }
+}
