@@ -69,6 +69,17 @@ describe('tenants, invitations and members', () => {
     expect(removeOwner.statusCode).toBe(403);
     const selfPromote = await t.request({ method: 'PATCH', url: `${members()}/${admin.userId}`, as: admin, body: { role: 'owner' } });
     expect(selfPromote.statusCode).toBe(403);
+    // Each refusal is evidence in the tenant log, though the refused change rolled back.
+    const denials = await t.admin.query<{ metadata: { reason: string } }>(
+      `select metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2 order by seq`,
+      [tenantId, admin.userId],
+    );
+    expect(denials.map((d) => d.metadata.reason)).toEqual([
+      'You cannot grant a role above your own',
+      'Only an owner can change or remove an owner',
+      'Only an owner can change or remove an owner',
+      'You cannot change your own role',
+    ]);
     const promote = await t.request({ method: 'PATCH', url: `${members()}/${member.userId}`, as: admin, body: { role: 'admin' } });
     expect(promote.statusCode).toBe(200);
     expect(promote.json().role).toBe('admin');

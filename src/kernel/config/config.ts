@@ -113,6 +113,13 @@ function httpOrigin(name: string, value: string | undefined): string | undefined
   return url.origin;
 }
 
+/** RFC 9116: web URIs in security.txt must be https. */
+function httpsUrl(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!URL.canParse(value) || new URL(value).protocol !== 'https:') throw new ConfigError(name, 'must be an https:// URL');
+  return value;
+}
+
 /** Parses and freezes the configuration. Pure: pass the environment in (tests pass their own). */
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf<NodeEnv>(env, 'NODE_ENV', ['development', 'test', 'production'], 'development');
@@ -167,7 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: Object.freeze(trustProxy),
     publicUrl,
     securityContact,
-    securityPolicyUrl: httpOrigin('SECURITY_POLICY_URL', raw(env, 'SECURITY_POLICY_URL')) && raw(env, 'SECURITY_POLICY_URL'),
+    securityPolicyUrl: httpsUrl('SECURITY_POLICY_URL', raw(env, 'SECURITY_POLICY_URL')),
     argon2: Object.freeze({
       // OWASP minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
       memoryKiB: integer(env, 'ARGON2_MEMORY_KIB', 19456, 19456, 1048576),

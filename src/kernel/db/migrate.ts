@@ -42,7 +42,10 @@ function grantsScript(appUser: string): string {
   for (const [table, privileges] of Object.entries(APP_GRANTS)) {
     lines.push(`revoke all on ${table} from ${app};`);
     lines.push(`grant ${privileges} on ${table} to ${app};`);
-    lines.push(`grant select, insert, update, delete on ${table} to cn_system;`);
+    // The system role may append to audit logs like everyone else, never rewrite them.
+    const systemPrivileges = table.includes('audit_events') ? 'select, insert' : 'select, insert, update, delete';
+    lines.push(`revoke all on ${table} from cn_system;`);
+    lines.push(`grant ${systemPrivileges} on ${table} to cn_system;`);
   }
   lines.push(`grant usage on all sequences in schema public to ${app}, cn_system;`);
   return lines.join('\n');

@@ -194,7 +194,7 @@ function assertAccess(method: string, url: string, access: Access | undefined): 
 /** Rejects any route added to the server, by us or a plugin, that did not declare its access. */
 export function enforceAccessDeclarations(app: FastifyInstance): void {
   app.addHook('onRoute', (options) => {
-    if (options.method === 'HEAD' || (Array.isArray(options.method) && options.method.every((m) => m === 'HEAD'))) return;
+    // Fastify's automatic HEAD routes copy their GET route's config, so they pass too.
     const access = (options.config as { access?: Access } | undefined)?.access;
     assertAccess(String(options.method), options.url ?? options.path ?? '?', access);
   });
@@ -219,30 +219,48 @@ async function runTenantRoute(
 ): Promise<Outcome> {
   const tenantId = (base.params as unknown as { tenantId: string }).tenantId.toLowerCase();
   const { permission } = route.access;
-  return deps.db.withTenant(tenantId, async (tx): Promise<Outcome> => {
-    const resolved = await deps.authenticator.resolveForTenant(tx, credential, tenantId);
-    if (resolved === null) return { denied: new AppError('auth.unauthenticated') };
-    const { role, ...user } = resolved;
-    const denial = { action: 'access.denied', outcome: 'denied' as const, metadata: { route: `${route.method} ${route.url}`, permission } };
-    if (role === null) {
-      // Not a member: the platform log, never the tenant's (it must not learn who else exists).
-      await recordPlatformEvent(tx, actorOf(user), base.meta, { ...denial, tenantId });
-      return { denied: new AppError('not_found') };
-    }
-    const principal: TenantPrincipal = { ...user, tenantId, role };
-    if (!deps.authorizer.can(role, permission)) {
-      await recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, { ...denial, metadata: { ...denial.metadata, role } });
-      return { denied: new AppError('access.forbidden') };
-    }
-    const value = await route.handler({
-      ...base,
-      principal,
-      tenantId,
-      tx,
-      audit: (event) => recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, event),
-    });
-    return { value };
+  const denial = (metadata: Record<string, unknown>) => ({
+    action: 'access.denied',
+    outcome: 'denied' as const,
+    metadata: { route: `${route.method} ${route.url}`, permission, ...metadata },
   });
+  let principal: TenantPrincipal | undefined;
+  try {
+    return await deps.db.withTenant(tenantId, async (tx): Promise<Outcome> => {
+      const resolved = await deps.authenticator.resolveForTenant(tx, credential, tenantId);
+      if (resolved === null) return { denied: new AppError('auth.unauthenticated') };
+      const { role, ...user } = resolved;
+      if (role === null) {
+        // Not a member: the platform log, never the tenant's (it must not learn who else exists).
+        await recordPlatformEvent(tx, actorOf(user), base.meta, { ...denial({}), tenantId });
+        return { denied: new AppError('not_found') };
+      }
+      principal = { ...user, tenantId, role };
+      if (!deps.authorizer.can(role, permission)) {
+        await recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, denial({ role }));
+        return { denied: new AppError('access.forbidden') };
+      }
+      const caller = principal;
+      const value = await route.handler({
+        ...base,
+        principal: caller,
+        tenantId,
+        tx,
+        audit: (event) => recordTenantEvent(tx, tenantId, actorOf(caller), base.meta, event),
+      });
+      return { value };
+    });
+  } catch (error) {
+    // A handler's own refusal (say, an admin touching an owner) rolled its transaction
+    // back; the denial is still evidence, so it is recorded in a transaction of its own.
+    if (error instanceof AppError && error.code === 'access.forbidden' && principal !== undefined) {
+      const caller = principal;
+      await deps.db.withTenant(tenantId, (tx) =>
+        recordTenantEvent(tx, tenantId, actorOf(caller), base.meta, denial({ role: caller.role, reason: error.publicDetail ?? null })),
+      );
+    }
+    throw error;
+  }
 }
 
 declare module 'fastify' {

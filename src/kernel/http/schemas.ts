@@ -1,5 +1,6 @@
 /** Schemas shared by every feature: ids, pagination, timestamps. */
 import Type, { type TSchema } from 'typebox';
+import { isUuid } from '../db/database.ts';
 import { AppError } from './errors.ts';
 
 export const Uuid = Type.String({ format: 'uuid' });
@@ -34,9 +35,12 @@ export function decodeCursor(cursor: string | undefined): Position | undefined {
   if (cursor === undefined) return undefined;
   try {
     const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string') {
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && isUuid(value[1])) {
+      // Only timestamps we could have written: canonical ISO form, four-digit year.
       const createdAt = new Date(value[0]);
-      if (!Number.isNaN(createdAt.getTime()) && /^[0-9a-f-]{36}$/i.test(value[1])) return { createdAt, id: value[1] };
+      if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(value[0]) && !Number.isNaN(createdAt.getTime()) && createdAt.toISOString() === value[0]) {
+        return { createdAt, id: value[1] };
+      }
     }
   } catch {
     // fall through: any undecodable cursor is the caller's error

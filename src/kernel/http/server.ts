@@ -7,7 +7,7 @@ import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/config.ts';
 import { InvalidTenantIdError, type Database } from '../db/database.ts';
@@ -108,7 +108,19 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 200 },
+    // Router-level errors (malformed URL, over-long path parameter) skip hooks and the
+    // error handler: answer them as problem+json with the safe headers ourselves.
+    frameworkErrors: (error, request, reply) => {
+      const appError = new AppError('validation.failed', { detail: 'The request path is not valid', cause: error });
+      void (reply as FastifyReply)
+        .code(appError.status)
+        .headers({ 'x-request-id': request.id, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+        .type('application/problem+json')
+        .send(JSON.stringify(toProblem(appError)));
+    },
   });
+  // JSON is the only body we accept; anything else is 415, not a validation error.
+  app.removeContentTypeParser('text/plain');
 
   // Bodies are validated strictly (no type coercion, unknown fields rejected); path and
   // query strings arrive as text, so they are coerced to the declared types.
@@ -127,12 +139,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).type('application/problem+json').send(JSON.stringify(toProblem(new AppError('not_found')))),
   );
-
-  app.addHook('onRequest', async (request, reply) => {
-    void reply.header('x-request-id', request.id);
-    void reply.header('cache-control', 'no-store');
-    assertSameOrigin(request, deps.config.publicUrl);
-  });
 
   await app.register(cookie);
   await app.register(helmet, {
@@ -154,6 +160,13 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     },
     crossOriginEmbedderPolicy: true,
   });
+  // After helmet, so that a refused request still carries the security headers.
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+    void reply.header('cache-control', 'no-store');
+    assertSameOrigin(request, deps.config.publicUrl);
+  });
+
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
