@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../test/harness.ts';
 import { lockDataDir } from '../kernel/db/lock.ts';
+import { MIGRATIONS } from '../kernel/db/migrations.ts';
 
 const CLI = path.resolve(import.meta.dirname, 'main.ts');
 
@@ -30,7 +31,7 @@ describe('customernode migrate', () => {
     const first = cli(['migrate', '--json'], env);
     expect(first.code, first.stderr).toBe(0);
     // The PostgreSQL test database is a clone of an already migrated template.
-    expect(JSON.parse(first.stdout)).toEqual({ applied: t.kind === 'postgres' ? [] : [1] });
+    expect(JSON.parse(first.stdout)).toEqual({ applied: t.kind === 'postgres' ? [] : MIGRATIONS.map((m) => m.version) });
     const second = cli(['migrate', '--json'], env);
     expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
   });

@@ -46,15 +46,6 @@ function liveSessions(tx: Tx, credential: Credential) {
 }
 
 export const sessionAuthenticator: Authenticator = {
-  async resolveForTenant(tx, credential, tenantId) {
-    // Session, user and membership in one round trip, inside the tenant transaction (RLS applies to memberships).
-    const row = await liveSessions(tx, credential)
-      .leftJoin('memberships as m', (join) => join.onRef('m.user_id', '=', 's.user_id').on('m.tenant_id', '=', tenantId))
-      .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name', 'm.role'])
-      .executeTakeFirst();
-    if (row === undefined) return null;
-    return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId, role: row.role ?? null };
-  },
   async resolveUser(tx, credential): Promise<UserPrincipal | null> {
     const row = await liveSessions(tx, credential)
       .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name'])

@@ -8,6 +8,7 @@ const PROD = {
   NODE_ENV: 'production',
   DATABASE_URL: 'postgres://owner@db.internal/cn',
   DATABASE_APP_PASSWORD: 'app-password-from-secret-store',
+  DATABASE_SYSTEM_PASSWORD: 'system-password-from-secret-store',
   SECURITY_CONTACT: 'mailto:security@example.com',
   PUBLIC_URL: 'https://app.example.com',
 };
@@ -55,7 +56,7 @@ describe('configuration', () => {
 
   it('production refuses the embedded database, missing secrets and development defaults', () => {
     expect(loadConfig(PROD).isProduction).toBe(true);
-    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL'] as const) {
+    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL'] as const) {
       const env = Object.fromEntries(Object.entries(PROD).filter(([key]) => key !== name));
       expect(errorOf(env).variable).toBe(name);
     }

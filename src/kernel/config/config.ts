@@ -19,6 +19,8 @@ export interface Config {
   /** Login role the server uses for requests: not superuser, not BYPASSRLS, not owner. */
   readonly databaseAppUser: string;
   readonly databaseAppPassword: string | undefined;
+  /** Password of cn_system, the role of systemDb (cross-tenant jobs). */
+  readonly databaseSystemPassword: string | undefined;
   readonly databasePoolSize: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly signupOpen: boolean;
@@ -126,6 +128,7 @@ export function loadConfig(env: Env = process.env): Config {
   const isProduction = nodeEnv === 'production';
   const databaseUrl = postgresUrl('DATABASE_URL', secret(env, 'DATABASE_URL'));
   const databaseAppPassword = secret(env, 'DATABASE_APP_PASSWORD');
+  const databaseSystemPassword = secret(env, 'DATABASE_SYSTEM_PASSWORD');
   const securityContact = raw(env, 'SECURITY_CONTACT')?.trim() ?? DEV_SECURITY_CONTACT;
   if (!/^(mailto:|https:\/\/)\S+$/.test(securityContact)) {
     throw new ConfigError('SECURITY_CONTACT', 'must be a mailto: or https:// URI');
@@ -138,6 +141,9 @@ export function loadConfig(env: Env = process.env): Config {
     if (databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required when NODE_ENV=production');
     if (databaseAppPassword === undefined) {
       throw new ConfigError('DATABASE_APP_PASSWORD', 'is required when NODE_ENV=production');
+    }
+    if (databaseSystemPassword === undefined) {
+      throw new ConfigError('DATABASE_SYSTEM_PASSWORD', 'is required when NODE_ENV=production');
     }
     if (securityContact === DEV_SECURITY_CONTACT) {
       throw new ConfigError('SECURITY_CONTACT', 'must be set to a real contact when NODE_ENV=production');
@@ -168,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     databaseAppUser: appUser,
     databaseAppPassword,
+    databaseSystemPassword,
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200),
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], nodeEnv === 'test' ? 'silent' : 'info'),
     signupOpen: oneOf(env, 'SIGNUP', ['open', 'closed'], 'open') === 'open',

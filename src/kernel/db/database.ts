@@ -9,7 +9,7 @@
  * Nothing else exports a pool or a Kysely instance.
  */
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PGliteDialect, PostgresDialect, sql, type Transaction } from 'kysely';
+import { Kysely, PGliteDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
+import { LazyBeginPostgresDialect } from './pg-driver.ts';
 import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
@@ -29,6 +30,12 @@ export interface Database {
   readonly kind: 'embedded' | 'postgres';
   /** Runs fn in one transaction confined by RLS to tenantId. Throws InvalidTenantIdError for a non-UUID. */
   withTenant<T>(tenantId: string, fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * The request guard's transaction: tenantId's context plus, in the same first round
+   * trip, the session with that token digest, its user and their role in the tenant
+   * (null caller: no live session).
+   */
+  withTenantSession<T>(tenantId: string, tokenHash: Buffer, fn: (tx: Tx, caller: TenantCaller | null) => Promise<T>): Promise<T>;
   /** Runs fn in one transaction with no tenant: tenant tables show no rows (but the user's own memberships). */
   withGlobal<T>(fn: (tx: Tx) => Promise<T>, options?: { userId?: string }): Promise<T>;
   /** Cross-tenant access as the system role, for a stated reason that is logged on every use. */
@@ -62,66 +69,120 @@ export function isUuid(value: unknown): value is string {
   return typeof value === 'string' && UUID.test(value);
 }
 
-interface Roles {
-  /** The role statement of a transaction; PGlite's session is a superuser, so it must SET LOCAL ROLE. */
-  readonly app: string | null;
-  readonly system: string;
+/** What the guard learns in the tenant transaction's first round trip. */
+export interface TenantCaller {
+  readonly sessionId: string;
+  readonly userId: string;
+  readonly email: string;
+  readonly name: string;
+  /** The caller's role in this tenant; null: not a member. */
+  readonly role: string | null;
 }
+
+interface EnterSettings {
+  readonly tenantId?: string;
+  readonly userId?: string;
+}
+
+/**
+ * How a transaction takes on its identity. Values reach SQL text only after isUuid (or
+ * as our own SHA-256 digest in hex), so the PostgreSQL entry can be one unparameterised
+ * statement that the driver sends together with BEGIN.
+ */
+interface Entry {
+  enter(tx: Tx, settings: EnterSettings, role: 'app' | 'system'): Promise<void>;
+  enterTenantSession(tx: Tx, tenantId: string, tokenHash: Buffer): Promise<TenantCaller[]>;
+}
+
+function literalUuid(value: string | undefined): string {
+  if (value === undefined) return "''";
+  if (!isUuid(value)) throw new InvalidTenantIdError('id must be a UUID');
+  return `'${value.toLowerCase()}'`;
+}
+
+function literalDigest(digest: Buffer): string {
+  if (digest.length !== 32) throw new Error('a credential digest is 32 bytes');
+  return `'\\x${digest.toString('hex')}'::bytea`;
+}
+
+const ENTER_COLUMNS = 'session_id as "sessionId", user_id as "userId", email, name, role';
+
+/** PostgreSQL: the server logs in as the app or system role itself; no role switch. */
+const postgresEntry: Entry = {
+  async enter(tx, settings) {
+    await sql.raw(
+      `select set_config('app.tenant_id', ${literalUuid(settings.tenantId)}, true), set_config('app.user_id', ${literalUuid(settings.userId)}, true)`,
+    ).execute(tx);
+  },
+  async enterTenantSession(tx, tenantId, tokenHash) {
+    const { rows } = await sql.raw<TenantCaller>(`select ${ENTER_COLUMNS} from cn_enter_tenant(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)})`).execute(tx);
+    return rows;
+  },
+};
+
+/** PGlite: the session is a superuser, so each transaction first drops to the right role. */
+const embeddedEntry: Entry = {
+  async enter(tx, settings, role) {
+    await sql`select set_config('role', ${role === 'app' ? 'cn_app' : 'cn_system'}, true),
+      set_config('app.tenant_id', ${settings.tenantId ?? ''}, true),
+      set_config('app.user_id', ${settings.userId ?? ''}, true)`.execute(tx);
+  },
+  async enterTenantSession(tx, tenantId, tokenHash) {
+    await sql`select set_config('role', 'cn_app', true)`.execute(tx);
+    const { rows } = await sql<TenantCaller>`select ${sql.raw(ENTER_COLUMNS)} from cn_enter_tenant(${tenantId}::uuid, ${tokenHash})`.execute(tx);
+    return rows;
+  },
+};
 
 function createKernel(options: {
   kind: 'embedded' | 'postgres';
   appDb: Kysely<DB>;
   systemKysely: Kysely<DB>;
-  roles: Roles;
   logger: Logger;
   close: () => Promise<void>;
 }): Database {
-  const { appDb, systemKysely, roles, logger } = options;
+  const { appDb, systemKysely, logger } = options;
+  const entry = options.kind === 'embedded' ? embeddedEntry : postgresEntry;
 
-  async function enter(tx: Tx, settings: { tenantId?: string; userId?: string; role: string | null }) {
-    // Transaction-local settings only (set_config(..., true)): a pooled connection never
-    // carries one request's tenant into the next.
-    await sql`select set_config('role', ${settings.role ?? 'none'}, true),
-      set_config('app.tenant_id', ${settings.tenantId ?? ''}, true),
-      set_config('app.user_id', ${settings.userId ?? ''}, true)`.execute(tx);
+  function transaction<T>(db: Kysely<DB>, body: (tx: Tx) => Promise<T>): Promise<T> {
+    assertNotNested();
+    return insideTransaction.run(true, () => db.transaction().execute(body));
   }
 
   return {
     kind: options.kind,
-    async withTenant(tenantId, fn) {
-      if (!isUuid(tenantId)) throw new InvalidTenantIdError('tenant id must be a UUID');
-      assertNotNested();
-      return insideTransaction.run(true, () =>
-        appDb.transaction().execute(async (tx) => {
-          await enter(tx, { tenantId: tenantId.toLowerCase(), role: roles.app });
-          return fn(tx);
-        }),
-      );
+    withTenant(tenantId, fn) {
+      if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
+      return transaction(appDb, async (tx) => {
+        await entry.enter(tx, { tenantId: tenantId.toLowerCase() }, 'app');
+        return fn(tx);
+      });
     },
-    async withGlobal(fn, opts) {
-      if (opts?.userId !== undefined && !isUuid(opts.userId)) throw new InvalidTenantIdError('user id must be a UUID');
-      assertNotNested();
-      return insideTransaction.run(true, () =>
-        appDb.transaction().execute(async (tx) => {
-          await enter(tx, { role: roles.app, ...(opts?.userId ? { userId: opts.userId } : {}) });
-          return fn(tx);
-        }),
-      );
+    withTenantSession(tenantId, tokenHash, fn) {
+      if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
+      return transaction(appDb, async (tx) => {
+        const [caller] = await entry.enterTenantSession(tx, tenantId.toLowerCase(), tokenHash);
+        return fn(tx, caller ?? null);
+      });
+    },
+    withGlobal(fn, opts) {
+      if (opts?.userId !== undefined && !isUuid(opts.userId)) return Promise.reject(new InvalidTenantIdError('user id must be a UUID'));
+      return transaction(appDb, async (tx) => {
+        await entry.enter(tx, opts?.userId ? { userId: opts.userId } : {}, 'app');
+        return fn(tx);
+      });
     },
     systemDb({ reason }) {
       if (typeof reason !== 'string' || reason.trim().length < 8) {
         throw new Error('systemDb needs a reason of at least 8 characters');
       }
       return {
-        async transaction(fn) {
-          assertNotNested();
+        transaction(fn) {
           logger.info({ reason }, 'system database access');
-          return insideTransaction.run(true, () =>
-            systemKysely.transaction().execute(async (tx) => {
-              await enter(tx, { role: roles.system });
-              return fn(tx);
-            }),
-          );
+          return transaction(systemKysely, async (tx) => {
+            await entry.enter(tx, {}, 'system');
+            return fn(tx);
+          });
         },
       };
     },
@@ -130,7 +191,7 @@ function createKernel(options: {
 }
 
 export interface OpenDatabaseOptions {
-  config: Pick<Config, 'dataDir' | 'databaseUrl' | 'databaseAppUser' | 'databaseAppPassword' | 'databasePoolSize'>;
+  config: Pick<Config, 'dataDir' | 'databaseUrl' | 'databaseAppUser' | 'databaseAppPassword' | 'databaseSystemPassword' | 'databasePoolSize'>;
   logger: Logger;
   /** Tests hand in an in-memory PGlite (loaded from a migrated template) instead of DATA_DIR. */
   pglite?: PGlite;
@@ -166,7 +227,6 @@ async function openEmbedded(options: OpenDatabaseOptions): Promise<Database> {
     kind: 'embedded',
     appDb: db,
     systemKysely: db,
-    roles: { app: 'cn_app', system: 'cn_system' },
     logger: options.logger,
     async close() {
       await db.destroy();
@@ -192,30 +252,41 @@ async function assertUnprivileged(pool: pg.Pool): Promise<void> {
   }
 }
 
+function roleUrl(databaseUrl: string, user: string, password: string | undefined): string {
+  const url = new URL(databaseUrl);
+  url.username = user;
+  url.password = password ?? '';
+  return url.toString();
+}
+
 async function openPostgres(options: OpenDatabaseOptions, databaseUrl: string): Promise<Database> {
-  const { config } = options;
-  const ownerPool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
-  const appUrl = new URL(databaseUrl);
-  appUrl.username = config.databaseAppUser;
-  appUrl.password = config.databaseAppPassword ?? '';
-  const appPool = new pg.Pool({ connectionString: appUrl.toString(), max: config.databasePoolSize });
-  // An idle client that errors must not crash the process; the pool replaces it.
-  for (const pool of [ownerPool, appPool]) pool.on('error', (error) => options.logger.warn({ err: error }, 'idle database client error'));
+  const { config, logger } = options;
+  // The owner connection only migrates; the server then runs as the two unprivileged roles.
+  const ownerPool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  ownerPool.on('error', (error) => logger.warn({ err: error }, 'idle database client error'));
   try {
     await migratePostgres(ownerPool, config.databaseAppUser);
+  } finally {
+    await ownerPool.end();
+  }
+  const appPool = new pg.Pool({ connectionString: roleUrl(databaseUrl, config.databaseAppUser, config.databaseAppPassword), max: config.databasePoolSize });
+  const systemPool = new pg.Pool({ connectionString: roleUrl(databaseUrl, 'cn_system', config.databaseSystemPassword), max: 2 });
+  // An idle client that errors must not crash the process; the pool replaces it.
+  for (const pool of [appPool, systemPool]) pool.on('error', (error) => logger.warn({ err: error }, 'idle database client error'));
+  try {
     await assertUnprivileged(appPool);
+    await assertUnprivileged(systemPool);
   } catch (error) {
-    await Promise.allSettled([ownerPool.end(), appPool.end()]);
+    await Promise.allSettled([appPool.end(), systemPool.end()]);
     throw error;
   }
-  const appDb = new Kysely<DB>({ dialect: new PostgresDialect({ pool: appPool }) });
-  const systemKysely = new Kysely<DB>({ dialect: new PostgresDialect({ pool: ownerPool }) });
+  const appDb = new Kysely<DB>({ dialect: new LazyBeginPostgresDialect(appPool) });
+  const systemKysely = new Kysely<DB>({ dialect: new LazyBeginPostgresDialect(systemPool) });
   return createKernel({
     kind: 'postgres',
     appDb,
     systemKysely,
-    roles: { app: null, system: 'cn_system' },
-    logger: options.logger,
+    logger,
     async close() {
       await Promise.allSettled([appDb.destroy(), systemKysely.destroy()]);
     },

@@ -4,7 +4,7 @@
  */
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
-import { APP_GRANTS, MIGRATIONS } from './migrations.ts';
+import { APP_FUNCTIONS, APP_GRANTS, MIGRATIONS } from './migrations.ts';
 
 /** The minimal script runner both engines provide. */
 interface Runner {
@@ -19,20 +19,25 @@ function ident(name: string): string {
   return `"${name}"`;
 }
 
-function rolesScript(appUser: string, appCanLogin: boolean): string {
+/**
+ * The two unprivileged roles: the application role (every request) and cn_system (the
+ * rare cross-tenant job; policies name it). Neither is superuser, BYPASSRLS or owner.
+ * Created only when missing (that needs CREATEROLE); operators may create them first.
+ */
+function rolesScript(appUser: string, canLogin: boolean): string {
   const app = ident(appUser);
+  const login = canLogin ? 'login' : 'nologin';
   return `
 do $$ begin
   if not exists (select 1 from pg_roles where rolname = '${appUser}') then
-    create role ${app} ${appCanLogin ? 'login' : 'nologin'} nosuperuser nobypassrls nocreatedb nocreaterole noinherit;
+    create role ${app} ${login} nosuperuser nobypassrls nocreatedb nocreaterole noinherit;
   end if;
   if not exists (select 1 from pg_roles where rolname = 'cn_system') then
-    create role cn_system nologin nosuperuser nobypassrls;
+    create role cn_system ${login} nosuperuser nobypassrls nocreatedb nocreaterole noinherit;
   end if;
-  -- The owner (the migration connection) switches to cn_system for systemDb work.
-  if not pg_has_role(current_user, 'cn_system', 'MEMBER') then
-    execute format('grant cn_system to %I', current_user);
-  end if;
+  ${canLogin ? `if exists (select 1 from pg_roles where rolname = 'cn_system' and not rolcanlogin) then
+    alter role cn_system login;
+  end if;` : ''}
 end $$;`;
 }
 
@@ -48,6 +53,7 @@ function grantsScript(appUser: string): string {
     lines.push(`grant ${systemPrivileges} on ${table} to cn_system;`);
   }
   lines.push(`grant usage on all sequences in schema public to ${app}, cn_system;`);
+  for (const fn of APP_FUNCTIONS) lines.push(`grant execute on function ${fn} to ${app}, cn_system;`);
   return lines.join('\n');
 }
 

@@ -168,7 +168,32 @@ create table platform_audit_events (
 );
 `,
   },
+  {
+    version: 2,
+    name: 'enter-tenant',
+    // The request guard's first statement: set the tenant for this transaction, then read
+    // the caller's session, user and membership under that tenant's RLS. One round trip.
+    // SECURITY INVOKER: it runs with the caller's privileges and policies.
+    sql: `
+create function cn_enter_tenant(p_tenant uuid, p_token_hash bytea)
+returns table (session_id uuid, user_id uuid, email text, name text, role text)
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  return query
+    select s.id, u.id, u.email, u.name, m.role
+    from public.sessions s
+    join public.users u on u.id = s.user_id
+    left join public.memberships m on m.tenant_id = p_tenant and m.user_id = s.user_id
+    where s.token_hash = p_token_hash and s.revoked_at is null and s.expires_at > now();
+end $$;
+revoke all on function cn_enter_tenant(uuid, bytea) from public;
+`,
+  },
 ];
+
+/** Functions the application role may execute (re-granted on every migrate). */
+export const APP_FUNCTIONS: readonly string[] = ['cn_enter_tenant(uuid, bytea)'];
 
 /**
  * Table privileges of the application role, re-applied on every migrate so they can never

@@ -21,10 +21,11 @@ export interface Credential {
   readonly token: string;
 }
 
-/** Identity's side of the guard, injected by the composition root so the kernel stays feature-free. */
+/**
+ * Identity's side of the guard for routes outside a tenant, injected by the composition
+ * root. (Tenant routes resolve the session inside their tenant transaction: withTenantSession.)
+ */
 export interface Authenticator {
-  /** One query inside the tenant transaction: the session's user and their role in tenantId (null role: not a member). */
-  resolveForTenant(tx: Tx, credential: Credential, tenantId: string): Promise<(UserPrincipal & { role: string | null }) | null>;
   resolveUser(tx: Tx, credential: Credential): Promise<UserPrincipal | null>;
 }
 

@@ -10,7 +10,7 @@ const unusedDb = new Proxy({}, { get: () => { throw new Error('no database in th
 const deps = {
   config: loadConfig({ NODE_ENV: 'test' }),
   db: unusedDb,
-  authenticator: { resolveForTenant: async () => null, resolveUser: async () => null },
+  authenticator: { resolveUser: async () => null },
   authorizer: { can: () => false },
 };
 

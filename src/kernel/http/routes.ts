@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static, TSchema } from 'typebox';
 import type { Database, Tx } from '../db/database.ts';
 import { recordPlatformEvent, recordTenantEvent, type AuditEvent, type RequestMeta } from '../audit/record.ts';
-import { csrfTokenFor, safeEqual } from '../crypto/tokens.ts';
+import { csrfTokenFor, hashToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
 import {
   actorOf,
@@ -226,10 +226,10 @@ async function runTenantRoute(
   });
   let principal: TenantPrincipal | undefined;
   try {
-    return await deps.db.withTenant(tenantId, async (tx): Promise<Outcome> => {
-      const resolved = await deps.authenticator.resolveForTenant(tx, credential, tenantId);
-      if (resolved === null) return { denied: new AppError('auth.unauthenticated') };
-      const { role, ...user } = resolved;
+    return await deps.db.withTenantSession(tenantId, hashToken(credential.token), async (tx, caller): Promise<Outcome> => {
+      if (caller === null) return { denied: new AppError('auth.unauthenticated') };
+      const { role, ...rest } = caller;
+      const user: UserPrincipal = { kind: 'user', ...rest };
       if (role === null) {
         // Not a member: the platform log, never the tenant's (it must not learn who else exists).
         await recordPlatformEvent(tx, actorOf(user), base.meta, { ...denial({}), tenantId });
@@ -240,13 +240,13 @@ async function runTenantRoute(
         await recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, denial({ role }));
         return { denied: new AppError('access.forbidden') };
       }
-      const caller = principal;
+      const member = principal;
       const value = await route.handler({
         ...base,
-        principal: caller,
+        principal: member,
         tenantId,
         tx,
-        audit: (event) => recordTenantEvent(tx, tenantId, actorOf(caller), base.meta, event),
+        audit: (event) => recordTenantEvent(tx, tenantId, actorOf(member), base.meta, event),
       });
       return { value };
     });
@@ -254,9 +254,9 @@ async function runTenantRoute(
     // A handler's own refusal (say, an admin touching an owner) rolled its transaction
     // back; the denial is still evidence, so it is recorded in a transaction of its own.
     if (error instanceof AppError && error.code === 'access.forbidden' && principal !== undefined) {
-      const caller = principal;
+      const member = principal;
       await deps.db.withTenant(tenantId, (tx) =>
-        recordTenantEvent(tx, tenantId, actorOf(caller), base.meta, denial({ role: caller.role, reason: error.publicDetail ?? null })),
+        recordTenantEvent(tx, tenantId, actorOf(member), base.meta, denial({ role: member.role, reason: error.publicDetail ?? null })),
       );
     }
     throw error;
