@@ -26,6 +26,16 @@ describe('tenants, invitations and members', () => {
     });
   });
 
+  it('many concurrent tenant creations all succeed (no transaction waits on another from inside)', async () => {
+    const { session } = await t.signup();
+    const responses = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => t.request({ method: 'POST', url: '/api/v1/tenants', as: session, body: { name: `Parallel ${i}` } })),
+    );
+    expect(responses.map((r) => r.statusCode)).toEqual(Array(12).fill(201));
+    const list = await t.request({ method: 'GET', url: '/api/v1/tenants?limit=100', as: session });
+    expect(list.json().items).toHaveLength(13);
+  });
+
   it('an invitation is accepted once, only by the invited email, and makes a member with that role', async () => {
     const { session: invitee } = await t.signup();
     const { session: stranger } = await t.signup();
