@@ -2,7 +2,9 @@ import { sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
-import type { Tx } from './database.ts';
+import pino from 'pino';
+import { loadConfig } from '../config/config.ts';
+import { openDatabase, type Tx } from './database.ts';
 
 // Threat: a query that forgets its tenant filter, or writes another tenant's id, crosses tenants.
 // Row-level security must stop it at the database, whatever the application code does.
@@ -112,6 +114,21 @@ describe('transaction nesting', () => {
       await expect(t.db.withGlobal(() => t.db.systemDb({ reason: 'nesting test only' }).transaction(async () => 1))).rejects.toThrow(/inside another/);
       // Sequential transactions remain fine.
       expect(await t.db.withGlobal(async () => 1)).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('privileged application role', () => {
+  // Threat: a deployment connects the app as the table owner (or a superuser) and RLS silently stops applying.
+  it('the server refuses to start when its application role owns the tables', async () => {
+    const t = await openTestDatabase();
+    try {
+      if (t.kind === 'embedded') return; // PGlite has no login roles: the role is fixed by the kernel
+      const owner = new URL(t.config.databaseUrl!).username;
+      const config = loadConfig({ ...t.env, DATABASE_APP_USER: owner });
+      await expect(openDatabase({ config, logger: pino({ level: 'silent' }) })).rejects.toThrow(/Refusing to start/);
     } finally {
       await t.close();
     }

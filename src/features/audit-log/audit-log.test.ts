@@ -1,0 +1,90 @@
+import { sql } from 'kysely';
+import Type from 'typebox';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { tenantRoute } from '../../kernel/http/routes.ts';
+import { TenantParams } from '../../kernel/http/schemas.ts';
+
+// A route that writes, stages its audit event, then fails: the test of invariant 6.
+const failingWrite = tenantRoute({
+  method: 'POST',
+  url: '/api/v1/tenants/:tenantId/test-failing-write',
+  permission: 'records.write',
+  schema: { summary: 'test only', params: TenantParams, response: { 200: Type.Object({}) } },
+  async handler({ tx, tenantId, audit }) {
+    const row = await tx.insertInto('accounts').values({ tenant_id: tenantId, name: 'doomed' }).returning('id').executeTakeFirstOrThrow();
+    await audit({ action: 'account.created', target: { type: 'account', id: row.id } });
+    throw new AppError('validation.failed', { detail: 'failing after the event was staged' });
+  },
+});
+
+describe('audit log', () => {
+  let t: TestApp;
+  let owner: SessionHandle;
+  let tenantId: string;
+  const events = (query = '') => t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events${query}`, as: owner });
+
+  beforeAll(async () => {
+    t = await startTestApp({ extraRoutes: [failingWrite] });
+    ({ session: owner, tenantId } = await t.signup());
+    for (const name of ['one', 'two', 'three']) {
+      await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name } });
+    }
+  });
+  afterAll(async () => t?.close());
+
+  it('lists events newest first with gapless per-tenant sequence numbers and the API.md shape', async () => {
+    const body = (await events()).json();
+    const seqs = body.items.map((e: { seq: number }) => e.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => b - a));
+    expect(seqs.at(-1)).toBe(1);
+    expect(new Set(seqs).size).toBe(seqs[0]);
+    expect(body.items[0]).toEqual({
+      id: expect.any(String),
+      seq: seqs[0],
+      at: expect.stringMatching(/Z$/),
+      tenantId,
+      actor: { type: 'user', id: owner.userId, email: owner.email },
+      action: 'account.created',
+      target: { type: 'account', id: expect.any(String) },
+      outcome: 'success',
+      ip: expect.any(String),
+      userAgent: expect.any(String),
+      metadata: {},
+    });
+  });
+
+  it('filters by action, actor and time, and pages with a cursor', async () => {
+    const created = (await events('?action=account.created')).json().items;
+    expect(created).toHaveLength(3);
+    expect((await events(`?actorId=${owner.userId}&action=auth.signup`)).json().items).toHaveLength(1);
+    const future = new Date(Date.now() + 3600_000).toISOString();
+    expect((await events(`?since=${future}`)).json().items).toEqual([]);
+    const first = (await events('?limit=2')).json();
+    const second = (await events(`?limit=2&cursor=${first.nextCursor}`)).json();
+    expect(second.items[0].seq).toBe(first.items[1].seq - 1);
+    const bad = await events(`?since=${future}&until=${new Date(0).toISOString()}`);
+    expect(bad.statusCode).toBe(400);
+  });
+
+  it('a change that fails after staging its event leaves neither the change nor the event', async () => {
+    const before = (await events('?limit=100')).json().items.length;
+    const response = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/test-failing-write`, as: owner });
+    expect(response.statusCode).toBe(400);
+    expect(await t.admin.query(`select 1 from accounts where name = 'doomed'`)).toEqual([]);
+    expect((await events('?limit=100')).json().items.length).toBe(before);
+  });
+
+  it('the application role can insert and read audit rows but never update or delete them', async () => {
+    await expect(t.db.withTenant(tenantId, (tx) => sql`update audit_events set action = 'x'`.execute(tx))).rejects.toThrow(/permission denied/);
+    await expect(t.db.withTenant(tenantId, (tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
+    await expect(t.db.systemDb({ reason: 'prove the system role cannot rewrite history' }).transaction((tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
+  });
+
+  it('members without audit.read cannot see the log', async () => {
+    const member = await t.addMember(owner, tenantId, 'member');
+    const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events`, as: member });
+    expect(response.statusCode).toBe(403);
+  });
+});
