@@ -1,5 +1,6 @@
 /** Password hashing (argon2id, PHC strings) and the password policy. */
 import { hash, verify, type Algorithm } from '@node-rs/argon2';
+import { dictionary } from '@zxcvbn-ts/language-common';
 import { AppError } from '../../kernel/http/errors.ts';
 
 export interface Argon2Parameters {
@@ -38,12 +39,38 @@ export function createDummyHash(params: Argon2Parameters): Promise<string> {
   return hashPassword(`dummy-${crypto.randomUUID()}`, params);
 }
 
-/** Length in characters (code points), as NIST SP 800-63B counts them; no composition rules. */
-export function assertAcceptablePassword(password: string): void {
-  const length = [...password].length;
-  if (length < MIN_PASSWORD_CHARS || length > MAX_PASSWORD_CHARS) {
-    throw new AppError('auth.weak_password', {
-      detail: `Passwords must be ${MIN_PASSWORD_CHARS} to ${MAX_PASSWORD_CHARS} characters long`,
-    });
+/**
+ * Passwords seen in breaches and common-password lists: the 49,233 entries of the
+ * maintained @zxcvbn-ts/language-common package (offline, no network call), lower-cased.
+ */
+const COMMON_PASSWORDS: ReadonlySet<string> = new Set(dictionary['passwords-common'].map((entry) => entry.toLowerCase()));
+export const COMMON_PASSWORD_COUNT = COMMON_PASSWORDS.size;
+
+function weak(detail: string): AppError {
+  return new AppError('auth.weak_password', { detail });
+}
+
+/**
+ * NIST SP 800-63B: length in characters (code points), 12 to 128, any characters, no
+ * composition rules; refuse breached and common passwords, repetitive ones, and ones
+ * built from the account's own email or name.
+ */
+export function assertAcceptablePassword(password: string, context: { email?: string; name?: string } = {}): void {
+  const characters = [...password];
+  if (characters.length < MIN_PASSWORD_CHARS || characters.length > MAX_PASSWORD_CHARS) {
+    throw weak(`Passwords must be ${MIN_PASSWORD_CHARS} to ${MAX_PASSWORD_CHARS} characters long`);
+  }
+  const lower = password.toLowerCase();
+  // Common passwords padded with digits or symbols ("password123!") are still common.
+  const core = lower.replace(/[^\p{L}]+$/u, '').replace(/^[^\p{L}]+/u, '');
+  if (COMMON_PASSWORDS.has(lower) || (core.length >= 4 && COMMON_PASSWORDS.has(core))) {
+    throw weak('This password appears in lists of breached or common passwords');
+  }
+  if (new Set(characters).size < 4) throw weak('This password repeats too few characters');
+  const contextWords = [context.email?.split('@')[0], context.email, context.name]
+    .filter((word): word is string => typeof word === 'string' && word.length >= 4)
+    .map((word) => word.toLowerCase());
+  if (contextWords.some((word) => lower.includes(word) && word.length * 2 >= lower.length)) {
+    throw weak('Passwords may not be built from your email address or name');
   }
 }

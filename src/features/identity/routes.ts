@@ -44,7 +44,7 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
       schema: { summary: 'Create an account and its first tenant', tags: ['identity'], body: SignupBody, response: { 201: SignupResponse } },
       async handler({ body, db, meta, request, reply }) {
         if (!config.signupOpen) throw new AppError('auth.signup_closed');
-        assertAcceptablePassword(body.password);
+        assertAcceptablePassword(body.password, { email: body.email, name: body.name });
         const passwordHash = await hashPassword(body.password, config.argon2);
         const email = normalizeEmail(body.email);
         // The tenant id is chosen up front so the whole signup is one transaction in its context.
