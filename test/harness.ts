@@ -122,6 +122,8 @@ export interface TestApp extends TestDatabase {
     body?: unknown;
     payload?: string | Buffer;
     headers?: Record<string, string>;
+    /** The client address the server sees (default 127.0.0.1). */
+    remoteAddress?: string;
   }): Promise<Response>;
   /** Signs up a fresh user owning a fresh tenant. */
   signup(options?: { email?: string; tenantName?: string; name?: string }): Promise<{ session: SessionHandle; tenantId: string }>;
@@ -152,7 +154,7 @@ export async function startTestApp(
   const app = await buildApp({ config, db: base.db, logStream, ...(options.extraRoutes ? { extraRoutes: options.extraRoutes } : {}) });
   await app.ready();
 
-  const request: TestApp['request'] = async ({ method, url, as, body, payload, headers = {} }) => {
+  const request: TestApp['request'] = async ({ method, url, as, body, payload, headers = {}, remoteAddress }) => {
     const all: Record<string, string> = { ...headers };
     if (as) {
       all.cookie = as.cookie;
@@ -163,6 +165,7 @@ export async function startTestApp(
       method: method as 'GET',
       url,
       headers: all,
+      ...(remoteAddress ? { remoteAddress } : {}),
       ...(payload !== undefined ? { payload } : body !== undefined ? { payload: JSON.stringify(body) } : {}),
     })) as Response;
   };

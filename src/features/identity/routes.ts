@@ -2,17 +2,18 @@ import Type from 'typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../../kernel/config/config.ts';
-import { recordPlatformEvent, recordTenantEvent, ANONYMOUS_ACTOR } from '../../kernel/audit/record.ts';
+import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/record.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, SESSION_COOKIE, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { csrfTokenFor } from '../../kernel/crypto/tokens.ts';
 import { recordAuthEvent } from './auth-events.ts';
-import { assertAcceptablePassword, createDummyHash, hashPassword, verifyPassword } from './passwords.ts';
+import { createLogin } from './login.ts';
+import { assertAcceptablePassword, hashPassword } from './passwords.ts';
 import { LoginBody, LoginResponse, SessionResponse, SignupBody, SignupResponse } from './schemas.ts';
 import { createSession, revokeSession, type IssuedSession } from './sessions.ts';
 
-type IdentityConfig = Pick<Config, 'argon2' | 'signupOpen' | 'isProduction' | 'sessionAbsoluteHours'>;
+type IdentityConfig = Pick<Config, 'argon2' | 'signupOpen' | 'isProduction' | 'sessionAbsoluteHours' | 'loginProtection'>;
 
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
@@ -23,7 +24,7 @@ function isUniqueViolation(error: unknown): boolean {
 }
 
 export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
-  let dummyHash: Promise<string> | undefined;
+  const { login, throughGate } = createLogin(config);
 
   function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: IssuedSession): void {
     void reply.setCookie(SESSION_COOKIE, session.token, {
@@ -45,7 +46,7 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
       async handler({ body, db, meta, request, reply }) {
         if (!config.signupOpen) throw new AppError('auth.signup_closed');
         assertAcceptablePassword(body.password, { email: body.email, name: body.name });
-        const passwordHash = await hashPassword(body.password, config.argon2);
+        const passwordHash = await throughGate(() => hashPassword(body.password, config.argon2));
         const email = normalizeEmail(body.email);
         // The tenant id is chosen up front so the whole signup is one transaction in its context.
         const tenantId = randomUUID();
@@ -80,30 +81,9 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
       reason: 'logging in is how a session is obtained',
       schema: { summary: 'Log in with email and password', tags: ['identity'], body: LoginBody, response: { 200: LoginResponse } },
       async handler({ body, db, meta, request, reply }) {
-        const email = normalizeEmail(body.email);
-        const user = await db.withGlobal((tx) =>
-          tx.selectFrom('users').select(['id', 'email', 'name', 'password_hash']).where('email', '=', email).executeTakeFirst(),
-        );
-        // Unknown email and wrong password cost one argon2 verification each and answer alike.
-        dummyHash ??= createDummyHash(config.argon2);
-        const ok = await verifyPassword(user?.password_hash ?? (await dummyHash), body.password);
-        const system = db.systemDb({ reason: 'record a login in the platform log and every tenant of the user' });
-        if (!user || !ok) {
-          await system.transaction((tx) =>
-            user
-              ? recordAuthEvent(tx, { type: 'user', id: user.id, email: user.email }, meta, { action: 'auth.login.failed', outcome: 'failure' })
-              : recordPlatformEvent(tx, ANONYMOUS_ACTOR, meta, { action: 'auth.login.failed', outcome: 'failure', metadata: { email } }),
-          );
-          throw new AppError('auth.invalid_credentials');
-        }
-        const session = await system.transaction(async (tx) => {
-          const issued = await createSession(tx, { userId: user.id, meta, lifetimeHours: config.sessionAbsoluteHours });
-          await tx.updateTable('users').set({ last_login_at: new Date() }).where('id', '=', user.id).execute();
-          await recordAuthEvent(tx, { type: 'user', id: user.id, email: user.email }, meta, { action: 'auth.login.succeeded' });
-          return issued;
-        });
+        const { user, session } = await login({ db, meta, email: normalizeEmail(body.email), password: body.password });
         setSessionCookie(request, reply, session);
-        return { status: 'ok', user: { id: user.id, email: user.email, name: user.name }, csrfToken: session.csrfToken };
+        return { status: 'ok', user, csrfToken: session.csrfToken };
       },
     }),
 

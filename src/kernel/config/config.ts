@@ -32,6 +32,18 @@ export interface Config {
   readonly securityPolicyUrl: string | undefined;
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
   readonly sessionAbsoluteHours: number;
+  readonly loginProtection: {
+    /** Failed logins of one account within windowMinutes before it is locked. */
+    readonly maxFailures: number;
+    readonly windowMinutes: number;
+    /** First lock; each further lock without a success in between doubles it (capped at 64x). */
+    readonly lockMinutes: number;
+    readonly ipMaxFailures: number;
+    /** Distinct accounts failing from one IP within the window: credential stuffing. */
+    readonly stuffingAccounts: number;
+    /** Concurrent argon2 computations; more wait in line (a login flood cannot take every thread). */
+    readonly argon2Concurrency: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -189,6 +201,14 @@ export function loadConfig(env: Env = process.env): Config {
       parallelism: integer(env, 'ARGON2_PARALLELISM', 1, 1, 16),
     }),
     sessionAbsoluteHours: integer(env, 'SESSION_ABSOLUTE_HOURS', 12, 1, 720),
+    loginProtection: Object.freeze({
+      maxFailures: integer(env, 'LOGIN_MAX_FAILURES', 10, 3, 100),
+      windowMinutes: integer(env, 'LOGIN_WINDOW_MINUTES', 15, 1, 1440),
+      lockMinutes: integer(env, 'LOGIN_LOCK_MINUTES', 15, 1, 1440),
+      ipMaxFailures: integer(env, 'LOGIN_IP_MAX_FAILURES', 100, 10, 100000),
+      stuffingAccounts: integer(env, 'LOGIN_STUFFING_ACCOUNTS', 20, 3, 10000),
+      argon2Concurrency: integer(env, 'ARGON2_CONCURRENCY', 2, 1, 64),
+    }),
   };
   return Object.freeze(config);
 }

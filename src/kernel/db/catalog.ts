@@ -11,6 +11,8 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   sessions: 'a session belongs to a user before any tenant is chosen',
   platform_audit_events: "the operators' log, including events no tenant may see",
   schema_migrations: 'migration bookkeeping',
+  auth_throttles: 'login protection counters, keyed by hashed email or IP before any tenant is known',
+  auth_failures: 'recent failed logins per IP, for credential-stuffing detection',
 };
 
 /** Policies beside tenant_isolation that are allowed to widen access, each with why. */

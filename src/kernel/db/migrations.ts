@@ -190,6 +190,27 @@ end $$;
 revoke all on function cn_enter_tenant(uuid, bytea) from public;
 `,
   },
+  {
+    version: 3,
+    name: 'auth-throttles',
+    // Login protection state lives in the database so every server instance shares it.
+    sql: `
+create table auth_throttles (
+  key text primary key,
+  failures integer not null default 0,
+  window_started_at timestamptz not null default now(),
+  locked_until timestamptz,
+  lockouts integer not null default 0,
+  updated_at timestamptz not null default now()
+);
+create table auth_failures (
+  ip text not null,
+  account_key text not null,
+  at timestamptz not null default now()
+);
+create index auth_failures_ip_idx on auth_failures (ip, at);
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -210,4 +231,6 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   audit_heads: 'select, insert, update',
   audit_events: 'select, insert',
   platform_audit_events: 'select, insert',
+  auth_throttles: 'select, insert, update, delete',
+  auth_failures: 'select, insert, delete',
 };

@@ -109,7 +109,24 @@ export interface PlatformAuditEventsTable extends AuditColumns {
   tenant_id: string | null;
 }
 
+export interface AuthThrottlesTable {
+  key: string;
+  failures: number;
+  window_started_at: Timestamp;
+  locked_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  lockouts: number;
+  updated_at: Timestamp;
+}
+
+export interface AuthFailuresTable {
+  ip: string;
+  account_key: string;
+  at: CreatedAt;
+}
+
 export interface DB {
+  auth_throttles: AuthThrottlesTable;
+  auth_failures: AuthFailuresTable;
   tenants: TenantsTable;
   users: UsersTable;
   sessions: SessionsTable;
