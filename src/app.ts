@@ -6,13 +6,13 @@ import { buildServer } from './kernel/http/server.ts';
 import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
 import { auditLogRoutes } from './features/audit-log/index.ts';
-import { identityRoutes, sessionAuthenticator } from './features/identity/index.ts';
+import { apiKeyRoutes, identityRoutes, sessionAuthenticator } from './features/identity/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { tenancyRoutes } from './features/tenancy/index.ts';
 
 export function allRoutes(config: Config): RouteDefinition[] {
-  return [...platformRoutes(config), ...identityRoutes(config), ...tenancyRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
+  return [...platformRoutes(config), ...identityRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
 }
 
 export async function buildApp(options: {

@@ -20,6 +20,7 @@ const routeKey = (route: RouteDefinition) => `${route.method} ${route.url}`;
 /** A valid body for every tenant route that takes one, so a refusal is never a validation error. */
 const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'POST /api/v1/tenants/:tenantId/invitations': () => ({ email: 'intruder@example.com', role: 'owner' }),
+  'POST /api/v1/tenants/:tenantId/api-keys': () => ({ name: 'Intruder key', role: 'owner' }),
   'PATCH /api/v1/tenants/:tenantId/members/:userId': () => ({ role: 'owner' }),
   'POST /api/v1/tenants/:tenantId/accounts': () => ({ name: 'Intruder Inc' }),
   'PATCH /api/v1/tenants/:tenantId/accounts/:id': () => ({ name: 'Pwned', description: 'defaced' }),
@@ -87,18 +88,20 @@ describe('tenant isolation through the API', () => {
     const contactA1 = await post(ownerA, a.tenantId, 'contacts', { accountId: accountA1, name: 'Alpha Contact One', email: 'contact1@alpha.example' });
     const contactA2 = await post(ownerA, a.tenantId, 'contacts', { accountId: accountA2, name: 'Alpha Contact Two', phone: '+15551234567' });
     const invitationA = await post(ownerA, a.tenantId, 'invitations', { email: 'pending@alpha.example', role: 'member' });
+    const keyA = await post(ownerA, a.tenantId, 'api-keys', { name: 'Alpha Key', role: 'member' });
+    const keyB = await post(ownerB, b.tenantId, 'api-keys', { name: 'Bravo Key', role: 'member' });
     const adminA = await t.addMember(ownerA, a.tenantId, 'admin');
     const memberA = await t.addMember(ownerA, a.tenantId, 'member');
     viewerA = await t.addMember(ownerA, a.tenantId, 'viewer');
     const accountB = await post(ownerB, b.tenantId, 'accounts', { name: 'Bravo Account' });
     const contactB = await post(ownerB, b.tenantId, 'contacts', { accountId: accountB, name: 'Bravo Contact' });
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,
-      'pending@alpha.example', adminA.userId, adminA.email, memberA.userId, memberA.email, viewerA.userId, viewerA.email,
+      'pending@alpha.example', keyA, 'Alpha Key', adminA.userId, adminA.email, memberA.userId, memberA.email, viewerA.userId, viewerA.email,
     ].map((secret) => secret.toLowerCase());
     snapshotBefore = await snapshotA();
   });

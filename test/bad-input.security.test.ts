@@ -29,6 +29,7 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => Record<string, unknow
   'POST /api/v1/tenants': () => ({ name: 'Another Tenant' }),
   'POST /api/v1/invitations/accept': () => ({ token: 'not-a-real-token' }),
   'POST /api/v1/tenants/:tenantId/invitations': () => ({ email: 'invitee@example.com', role: 'member' }),
+  'POST /api/v1/tenants/:tenantId/api-keys': () => ({ name: 'Seed key', role: 'member' }),
   'PATCH /api/v1/tenants/:tenantId/members/:userId': () => ({ role: 'viewer' }),
   'POST /api/v1/tenants/:tenantId/accounts': () => ({ name: 'New Account', domain: 'new.example', description: 'd' }),
   'PATCH /api/v1/tenants/:tenantId/accounts/:id': () => ({ name: 'Renamed' }),
@@ -72,7 +73,7 @@ describe('bad input is refused cleanly', () => {
   let before: Record<string, unknown>;
   const failures: string[] = [];
 
-  const TABLES = ['accounts', 'contacts', 'memberships', 'invitations', 'users', 'tenants', 'sessions', 'audit_events'];
+  const TABLES = ['accounts', 'contacts', 'memberships', 'invitations', 'users', 'tenants', 'sessions', 'audit_events', 'api_keys'];
   /** Row counts of every table, and a digest of the data tables' contents (a refused PATCH must not update either). */
   async function snapshot(): Promise<Record<string, unknown>> {
     const result: Record<string, unknown> = {};
@@ -131,7 +132,8 @@ describe('bad input is refused cleanly', () => {
     const accountId = await post('accounts', { name: 'Seed Account' });
     const contactId = await post('contacts', { accountId, name: 'Seed Contact' });
     const other = await t.addMember(owner, signedUp.tenantId, 'member'); // the target of the member routes
-    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId } };
+    const keyId = await post('api-keys', { name: 'Seed key', role: 'member' });
+    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId } };
     before = await snapshot();
   });
   afterAll(async () => t?.close());

@@ -8,6 +8,7 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
+import { revokeKeysCreatedBy } from '../identity/index.ts';
 import { assertMayAssign, assertNotLastOwner, findMembership, memberRow } from './members.ts';
 import {
   AcceptBody,
@@ -193,7 +194,9 @@ export function tenancyRoutes(): RouteDefinition[] {
         assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: null, isSelf: params.userId === principal.userId });
         if (target.role === 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
-        await audit({ action: 'member.removed', target: { type: 'user', id: params.userId }, metadata: { role: target.role } });
+        // Same transaction: the keys they created stop working with their membership.
+        const revokedKeys = await revokeKeysCreatedBy(tx, tenantId, params.userId);
+        await audit({ action: 'member.removed', target: { type: 'user', id: params.userId }, metadata: { role: target.role, revokedKeys } });
       },
     }),
   ];

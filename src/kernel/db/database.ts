@@ -36,6 +36,8 @@ export interface Database {
    * (null caller: no live session).
    */
   withTenantSession<T>(tenantId: string, tokenHash: Buffer, fn: (tx: Tx, caller: TenantCaller | null) => Promise<T>): Promise<T>;
+  /** Like withTenantSession, for a request that presents an API key (digest) of tenantId. */
+  withTenantKey<T>(tenantId: string, keyHash: Buffer, fn: (tx: Tx, caller: TenantKeyCaller | null) => Promise<T>): Promise<T>;
   /** Runs fn in one transaction with no tenant: tenant tables show no rows (but the user's own memberships). */
   withGlobal<T>(fn: (tx: Tx) => Promise<T>, options?: { userId?: string }): Promise<T>;
   /** Cross-tenant access as the system role, for a stated reason that is logged on every use. */
@@ -79,6 +81,17 @@ export interface TenantCaller {
   readonly role: string | null;
 }
 
+/** What the guard learns from an API key in the tenant transaction's first round trip. */
+export interface TenantKeyCaller {
+  readonly keyId: string;
+  readonly keyRole: string;
+  readonly creatorId: string;
+  readonly creatorEmail: string;
+  readonly creatorName: string;
+  /** The creator's current role here; null: no longer a member. */
+  readonly creatorRole: string | null;
+}
+
 interface EnterSettings {
   readonly tenantId?: string;
   readonly userId?: string;
@@ -92,6 +105,7 @@ interface EnterSettings {
 interface Entry {
   enter(tx: Tx, settings: EnterSettings, role: 'app' | 'system'): Promise<void>;
   enterTenantSession(tx: Tx, tenantId: string, tokenHash: Buffer): Promise<TenantCaller[]>;
+  enterTenantKey(tx: Tx, tenantId: string, keyHash: Buffer): Promise<TenantKeyCaller[]>;
 }
 
 function literalUuid(value: string | undefined): string {
@@ -106,6 +120,8 @@ function literalDigest(digest: Buffer): string {
 }
 
 const ENTER_COLUMNS = 'session_id as "sessionId", user_id as "userId", email, name, role';
+const KEY_COLUMNS =
+  'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole"';
 
 /** PostgreSQL: the server logs in as the app or system role itself; no role switch. */
 const postgresEntry: Entry = {
@@ -116,6 +132,10 @@ const postgresEntry: Entry = {
   },
   async enterTenantSession(tx, tenantId, tokenHash) {
     const { rows } = await sql.raw<TenantCaller>(`select ${ENTER_COLUMNS} from cn_enter_tenant(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)})`).execute(tx);
+    return rows;
+  },
+  async enterTenantKey(tx, tenantId, keyHash) {
+    const { rows } = await sql.raw<TenantKeyCaller>(`select ${KEY_COLUMNS} from cn_enter_tenant_key(${literalUuid(tenantId)}::uuid, ${literalDigest(keyHash)})`).execute(tx);
     return rows;
   },
 };
@@ -130,6 +150,11 @@ const embeddedEntry: Entry = {
   async enterTenantSession(tx, tenantId, tokenHash) {
     await sql`select set_config('role', 'cn_app', true)`.execute(tx);
     const { rows } = await sql<TenantCaller>`select ${sql.raw(ENTER_COLUMNS)} from cn_enter_tenant(${tenantId}::uuid, ${tokenHash})`.execute(tx);
+    return rows;
+  },
+  async enterTenantKey(tx, tenantId, keyHash) {
+    await sql`select set_config('role', 'cn_app', true)`.execute(tx);
+    const { rows } = await sql<TenantKeyCaller>`select ${sql.raw(KEY_COLUMNS)} from cn_enter_tenant_key(${tenantId}::uuid, ${keyHash})`.execute(tx);
     return rows;
   },
 };
@@ -162,6 +187,13 @@ function createKernel(options: {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {
         const [caller] = await entry.enterTenantSession(tx, tenantId.toLowerCase(), tokenHash);
+        return fn(tx, caller ?? null);
+      });
+    },
+    withTenantKey(tenantId, keyHash, fn) {
+      if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
+      return transaction(appDb, async (tx) => {
+        const [caller] = await entry.enterTenantKey(tx, tenantId.toLowerCase(), keyHash);
         return fn(tx, caller ?? null);
       });
     },

@@ -211,10 +211,54 @@ create table auth_failures (
 create index auth_failures_ip_idx on auth_failures (ip, at);
 `,
   },
+  {
+    version: 4,
+    name: 'api-keys',
+    sql: `
+create table api_keys (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 100),
+  role text not null check (role in ('owner', 'admin', 'member', 'viewer', 'guest')),
+  key_hash bytea not null,
+  created_by uuid not null references users (id),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  expires_at timestamptz,
+  last_used_at timestamptz,
+  revoked_at timestamptz,
+  primary key (tenant_id, id),
+  unique (tenant_id, key_hash)
+);
+create index api_keys_creator_idx on api_keys (tenant_id, created_by);
+${isolate('api_keys')}
+
+-- The guard's first statement for a request with an API key: tenant context, the live key,
+-- its creator and the creator's current role (a key never outranks its creator), and a
+-- last-used stamp at most once a minute.
+create function cn_enter_tenant_key(p_tenant uuid, p_key_hash bytea)
+returns table (key_id uuid, key_role text, creator_id uuid, creator_email text, creator_name text, creator_role text)
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  update public.api_keys k set last_used_at = now()
+    where k.tenant_id = p_tenant and k.key_hash = p_key_hash and k.revoked_at is null
+      and (k.expires_at is null or k.expires_at > now())
+      and (k.last_used_at is null or k.last_used_at < now() - interval '1 minute');
+  return query
+    select k.id, k.role, u.id, u.email, u.name, m.role
+    from public.api_keys k
+    join public.users u on u.id = k.created_by
+    left join public.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.created_by
+    where k.tenant_id = p_tenant and k.key_hash = p_key_hash and k.revoked_at is null
+      and (k.expires_at is null or k.expires_at > now());
+end $$;
+revoke all on function cn_enter_tenant_key(uuid, bytea) from public;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
-export const APP_FUNCTIONS: readonly string[] = ['cn_enter_tenant(uuid, bytea)'];
+export const APP_FUNCTIONS: readonly string[] = ['cn_enter_tenant(uuid, bytea)', 'cn_enter_tenant_key(uuid, bytea)'];
 
 /**
  * Table privileges of the application role, re-applied on every migrate so they can never
@@ -231,6 +275,7 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   audit_heads: 'select, insert, update',
   audit_events: 'select, insert',
   platform_audit_events: 'select, insert',
+  api_keys: 'select, insert, update',
   auth_throttles: 'select, insert, update, delete',
   auth_failures: 'select, insert, delete',
 };

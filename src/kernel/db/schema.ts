@@ -124,7 +124,21 @@ export interface AuthFailuresTable {
   at: CreatedAt;
 }
 
+export interface ApiKeysTable {
+  tenant_id: string;
+  id: Generated<string>;
+  name: string;
+  role: Role;
+  key_hash: Buffer;
+  created_by: string;
+  created_at: CreatedAt;
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface DB {
+  api_keys: ApiKeysTable;
   auth_throttles: AuthThrottlesTable;
   auth_failures: AuthFailuresTable;
   tenants: TenantsTable;

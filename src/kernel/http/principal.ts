@@ -10,23 +10,31 @@ export interface UserPrincipal {
   readonly sessionId: string;
 }
 
-export interface TenantPrincipal extends UserPrincipal {
+/** A caller inside one tenant: a member (by session) or an API key of the tenant. */
+export interface TenantPrincipal {
+  readonly kind: 'user' | 'apikey';
   readonly tenantId: string;
+  /** The accountable person: the member, or the key's creator. */
+  readonly userId: string;
+  readonly email: string;
+  readonly name: string;
+  /** The role that decides; for a key, the key's role (the guard also checks its creator's). */
   readonly role: string;
+  readonly sessionId: string | null;
+  readonly apiKeyId: string | null;
 }
 
-/** A credential as presented: the session cookie's value. (API keys arrive with the Identity issue.) */
-export interface Credential {
-  readonly kind: 'session';
-  readonly token: string;
-}
+/** A credential as presented: the session cookie, or an API key (which names its tenant). */
+export type Credential =
+  | { readonly kind: 'session'; readonly token: string }
+  | { readonly kind: 'apikey'; readonly token: string; readonly tenantId: string };
 
 /**
  * Identity's side of the guard for routes outside a tenant, injected by the composition
- * root. (Tenant routes resolve the session inside their tenant transaction: withTenantSession.)
+ * root. (Tenant routes resolve the caller inside their tenant transaction.)
  */
 export interface Authenticator {
-  resolveUser(tx: Tx, credential: Credential): Promise<UserPrincipal | null>;
+  resolveUser(tx: Tx, credential: Credential & { kind: 'session' }): Promise<UserPrincipal | null>;
 }
 
 /** Access's side of the guard: the one place a role is interpreted. */
@@ -34,6 +42,7 @@ export interface Authorizer {
   can(role: string, permission: string): boolean;
 }
 
-export function actorOf(principal: UserPrincipal): Actor {
+export function actorOf(principal: UserPrincipal | TenantPrincipal): Actor {
+  if (principal.kind === 'apikey') return { type: 'apikey', id: principal.apiKeyId };
   return { type: 'user', id: principal.userId, email: principal.email };
 }

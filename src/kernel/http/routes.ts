@@ -6,8 +6,8 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static, TSchema } from 'typebox';
-import type { Database, Tx } from '../db/database.ts';
-import { recordPlatformEvent, recordTenantEvent, type AuditEvent, type RequestMeta } from '../audit/record.ts';
+import type { Database, TenantCaller, TenantKeyCaller, Tx } from '../db/database.ts';
+import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, type RequestMeta } from '../audit/record.ts';
 import { csrfTokenFor, hashToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
 import {
@@ -54,7 +54,7 @@ export interface PublicContext<S extends RouteSchema> extends BaseContext<S> {
 /** No transaction is open here: the handler opens the one it needs (never one inside another). */
 export interface UserContext<S extends RouteSchema> extends BaseContext<S> {
   readonly principal: UserPrincipal;
-  readonly credential: Credential;
+  readonly credential: Credential & { kind: 'session' };
   readonly db: Database;
 }
 
@@ -107,7 +107,25 @@ export function requestMeta(request: FastifyRequest): RequestMeta {
   return { requestId: request.id, ip: request.ip ?? null, userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null };
 }
 
+/** API keys: `cn_` + the tenant id's 32 hex digits + `_` + 43 base64url characters of secret. */
+const API_KEY = /^cn_([0-9a-f]{32})_[A-Za-z0-9_-]{43}$/;
+
+export function apiKeyTenant(key: string): string | null {
+  const match = API_KEY.exec(key);
+  if (!match) return null;
+  const hex = match[1]!;
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 function readCredential(request: FastifyRequest): Credential | null {
+  const authorization = request.headers.authorization;
+  if (authorization !== undefined) {
+    // A program's key; a malformed Authorization header is refused, never ignored.
+    const key = /^Bearer (\S+)$/.exec(authorization)?.[1];
+    const tenantId = key ? apiKeyTenant(key) : null;
+    if (!key || !tenantId) throw new AppError('auth.unauthenticated', { detail: 'Malformed API key' });
+    return { kind: 'apikey', token: key, tenantId };
+  }
   const token = request.cookies[SESSION_COOKIE];
   // Tokens we issue are 43 base64url characters; anything else cannot be a session.
   if (typeof token === 'string' && /^[A-Za-z0-9_-]{43}$/.test(token)) return { kind: 'session', token };
@@ -117,11 +135,12 @@ function readCredential(request: FastifyRequest): Credential | null {
 /**
  * Authentication and CSRF before validation: an anonymous caller gets 401 whatever
  * the body, and a cookie-authenticated unsafe request must prove it came from our UI.
+ * API keys are not sent by browsers on their own, so they need no CSRF token.
  */
 function preflight(request: FastifyRequest): Credential {
   const credential = readCredential(request);
   if (credential === null) throw new AppError('auth.unauthenticated');
-  if (UNSAFE_METHODS.has(request.method)) {
+  if (credential.kind === 'session' && UNSAFE_METHODS.has(request.method)) {
     const header = request.headers['x-csrf-token'];
     if (typeof header !== 'string' || !safeEqual(header, csrfTokenFor(credential.token))) {
       throw new AppError('csrf.invalid');
@@ -206,9 +225,46 @@ async function runUserRoute(
   credential: Credential,
   deps: RegistryDeps,
 ): Promise<unknown> {
+  if (credential.kind !== 'session') throw new AppError('auth.unauthenticated', { detail: 'API keys work on tenant routes only' });
   const principal = await deps.db.withGlobal((tx) => deps.authenticator.resolveUser(tx, credential));
   if (principal === null) throw new AppError('auth.unauthenticated');
   return route.handler({ ...base, principal, credential, db: deps.db });
+}
+
+/** A resolved caller: the principal, and every role that must allow the permission. */
+type Caller =
+  | null
+  | { role: null; actor: Actor; principal?: undefined; roles?: undefined }
+  | { role: string; actor: Actor; principal: TenantPrincipal; roles: readonly string[] };
+
+function sessionCaller(found: TenantCaller, tenantId: string): Caller {
+  const actor: Actor = { type: 'user', id: found.userId, email: found.email };
+  if (found.role === null) return { role: null, actor };
+  return {
+    role: found.role,
+    actor,
+    roles: [found.role],
+    principal: { kind: 'user', tenantId, userId: found.userId, email: found.email, name: found.name, role: found.role, sessionId: found.sessionId, apiKeyId: null },
+  };
+}
+
+function keyCaller(found: TenantKeyCaller, tenantId: string): Caller {
+  return {
+    role: found.keyRole,
+    actor: { type: 'apikey', id: found.keyId },
+    // A key acts with its own role, and never beyond what its creator may still do.
+    roles: [found.keyRole, found.creatorRole!],
+    principal: {
+      kind: 'apikey',
+      tenantId,
+      userId: found.creatorId,
+      email: found.creatorEmail,
+      name: found.creatorName,
+      role: found.keyRole,
+      sessionId: null,
+      apiKeyId: found.keyId,
+    },
+  };
 }
 
 async function runTenantRoute(
@@ -225,31 +281,42 @@ async function runTenantRoute(
     metadata: { route: `${route.method} ${route.url}`, permission, ...metadata },
   });
   let principal: TenantPrincipal | undefined;
-  try {
-    return await deps.db.withTenantSession(tenantId, hashToken(credential.token), async (tx, caller): Promise<Outcome> => {
-      if (caller === null) return { denied: new AppError('auth.unauthenticated') };
-      const { role, ...rest } = caller;
-      const user: UserPrincipal = { kind: 'user', ...rest };
-      if (role === null) {
-        // Not a member: the platform log, never the tenant's (it must not learn who else exists).
-        await recordPlatformEvent(tx, actorOf(user), base.meta, { ...denial({}), tenantId });
-        return { denied: new AppError('not_found') };
-      }
-      principal = { ...user, tenantId, role };
-      if (!deps.authorizer.can(role, permission)) {
-        await recordTenantEvent(tx, tenantId, actorOf(principal), base.meta, denial({ role }));
-        return { denied: new AppError('access.forbidden') };
-      }
-      const member = principal;
-      const value = await route.handler({
-        ...base,
-        principal: member,
-        tenantId,
-        tx,
-        audit: (event) => recordTenantEvent(tx, tenantId, actorOf(member), base.meta, event),
-      });
-      return { value };
+  const body = async (tx: Tx, caller: Caller): Promise<Outcome> => {
+    if (caller === null) return { denied: new AppError('auth.unauthenticated') };
+    if (caller.role === null) {
+      // Not a member: the platform log, never the tenant's (it must not learn who else exists).
+      await recordPlatformEvent(tx, caller.actor, base.meta, { ...denial({}), tenantId });
+      return { denied: new AppError('not_found') };
+    }
+    principal = caller.principal;
+    if (!caller.roles.every((role) => deps.authorizer.can(role, permission))) {
+      await recordTenantEvent(tx, tenantId, actorOf(caller.principal), base.meta, denial({ role: caller.role }));
+      return { denied: new AppError('access.forbidden') };
+    }
+    const member = caller.principal;
+    const value = await route.handler({
+      ...base,
+      principal: member,
+      tenantId,
+      tx,
+      audit: (event) => recordTenantEvent(tx, tenantId, actorOf(member), base.meta, event),
     });
+    return { value };
+  };
+  try {
+    if (credential.kind === 'session') {
+      return await deps.db.withTenantSession(tenantId, hashToken(credential.token), (tx, found) =>
+        body(tx, found === null ? null : sessionCaller(found, tenantId)),
+      );
+    }
+    if (credential.tenantId !== tenantId) {
+      // A key of another tenant: as for any non-member, 404, recorded for operators only.
+      await deps.db.withGlobal((tx) => recordPlatformEvent(tx, { type: 'apikey', id: null }, base.meta, { ...denial({ keyTenantId: credential.tenantId }), tenantId }));
+      return { denied: new AppError('not_found') };
+    }
+    return await deps.db.withTenantKey(tenantId, hashToken(credential.token), (tx, found) =>
+      body(tx, found === null || found.creatorRole === null ? null : keyCaller(found, tenantId)),
+    );
   } catch (error) {
     // A handler's own refusal (say, an admin touching an owner) rolled its transaction
     // back; the denial is still evidence, so it is recorded in a transaction of its own.
