@@ -135,7 +135,10 @@ const postgresEntry: Entry = {
     return rows;
   },
   async enterTenantKey(tx, tenantId, keyHash) {
-    const { rows } = await sql.raw<TenantKeyCaller>(`select ${KEY_COLUMNS} from cn_enter_tenant_key(${literalUuid(tenantId)}::uuid, ${literalDigest(keyHash)})`).execute(tx);
+    // The leading comment marks a statement that writes (the last-used stamp): its transaction commits in full.
+    const { rows } = await sql.raw<TenantKeyCaller>(
+      `/* writes */ select ${KEY_COLUMNS} from cn_enter_tenant_key(${literalUuid(tenantId)}::uuid, ${literalDigest(keyHash)})`,
+    ).execute(tx);
     return rows;
   },
 };

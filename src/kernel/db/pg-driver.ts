@@ -6,6 +6,12 @@
  * whose only values are a strictly validated UUID and a SHA-256 digest we computed), both
  * go as one simple-protocol message: one round trip instead of two.
  *
+ * Lazy COMMIT of read-only transactions: when every statement of a transaction was a
+ * plain SELECT, nothing it did needs to become durable, so its COMMIT is not waited for:
+ * it travels with the connection's next message ("commit; begin; ...") or, if the
+ * connection stays idle, is sent after READ_ONLY_COMMIT_DELAY_MS. A transaction that
+ * wrote anything (or locked rows) commits before the caller is answered, as always.
+ *
  * Prepared statements: parameterised queries are prepared once per connection (named by
  * a digest of their text), so PostgreSQL skips parsing and analysis on every later call.
  */
@@ -27,27 +33,59 @@ import type pg from 'pg';
 
 /** Per connection; beyond this, queries run unnamed (bounded server-side memory). */
 const MAX_PREPARED_PER_CONNECTION = 256;
+/** How long an idle connection may hold a finished read-only transaction open. */
+export const READ_ONLY_COMMIT_DELAY_MS = 20;
+
+/**
+ * A statement that neither writes nor locks. Statements that write inside a function
+ * (the API-key entry stamps last_used_at) start with a comment and so never count.
+ */
+export function isReadOnlyStatement(text: string): boolean {
+  return /^select\b/i.test(text) && !/\bfor\s+(update|share|no\s+key\s+update|key\s+share)\b/i.test(text);
+}
 
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
   pendingBegin = false;
+  /** A finished read-only transaction whose COMMIT has not been sent yet. */
+  pendingCommit = false;
+  inTransaction = false;
+  readOnly = true;
+  inUse = false;
   broken = false;
+  commitTimer: NodeJS.Timeout | undefined;
   readonly prepared = new Set<string>();
 
   constructor(client: pg.PoolClient) {
     this.client = client;
   }
 
-  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const parameters = compiled.parameters as unknown[];
-    let result: pg.QueryResult | pg.QueryResult[];
+  /** Whatever must precede the next message: a deferred COMMIT, then a deferred BEGIN. */
+  #takePrefix(): string {
+    let prefix = '';
+    if (this.pendingCommit) {
+      clearTimeout(this.commitTimer);
+      this.pendingCommit = false;
+      prefix += 'commit;\n';
+    }
     if (this.pendingBegin) {
       this.pendingBegin = false;
+      prefix += 'begin;\n';
+    }
+    return prefix;
+  }
+
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    const parameters = compiled.parameters as unknown[];
+    if (this.inTransaction && !isReadOnlyStatement(compiled.sql)) this.readOnly = false;
+    const prefix = this.#takePrefix();
+    let result: pg.QueryResult | pg.QueryResult[];
+    if (prefix !== '') {
       if (parameters.length === 0) {
-        const results = (await this.client.query(`begin;\n${compiled.sql}`)) as unknown as pg.QueryResult[];
+        const results = (await this.client.query(`${prefix}${compiled.sql}`)) as unknown as pg.QueryResult[];
         return toQueryResult<R>(results[results.length - 1]!);
       }
-      await this.client.query('begin');
+      await this.client.query(prefix);
     }
     if (parameters.length === 0) {
       result = await this.client.query(compiled.sql);
@@ -97,18 +135,27 @@ class LazyBeginDriver implements Driver {
       connection = new LazyBeginConnection(client);
       this.#connections.set(client, connection);
     }
+    connection.inUse = true;
     return connection;
   }
 
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
     if (settings.isolationLevel || settings.accessMode) throw new Error('transaction settings are not supported');
-    (connection as LazyBeginConnection).pendingBegin = true;
+    const lazy = connection as LazyBeginConnection;
+    lazy.pendingBegin = true;
+    lazy.inTransaction = true;
+    lazy.readOnly = true;
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
+    lazy.inTransaction = false;
     if (lazy.pendingBegin) {
       lazy.pendingBegin = false; // nothing ran: nothing to commit
+      return;
+    }
+    if (lazy.readOnly) {
+      lazy.pendingCommit = true; // nothing to make durable: sent with the next message
       return;
     }
     const result = await lazy.client.query('commit');
@@ -118,6 +165,7 @@ class LazyBeginDriver implements Driver {
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
+    lazy.inTransaction = false;
     if (lazy.pendingBegin) {
       lazy.pendingBegin = false;
       return;
@@ -133,8 +181,28 @@ class LazyBeginDriver implements Driver {
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
     lazy.pendingBegin = false;
-    if (lazy.broken) this.#connections.delete(lazy.client);
-    lazy.client.release(lazy.broken);
+    lazy.inTransaction = false;
+    lazy.inUse = false;
+    if (lazy.broken) {
+      this.#connections.delete(lazy.client);
+      lazy.client.release(true);
+      return;
+    }
+    if (lazy.pendingCommit) {
+      // An idle connection must not sit in a transaction (it would hold back vacuum and
+      // block DDL). If nobody has taken it by then, send the COMMIT on its own. A request
+      // that takes it in between sends the COMMIT first itself; pg runs a client's
+      // queries in order, so the two can never interleave.
+      lazy.commitTimer = setTimeout(() => {
+        if (lazy.inUse || !lazy.pendingCommit) return;
+        lazy.pendingCommit = false;
+        lazy.client.query('commit').catch(() => {
+          lazy.broken = true; // the pool discards a client whose connection failed
+        });
+      }, READ_ONLY_COMMIT_DELAY_MS);
+      lazy.commitTimer.unref();
+    }
+    lazy.client.release();
   }
 
   async destroy(): Promise<void> {
