@@ -81,13 +81,21 @@ describe('the server process', () => {
     const { tenant, csrfToken } = (await signup.json()) as { tenant: { id: string }; csrfToken: string };
     const cookie = signup.headers.get('set-cookie')!.split(';')[0]!;
     const headers = { 'content-type': 'application/json', cookie, 'x-csrf-token': csrfToken };
+    // SIGTERM as soon as the first write is acknowledged: the others are in flight then.
+    let signalled = false;
     const writes = Array.from({ length: 60 }, (_, i) =>
       fetch(`${first.base}/api/v1/tenants/${tenant.id}/accounts`, { method: 'POST', headers, body: JSON.stringify({ name: `acct-${i}` }) })
-        .then(async (r) => (r.status === 201 ? ((await r.json()) as { id: string }).id : null))
+        .then(async (r) => {
+          if (r.status !== 201) return null;
+          const { id } = (await r.json()) as { id: string };
+          if (!signalled) {
+            signalled = true;
+            first.child.kill('SIGTERM');
+          }
+          return id;
+        })
         .catch(() => null),
     );
-    await new Promise((resolve) => setTimeout(resolve, 30));
-    first.child.kill('SIGTERM');
     const acknowledged = (await Promise.all(writes)).filter((id): id is string => id !== null);
     const [code] = (await once(first.child, 'exit')) as [number];
     expect(code).toBe(0);

@@ -4,6 +4,7 @@ import type { Database } from '../../kernel/db/database.ts';
 import { recordPlatformEvent, SYSTEM_ACTOR, type Actor, type RequestMeta } from '../../kernel/audit/record.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { recordAuthEvent } from './auth-events.ts';
+import { createChallenge } from './mfa.ts';
 import { createDummyHash, verifyPassword } from './passwords.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
 import { accountKey, clear, countAttempt, createGate, ipKey, lock, rateLimited, recordFailureForIp, release } from './throttle.ts';
@@ -26,7 +27,12 @@ export function createLogin(config: LoginConfig) {
     return gate(work);
   }
 
-  async function login(options: { db: Database; meta: RequestMeta; email: string; password: string }): Promise<{ user: LoginUser; session: IssuedSession }> {
+  async function login(options: {
+    db: Database;
+    meta: RequestMeta;
+    email: string;
+    password: string;
+  }): Promise<{ user: LoginUser; session: IssuedSession; challenge?: undefined } | { challenge: string; user?: undefined; session?: undefined }> {
     const { db, meta, email, password } = options;
     const account = accountKey('login', email);
     const ip = ipKey(meta.ip);
@@ -36,7 +42,7 @@ export function createLogin(config: LoginConfig) {
     const gateState = await db.withGlobal(async (tx) => {
       const byIp = await countAttempt(tx, ip, protection.windowMinutes);
       const byAccount = await countAttempt(tx, account, protection.windowMinutes);
-      const user = await tx.selectFrom('users').select(['id', 'email', 'name', 'password_hash']).where('email', '=', email).executeTakeFirst();
+      const user = await tx.selectFrom('users').select(['id', 'email', 'name', 'password_hash', 'mfa_enabled']).where('email', '=', email).executeTakeFirst();
       let refusedUntil = byIp.lockedUntil ?? byAccount.lockedUntil;
       let newlyLocked: Date | null = null;
       if (refusedUntil === null && byAccount.failures > protection.maxFailures) {
@@ -91,7 +97,16 @@ export function createLogin(config: LoginConfig) {
       throw new AppError('auth.invalid_credentials');
     }
 
-    // 3. Success: forget the account's failures, give back the IP's reserved attempt, open a session.
+    // 3. Success: forget the account's failures, give back the IP's reserved attempt, then
+    // either ask for the second factor (no session yet) or open a session.
+    if (user.mfa_enabled) {
+      const challenge = await system.transaction(async (tx) => {
+        await clear(tx, account);
+        await release(tx, ip);
+        return createChallenge(tx, user.id);
+      });
+      return { challenge };
+    }
     const session = await system.transaction(async (tx) => {
       const wasLocked = await clear(tx, account);
       await release(tx, ip);

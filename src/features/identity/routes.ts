@@ -9,6 +9,7 @@ import { publicRoute, SESSION_COOKIE, userRoute, type RouteDefinition } from '..
 import { csrfTokenFor } from '../../kernel/crypto/tokens.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { createLogin } from './login.ts';
+import { mfaRoutes } from './mfa-routes.ts';
 import { assertAcceptablePassword, hashPassword } from './passwords.ts';
 import { LoginBody, LoginResponse, SessionResponse, SignupBody, SignupResponse } from './schemas.ts';
 import { createSession, revokeSession, type IssuedSession } from './sessions.ts';
@@ -37,6 +38,7 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
   }
 
   return [
+    ...mfaRoutes({ config, setSessionCookie }),
     publicRoute({
       method: 'POST',
       url: '/api/v1/auth/signup',
@@ -81,9 +83,10 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
       reason: 'logging in is how a session is obtained',
       schema: { summary: 'Log in with email and password', tags: ['identity'], body: LoginBody, response: { 200: LoginResponse } },
       async handler({ body, db, meta, request, reply }) {
-        const { user, session } = await login({ db, meta, email: normalizeEmail(body.email), password: body.password });
-        setSessionCookie(request, reply, session);
-        return { status: 'ok', user, csrfToken: session.csrfToken };
+        const result = await login({ db, meta, email: normalizeEmail(body.email), password: body.password });
+        if (result.challenge !== undefined) return { status: 'mfa_required', challenge: result.challenge };
+        setSessionCookie(request, reply, result.session);
+        return { status: 'ok', user: result.user, csrfToken: result.session.csrfToken };
       },
     }),
 

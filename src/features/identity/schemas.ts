@@ -26,11 +26,21 @@ export const SignupResponse = Type.Object({
 
 export const LoginBody = Type.Object({ email: Email, password: Password }, { additionalProperties: false });
 
-export const LoginResponse = Type.Object({
+export const LoginOk = Type.Object({
   status: Type.Literal('ok'),
   user: User,
   csrfToken: Type.String(),
 });
+
+export const LoginResponse = Type.Union([LoginOk, Type.Object({ status: Type.Literal('mfa_required'), challenge: Type.String() })]);
+
+export const MfaBody = Type.Object(
+  { challenge: Type.String({ minLength: 1, maxLength: 100 }), code: Type.String({ minLength: 1, maxLength: 40 }) },
+  { additionalProperties: false },
+);
+export const EnrollResponse = Type.Object({ secret: Type.String(), otpauthUri: Type.String() });
+export const ActivateBody = Type.Object({ code: Type.String({ minLength: 6, maxLength: 6, pattern: '^[0-9]{6}$' }) }, { additionalProperties: false });
+export const ActivateResponse = Type.Object({ recoveryCodes: Type.Array(Type.String()) });
 
 export const SessionResponse = Type.Object({
   user: User,

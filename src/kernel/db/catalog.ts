@@ -13,6 +13,8 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   schema_migrations: 'migration bookkeeping',
   auth_throttles: 'login protection counters, keyed by hashed email or IP before any tenant is known',
   auth_failures: 'recent failed logins per IP, for credential-stuffing detection',
+  mfa_recovery_codes: "a user's second-factor recovery codes (users are global)",
+  mfa_challenges: 'the pending second step of a login, before any tenant is chosen',
 };
 
 /** Policies beside tenant_isolation that are allowed to widen access, each with why. */

@@ -255,6 +255,31 @@ end $$;
 revoke all on function cn_enter_tenant_key(uuid, bytea) from public;
 `,
   },
+  {
+    version: 5,
+    name: 'mfa',
+    sql: `
+alter table users add column totp_secret text;
+alter table users add column totp_pending_secret text;
+alter table users add column totp_last_step bigint;
+
+create table mfa_recovery_codes (
+  user_id uuid not null references users (id) on delete cascade,
+  code_hash bytea not null,
+  used_at timestamptz,
+  primary key (user_id, code_hash)
+);
+
+create table mfa_challenges (
+  id uuid primary key default gen_random_uuid(),
+  token_hash bytea not null unique,
+  user_id uuid not null references users (id) on delete cascade,
+  created_at timestamptz not null default now(),
+  expires_at timestamptz not null,
+  consumed_at timestamptz
+);
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -277,5 +302,7 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   platform_audit_events: 'select, insert',
   api_keys: 'select, insert, update',
   auth_throttles: 'select, insert, update, delete',
+  mfa_recovery_codes: 'select, insert, update, delete',
+  mfa_challenges: 'select, insert, update, delete',
   auth_failures: 'select, insert, delete',
 };

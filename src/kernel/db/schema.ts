@@ -16,6 +16,9 @@ export interface UsersTable {
   name: string;
   password_hash: string;
   mfa_enabled: Generated<boolean>;
+  totp_secret: ColumnType<string | null, string | null | undefined, string | null>;
+  totp_pending_secret: ColumnType<string | null, string | null | undefined, string | null>;
+  totp_last_step: ColumnType<string | number | null, number | null | undefined, number | null>;
   created_at: CreatedAt;
   last_login_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
@@ -137,7 +140,24 @@ export interface ApiKeysTable {
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export interface MfaRecoveryCodesTable {
+  user_id: string;
+  code_hash: Buffer;
+  used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface MfaChallengesTable {
+  id: Generated<string>;
+  token_hash: Buffer;
+  user_id: string;
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+  consumed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface DB {
+  mfa_recovery_codes: MfaRecoveryCodesTable;
+  mfa_challenges: MfaChallengesTable;
   api_keys: ApiKeysTable;
   auth_throttles: AuthThrottlesTable;
   auth_failures: AuthFailuresTable;
