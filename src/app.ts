@@ -6,13 +6,13 @@ import { buildServer } from './kernel/http/server.ts';
 import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
 import { auditLogRoutes } from './features/audit-log/index.ts';
-import { apiKeyRoutes, identityRoutes, sessionAuthenticator } from './features/identity/index.ts';
+import { apiKeyRoutes, createSessionAuthenticator, identityRoutes } from './features/identity/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
-import { tenancyRoutes } from './features/tenancy/index.ts';
+import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
 export function allRoutes(config: Config): RouteDefinition[] {
-  return [...platformRoutes(config), ...identityRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
+  return [...platformRoutes(config), ...identityRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...settingsRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
 }
 
 export async function buildApp(options: {
@@ -24,7 +24,7 @@ export async function buildApp(options: {
   return buildServer({
     config: options.config,
     db: options.db,
-    authenticator: sessionAuthenticator,
+    authenticator: createSessionAuthenticator({ idleMinutes: options.config.sessionIdleMinutes }),
     authorizer,
     routes: [...allRoutes(options.config), ...(options.extraRoutes ?? [])],
     ...(options.logStream ? { logStream: options.logStream } : {}),

@@ -21,6 +21,7 @@ const routeKey = (route: RouteDefinition) => `${route.method} ${route.url}`;
 const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'POST /api/v1/tenants/:tenantId/invitations': () => ({ email: 'intruder@example.com', role: 'owner' }),
   'POST /api/v1/tenants/:tenantId/api-keys': () => ({ name: 'Intruder key', role: 'owner' }),
+  'PATCH /api/v1/tenants/:tenantId/settings': () => ({ sessionIdleMinutes: 5 }),
   'PATCH /api/v1/tenants/:tenantId/members/:userId': () => ({ role: 'owner' }),
   'POST /api/v1/tenants/:tenantId/accounts': () => ({ name: 'Intruder Inc' }),
   'PATCH /api/v1/tenants/:tenantId/accounts/:id': () => ({ name: 'Pwned', description: 'defaced' }),

@@ -1,4 +1,4 @@
 export { identityRoutes, normalizeEmail } from './routes.ts';
-export { sessionAuthenticator } from './sessions.ts';
+export { createSessionAuthenticator } from './sessions.ts';
 export { hashPassword, verifyPassword } from './passwords.ts';
 export { apiKeyRoutes, revokeKeysCreatedBy } from './api-keys.ts';

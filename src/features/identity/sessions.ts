@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Tx } from '../../kernel/db/database.ts';
 import type { RequestMeta } from '../../kernel/audit/record.ts';
 import { csrfTokenFor, generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
-import type { Authenticator, Credential, UserPrincipal } from '../../kernel/http/principal.ts';
+import type { Authenticator, UserPrincipal } from '../../kernel/http/principal.ts';
 
 export interface IssuedSession {
   readonly id: string;
@@ -36,21 +36,31 @@ export async function revokeSession(tx: Tx, sessionId: string): Promise<void> {
   await tx.updateTable('sessions').set({ revoked_at: sql`now()` }).where('id', '=', sessionId).where('revoked_at', 'is', null).execute();
 }
 
-function liveSessions(tx: Tx, credential: Credential) {
-  return tx
-    .selectFrom('sessions as s')
-    .innerJoin('users as u', 'u.id', 's.user_id')
-    .where('s.token_hash', '=', hashToken(credential.token))
-    .where('s.revoked_at', 'is', null)
-    .where('s.expires_at', '>', sql<Date>`now()`);
+/**
+ * Resolves a session for routes outside a tenant: live (not revoked, not expired, used
+ * within the platform idle limit), and stamps its last use at most once a minute.
+ * (Tenant routes do the same inside cn_enter_tenant, with the tenant's own limit too.)
+ */
+export function createSessionAuthenticator(options: { idleMinutes: number }): Authenticator {
+  return {
+    async resolveUser(tx, credential): Promise<UserPrincipal | null> {
+      const row = await tx
+        .selectFrom('sessions as s')
+        .innerJoin('users as u', 'u.id', 's.user_id')
+        .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name'])
+        .where('s.token_hash', '=', hashToken(credential.token))
+        .where('s.revoked_at', 'is', null)
+        .where('s.expires_at', '>', sql<Date>`now()`)
+        .where('s.last_seen_at', '>=', sql<Date>`now() - make_interval(mins => ${options.idleMinutes})`)
+        .executeTakeFirst();
+      if (row === undefined) return null;
+      await tx
+        .updateTable('sessions')
+        .set({ last_seen_at: sql`now()` })
+        .where('id', '=', row.sessionId)
+        .where('last_seen_at', '<', sql<Date>`now() - interval '1 minute'`)
+        .execute();
+      return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId };
+    },
+  };
 }
-
-export const sessionAuthenticator: Authenticator = {
-  async resolveUser(tx, credential): Promise<UserPrincipal | null> {
-    const row = await liveSessions(tx, credential)
-      .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name'])
-      .executeTakeFirst();
-    if (row === undefined) return null;
-    return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId };
-  },
-};

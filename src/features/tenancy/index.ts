@@ -1,1 +1,2 @@
 export { tenancyRoutes } from './routes.ts';
+export { settingsRoutes } from './settings.ts';

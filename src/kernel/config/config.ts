@@ -32,6 +32,8 @@ export interface Config {
   readonly securityPolicyUrl: string | undefined;
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
   readonly sessionAbsoluteHours: number;
+  /** A session unused this long stops working (a tenant may set a shorter limit). */
+  readonly sessionIdleMinutes: number;
   readonly loginProtection: {
     /** Failed logins of one account within windowMinutes before it is locked. */
     readonly maxFailures: number;
@@ -201,6 +203,7 @@ export function loadConfig(env: Env = process.env): Config {
       parallelism: integer(env, 'ARGON2_PARALLELISM', 1, 1, 16),
     }),
     sessionAbsoluteHours: integer(env, 'SESSION_ABSOLUTE_HOURS', 12, 1, 720),
+    sessionIdleMinutes: integer(env, 'SESSION_IDLE_MINUTES', 30, 5, 1440),
     loginProtection: Object.freeze({
       maxFailures: integer(env, 'LOGIN_MAX_FAILURES', 10, 3, 100),
       windowMinutes: integer(env, 'LOGIN_WINDOW_MINUTES', 15, 1, 1440),

@@ -35,7 +35,7 @@ export interface Database {
    * trip, the session with that token digest, its user and their role in the tenant
    * (null caller: no live session).
    */
-  withTenantSession<T>(tenantId: string, tokenHash: Buffer, fn: (tx: Tx, caller: TenantCaller | null) => Promise<T>): Promise<T>;
+  withTenantSession<T>(tenantId: string, tokenHash: Buffer, idleMinutes: number, fn: (tx: Tx, caller: TenantCaller | null) => Promise<T>): Promise<T>;
   /** Like withTenantSession, for a request that presents an API key (digest) of tenantId. */
   withTenantKey<T>(tenantId: string, keyHash: Buffer, fn: (tx: Tx, caller: TenantKeyCaller | null) => Promise<T>): Promise<T>;
   /** Runs fn in one transaction with no tenant: tenant tables show no rows (but the user's own memberships). */
@@ -79,6 +79,11 @@ export interface TenantCaller {
   readonly name: string;
   /** The caller's role in this tenant; null: not a member. */
   readonly role: string | null;
+  readonly mfaEnabled: boolean;
+  /** The tenant requires a second factor of its members. */
+  readonly requireMfa: boolean;
+  /** Unused for longer than min(platform, tenant) idle limit: the session no longer counts. */
+  readonly idle: boolean;
 }
 
 /** What the guard learns from an API key in the tenant transaction's first round trip. */
@@ -104,7 +109,7 @@ interface EnterSettings {
  */
 interface Entry {
   enter(tx: Tx, settings: EnterSettings, role: 'app' | 'system'): Promise<void>;
-  enterTenantSession(tx: Tx, tenantId: string, tokenHash: Buffer): Promise<TenantCaller[]>;
+  enterTenantSession(tx: Tx, tenantId: string, tokenHash: Buffer, idleMinutes: number): Promise<TenantCaller[]>;
   enterTenantKey(tx: Tx, tenantId: string, keyHash: Buffer): Promise<TenantKeyCaller[]>;
 }
 
@@ -119,7 +124,13 @@ function literalDigest(digest: Buffer): string {
   return `'\\x${digest.toString('hex')}'::bytea`;
 }
 
-const ENTER_COLUMNS = 'session_id as "sessionId", user_id as "userId", email, name, role';
+function literalMinutes(minutes: number): string {
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 100_000) throw new Error('idle minutes must be a whole number');
+  return String(minutes);
+}
+
+const ENTER_COLUMNS =
+  'session_id as "sessionId", user_id as "userId", email, name, role, mfa_enabled as "mfaEnabled", require_mfa as "requireMfa", idle';
 const KEY_COLUMNS =
   'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole"';
 
@@ -130,8 +141,10 @@ const postgresEntry: Entry = {
       `select set_config('app.tenant_id', ${literalUuid(settings.tenantId)}, true), set_config('app.user_id', ${literalUuid(settings.userId)}, true)`,
     ).execute(tx);
   },
-  async enterTenantSession(tx, tenantId, tokenHash) {
-    const { rows } = await sql.raw<TenantCaller>(`select ${ENTER_COLUMNS} from cn_enter_tenant(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)})`).execute(tx);
+  async enterTenantSession(tx, tenantId, tokenHash, idleMinutes) {
+    const { rows } = await sql.raw<TenantCaller>(
+      `select ${ENTER_COLUMNS} from cn_enter_tenant(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)}, ${literalMinutes(idleMinutes)})`,
+    ).execute(tx);
     return rows;
   },
   async enterTenantKey(tx, tenantId, keyHash) {
@@ -150,9 +163,9 @@ const embeddedEntry: Entry = {
       set_config('app.tenant_id', ${settings.tenantId ?? ''}, true),
       set_config('app.user_id', ${settings.userId ?? ''}, true)`.execute(tx);
   },
-  async enterTenantSession(tx, tenantId, tokenHash) {
+  async enterTenantSession(tx, tenantId, tokenHash, idleMinutes) {
     await sql`select set_config('role', 'cn_app', true)`.execute(tx);
-    const { rows } = await sql<TenantCaller>`select ${sql.raw(ENTER_COLUMNS)} from cn_enter_tenant(${tenantId}::uuid, ${tokenHash})`.execute(tx);
+    const { rows } = await sql<TenantCaller>`select ${sql.raw(ENTER_COLUMNS)} from cn_enter_tenant(${tenantId}::uuid, ${tokenHash}, ${idleMinutes}::int)`.execute(tx);
     return rows;
   },
   async enterTenantKey(tx, tenantId, keyHash) {
@@ -186,10 +199,10 @@ function createKernel(options: {
         return fn(tx);
       });
     },
-    withTenantSession(tenantId, tokenHash, fn) {
+    withTenantSession(tenantId, tokenHash, idleMinutes, fn) {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {
-        const [caller] = await entry.enterTenantSession(tx, tenantId.toLowerCase(), tokenHash);
+        const [caller] = await entry.enterTenantSession(tx, tenantId.toLowerCase(), tokenHash, idleMinutes);
         return fn(tx, caller ?? null);
       });
     },

@@ -280,10 +280,55 @@ create table mfa_challenges (
 );
 `,
   },
+  {
+    version: 6,
+    name: 'tenant-settings',
+    sql: `
+create table tenant_settings (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  require_mfa boolean not null default false,
+  session_idle_minutes integer not null default 30 check (session_idle_minutes between 5 and 1440),
+  updated_at timestamptz not null default now(),
+  primary key (tenant_id)
+);
+${isolate('tenant_settings')}
+
+-- The guard's entry now also answers what the tenant's policy needs: whether the user has
+-- a second factor, the tenant's MFA and idle rules, and when the session was last used
+-- (stamped at most once a minute). Idle time counts against min(platform, tenant) limits.
+drop function cn_enter_tenant(uuid, bytea);
+create function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
+returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean)
+language plpgsql volatile security invoker as $$
+declare
+  v_idle integer;
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  select least(p_platform_idle_minutes, coalesce(ts.session_idle_minutes, p_platform_idle_minutes)) into v_idle
+    from (select 1) one left join public.tenant_settings ts on ts.tenant_id = p_tenant;
+  return query
+    with live as (
+      select s.id, s.user_id, s.last_seen_at from public.sessions s
+      where s.token_hash = p_token_hash and s.revoked_at is null and s.expires_at > now()
+    ), stamp as (
+      update public.sessions s set last_seen_at = now()
+      from live where s.id = live.id and live.last_seen_at < now() - interval '1 minute'
+        and live.last_seen_at >= now() - make_interval(mins => v_idle)
+    )
+    select live.id, u.id, u.email, u.name, m.role, u.mfa_enabled, coalesce(ts.require_mfa, false),
+      live.last_seen_at < now() - make_interval(mins => v_idle)
+    from live
+    join public.users u on u.id = live.user_id
+    left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id
+    left join public.tenant_settings ts on ts.tenant_id = p_tenant;
+end $$;
+revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
-export const APP_FUNCTIONS: readonly string[] = ['cn_enter_tenant(uuid, bytea)', 'cn_enter_tenant_key(uuid, bytea)'];
+export const APP_FUNCTIONS: readonly string[] = ['cn_enter_tenant(uuid, bytea, integer)', 'cn_enter_tenant_key(uuid, bytea)'];
 
 /**
  * Table privileges of the application role, re-applied on every migrate so they can never
@@ -301,6 +346,7 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   audit_events: 'select, insert',
   platform_audit_events: 'select, insert',
   api_keys: 'select, insert, update',
+  tenant_settings: 'select, insert, update',
   auth_throttles: 'select, insert, update, delete',
   mfa_recovery_codes: 'select, insert, update, delete',
   mfa_challenges: 'select, insert, update, delete',

@@ -155,7 +155,15 @@ export interface MfaChallengesTable {
   consumed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export interface TenantSettingsTable {
+  tenant_id: string;
+  require_mfa: Generated<boolean>;
+  session_idle_minutes: Generated<number>;
+  updated_at: Generated<Date>;
+}
+
 export interface DB {
+  tenant_settings: TenantSettingsTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
   api_keys: ApiKeysTable;

@@ -13,6 +13,8 @@ export const ERROR_CODES = {
   'auth.mfa_invalid': { status: 401, title: 'Invalid or expired second-factor code' },
   'auth.mfa_not_enrolled': { status: 409, title: 'Start enrollment first' },
   'auth.mfa_already_enabled': { status: 409, title: 'Two-factor authentication is already on' },
+  'auth.mfa_required': { status: 403, title: 'This tenant requires two-factor authentication' },
+  'auth.session_expired': { status: 401, title: 'The session has expired' },
   'auth.weak_password': { status: 400, title: 'The password is too weak' },
   'auth.email_taken': { status: 409, title: 'An account with this email already exists' },
   'auth.signup_closed': { status: 403, title: 'Signup is closed' },
@@ -39,10 +41,11 @@ export class AppError extends Error {
   readonly publicDetail: string | undefined;
   readonly headers: Readonly<Record<string, string>>;
 
-  constructor(code: ErrorCode, options: { detail?: string; cause?: unknown; headers?: Record<string, string> } = {}) {
+  constructor(code: ErrorCode, options: { detail?: string; cause?: unknown; headers?: Record<string, string>; status?: 409 } = {}) {
     super(options.detail ?? ERROR_CODES[code].title, { cause: options.cause });
     this.code = code;
-    this.status = ERROR_CODES[code].status;
+    // API.md gives auth.mfa_required two statuses: 403 on access, 409 when a setting conflicts.
+    this.status = options.status ?? ERROR_CODES[code].status;
     this.publicDetail = options.detail;
     this.headers = options.headers ?? {};
   }

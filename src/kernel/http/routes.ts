@@ -150,6 +150,7 @@ function preflight(request: FastifyRequest): Credential {
 }
 
 export interface RegistryDeps {
+  readonly config: { readonly sessionIdleMinutes: number };
   readonly db: Database;
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;
@@ -159,7 +160,7 @@ type Outcome = { readonly denied: AppError } | { readonly value: unknown };
 
 /** Registers the routes on app. Throws (so startup fails) for a route without a valid access declaration. */
 export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefinition[], deps: RegistryDeps): void {
-  const { db, authenticator, authorizer } = deps;
+  const { db } = deps;
   for (const route of routes) {
     assertAccess(route.method, route.url, route.access);
     const { summary, tags, response, ...validation } = route.schema;
@@ -188,7 +189,7 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
             route as Extract<RouteDefinition, { access: { kind: 'tenant' } }>,
             base,
             request.credential!,
-            { db, authenticator, authorizer },
+            deps,
           );
           if ('denied' in outcome) throw outcome.denied;
           value = outcome.value;
@@ -305,9 +306,15 @@ async function runTenantRoute(
   };
   try {
     if (credential.kind === 'session') {
-      return await deps.db.withTenantSession(tenantId, hashToken(credential.token), (tx, found) =>
-        body(tx, found === null ? null : sessionCaller(found, tenantId)),
-      );
+      return await deps.db.withTenantSession(tenantId, hashToken(credential.token), deps.config.sessionIdleMinutes, async (tx, found) => {
+        if (found?.idle) return { denied: new AppError('auth.session_expired') };
+        // The tenant's MFA rule binds its members' sessions (API keys are not affected).
+        if (found && found.role !== null && found.requireMfa && !found.mfaEnabled) {
+          await recordTenantEvent(tx, tenantId, { type: 'user', id: found.userId, email: found.email }, base.meta, denial({ role: found.role, reason: 'mfa_required' }));
+          return { denied: new AppError('auth.mfa_required') };
+        }
+        return body(tx, found === null ? null : sessionCaller(found, tenantId));
+      });
     }
     if (credential.tenantId !== tenantId) {
       // A key of another tenant: as for any non-member, 404, recorded for operators only.

@@ -34,7 +34,7 @@ export const LOG_REDACT_PATHS = [
 ];
 
 export interface ServerDeps {
-  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction'>;
+  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction' | 'sessionIdleMinutes'>;
   readonly db: Database;
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;

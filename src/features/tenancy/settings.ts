@@ -1,0 +1,58 @@
+/**
+ * The tenant's security settings. Built so far: requireMfa and sessionIdleMinutes, both
+ * enforced by the guard (cn_enter_tenant). The rest of API.md's settings arrive with the
+ * capabilities they govern (SSO, IP allow-list, guest sharing, AI).
+ */
+import { sql } from 'kysely';
+import Type from 'typebox';
+import type { Tx } from '../../kernel/db/database.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { TenantParams } from '../../kernel/http/schemas.ts';
+
+const Settings = Type.Object({ requireMfa: Type.Boolean(), sessionIdleMinutes: Type.Integer() });
+const SettingsPatch = Type.Object(
+  { requireMfa: Type.Optional(Type.Boolean()), sessionIdleMinutes: Type.Optional(Type.Integer({ minimum: 5, maximum: 1440 })) },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+async function readSettings(tx: Tx, tenantId: string) {
+  const row = await tx.selectFrom('tenant_settings').select(['require_mfa', 'session_idle_minutes']).where('tenant_id', '=', tenantId).executeTakeFirst();
+  return { requireMfa: row?.require_mfa ?? false, sessionIdleMinutes: row?.session_idle_minutes ?? 30 };
+}
+
+export function settingsRoutes(): RouteDefinition[] {
+  return [
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/settings',
+      permission: 'settings.read',
+      schema: { summary: "The tenant's security settings", tags: ['settings'], params: TenantParams, response: { 200: Settings } },
+      async handler({ tx, tenantId }) {
+        return readSettings(tx, tenantId);
+      },
+    }),
+    tenantRoute({
+      method: 'PATCH',
+      url: '/api/v1/tenants/:tenantId/settings',
+      permission: 'settings.manage',
+      schema: { summary: "Change the tenant's security settings", tags: ['settings'], params: TenantParams, body: SettingsPatch, response: { 200: Settings } },
+      async handler({ tx, tenantId, principal, body, audit }) {
+        const before = await readSettings(tx, tenantId);
+        const after = { ...before, ...body };
+        if (after.requireMfa && !before.requireMfa) {
+          // Whoever turns MFA on must have it (for a key: its creator), or they would lock themselves out.
+          const caller = await tx.selectFrom('users').select('mfa_enabled').where('id', '=', principal.userId).executeTakeFirstOrThrow();
+          if (!caller.mfa_enabled) throw new AppError('auth.mfa_required', { status: 409, detail: 'Turn on two-factor authentication for yourself first' });
+        }
+        await tx
+          .insertInto('tenant_settings')
+          .values({ tenant_id: tenantId, require_mfa: after.requireMfa, session_idle_minutes: after.sessionIdleMinutes })
+          .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ require_mfa: after.requireMfa, session_idle_minutes: after.sessionIdleMinutes, updated_at: sql`now()` }))
+          .execute();
+        await audit({ action: 'settings.updated', target: { type: 'tenant', id: tenantId }, metadata: { before, after } });
+        return after;
+      },
+    }),
+  ];
+}
