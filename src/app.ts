@@ -6,13 +6,13 @@ import { buildServer } from './kernel/http/server.ts';
 import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
 import { auditLogRoutes } from './features/audit-log/index.ts';
-import { apiKeyRoutes, createSessionAuthenticator, identityRoutes } from './features/identity/index.ts';
+import { apiKeyRoutes, createSessionAuthenticator, identityRoutes, sessionRoutes } from './features/identity/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
 export function allRoutes(config: Config): RouteDefinition[] {
-  return [...platformRoutes(config), ...identityRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...settingsRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
+  return [...platformRoutes(config), ...identityRoutes(config), ...sessionRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...settingsRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
 }
 
 export async function buildApp(options: {

@@ -108,3 +108,35 @@ describe('signup, login, session and logout', () => {
     }
   });
 });
+
+describe('managing your own sessions', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp();
+  });
+  afterAll(async () => t?.close());
+
+  it('lists your live sessions with device and address, and signs one out at once', async () => {
+    const { session: first } = await t.signup();
+    const second = await t.login(first.email);
+    const list = await t.request({ method: 'GET', url: '/api/v1/auth/sessions', as: first, headers: { 'user-agent': 'test-agent/1.0' } });
+    expect(list.statusCode).toBe(200);
+    const items = list.json().items as { id: string; current: boolean; ip: string | null }[];
+    expect(items).toHaveLength(2);
+    expect(items.filter((s) => s.current)).toHaveLength(1);
+    expect(items.every((s) => s.ip === '127.0.0.1')).toBe(true);
+    const other = items.find((s) => !s.current)!;
+    expect((await t.request({ method: 'DELETE', url: `/api/v1/auth/sessions/${other.id}`, as: first })).statusCode).toBe(204);
+    expect((await t.request({ method: 'GET', url: '/api/v1/auth/session', as: second })).statusCode).toBe(401);
+    expect((await t.request({ method: 'GET', url: '/api/v1/auth/session', as: first })).statusCode).toBe(200);
+  });
+
+  it("cannot sign out someone else's session (404, and it keeps working)", async () => {
+    const { session: mine } = await t.signup();
+    const { session: theirs } = await t.signup();
+    const [row] = await t.admin.query<{ id: string }>('select id from sessions where user_id = $1', [theirs.userId]);
+    const response = await t.request({ method: 'DELETE', url: `/api/v1/auth/sessions/${row!.id}`, as: mine });
+    expect(response.statusCode).toBe(404);
+    expect((await t.request({ method: 'GET', url: '/api/v1/auth/session', as: theirs })).statusCode).toBe(200);
+  });
+});
