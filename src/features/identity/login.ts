@@ -119,5 +119,32 @@ export function createLogin(config: LoginConfig) {
     return { user: { id: user.id, email: user.email, name: user.name }, session };
   }
 
-  return { login, throughGate };
+  /**
+   * A fresh password check for a signed-in user before a sensitive change (turning MFA
+   * off, new recovery codes). Counted on the same lock as logins, so it is no way around it.
+   */
+  async function confirmPassword(options: { db: Database; meta: RequestMeta; userId: string; password: string }): Promise<void> {
+    const { db, meta, userId, password } = options;
+    const user = await db.withGlobal((tx) => tx.selectFrom('users').select(['email', 'password_hash']).where('id', '=', userId).executeTakeFirstOrThrow());
+    const account = accountKey('login', user.email);
+    const attempt = await db.withGlobal((tx) => countAttempt(tx, account, protection.windowMinutes));
+    if (attempt.lockedUntil) throw rateLimited(attempt.lockedUntil);
+    if (attempt.failures > protection.maxFailures) throw rateLimited(new Date(Date.now() + protection.lockMinutes * 60_000));
+    const ok = await throughGate(() => verifyPassword(user.password_hash, password));
+    await db.systemDb({ reason: 'record a password re-check in every tenant of the user' }).transaction(async (tx) => {
+      const actor: Actor = { type: 'user', id: userId, email: user.email };
+      if (ok) {
+        await clear(tx, account);
+        return;
+      }
+      await recordAuthEvent(tx, actor, meta, { action: 'auth.reauth.failed', outcome: 'failure' });
+      if (attempt.failures >= protection.maxFailures) {
+        const until = await lock(tx, account, protection.lockMinutes);
+        if (until) await recordAuthEvent(tx, actor, meta, { action: 'auth.lockout', outcome: 'denied', metadata: { until: until.toISOString() } });
+      }
+    });
+    if (!ok) throw new AppError('auth.invalid_credentials');
+  }
+
+  return { login, throughGate, confirmPassword };
 }

@@ -1,13 +1,16 @@
 /** Routes of the second factor: enrol, activate, and complete a login. */
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import Type from 'typebox';
+import type { RequestMeta } from '../../kernel/audit/record.ts';
 import type { Config } from '../../kernel/config/config.ts';
+import type { Database } from '../../kernel/db/database.ts';
 import { hashToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { claimStep, issueRecoveryCodes, matchingStep, newTotpSecret, totpFor, useRecoveryCode } from './mfa.ts';
-import { ActivateBody, ActivateResponse, EnrollResponse, LoginOk, MfaBody } from './schemas.ts';
+import { ActivateBody, ActivateResponse, EnrollResponse, LoginOk, MfaBody, PasswordBody } from './schemas.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
 import { accountKey, clear, countAttempt, lock, rateLimited } from './throttle.ts';
 
@@ -15,9 +18,10 @@ type MfaConfig = Pick<Config, 'loginProtection' | 'sessionAbsoluteHours'>;
 
 export function mfaRoutes(options: {
   config: MfaConfig;
+  confirmPassword: (options: { db: Database; meta: RequestMeta; userId: string; password: string }) => Promise<void>;
   setSessionCookie: (request: FastifyRequest, reply: FastifyReply, session: IssuedSession) => void;
 }): RouteDefinition[] {
-  const { config, setSessionCookie } = options;
+  const { config, setSessionCookie, confirmPassword } = options;
   const protection = config.loginProtection;
   return [
     userRoute({
@@ -53,6 +57,44 @@ export function mfaRoutes(options: {
             .execute();
           const recoveryCodes = await issueRecoveryCodes(tx, principal.userId);
           await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.mfa.enrolled', metadata: { method: 'totp' } });
+          return { recoveryCodes };
+        });
+      },
+    }),
+
+    userRoute({
+      method: 'POST',
+      url: '/api/v1/auth/totp/disable',
+      status: 204,
+      schema: { summary: 'Turn two-factor authentication off (needs your password)', tags: ['identity'], body: PasswordBody, response: { 204: Type.Null() } },
+      async handler({ db, principal, body, meta }) {
+        await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
+        await db.systemDb({ reason: 'turn off MFA and record it in every tenant of the user' }).transaction(async (tx) => {
+          const updated = await tx
+            .updateTable('users')
+            .set({ mfa_enabled: false, totp_secret: null, totp_pending_secret: null, totp_last_step: null })
+            .where('id', '=', principal.userId)
+            .where('mfa_enabled', '=', true)
+            .returning('id')
+            .executeTakeFirst();
+          if (!updated) throw new AppError('auth.mfa_not_enrolled');
+          await tx.deleteFrom('mfa_recovery_codes').where('user_id', '=', principal.userId).execute();
+          await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.mfa.disabled' });
+        });
+      },
+    }),
+
+    userRoute({
+      method: 'POST',
+      url: '/api/v1/auth/totp/recovery-codes',
+      schema: { summary: 'Replace your recovery codes (needs your password); shown once', tags: ['identity'], body: PasswordBody, response: { 200: ActivateResponse } },
+      async handler({ db, principal, body, meta }) {
+        await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
+        return db.systemDb({ reason: 'replace recovery codes and record it in every tenant of the user' }).transaction(async (tx) => {
+          const row = await tx.selectFrom('users').select('mfa_enabled').where('id', '=', principal.userId).executeTakeFirstOrThrow();
+          if (!row.mfa_enabled) throw new AppError('auth.mfa_not_enrolled');
+          const recoveryCodes = await issueRecoveryCodes(tx, principal.userId);
+          await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.mfa.recovery_codes_replaced' });
           return { recoveryCodes };
         });
       },

@@ -97,4 +97,21 @@ describe('TOTP second factor', () => {
     expect((await finish(challenge, codeAt(secret, 1))).statusCode).toBe(401);
     expect((await finish('x'.repeat(43), codeAt(secret, 1))).statusCode).toBe(401);
   });
+
+  it('turning MFA off or replacing recovery codes needs the current password; old codes die with the new set', async () => {
+    const { session, recoveryCodes, tenantId } = await enrolled();
+    const wrong = await t.request({ method: 'POST', url: '/api/v1/auth/totp/recovery-codes', as: session, body: { password: 'not my password!' } });
+    expect(wrong.statusCode).toBe(401);
+    const fresh = await t.request({ method: 'POST', url: '/api/v1/auth/totp/recovery-codes', as: session, body: { password: PASSWORD } });
+    expect(fresh.statusCode).toBe(200);
+    expect(fresh.json().recoveryCodes).toHaveLength(10);
+    expect((await finish(await startLogin(session.email), recoveryCodes[0]!)).statusCode).toBe(401);
+    expect((await finish(await startLogin(session.email), fresh.json().recoveryCodes[0])).statusCode).toBe(200);
+    expect((await t.request({ method: 'POST', url: '/api/v1/auth/totp/disable', as: session, body: { password: 'not my password!' } })).statusCode).toBe(401);
+    expect((await t.request({ method: 'POST', url: '/api/v1/auth/totp/disable', as: session, body: { password: PASSWORD } })).statusCode).toBe(204);
+    const login = await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: session.email, password: PASSWORD } });
+    expect(login.json().status).toBe('ok');
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action in ('auth.reauth.failed', 'auth.mfa.disabled', 'auth.mfa.recovery_codes_replaced')`, [tenantId]);
+    expect(actions.map((a) => a.action).sort()).toEqual(['auth.mfa.disabled', 'auth.mfa.recovery_codes_replaced', 'auth.reauth.failed', 'auth.reauth.failed']);
+  });
 });

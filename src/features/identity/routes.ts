@@ -25,7 +25,7 @@ function isUniqueViolation(error: unknown): boolean {
 }
 
 export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
-  const { login, throughGate } = createLogin(config);
+  const { login, throughGate, confirmPassword } = createLogin(config);
 
   function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: IssuedSession): void {
     void reply.setCookie(SESSION_COOKIE, session.token, {
@@ -38,7 +38,7 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
   }
 
   return [
-    ...mfaRoutes({ config, setSessionCookie }),
+    ...mfaRoutes({ config, setSessionCookie, confirmPassword }),
     publicRoute({
       method: 'POST',
       url: '/api/v1/auth/signup',

@@ -47,3 +47,5 @@ export const SessionResponse = Type.Object({
   memberships: Type.Array(Type.Object({ tenantId: Uuid, tenantName: Type.String(), role: Type.String() })),
   csrfToken: Type.String(),
 });
+
+export const PasswordBody = Type.Object({ password: Password }, { additionalProperties: false });
