@@ -9,6 +9,7 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { recordAuthEvent } from './auth-events.ts';
+import { assertRecentAuthentication } from './step-up.ts';
 import { claimStep, issueRecoveryCodes, matchingStep, newTotpSecret, totpFor, useRecoveryCode } from './mfa.ts';
 import { ActivateBody, ActivateResponse, EnrollResponse, LoginOk, MfaBody, PasswordBody } from './schemas.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
@@ -31,6 +32,7 @@ export function mfaRoutes(options: {
       async handler({ db, principal }) {
         const secret = newTotpSecret();
         await db.withGlobal(async (tx) => {
+          await assertRecentAuthentication(tx, principal.sessionId);
           const row = await tx.selectFrom('users').select('mfa_enabled').where('id', '=', principal.userId).executeTakeFirstOrThrow();
           if (row.mfa_enabled) throw new AppError('auth.mfa_already_enabled');
           await tx.updateTable('users').set({ totp_pending_secret: secret }).where('id', '=', principal.userId).execute();
@@ -45,6 +47,7 @@ export function mfaRoutes(options: {
       schema: { summary: 'Confirm enrollment with a code; returns recovery codes once', tags: ['identity'], body: ActivateBody, response: { 200: ActivateResponse } },
       async handler({ db, principal, body, meta }) {
         return db.systemDb({ reason: 'turn on MFA and record it in every tenant of the user' }).transaction(async (tx) => {
+          await assertRecentAuthentication(tx, principal.sessionId);
           const row = await tx.selectFrom('users').select(['mfa_enabled', 'totp_pending_secret']).where('id', '=', principal.userId).forUpdate().executeTakeFirstOrThrow();
           if (row.mfa_enabled) throw new AppError('auth.mfa_already_enabled');
           if (!row.totp_pending_secret) throw new AppError('auth.mfa_not_enrolled');

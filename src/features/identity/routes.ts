@@ -8,6 +8,7 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, SESSION_COOKIE, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { csrfTokenFor } from '../../kernel/crypto/tokens.ts';
 import { recordAuthEvent } from './auth-events.ts';
+import { accountRoutes } from './account-routes.ts';
 import { createLogin } from './login.ts';
 import { mfaRoutes } from './mfa-routes.ts';
 import { assertAcceptablePassword, hashPassword } from './passwords.ts';
@@ -39,6 +40,7 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
 
   return [
     ...mfaRoutes({ config, setSessionCookie, confirmPassword }),
+    ...accountRoutes({ config, confirmPassword, throughGate }),
     publicRoute({
       method: 'POST',
       url: '/api/v1/auth/signup',

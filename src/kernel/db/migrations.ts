@@ -324,6 +324,13 @@ end $$;
 revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
 `,
   },
+  {
+    version: 7,
+    name: 'session-authenticated-at',
+    // When the person behind a session last proved who they are (login, MFA, re-authentication):
+    // sensitive actions need that to be recent (step-up).
+    sql: `alter table sessions add column authenticated_at timestamptz not null default now();`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */

@@ -31,6 +31,7 @@ export interface SessionsTable {
   last_seen_at: Timestamp;
   expires_at: Timestamp;
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  authenticated_at: Timestamp;
   ip: string | null;
   user_agent: string | null;
 }

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   'auth.mfa_already_enabled': { status: 409, title: 'Two-factor authentication is already on' },
   'auth.mfa_required': { status: 403, title: 'This tenant requires two-factor authentication' },
   'auth.session_expired': { status: 401, title: 'The session has expired' },
+  'auth.reauth_required': { status: 403, title: 'Confirm your identity again to do this' },
   'auth.weak_password': { status: 400, title: 'The password is too weak' },
   'auth.email_taken': { status: 409, title: 'An account with this email already exists' },
   'auth.signup_closed': { status: 403, title: 'Signup is closed' },

@@ -1,0 +1,22 @@
+/**
+ * Step-up: sensitive actions need the person behind the session to have proved who they
+ * are within the last REAUTH_WINDOW_MINUTES (login, second factor or POST /auth/reauth).
+ * A program's API key can never step up, so it can never perform them.
+ */
+import { sql } from 'kysely';
+import type { Tx } from '../../kernel/db/database.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+
+export const REAUTH_WINDOW_MINUTES = 15;
+
+export async function assertRecentAuthentication(tx: Tx, sessionId: string | null): Promise<void> {
+  const refuse = () => new AppError('auth.reauth_required', { detail: 'Confirm your password (and code) at POST /api/v1/auth/reauth, then retry' });
+  if (sessionId === null) throw refuse();
+  const row = await tx
+    .selectFrom('sessions')
+    .select('id')
+    .where('id', '=', sessionId)
+    .where('authenticated_at', '>=', sql<Date>`now() - make_interval(mins => ${REAUTH_WINDOW_MINUTES})`)
+    .executeTakeFirst();
+  if (!row) throw refuse();
+}
