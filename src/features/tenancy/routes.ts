@@ -183,6 +183,25 @@ export function tenancyRoutes(): RouteDefinition[] {
     }),
 
     tenantRoute({
+      method: 'POST',
+      url: '/api/v1/tenants/:tenantId/members/:userId/revoke-sessions',
+      permission: 'members.manage',
+      status: 204,
+      schema: { summary: "Sign a member out of this tenant: their current sessions stop working here", tags: ['members'], params: MemberParams, response: { 204: Type.Null() } },
+      async handler({ tx, tenantId, principal, params, audit }) {
+        const target = await findMembership(tx, tenantId, params.userId);
+        if (!target) throw new AppError('not_found');
+        assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: null, isSelf: false });
+        await tx
+          .insertInto('tenant_session_revocations')
+          .values({ tenant_id: tenantId, user_id: params.userId, revoked_before: sql`now()` })
+          .onConflict((oc) => oc.columns(['tenant_id', 'user_id']).doUpdateSet({ revoked_before: sql`now()` }))
+          .execute();
+        await audit({ action: 'member.sessions_revoked', target: { type: 'user', id: params.userId } });
+      },
+    }),
+
+    tenantRoute({
       method: 'DELETE',
       url: '/api/v1/tenants/:tenantId/members/:userId',
       permission: 'members.manage',

@@ -113,6 +113,19 @@ describe('tenants, invitations and members', () => {
     expect(leave.statusCode).toBe(204);
   });
 
+  it("an admin can sign a member out of this tenant only: other tenants keep working, a new login works here", async () => {
+    const member = await t.addMember(owner, tenantId, 'member');
+    const ownTenant = (await t.request({ method: 'GET', url: '/api/v1/tenants', as: member })).json().items.find((x: { id: string }) => x.id !== tenantId).id;
+    const admin = await t.addMember(owner, tenantId, 'admin');
+    const revoke = await t.request({ method: 'POST', url: `${members()}/${member.userId}/revoke-sessions`, as: admin });
+    expect(revoke.statusCode).toBe(204);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: member })).statusCode).toBe(401);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${ownTenant}/accounts`, as: member })).statusCode).toBe(200);
+    const again = await t.login(member.email);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: again })).statusCode).toBe(200);
+    expect((await t.request({ method: 'POST', url: `${members()}/${owner.userId}/revoke-sessions`, as: admin })).statusCode).toBe(403);
+  });
+
   it("a removed member loses access on the very next request", async () => {
     const member = await t.addMember(owner, tenantId, 'member');
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: member })).statusCode).toBe(200);

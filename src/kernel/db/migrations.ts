@@ -331,6 +331,47 @@ revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
     // sensitive actions need that to be recent (step-up).
     sql: `alter table sessions add column authenticated_at timestamptz not null default now();`,
   },
+  {
+    version: 8,
+    name: 'tenant-session-revocations',
+    sql: `
+create table tenant_session_revocations (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  user_id uuid not null references users (id) on delete cascade,
+  revoked_before timestamptz not null,
+  primary key (tenant_id, user_id)
+);
+${isolate('tenant_session_revocations')}
+
+create or replace function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
+returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean)
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  -- One statement (one plan, cached by plpgsql): the settings row is read once.
+  return query
+    with ts as (
+      select t.require_mfa, least(p_platform_idle_minutes, t.session_idle_minutes) as idle_minutes
+      from public.tenant_settings t where t.tenant_id = p_tenant
+    ), live as (
+      select s.id, s.user_id, s.last_seen_at,
+        s.last_seen_at < now() - make_interval(mins => coalesce((select ts.idle_minutes from ts), p_platform_idle_minutes)) as idle
+      from public.sessions s
+      where s.token_hash = p_token_hash and s.revoked_at is null and s.expires_at > now()
+        -- An admin signed this member out of this tenant: older sessions no longer count here.
+        and not exists (select 1 from public.tenant_session_revocations r
+                        where r.tenant_id = p_tenant and r.user_id = s.user_id and s.created_at <= r.revoked_before)
+    ), stamp as (
+      update public.sessions s set last_seen_at = now()
+      from live where s.id = live.id and not live.idle and live.last_seen_at < now() - interval '1 minute'
+    )
+    select live.id, u.id, u.email, u.name, m.role, u.mfa_enabled, coalesce((select ts.require_mfa from ts), false), live.idle
+    from live
+    join public.users u on u.id = live.user_id
+    left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id;
+end $$;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -353,6 +394,7 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   platform_audit_events: 'select, insert',
   api_keys: 'select, insert, update',
   tenant_settings: 'select, insert, update',
+  tenant_session_revocations: 'select, insert, update',
   auth_throttles: 'select, insert, update, delete',
   mfa_recovery_codes: 'select, insert, update, delete',
   mfa_challenges: 'select, insert, update, delete',

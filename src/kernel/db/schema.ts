@@ -163,7 +163,14 @@ export interface TenantSettingsTable {
   updated_at: Generated<Date>;
 }
 
+export interface TenantSessionRevocationsTable {
+  tenant_id: string;
+  user_id: string;
+  revoked_before: Date;
+}
+
 export interface DB {
+  tenant_session_revocations: TenantSessionRevocationsTable;
   tenant_settings: TenantSettingsTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
