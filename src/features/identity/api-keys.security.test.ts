@@ -56,6 +56,13 @@ describe('API keys', () => {
     const other = await t.signup();
     const response = await withKey(key, 'GET', `/api/v1/tenants/${other.tenantId}/accounts`);
     expect(response.statusCode).toBe(404);
+    // Evidence for operators only: the other tenant's log learns nothing.
+    const platform = await t.admin.query<{ actor_type: string; metadata: { keyTenantId: string } }>(
+      `select actor_type, metadata from platform_audit_events where action = 'access.denied' and tenant_id = $1`,
+      [other.tenantId],
+    );
+    expect(platform).toEqual([{ actor_type: 'apikey', metadata: expect.objectContaining({ keyTenantId: tenantId }) }]);
+    expect(await t.admin.query(`select 1 from audit_events where tenant_id = $1 and action = 'access.denied'`, [other.tenantId])).toEqual([]);
     expect((await withKey(key, 'GET', `/api/v1/auth/session`)).statusCode).toBe(401);
   });
 
