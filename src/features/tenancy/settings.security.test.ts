@@ -63,6 +63,10 @@ describe('tenant security settings', () => {
     expect(here.statusCode).toBe(401);
     expect(here.json().code).toBe('auth.session_expired');
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${ownTenant}/accounts`, as: member })).statusCode).toBe(200);
+    // That use stamped the session (it rides the read-only transaction's deferred COMMIT).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const [stamped] = await t.admin.query<{ recent: boolean }>(`select last_seen_at > now() - interval '1 minute' as recent from sessions where user_id = $1`, [member.userId]);
+    expect(stamped!.recent).toBe(true);
     await setIdle(31);
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${ownTenant}/accounts`, as: member })).statusCode).toBe(401);
     expect((await t.request({ method: 'GET', url: '/api/v1/auth/session', as: member })).statusCode).toBe(401);

@@ -361,14 +361,41 @@ begin
         -- An admin signed this member out of this tenant: older sessions no longer count here.
         and not exists (select 1 from public.tenant_session_revocations r
                         where r.tenant_id = p_tenant and r.user_id = s.user_id and s.created_at <= r.revoked_before)
+    ), due as (
+      -- SKIP LOCKED: while one request stamps the session, the others neither wait nor stamp
+      -- (the stamp may ride a deferred read-only COMMIT; nobody must queue behind it).
+      select s2.id from public.sessions s2 join live on live.id = s2.id
+      where not live.idle and s2.last_seen_at < now() - interval '1 minute'
+      for update of s2 skip locked
     ), stamp as (
-      update public.sessions s set last_seen_at = now()
-      from live where s.id = live.id and not live.idle and live.last_seen_at < now() - interval '1 minute'
+      update public.sessions s set last_seen_at = now() from due where s.id = due.id
     )
     select live.id, u.id, u.email, u.name, m.role, u.mfa_enabled, coalesce((select ts.require_mfa from ts), false), live.idle
     from live
     join public.users u on u.id = live.user_id
     left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id;
+end $$;
+
+-- The key's last-used stamp: likewise never queue behind another request's stamp.
+create or replace function cn_enter_tenant_key(p_tenant uuid, p_key_hash bytea)
+returns table (key_id uuid, key_role text, creator_id uuid, creator_email text, creator_name text, creator_role text)
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  update public.api_keys k set last_used_at = now()
+    where (k.tenant_id, k.id) in (
+      select k2.tenant_id, k2.id from public.api_keys k2
+      where k2.tenant_id = p_tenant and k2.key_hash = p_key_hash and k2.revoked_at is null
+        and (k2.expires_at is null or k2.expires_at > now())
+        and (k2.last_used_at is null or k2.last_used_at < now() - interval '1 minute')
+      for update skip locked);
+  return query
+    select k.id, k.role, u.id, u.email, u.name, m.role
+    from public.api_keys k
+    join public.users u on u.id = k.created_by
+    left join public.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.created_by
+    where k.tenant_id = p_tenant and k.key_hash = p_key_hash and k.revoked_at is null
+      and (k.expires_at is null or k.expires_at > now());
 end $$;
 `,
   },
