@@ -293,35 +293,6 @@ create table tenant_settings (
 );
 ${isolate('tenant_settings')}
 
--- The guard's entry now also answers what the tenant's policy needs: whether the user has
--- a second factor, the tenant's MFA and idle rules, and when the session was last used
--- (stamped at most once a minute). Idle time counts against min(platform, tenant) limits.
-drop function cn_enter_tenant(uuid, bytea);
-create function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
-returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean)
-language plpgsql volatile security invoker as $$
-begin
-  perform set_config('app.tenant_id', p_tenant::text, true);
-  -- One statement (one plan, cached by plpgsql): the settings row is read once.
-  return query
-    with ts as (
-      select t.require_mfa, least(p_platform_idle_minutes, t.session_idle_minutes) as idle_minutes
-      from public.tenant_settings t where t.tenant_id = p_tenant
-    ), live as (
-      select s.id, s.user_id, s.last_seen_at,
-        s.last_seen_at < now() - make_interval(mins => coalesce((select ts.idle_minutes from ts), p_platform_idle_minutes)) as idle
-      from public.sessions s
-      where s.token_hash = p_token_hash and s.revoked_at is null and s.expires_at > now()
-    ), stamp as (
-      update public.sessions s set last_seen_at = now()
-      from live where s.id = live.id and not live.idle and live.last_seen_at < now() - interval '1 minute'
-    )
-    select live.id, u.id, u.email, u.name, m.role, u.mfa_enabled, coalesce((select ts.require_mfa from ts), false), live.idle
-    from live
-    join public.users u on u.id = live.user_id
-    left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id;
-end $$;
-revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
 `,
   },
   {
@@ -343,7 +314,11 @@ create table tenant_session_revocations (
 );
 ${isolate('tenant_session_revocations')}
 
-create or replace function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
+-- The guard's entry now also answers what the tenant's policy needs: whether the user has
+-- a second factor, the tenant's MFA and idle rules, and when the session was last used
+-- (stamped at most once a minute). Idle time counts against min(platform, tenant) limits.
+drop function cn_enter_tenant(uuid, bytea);
+create function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
 returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean)
 language plpgsql volatile security invoker as $$
 begin
@@ -375,6 +350,7 @@ begin
     join public.users u on u.id = live.user_id
     left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id;
 end $$;
+revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
 
 -- The key's last-used stamp: likewise never queue behind another request's stamp.
 create or replace function cn_enter_tenant_key(p_tenant uuid, p_key_hash bytea)
