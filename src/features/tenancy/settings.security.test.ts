@@ -47,6 +47,11 @@ describe('tenant security settings', () => {
     const blocked = await t.request({ method: 'GET', url: accounts(), as: member });
     expect(blocked.statusCode).toBe(403);
     expect(blocked.json().code).toBe('auth.mfa_required');
+    const [denial] = await t.admin.query<{ metadata: { reason: string } }>(
+      `select metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`,
+      [tenantId, member.userId],
+    );
+    expect(denial!.metadata.reason).toBe('mfa_required');
     await enableMfa(member); // enrollment itself stays reachable
     expect((await t.request({ method: 'GET', url: accounts(), as: member })).statusCode).toBe(200);
     expect((await t.request({ method: 'GET', url: accounts(), headers: { authorization: `Bearer ${key}` } })).statusCode).toBe(200);
