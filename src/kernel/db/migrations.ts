@@ -240,10 +240,14 @@ returns table (key_id uuid, key_role text, creator_id uuid, creator_email text, 
 language plpgsql volatile security invoker as $$
 begin
   perform set_config('app.tenant_id', p_tenant::text, true);
+  -- SKIP LOCKED: a request never queues behind another request's stamp of the same key.
   update public.api_keys k set last_used_at = now()
-    where k.tenant_id = p_tenant and k.key_hash = p_key_hash and k.revoked_at is null
-      and (k.expires_at is null or k.expires_at > now())
-      and (k.last_used_at is null or k.last_used_at < now() - interval '1 minute');
+    where (k.tenant_id, k.id) in (
+      select k2.tenant_id, k2.id from public.api_keys k2
+      where k2.tenant_id = p_tenant and k2.key_hash = p_key_hash and k2.revoked_at is null
+        and (k2.expires_at is null or k2.expires_at > now())
+        and (k2.last_used_at is null or k2.last_used_at < now() - interval '1 minute')
+      for update skip locked);
   return query
     select k.id, k.role, u.id, u.email, u.name, m.role
     from public.api_keys k
@@ -352,27 +356,6 @@ begin
 end $$;
 revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
 
--- The key's last-used stamp: likewise never queue behind another request's stamp.
-create or replace function cn_enter_tenant_key(p_tenant uuid, p_key_hash bytea)
-returns table (key_id uuid, key_role text, creator_id uuid, creator_email text, creator_name text, creator_role text)
-language plpgsql volatile security invoker as $$
-begin
-  perform set_config('app.tenant_id', p_tenant::text, true);
-  update public.api_keys k set last_used_at = now()
-    where (k.tenant_id, k.id) in (
-      select k2.tenant_id, k2.id from public.api_keys k2
-      where k2.tenant_id = p_tenant and k2.key_hash = p_key_hash and k2.revoked_at is null
-        and (k2.expires_at is null or k2.expires_at > now())
-        and (k2.last_used_at is null or k2.last_used_at < now() - interval '1 minute')
-      for update skip locked);
-  return query
-    select k.id, k.role, u.id, u.email, u.name, m.role
-    from public.api_keys k
-    join public.users u on u.id = k.created_by
-    left join public.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.created_by
-    where k.tenant_id = p_tenant and k.key_hash = p_key_hash and k.revoked_at is null
-      and (k.expires_at is null or k.expires_at > now());
-end $$;
 `,
   },
 ];
