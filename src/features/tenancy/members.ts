@@ -45,3 +45,22 @@ export function memberRow(tx: Tx, tenantId: string) {
 }
 
 export const now = () => sql<Date>`now()`;
+
+/**
+ * The member a management action targets, once the role rules let the actor act on them
+ * (404 when not a member here, 403 when the rules refuse).
+ */
+export async function findManageableMember(
+  tx: Tx,
+  options: { tenantId: string; actor: { role: string; userId: string }; targetUserId: string; newRole: Role | null; selfCounts: boolean },
+): Promise<{ role: Role }> {
+  const target = await findMembership(tx, options.tenantId, options.targetUserId);
+  if (!target) throw new AppError('not_found');
+  assertMayAssign({
+    actorRole: options.actor.role,
+    targetCurrentRole: target.role,
+    targetNewRole: options.newRole,
+    isSelf: options.selfCounts && options.targetUserId === options.actor.userId,
+  });
+  return target;
+}

@@ -9,7 +9,7 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
 import { revokeKeysCreatedBy } from '../identity/index.ts';
-import { assertMayAssign, assertNotLastOwner, findMembership, memberRow } from './members.ts';
+import { assertMayAssign, assertNotLastOwner, findManageableMember, findMembership, memberRow } from './members.ts';
 import {
   AcceptBody,
   AcceptResponse,
@@ -171,9 +171,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       permission: 'members.manage',
       schema: { summary: "Change a member's role", tags: ['members'], params: MemberParams, body: ChangeRoleBody, response: { 200: Member } },
       async handler({ tx, tenantId, principal, params, body, audit }) {
-        const target = await findMembership(tx, tenantId, params.userId);
-        if (!target) throw new AppError('not_found');
-        assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: body.role, isSelf: params.userId === principal.userId });
+        const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: body.role, selfCounts: true });
         if (target.role === 'owner' && body.role !== 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.updateTable('memberships').set({ role: body.role }).where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
         await audit({ action: 'member.role_changed', target: { type: 'user', id: params.userId }, metadata: { before: target.role, after: body.role } });
@@ -189,9 +187,8 @@ export function tenancyRoutes(): RouteDefinition[] {
       status: 204,
       schema: { summary: "Sign a member out of this tenant: their current sessions stop working here", tags: ['members'], params: MemberParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, principal, params, audit }) {
-        const target = await findMembership(tx, tenantId, params.userId);
-        if (!target) throw new AppError('not_found');
-        assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: null, isSelf: false });
+        // Signing yourself out of a tenant is allowed; the owner rules still apply.
+        await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: false });
         await tx
           .insertInto('tenant_session_revocations')
           .values({ tenant_id: tenantId, user_id: params.userId, revoked_before: sql`now()` })
@@ -208,9 +205,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       status: 204,
       schema: { summary: 'Remove a member; their access ends on their next request', tags: ['members'], params: MemberParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, principal, params, audit }) {
-        const target = await findMembership(tx, tenantId, params.userId);
-        if (!target) throw new AppError('not_found');
-        assertMayAssign({ actorRole: principal.role, targetCurrentRole: target.role, targetNewRole: null, isSelf: params.userId === principal.userId });
+        const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: true });
         if (target.role === 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
         // Same transaction: the keys they created stop working with their membership.
