@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './kernel/config/config.ts';
 import type { Database } from './kernel/db/database.ts';
+import { createMailer, type Mailer } from './kernel/mail/mailer.ts';
 import { buildServer } from './kernel/http/server.ts';
 import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
@@ -11,8 +12,8 @@ import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
-export function allRoutes(config: Config): RouteDefinition[] {
-  return [...platformRoutes(config), ...identityRoutes(config), ...sessionRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...settingsRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
+export function allRoutes(config: Config, mailer: Mailer = createMailer(config)): RouteDefinition[] {
+  return [...platformRoutes(config), ...identityRoutes(config, mailer), ...sessionRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...settingsRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
 }
 
 export async function buildApp(options: {
@@ -21,12 +22,15 @@ export async function buildApp(options: {
   logStream?: NodeJS.WritableStream;
   extraRoutes?: readonly RouteDefinition[];
 }): Promise<FastifyInstance> {
-  return buildServer({
+  const mailer = createMailer(options.config);
+  const app = await buildServer({
     config: options.config,
     db: options.db,
     authenticator: createSessionAuthenticator({ idleMinutes: options.config.sessionIdleMinutes }),
     authorizer,
-    routes: [...allRoutes(options.config), ...(options.extraRoutes ?? [])],
+    routes: [...allRoutes(options.config, mailer), ...(options.extraRoutes ?? [])],
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
+  app.addHook('onClose', () => mailer.close());
+  return app;
 }

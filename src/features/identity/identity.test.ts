@@ -25,7 +25,7 @@ describe('signup, login, session and logout', () => {
     expect(cookie).toMatch(/Path=\//);
     const session = await t.request({ method: 'GET', url: '/api/v1/auth/session', headers: { cookie: cookieFrom(response) } });
     expect(session.json()).toEqual({
-      user: body.user,
+      user: { ...body.user, emailVerified: false },
       memberships: [{ tenantId: body.tenant.id, tenantName: 'Analytical', role: 'owner' }],
       csrfToken: body.csrfToken,
     });

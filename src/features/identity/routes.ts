@@ -11,11 +11,13 @@ import { recordAuthEvent } from './auth-events.ts';
 import { accountRoutes } from './account-routes.ts';
 import { createLogin } from './login.ts';
 import { mfaRoutes } from './mfa-routes.ts';
+import { issueUserToken, recoveryRoutes, verificationMail } from './recovery.ts';
+import type { Mailer } from '../../kernel/mail/mailer.ts';
 import { assertAcceptablePassword, hashPassword } from './passwords.ts';
 import { LoginBody, LoginResponse, SessionResponse, SignupBody, SignupResponse } from './schemas.ts';
 import { createSession, revokeSession, type IssuedSession } from './sessions.ts';
 
-type IdentityConfig = Pick<Config, 'argon2' | 'signupOpen' | 'isProduction' | 'sessionAbsoluteHours' | 'loginProtection'>;
+type IdentityConfig = Pick<Config, 'argon2' | 'signupOpen' | 'isProduction' | 'sessionAbsoluteHours' | 'loginProtection' | 'appUrl'>;
 
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
@@ -25,7 +27,7 @@ function isUniqueViolation(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
 }
 
-export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
+export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDefinition[] {
   const { login, throughGate, confirmPassword } = createLogin(config);
 
   function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: IssuedSession): void {
@@ -41,6 +43,7 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
   return [
     ...mfaRoutes({ config, setSessionCookie, confirmPassword }),
     ...accountRoutes({ config, confirmPassword, throughGate }),
+    ...recoveryRoutes({ config, mailer, throughGate }),
     publicRoute({
       method: 'POST',
       url: '/api/v1/auth/signup',
@@ -68,8 +71,10 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
             const event = { action: 'auth.signup', target: { type: 'tenant', id: tenantId } };
             await recordTenantEvent(tx, tenantId, actor, meta, event);
             await recordPlatformEvent(tx, actor, meta, { ...event, tenantId });
-            return { user, tenant, session };
+            const verification = await issueUserToken(tx, user, 'email_verification');
+            return { user, tenant, session, verification };
           });
+          mailer.sendInBackground(verificationMail(config, result.user.email, result.verification), request.log);
           setSessionCookie(request, reply, result.session);
           return { user: result.user, tenant: result.tenant, csrfToken: result.session.csrfToken };
         } catch (error) {
@@ -111,19 +116,21 @@ export function identityRoutes(config: IdentityConfig): RouteDefinition[] {
       url: '/api/v1/auth/session',
       schema: { summary: 'The current session', tags: ['identity'], response: { 200: SessionResponse } },
       async handler({ principal, db, credential }) {
-        const memberships = await db.withGlobal(
-          (tx) =>
-            tx
+        const { memberships, verified } = await db.withGlobal(
+          async (tx) => ({
+            memberships: await tx
               .selectFrom('memberships as m')
               .innerJoin('tenants as t', 't.id', 'm.tenant_id')
               .select(['m.tenant_id as tenantId', 't.name as tenantName', 'm.role'])
               .where('m.user_id', '=', principal.userId)
               .orderBy('t.name')
               .execute(),
+            verified: await tx.selectFrom('users').select('email_verified_at').where('id', '=', principal.userId).executeTakeFirstOrThrow(),
+          }),
           { userId: principal.userId },
         );
         return {
-          user: { id: principal.userId, email: principal.email, name: principal.name },
+          user: { id: principal.userId, email: principal.email, name: principal.name, emailVerified: verified.email_verified_at !== null },
           memberships,
           csrfToken: csrfTokenFor(credential.token),
         };

@@ -43,7 +43,7 @@ export const ActivateBody = Type.Object({ code: Type.String({ minLength: 6, maxL
 export const ActivateResponse = Type.Object({ recoveryCodes: Type.Array(Type.String()) });
 
 export const SessionResponse = Type.Object({
-  user: User,
+  user: Type.Object({ id: Uuid, email: Type.String(), name: Type.String(), emailVerified: Type.Boolean() }),
   memberships: Type.Array(Type.Object({ tenantId: Uuid, tenantName: Type.String(), role: Type.String() })),
   csrfToken: Type.String(),
 });

@@ -16,7 +16,7 @@ import { AppError } from '../../kernel/http/errors.ts';
 
 export type LoginProtection = Config['loginProtection'];
 
-export function accountKey(kind: 'login' | 'mfa', subject: string): string {
+export function accountKey(kind: 'login' | 'mfa' | 'reset' | 'verify', subject: string): string {
   return `${kind}:${createHash('sha256').update(subject).digest('hex')}`;
 }
 

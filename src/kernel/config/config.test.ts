@@ -11,6 +11,8 @@ const PROD = {
   DATABASE_SYSTEM_PASSWORD: 'system-password-from-secret-store',
   SECURITY_CONTACT: 'mailto:security@example.com',
   PUBLIC_URL: 'https://app.example.com',
+  SMTP_URL: 'smtps://mailer:mail-password@smtp.example.com:465',
+  MAIL_FROM: 'CustomerNode <no-reply@example.com>',
 };
 
 function errorOf(env: Record<string, string>): ConfigError {
@@ -56,10 +58,26 @@ describe('configuration', () => {
 
   it('production refuses the embedded database, missing secrets and development defaults', () => {
     expect(loadConfig(PROD).isProduction).toBe(true);
-    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL'] as const) {
+    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL', 'SMTP_URL', 'MAIL_FROM'] as const) {
       const env = Object.fromEntries(Object.entries(PROD).filter(([key]) => key !== name));
       expect(errorOf(env).variable).toBe(name);
     }
+  });
+
+  it('production refuses http OIDC issuers; mail settings are validated', () => {
+    expect(errorOf({ ...PROD, SSO_ALLOW_HTTP_ISSUERS: '1' }).variable).toBe('SSO_ALLOW_HTTP_ISSUERS');
+    expect(errorOf({ SMTP_URL: 'http://smtp.example.com' }).variable).toBe('SMTP_URL');
+    expect(errorOf({ MAIL_FROM: 'nobody' }).variable).toBe('MAIL_FROM');
+    expect(errorOf({ DNS_SERVERS: '127.0.0.1:53,evil host' }).variable).toBe('DNS_SERVERS');
+    const config = loadConfig({ DNS_SERVERS: '127.0.0.1:5353, 10.0.0.2', DATA_DIR: '/tmp/cn' });
+    expect(config.sso.dnsServers).toEqual(['127.0.0.1:5353', '10.0.0.2']);
+    expect(config.mail.outboxDir).toBe(path.resolve('/tmp/cn/outbox'));
+    expect(config.appUrl).toBe('http://127.0.0.1:3000');
+  });
+
+  it('an SMTP password never appears in a configuration error', () => {
+    const error = errorOf({ SMTP_URL: 'ftp://mailer:hunter2-secret@smtp.example.com' });
+    expect(error.message).not.toContain('hunter2-secret');
   });
 
   it('SIGNUP=closed turns self-service signup off', () => {

@@ -46,6 +46,20 @@ export interface Config {
     /** Concurrent argon2 computations; more wait in line (a login flood cannot take every thread). */
     readonly argon2Concurrency: number;
   };
+  readonly mail: {
+    /** smtp(s)://user:password@host:port; undefined: write mails to outboxDir (development). */
+    readonly smtpUrl: string | undefined;
+    readonly from: string;
+    readonly outboxDir: string;
+  };
+  /** Base of links in mails: PUBLIC_URL, else this server's own address. */
+  readonly appUrl: string;
+  readonly sso: {
+    /** Allow http:// OIDC issuers (tests and local trials only; production refuses it). */
+    readonly allowHttpIssuers: boolean;
+    /** DNS servers (host or host:port) for domain-verification lookups; empty: the system's. */
+    readonly dnsServers: readonly string[];
+  };
 }
 
 export class ConfigError extends Error {
@@ -58,6 +72,7 @@ export class ConfigError extends Error {
 }
 
 const DEV_SECURITY_CONTACT = 'mailto:security@customernode.invalid';
+const DEV_MAIL_FROM = 'CustomerNode <no-reply@customernode.invalid>';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -148,6 +163,20 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('SECURITY_CONTACT', 'must be a mailto: or https:// URI');
   }
   const publicUrl = httpOrigin('PUBLIC_URL', raw(env, 'PUBLIC_URL'));
+  const smtpUrl = secret(env, 'SMTP_URL');
+  if (smtpUrl !== undefined && !(URL.canParse(smtpUrl) && ['smtp:', 'smtps:'].includes(new URL(smtpUrl).protocol))) {
+    throw new ConfigError('SMTP_URL', 'must be an smtp:// or smtps:// URL');
+  }
+  const mailFrom = raw(env, 'MAIL_FROM')?.trim() ?? DEV_MAIL_FROM;
+  if (!/^[^\r\n]{3,320}$/.test(mailFrom) || !mailFrom.includes('@')) throw new ConfigError('MAIL_FROM', 'must be an email address, optionally with a display name');
+  const allowHttpIssuers = oneOf(env, 'SSO_ALLOW_HTTP_ISSUERS', ['0', '1'], '0') === '1';
+  const dnsServers = (raw(env, 'DNS_SERVERS') ?? '')
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  for (const entry of dnsServers) {
+    if (!/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(entry)) throw new ConfigError('DNS_SERVERS', 'must be a comma-separated list of IP addresses, each optionally with :port');
+  }
 
   if (isProduction) {
     // Production refuses every development default: the embedded database, a
@@ -163,6 +192,10 @@ export function loadConfig(env: Env = process.env): Config {
       throw new ConfigError('SECURITY_CONTACT', 'must be set to a real contact when NODE_ENV=production');
     }
     if (publicUrl === undefined) throw new ConfigError('PUBLIC_URL', 'is required when NODE_ENV=production');
+    // Password-reset and verification mails must really leave the machine.
+    if (smtpUrl === undefined) throw new ConfigError('SMTP_URL', 'is required when NODE_ENV=production');
+    if (mailFrom === DEV_MAIL_FROM) throw new ConfigError('MAIL_FROM', 'must be set to a real sender when NODE_ENV=production');
+    if (allowHttpIssuers) throw new ConfigError('SSO_ALLOW_HTTP_ISSUERS', 'must not be 1 when NODE_ENV=production');
   }
 
   const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
@@ -179,12 +212,15 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  const host = raw(env, 'HOST')?.trim() ?? '127.0.0.1';
+  const port = integer(env, 'PORT', 3000, 0, 65535);
+  const dataDir = path.resolve(raw(env, 'DATA_DIR') ?? './data');
   const config: Config = {
     nodeEnv,
     isProduction,
-    host: raw(env, 'HOST')?.trim() ?? '127.0.0.1',
-    port: integer(env, 'PORT', 3000, 0, 65535),
-    dataDir: path.resolve(raw(env, 'DATA_DIR') ?? './data'),
+    host,
+    port,
+    dataDir,
     databaseUrl,
     databaseAppUser: appUser,
     databaseAppPassword,
@@ -212,6 +248,9 @@ export function loadConfig(env: Env = process.env): Config {
       stuffingAccounts: integer(env, 'LOGIN_STUFFING_ACCOUNTS', 20, 3, 10000),
       argon2Concurrency: integer(env, 'ARGON2_CONCURRENCY', 2, 1, 64),
     }),
+    mail: Object.freeze({ smtpUrl, from: mailFrom, outboxDir: path.join(dataDir, 'outbox') }),
+    appUrl: publicUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
   };
   return Object.freeze(config);
 }

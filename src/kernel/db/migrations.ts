@@ -358,6 +358,25 @@ revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
 
 `,
   },
+  {
+    version: 9,
+    name: 'user-tokens',
+    // Mailed single-use tokens (password reset, email verification), stored only as digests.
+    // email: the address the token went to, so a verification proves that exact address.
+    sql: `
+alter table users add column email_verified_at timestamptz;
+create table user_tokens (
+  token_hash bytea primary key,
+  user_id uuid not null references users (id) on delete cascade,
+  purpose text not null check (purpose in ('password_reset', 'email_verification')),
+  email text not null,
+  created_at timestamptz not null default now(),
+  expires_at timestamptz not null,
+  used_at timestamptz
+);
+create index user_tokens_user_idx on user_tokens (user_id, purpose);
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -385,4 +404,5 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   mfa_recovery_codes: 'select, insert, update, delete',
   mfa_challenges: 'select, insert, update, delete',
   auth_failures: 'select, insert, delete',
+  user_tokens: 'select, insert, update, delete',
 };

@@ -21,6 +21,7 @@ export interface UsersTable {
   totp_last_step: ColumnType<string | number | null, number | null | undefined, number | null>;
   created_at: CreatedAt;
   last_login_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  email_verified_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface SessionsTable {
@@ -169,7 +170,18 @@ export interface TenantSessionRevocationsTable {
   revoked_before: Date;
 }
 
+export interface UserTokensTable {
+  token_hash: Buffer;
+  user_id: string;
+  purpose: 'password_reset' | 'email_verification';
+  email: string;
+  created_at: CreatedAt;
+  expires_at: Date;
+  used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface DB {
+  user_tokens: UserTokensTable;
   tenant_session_revocations: TenantSessionRevocationsTable;
   tenant_settings: TenantSettingsTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;

@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   'auth.reauth_required': { status: 403, title: 'Confirm your identity again to do this' },
   'auth.weak_password': { status: 400, title: 'The password is too weak' },
   'auth.email_taken': { status: 409, title: 'An account with this email already exists' },
+  'auth.token_invalid': { status: 400, title: 'This link is invalid, expired or already used' },
   'auth.signup_closed': { status: 403, title: 'Signup is closed' },
   'csrf.invalid': { status: 403, title: 'Missing or invalid CSRF token' },
   'access.forbidden': { status: 403, title: 'You do not have permission to do this' },
