@@ -105,9 +105,10 @@ export interface Response extends LightMyRequestResponse {
   body: string;
 }
 
+/** Like a browser: a request made `as` a session adopts a renewed cookie and CSRF token. */
 export interface SessionHandle {
-  readonly cookie: string;
-  readonly csrfToken: string;
+  cookie: string;
+  csrfToken: string;
   readonly userId: string;
   readonly email: string;
 }
@@ -161,13 +162,19 @@ export async function startTestApp(
       all['x-csrf-token'] ??= as.csrfToken;
     }
     if (body !== undefined) all['content-type'] ??= 'application/json';
-    return (await app.inject({
+    const response = (await app.inject({
       method: method as 'GET',
       url,
       headers: all,
       ...(remoteAddress ? { remoteAddress } : {}),
       ...(payload !== undefined ? { payload } : body !== undefined ? { payload: JSON.stringify(body) } : {}),
     })) as Response;
+    const renewedCsrf = response.headers['x-csrf-token'];
+    if (as && typeof renewedCsrf === 'string' && response.statusCode < 400) {
+      as.cookie = cookieFrom(response);
+      as.csrfToken = renewedCsrf;
+    }
+    return response;
   };
 
   const login: TestApp['login'] = async (email, password = PASSWORD) => {

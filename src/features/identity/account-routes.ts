@@ -27,7 +27,7 @@ export function accountRoutes(options: {
       url: '/api/v1/auth/reauth',
       status: 204,
       schema: { summary: 'Prove it is you again (password, and code when MFA is on) before a sensitive action', tags: ['identity'], body: ReauthBody, response: { 204: Type.Null() } },
-      async handler({ db, principal, body, meta }) {
+      async handler({ db, principal, body, meta, renewSession }) {
         await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
         const ok = await db.systemDb({ reason: 'step-up authentication recorded in every tenant of the user' }).transaction(async (tx) => {
           const user = await tx.selectFrom('users').select(['mfa_enabled', 'totp_secret']).where('id', '=', principal.userId).executeTakeFirstOrThrow();
@@ -40,6 +40,7 @@ export function accountRoutes(options: {
           }
           await tx.updateTable('sessions').set({ authenticated_at: sql`now()` }).where('id', '=', principal.sessionId).execute();
           await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.reauth.succeeded' });
+          await renewSession(tx);
           return true;
         });
         if (!ok) throw new AppError('auth.mfa_invalid');
@@ -51,7 +52,7 @@ export function accountRoutes(options: {
       url: '/api/v1/auth/password',
       status: 204,
       schema: { summary: 'Change your password; your other sessions end', tags: ['identity'], body: ChangePasswordBody, response: { 204: Type.Null() } },
-      async handler({ db, principal, body, meta }) {
+      async handler({ db, principal, body, meta, renewSession }) {
         assertAcceptablePassword(body.newPassword, { email: principal.email, name: principal.name });
         await confirmPassword({ db, meta, userId: principal.userId, password: body.currentPassword });
         const passwordHash = await throughGate(() => hashPassword(body.newPassword, config.argon2));
@@ -66,6 +67,7 @@ export function accountRoutes(options: {
             .executeTakeFirst();
           await tx.updateTable('sessions').set({ authenticated_at: sql`now()` }).where('id', '=', principal.sessionId).execute();
           await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.password.changed', metadata: { otherSessionsEnded: Number(ended.numUpdatedRows) } });
+          await renewSession(tx);
         });
       },
     }),

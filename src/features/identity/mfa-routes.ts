@@ -45,7 +45,7 @@ export function mfaRoutes(options: {
       method: 'POST',
       url: '/api/v1/auth/totp/activate',
       schema: { summary: 'Confirm enrollment with a code; returns recovery codes once', tags: ['identity'], body: ActivateBody, response: { 200: ActivateResponse } },
-      async handler({ db, principal, body, meta }) {
+      async handler({ db, principal, body, meta, renewSession }) {
         return db.systemDb({ reason: 'turn on MFA and record it in every tenant of the user' }).transaction(async (tx) => {
           await assertRecentAuthentication(tx, principal.sessionId);
           const row = await tx.selectFrom('users').select(['mfa_enabled', 'totp_pending_secret']).where('id', '=', principal.userId).forUpdate().executeTakeFirstOrThrow();
@@ -60,6 +60,7 @@ export function mfaRoutes(options: {
             .execute();
           const recoveryCodes = await issueRecoveryCodes(tx, principal.userId);
           await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.mfa.enrolled', metadata: { method: 'totp' } });
+          await renewSession(tx);
           return { recoveryCodes };
         });
       },
@@ -70,7 +71,7 @@ export function mfaRoutes(options: {
       url: '/api/v1/auth/totp/disable',
       status: 204,
       schema: { summary: 'Turn two-factor authentication off (needs your password)', tags: ['identity'], body: PasswordBody, response: { 204: Type.Null() } },
-      async handler({ db, principal, body, meta }) {
+      async handler({ db, principal, body, meta, renewSession }) {
         await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
         await db.systemDb({ reason: 'turn off MFA and record it in every tenant of the user' }).transaction(async (tx) => {
           const updated = await tx
@@ -83,6 +84,7 @@ export function mfaRoutes(options: {
           if (!updated) throw new AppError('auth.mfa_not_enrolled');
           await tx.deleteFrom('mfa_recovery_codes').where('user_id', '=', principal.userId).execute();
           await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.mfa.disabled' });
+          await renewSession(tx);
         });
       },
     }),

@@ -5,7 +5,7 @@ import type { Config } from '../../kernel/config/config.ts';
 import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/record.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
-import { publicRoute, SESSION_COOKIE, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { publicRoute, SESSION_COOKIE, setSessionCookie as setCookie, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { csrfTokenFor } from '../../kernel/crypto/tokens.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { accountRoutes } from './account-routes.ts';
@@ -31,13 +31,7 @@ export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDef
   const { login, throughGate, confirmPassword } = createLogin(config);
 
   function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: IssuedSession): void {
-    void reply.setCookie(SESSION_COOKIE, session.token, {
-      httpOnly: true,
-      sameSite: 'lax',
-      path: '/',
-      secure: request.protocol === 'https' || config.isProduction,
-      expires: session.expiresAt,
-    });
+    setCookie(request, reply, session, config.isProduction);
   }
 
   return [

@@ -76,9 +76,10 @@ export function tenancyRoutes(): RouteDefinition[] {
       url: '/api/v1/tenants',
       status: 201,
       schema: { summary: 'Create a tenant; the caller becomes its owner', tags: ['tenancy'], body: CreateTenantBody, response: { 201: Tenant } },
-      async handler({ db, principal, body, meta }) {
+      async handler({ db, principal, body, meta, renewSession }) {
         const tenantId = randomUUID();
         return db.withTenant(tenantId, async (tx) => {
+          await renewSession(tx);
           const tenant = await tx.insertInto('tenants').values({ id: tenantId, name: body.name.trim() }).returning(['id', 'name']).executeTakeFirstOrThrow();
           await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: principal.userId, role: 'owner' }).execute();
           await recordTenantEvent(tx, tenantId, actorOf(principal), meta, { action: 'tenant.created', target: { type: 'tenant', id: tenantId } });
@@ -118,7 +119,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       method: 'POST',
       url: '/api/v1/invitations/accept',
       schema: { summary: 'Accept an invitation addressed to your email', tags: ['members'], body: AcceptBody, response: { 200: AcceptResponse } },
-      async handler({ db, principal, body, meta }) {
+      async handler({ db, principal, body, meta, renewSession }) {
         const parsed = parseInvitationToken(body.token);
         if (parsed === null) throw new AppError('not_found');
         return db.withTenant(parsed.tenantId, async (tx) => {
@@ -145,6 +146,7 @@ export function tenancyRoutes(): RouteDefinition[] {
             target: { type: 'user', id: principal.userId },
             metadata: { role: invitation.role, invitationId: invitation.id },
           });
+          await renewSession(tx);
           return { tenantId: parsed.tenantId, role: invitation.role };
         });
       },

@@ -28,8 +28,12 @@ describe('tenants, invitations and members', () => {
 
   it('many concurrent tenant creations all succeed (no transaction waits on another from inside)', async () => {
     const { session } = await t.signup();
+    // One session per request: creating a tenant renews the session's token, so requests
+    // still in flight with the old token of the same session would be refused (by design).
+    const sessions = [];
+    for (let i = 0; i < 12; i++) sessions.push(await t.login(session.email));
     const responses = await Promise.all(
-      Array.from({ length: 12 }, (_, i) => t.request({ method: 'POST', url: '/api/v1/tenants', as: session, body: { name: `Parallel ${i}` } })),
+      sessions.map((as, i) => t.request({ method: 'POST', url: '/api/v1/tenants', as, body: { name: `Parallel ${i}` } })),
     );
     expect(responses.map((r) => r.statusCode)).toEqual(Array(12).fill(201));
     const list = await t.request({ method: 'GET', url: '/api/v1/tenants?limit=100', as: session });

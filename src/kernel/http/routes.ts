@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static, TSchema } from 'typebox';
 import type { Database, TenantCaller, TenantKeyCaller, Tx } from '../db/database.ts';
 import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, type RequestMeta } from '../audit/record.ts';
-import { csrfTokenFor, hashToken, safeEqual } from '../crypto/tokens.ts';
+import { csrfTokenFor, generateToken, hashToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
 import {
   actorOf,
@@ -56,6 +56,12 @@ export interface UserContext<S extends RouteSchema> extends BaseContext<S> {
   readonly principal: UserPrincipal;
   readonly credential: Credential & { kind: 'session' };
   readonly db: Database;
+  /**
+   * Gives this session a new token inside tx (no fixation across a privilege change: a
+   * planted or leaked old token stops working). The new cookie and its CSRF token (response
+   * header x-csrf-token) are sent only if the handler succeeds.
+   */
+  renewSession(tx: Tx): Promise<void>;
 }
 
 export interface TenantContext<S extends RouteSchema> extends BaseContext<S> {
@@ -150,7 +156,7 @@ function preflight(request: FastifyRequest): Credential {
 }
 
 export interface RegistryDeps {
-  readonly config: { readonly sessionIdleMinutes: number };
+  readonly config: { readonly sessionIdleMinutes: number; readonly isProduction: boolean };
   readonly db: Database;
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;
@@ -229,7 +235,34 @@ async function runUserRoute(
   if (credential.kind !== 'session') throw new AppError('auth.unauthenticated', { detail: 'API keys work on tenant routes only' });
   const principal = await deps.db.withGlobal((tx) => deps.authenticator.resolveUser(tx, credential));
   if (principal === null) throw new AppError('auth.unauthenticated');
-  return route.handler({ ...base, principal, credential, db: deps.db });
+  let renewed: { token: string; expiresAt: Date } | undefined;
+  const renewSession = async (tx: Tx) => {
+    const token = generateToken();
+    const row = await tx
+      .updateTable('sessions')
+      .set({ token_hash: hashToken(token) })
+      .where('id', '=', principal.sessionId)
+      .where('revoked_at', 'is', null)
+      .returning('expires_at')
+      .executeTakeFirst();
+    if (!row) throw new AppError('auth.unauthenticated');
+    renewed = { token, expiresAt: new Date(row.expires_at) };
+  };
+  const value = await route.handler({ ...base, principal, credential, db: deps.db, renewSession });
+  if (renewed) setSessionCookie(base.request, base.reply, renewed, deps.config.isProduction);
+  return value;
+}
+
+/** Sets the session cookie and tells the client the session's CSRF token in x-csrf-token. */
+export function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: { token: string; expiresAt: Date }, isProduction: boolean): void {
+  void reply.setCookie(SESSION_COOKIE, session.token, {
+    httpOnly: true,
+    sameSite: 'lax',
+    path: '/',
+    secure: request.protocol === 'https' || isProduction,
+    expires: session.expiresAt,
+  });
+  void reply.header('x-csrf-token', csrfTokenFor(session.token));
 }
 
 /** A resolved caller: the principal, and every role that must allow the permission. */
