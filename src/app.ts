@@ -10,10 +10,22 @@ import { auditLogRoutes } from './features/audit-log/index.ts';
 import { apiKeyRoutes, createSessionAuthenticator, identityRoutes, sessionRoutes } from './features/identity/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
+import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
 import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
 export function allRoutes(config: Config, mailer: Mailer = createMailer(config)): RouteDefinition[] {
-  return [...platformRoutes(config), ...identityRoutes(config, mailer), ...sessionRoutes(config), ...apiKeyRoutes(), ...tenancyRoutes(), ...settingsRoutes(), ...recordsRoutes(), ...auditLogRoutes()];
+  return [
+    ...platformRoutes(config),
+    ...identityRoutes(config, mailer),
+    ...sessionRoutes(config),
+    ...apiKeyRoutes(),
+    ...tenancyRoutes(),
+    ...settingsRoutes(),
+    ...recordsRoutes(),
+    ...auditLogRoutes(),
+    ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }) }),
+    ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
+  ];
 }
 
 export async function buildApp(options: {

@@ -27,6 +27,8 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'PATCH /api/v1/tenants/:tenantId/accounts/:id': () => ({ name: 'Pwned', description: 'defaced' }),
   'POST /api/v1/tenants/:tenantId/contacts': (ids) => ({ accountId: ids.objects['accounts/:id'], name: 'Intruder' }),
   'PATCH /api/v1/tenants/:tenantId/contacts/:id': () => ({ name: 'Pwned', email: 'pwned@example.com' }),
+  'PUT /api/v1/tenants/:tenantId/sso': () => ({ issuer: 'https://idp.intruder.example', clientId: 'intruder', clientSecret: 'intruder-secret', allowedDomains: ['intruder.example'] }),
+  'POST /api/v1/tenants/:tenantId/domains': () => ({ domain: 'intruder.example' }),
 };
 
 /** Fills :tenantId and every object param; a param without a known sample id fails the test. */
@@ -91,18 +93,20 @@ describe('tenant isolation through the API', () => {
     const invitationA = await post(ownerA, a.tenantId, 'invitations', { email: 'pending@alpha.example', role: 'member' });
     const keyA = await post(ownerA, a.tenantId, 'api-keys', { name: 'Alpha Key', role: 'member' });
     const keyB = await post(ownerB, b.tenantId, 'api-keys', { name: 'Bravo Key', role: 'member' });
+    const domainA = await post(ownerA, a.tenantId, 'domains', { domain: 'alpha-owned.example' });
+    const domainB = await post(ownerB, b.tenantId, 'domains', { domain: 'bravo-owned.example' });
     const adminA = await t.addMember(ownerA, a.tenantId, 'admin');
     const memberA = await t.addMember(ownerA, a.tenantId, 'member');
     viewerA = await t.addMember(ownerA, a.tenantId, 'viewer');
     const accountB = await post(ownerB, b.tenantId, 'accounts', { name: 'Bravo Account' });
     const contactB = await post(ownerB, b.tenantId, 'contacts', { accountId: accountB, name: 'Bravo Contact' });
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,
-      'pending@alpha.example', keyA, 'Alpha Key', adminA.userId, adminA.email, memberA.userId, memberA.email, viewerA.userId, viewerA.email,
+      'pending@alpha.example', keyA, 'Alpha Key', domainA, 'alpha-owned.example', adminA.userId, adminA.email, memberA.userId, memberA.email, viewerA.userId, viewerA.email,
     ].map((secret) => secret.toLowerCase());
     snapshotBefore = await snapshotA();
   });

@@ -59,6 +59,13 @@ export function can(role: string, permission: string): boolean {
   return isRole(role) && (ROLE_PERMISSIONS[role] as ReadonlySet<string>).has(permission);
 }
 
+/** Owners keep a password + MFA login into a tenant that requires SSO, so an IdP outage cannot lock the tenant out. */
+export const BREAK_GLASS_ROLES: readonly Role[] = ['owner'];
+
+export function isBreakGlassRole(role: string): boolean {
+  return (BREAK_GLASS_ROLES as readonly string[]).includes(role);
+}
+
 export type RoleChangeDenial = 'above_own_role' | 'owner_protected' | 'own_role' | null;
 
 /**

@@ -10,6 +10,7 @@ import { userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { claimStep, matchingStep } from './mfa.ts';
 import { assertAcceptablePassword, hashPassword } from './passwords.ts';
+import { assertAccountSession } from './step-up.ts';
 
 const Password = Type.String({ minLength: 1, maxLength: 1024 });
 const ReauthBody = Type.Object({ password: Password, code: Type.Optional(Type.String({ pattern: '^[0-9]{6}$' })) }, { additionalProperties: false });
@@ -28,6 +29,7 @@ export function accountRoutes(options: {
       status: 204,
       schema: { summary: 'Prove it is you again (password, and code when MFA is on) before a sensitive action', tags: ['identity'], body: ReauthBody, response: { 204: Type.Null() } },
       async handler({ db, principal, body, meta, renewSession }) {
+        assertAccountSession(principal);
         await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
         const ok = await db.systemDb({ reason: 'step-up authentication recorded in every tenant of the user' }).transaction(async (tx) => {
           const user = await tx.selectFrom('users').select(['mfa_enabled', 'totp_secret']).where('id', '=', principal.userId).executeTakeFirstOrThrow();
@@ -53,6 +55,7 @@ export function accountRoutes(options: {
       status: 204,
       schema: { summary: 'Change your password; your other sessions end', tags: ['identity'], body: ChangePasswordBody, response: { 204: Type.Null() } },
       async handler({ db, principal, body, meta, renewSession }) {
+        assertAccountSession(principal);
         assertAcceptablePassword(body.newPassword, { email: principal.email, name: principal.name });
         await confirmPassword({ db, meta, userId: principal.userId, password: body.currentPassword });
         const passwordHash = await throughGate(() => hashPassword(body.newPassword, config.argon2));

@@ -1,5 +1,7 @@
 export { identityRoutes, normalizeEmail } from './routes.ts';
 export { createSessionAuthenticator } from './sessions.ts';
-export { hashPassword, verifyPassword } from './passwords.ts';
+export { hashPassword, NO_PASSWORD, verifyPassword } from './passwords.ts';
+export { createSession } from './sessions.ts';
 export { apiKeyRoutes, revokeKeysCreatedBy } from './api-keys.ts';
 export { sessionRoutes } from './session-routes.ts';
+export { assertAccountSession, assertRecentAuthentication } from './step-up.ts';

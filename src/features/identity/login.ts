@@ -5,7 +5,7 @@ import { recordPlatformEvent, SYSTEM_ACTOR, type Actor, type RequestMeta } from 
 import { AppError } from '../../kernel/http/errors.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { createChallenge } from './mfa.ts';
-import { createDummyHash, verifyPassword } from './passwords.ts';
+import { createDummyHash, hasUsablePassword, verifyPassword } from './passwords.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
 import { accountKey, clear, countAttempt, createGate, ipKey, lock, rateLimited, recordFailureForIp, release } from './throttle.ts';
 
@@ -70,8 +70,10 @@ export function createLogin(config: LoginConfig) {
 
     // 2. Verify outside any transaction: argon2 must never hold a database connection.
     dummyHash ??= createDummyHash(config.argon2);
-    const storedHash = user?.password_hash ?? (await dummyHash);
-    const ok = await throughGate(() => verifyPassword(storedHash, password));
+    // No account, or one without a password (SSO): the same argon2 work, so timing tells nothing.
+    const usable = user !== undefined && hasUsablePassword(user.password_hash);
+    const storedHash = usable ? user.password_hash : await dummyHash;
+    const ok = (await throughGate(() => verifyPassword(storedHash, password))) && usable;
 
     if (!user || !ok) {
       await system.transaction(async (tx) => {

@@ -9,7 +9,7 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { recordAuthEvent } from './auth-events.ts';
-import { assertRecentAuthentication } from './step-up.ts';
+import { assertAccountSession, assertRecentAuthentication } from './step-up.ts';
 import { claimStep, issueRecoveryCodes, matchingStep, newTotpSecret, totpFor, useRecoveryCode } from './mfa.ts';
 import { ActivateBody, ActivateResponse, EnrollResponse, LoginOk, MfaBody, PasswordBody } from './schemas.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
@@ -30,6 +30,7 @@ export function mfaRoutes(options: {
       url: '/api/v1/auth/totp/enroll',
       schema: { summary: 'Start TOTP enrollment: a new secret, confirmed by /totp/activate', tags: ['identity'], response: { 200: EnrollResponse } },
       async handler({ db, principal }) {
+        assertAccountSession(principal);
         const secret = newTotpSecret();
         await db.withGlobal(async (tx) => {
           await assertRecentAuthentication(tx, principal.sessionId);
@@ -46,6 +47,7 @@ export function mfaRoutes(options: {
       url: '/api/v1/auth/totp/activate',
       schema: { summary: 'Confirm enrollment with a code; returns recovery codes once', tags: ['identity'], body: ActivateBody, response: { 200: ActivateResponse } },
       async handler({ db, principal, body, meta, renewSession }) {
+        assertAccountSession(principal);
         return db.systemDb({ reason: 'turn on MFA and record it in every tenant of the user' }).transaction(async (tx) => {
           await assertRecentAuthentication(tx, principal.sessionId);
           const row = await tx.selectFrom('users').select(['mfa_enabled', 'totp_pending_secret']).where('id', '=', principal.userId).forUpdate().executeTakeFirstOrThrow();
@@ -72,6 +74,7 @@ export function mfaRoutes(options: {
       status: 204,
       schema: { summary: 'Turn two-factor authentication off (needs your password)', tags: ['identity'], body: PasswordBody, response: { 204: Type.Null() } },
       async handler({ db, principal, body, meta, renewSession }) {
+        assertAccountSession(principal);
         await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
         await db.systemDb({ reason: 'turn off MFA and record it in every tenant of the user' }).transaction(async (tx) => {
           const updated = await tx
@@ -94,6 +97,7 @@ export function mfaRoutes(options: {
       url: '/api/v1/auth/totp/recovery-codes',
       schema: { summary: 'Replace your recovery codes (needs your password); shown once', tags: ['identity'], body: PasswordBody, response: { 200: ActivateResponse } },
       async handler({ db, principal, body, meta }) {
+        assertAccountSession(principal);
         await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
         return db.systemDb({ reason: 'replace recovery codes and record it in every tenant of the user' }).transaction(async (tx) => {
           const row = await tx.selectFrom('users').select('mfa_enabled').where('id', '=', principal.userId).executeTakeFirstOrThrow();

@@ -23,6 +23,16 @@ export async function hashPassword(password: string, params: Argon2Parameters): 
 }
 
 /** Verifies; a malformed stored hash counts as a mismatch, never an exception to the caller. */
+/**
+ * The password hash of an account created by single sign-on: matches no password, so the
+ * account has no password login until a mailed reset sets one.
+ */
+export const NO_PASSWORD = '!no-password';
+
+export function hasUsablePassword(passwordHash: string): boolean {
+  return passwordHash.startsWith('$argon2');
+}
+
 export async function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
   try {
     return await verify(passwordHash, password);

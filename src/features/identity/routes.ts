@@ -61,7 +61,7 @@ export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDef
             const tenant = await tx.insertInto('tenants').values({ id: tenantId, name: body.tenantName.trim() }).returning(['id', 'name']).executeTakeFirstOrThrow();
             await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: user.id, role: 'owner' }).execute();
             const session = await createSession(tx, { userId: user.id, meta, lifetimeHours: config.sessionAbsoluteHours });
-            const actor = actorOf({ kind: 'user', userId: user.id, email: user.email, name: user.name, sessionId: session.id });
+            const actor = actorOf({ kind: 'user', userId: user.id, email: user.email, name: user.name, sessionId: session.id, ssoTenantId: null });
             const event = { action: 'auth.signup', target: { type: 'tenant', id: tenantId } };
             await recordTenantEvent(tx, tenantId, actor, meta, event);
             await recordPlatformEvent(tx, actor, meta, { ...event, tenantId });
@@ -117,6 +117,7 @@ export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDef
               .innerJoin('tenants as t', 't.id', 'm.tenant_id')
               .select(['m.tenant_id as tenantId', 't.name as tenantName', 'm.role'])
               .where('m.user_id', '=', principal.userId)
+              .$if(principal.ssoTenantId !== null, (qb) => qb.where('m.tenant_id', '=', principal.ssoTenantId))
               .orderBy('t.name')
               .execute(),
             verified: await tx.selectFrom('users').select('email_verified_at').where('id', '=', principal.userId).executeTakeFirstOrThrow(),

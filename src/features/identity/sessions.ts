@@ -14,7 +14,7 @@ export interface IssuedSession {
 
 export async function createSession(
   tx: Tx,
-  options: { userId: string; meta: RequestMeta; lifetimeHours: number },
+  options: { userId: string; meta: RequestMeta; lifetimeHours: number; sso?: { tenantId: string; idpMfa: boolean } },
 ): Promise<IssuedSession> {
   const token = generateToken();
   const expiresAt = new Date(Date.now() + options.lifetimeHours * 3_600_000);
@@ -26,6 +26,8 @@ export async function createSession(
       expires_at: expiresAt,
       ip: options.meta.ip,
       user_agent: options.meta.userAgent,
+      sso_tenant_id: options.sso?.tenantId ?? null,
+      idp_mfa: options.sso?.idpMfa ?? false,
     })
     .returning('id')
     .executeTakeFirstOrThrow();
@@ -47,7 +49,7 @@ export function createSessionAuthenticator(options: { idleMinutes: number }): Au
       const row = await tx
         .selectFrom('sessions as s')
         .innerJoin('users as u', 'u.id', 's.user_id')
-        .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name'])
+        .select(['s.id as sessionId', 'u.id as userId', 'u.email', 'u.name', 's.sso_tenant_id as ssoTenantId'])
         .where('s.token_hash', '=', hashToken(credential.token))
         .where('s.revoked_at', 'is', null)
         .where('s.expires_at', '>', sql<Date>`now()`)
@@ -60,7 +62,7 @@ export function createSessionAuthenticator(options: { idleMinutes: number }): Au
         .where('id', '=', row.sessionId)
         .where('last_seen_at', '<', sql<Date>`now() - interval '1 minute'`)
         .execute();
-      return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId };
+      return { kind: 'user', userId: row.userId, email: row.email, name: row.name, sessionId: row.sessionId, ssoTenantId: row.ssoTenantId };
     },
   };
 }

@@ -8,7 +8,7 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
-import { revokeKeysCreatedBy } from '../identity/index.ts';
+import { assertAccountSession, revokeKeysCreatedBy } from '../identity/index.ts';
 import { assertMayAssign, assertNotLastOwner, findManageableMember, findMembership, memberRow } from './members.ts';
 import {
   AcceptBody,
@@ -62,6 +62,8 @@ export function tenancyRoutes(): RouteDefinition[] {
               .innerJoin('tenants as t', 't.id', 'm.tenant_id')
               .select(['t.id', 't.name', 'm.role', 'm.created_at'])
               .where('m.user_id', '=', principal.userId);
+            // A session from a tenant's IdP speaks for that tenant only.
+            if (principal.ssoTenantId !== null) builder = builder.where('m.tenant_id', '=', principal.ssoTenantId);
             if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 't.id'), '>', tuple(after.createdAt, after.id)));
             return builder.orderBy('m.created_at').orderBy('t.id').limit(limit + 1).execute();
           },
@@ -77,6 +79,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       status: 201,
       schema: { summary: 'Create a tenant; the caller becomes its owner', tags: ['tenancy'], body: CreateTenantBody, response: { 201: Tenant } },
       async handler({ db, principal, body, meta, renewSession }) {
+        assertAccountSession(principal);
         const tenantId = randomUUID();
         return db.withTenant(tenantId, async (tx) => {
           await renewSession(tx);
@@ -120,6 +123,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       url: '/api/v1/invitations/accept',
       schema: { summary: 'Accept an invitation addressed to your email', tags: ['members'], body: AcceptBody, response: { 200: AcceptResponse } },
       async handler({ db, principal, body, meta, renewSession }) {
+        assertAccountSession(principal);
         const parsed = parseInvitationToken(body.token);
         if (parsed === null) throw new AppError('not_found');
         return db.withTenant(parsed.tenantId, async (tx) => {

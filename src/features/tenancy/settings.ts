@@ -1,7 +1,7 @@
 /**
- * The tenant's security settings. Built so far: requireMfa and sessionIdleMinutes, both
- * enforced by the guard (cn_enter_tenant). The rest of API.md's settings arrive with the
- * capabilities they govern (SSO, IP allow-list, guest sharing, AI).
+ * The tenant's security settings. Built so far: requireMfa, requireSso and
+ * sessionIdleMinutes, all enforced by the guard (cn_enter_tenant). The rest of API.md's
+ * settings arrive with the capabilities they govern (IP allow-list, guest sharing, AI).
  */
 import { sql } from 'kysely';
 import Type from 'typebox';
@@ -9,16 +9,39 @@ import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams } from '../../kernel/http/schemas.ts';
+import { BREAK_GLASS_ROLES } from '../access/index.ts';
 
-const Settings = Type.Object({ requireMfa: Type.Boolean(), sessionIdleMinutes: Type.Integer() });
+const Settings = Type.Object({ requireMfa: Type.Boolean(), requireSso: Type.Boolean(), sessionIdleMinutes: Type.Integer() });
 const SettingsPatch = Type.Object(
-  { requireMfa: Type.Optional(Type.Boolean()), sessionIdleMinutes: Type.Optional(Type.Integer({ minimum: 5, maximum: 1440 })) },
+  {
+    requireMfa: Type.Optional(Type.Boolean()),
+    requireSso: Type.Optional(Type.Boolean()),
+    sessionIdleMinutes: Type.Optional(Type.Integer({ minimum: 5, maximum: 1440 })),
+  },
   { additionalProperties: false, minProperties: 1 },
 );
 
 async function readSettings(tx: Tx, tenantId: string) {
-  const row = await tx.selectFrom('tenant_settings').select(['require_mfa', 'session_idle_minutes']).where('tenant_id', '=', tenantId).executeTakeFirst();
-  return { requireMfa: row?.require_mfa ?? false, sessionIdleMinutes: row?.session_idle_minutes ?? 30 };
+  const row = await tx.selectFrom('tenant_settings').select(['require_mfa', 'require_sso', 'session_idle_minutes']).where('tenant_id', '=', tenantId).executeTakeFirst();
+  return { requireMfa: row?.require_mfa ?? false, requireSso: row?.require_sso ?? false, sessionIdleMinutes: row?.session_idle_minutes ?? 30 };
+}
+
+/**
+ * Requiring SSO needs a working IdP configuration and an owner who can still get in
+ * when the IdP cannot (break-glass: password plus our second factor).
+ */
+async function assertSsoCanBeRequired(tx: Tx, tenantId: string): Promise<void> {
+  const sso = await tx.selectFrom('tenant_sso').select('enabled').where('tenant_id', '=', tenantId).executeTakeFirst();
+  if (!sso?.enabled) throw new AppError('sso.not_configured');
+  const breakGlass = await tx
+    .selectFrom('memberships as m')
+    .innerJoin('users as u', 'u.id', 'm.user_id')
+    .select('u.id')
+    .where('m.tenant_id', '=', tenantId)
+    .where('m.role', 'in', BREAK_GLASS_ROLES)
+    .where('u.mfa_enabled', '=', true)
+    .executeTakeFirst();
+  if (!breakGlass) throw new AppError('sso.no_break_glass');
 }
 
 export function settingsRoutes(): RouteDefinition[] {
@@ -45,10 +68,12 @@ export function settingsRoutes(): RouteDefinition[] {
           const caller = await tx.selectFrom('users').select('mfa_enabled').where('id', '=', principal.userId).executeTakeFirstOrThrow();
           if (!caller.mfa_enabled) throw new AppError('auth.mfa_required', { status: 409, detail: 'Turn on two-factor authentication for yourself first' });
         }
+        if (after.requireSso && !before.requireSso) await assertSsoCanBeRequired(tx, tenantId);
+        const values = { require_mfa: after.requireMfa, require_sso: after.requireSso, session_idle_minutes: after.sessionIdleMinutes };
         await tx
           .insertInto('tenant_settings')
-          .values({ tenant_id: tenantId, require_mfa: after.requireMfa, session_idle_minutes: after.sessionIdleMinutes })
-          .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ require_mfa: after.requireMfa, session_idle_minutes: after.sessionIdleMinutes, updated_at: sql`now()` }))
+          .values({ tenant_id: tenantId, ...values })
+          .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ ...values, updated_at: sql`now()` }))
           .execute();
         await audit({ action: 'settings.updated', target: { type: 'tenant', id: tenantId }, metadata: { before, after } });
         return after;

@@ -84,6 +84,10 @@ export interface TenantCaller {
   readonly requireMfa: boolean;
   /** Unused for longer than min(platform, tenant) idle limit: the session no longer counts. */
   readonly idle: boolean;
+  /** The tenant requires its members to come through its SSO. */
+  readonly requireSso: boolean;
+  /** Set when the session was opened by a tenant's IdP (it then reaches only that tenant). */
+  readonly ssoTenantId: string | null;
 }
 
 /** What the guard learns from an API key in the tenant transaction's first round trip. */
@@ -130,7 +134,7 @@ function literalMinutes(minutes: number): string {
 }
 
 const ENTER_COLUMNS =
-  'session_id as "sessionId", user_id as "userId", email, name, role, mfa_enabled as "mfaEnabled", require_mfa as "requireMfa", idle';
+  'session_id as "sessionId", user_id as "userId", email, name, role, mfa_enabled as "mfaEnabled", require_mfa as "requireMfa", idle, require_sso as "requireSso", sso_tenant_id as "ssoTenantId"';
 const KEY_COLUMNS =
   'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole"';
 

@@ -377,6 +377,116 @@ create table user_tokens (
 create index user_tokens_user_idx on user_tokens (user_id, purpose);
 `,
   },
+  {
+    version: 10,
+    name: 'sso',
+    sql: `
+-- A tenant's OpenID Connect identity provider. client_secret: field encryption arrives
+-- with the key management capability; until then it is never returned by the API or logged.
+create table tenant_sso (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  issuer text not null,
+  client_id text not null,
+  client_secret text not null,
+  allowed_domains text[] not null default '{}',
+  default_role text not null default 'member' check (default_role in ('admin', 'member', 'viewer')),
+  jit_provisioning boolean not null default false,
+  enabled boolean not null default true,
+  updated_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id)
+);
+${isolate('tenant_sso')}
+
+-- Email domains a tenant proved it controls (DNS TXT). A domain is verified by at most one
+-- tenant at a time: only that tenant's IdP may vouch for existing accounts of the domain.
+create table tenant_domains (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  domain text not null check (domain = lower(domain) and length(domain) <= 253),
+  challenge text not null,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  verified_at timestamptz,
+  primary key (tenant_id, id),
+  unique (tenant_id, domain)
+);
+create unique index tenant_domains_verified_key on tenant_domains (domain) where verified_at is not null;
+${isolate('tenant_domains')}
+
+-- Users are global, so an SSO identity is keyed by the IdP's (issuer, subject), never by email.
+create table sso_identities (
+  issuer text not null,
+  subject text not null,
+  user_id uuid not null references users (id) on delete cascade,
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (issuer, subject)
+);
+create index sso_identities_user_idx on sso_identities (user_id);
+
+-- A login in flight between /start and /callback (state stored only as a digest).
+create table sso_logins (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  state_hash bytea not null,
+  code_verifier text not null,
+  nonce text not null,
+  created_at timestamptz not null default now(),
+  expires_at timestamptz not null,
+  consumed_at timestamptz,
+  primary key (tenant_id, state_hash)
+);
+${isolate('sso_logins')}
+
+-- Owners' password logins into a tenant that requires SSO, recorded once per session.
+create table sso_break_glass (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  session_id uuid not null references sessions (id) on delete cascade,
+  at timestamptz not null default now(),
+  primary key (tenant_id, session_id)
+);
+${isolate('sso_break_glass')}
+
+alter table tenant_settings add column require_sso boolean not null default false;
+-- A session opened by a tenant's IdP reaches only that tenant; idp_mfa: the IdP said it used more than one factor.
+alter table sessions add column sso_tenant_id uuid references tenants (id) on delete cascade;
+alter table sessions add column idp_mfa boolean not null default false;
+
+drop function cn_enter_tenant(uuid, bytea, integer);
+create function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
+returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean,
+               require_sso boolean, sso_tenant_id uuid)
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  return query
+    with ts as (
+      select t.require_mfa, t.require_sso, least(p_platform_idle_minutes, t.session_idle_minutes) as idle_minutes
+      from public.tenant_settings t where t.tenant_id = p_tenant
+    ), live as (
+      select s.id, s.user_id, s.last_seen_at, s.sso_tenant_id, s.idp_mfa,
+        s.last_seen_at < now() - make_interval(mins => coalesce((select ts.idle_minutes from ts), p_platform_idle_minutes)) as idle
+      from public.sessions s
+      where s.token_hash = p_token_hash and s.revoked_at is null and s.expires_at > now()
+        and not exists (select 1 from public.tenant_session_revocations r
+                        where r.tenant_id = p_tenant and r.user_id = s.user_id and s.created_at <= r.revoked_before)
+    ), due as (
+      select s2.id from public.sessions s2 join live on live.id = s2.id
+      where not live.idle and s2.last_seen_at < now() - interval '1 minute'
+      for update of s2 skip locked
+    ), stamp as (
+      update public.sessions s set last_seen_at = now() from due where s.id = due.id
+    )
+    select live.id, u.id, u.email, u.name, m.role,
+      -- A second factor: our TOTP, or this tenant's IdP saying it asked for more than one.
+      u.mfa_enabled or (live.sso_tenant_id = p_tenant and live.idp_mfa),
+      coalesce((select ts.require_mfa from ts), false), live.idle,
+      coalesce((select ts.require_sso from ts), false), live.sso_tenant_id
+    from live
+    join public.users u on u.id = live.user_id
+    left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id;
+end $$;
+revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -405,4 +515,9 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   mfa_challenges: 'select, insert, update, delete',
   auth_failures: 'select, insert, delete',
   user_tokens: 'select, insert, update, delete',
+  tenant_sso: 'select, insert, update, delete',
+  tenant_domains: 'select, insert, update, delete',
+  sso_identities: 'select, insert, delete',
+  sso_logins: 'select, insert, update, delete',
+  sso_break_glass: 'select, insert',
 };

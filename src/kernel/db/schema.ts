@@ -33,6 +33,8 @@ export interface SessionsTable {
   expires_at: Timestamp;
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   authenticated_at: Timestamp;
+  sso_tenant_id: ColumnType<string | null, string | null | undefined, string | null>;
+  idp_mfa: Generated<boolean>;
   ip: string | null;
   user_agent: string | null;
 }
@@ -160,6 +162,7 @@ export interface MfaChallengesTable {
 export interface TenantSettingsTable {
   tenant_id: string;
   require_mfa: Generated<boolean>;
+  require_sso: Generated<boolean>;
   session_idle_minutes: Generated<number>;
   updated_at: Generated<Date>;
 }
@@ -180,7 +183,57 @@ export interface UserTokensTable {
   used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export interface TenantSsoTable {
+  tenant_id: string;
+  issuer: string;
+  client_id: string;
+  client_secret: string;
+  allowed_domains: string[];
+  default_role: 'admin' | 'member' | 'viewer';
+  jit_provisioning: boolean;
+  enabled: boolean;
+  updated_at: Generated<Date>;
+}
+
+export interface TenantDomainsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  domain: string;
+  challenge: string;
+  created_at: CreatedAt;
+  verified_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface SsoIdentitiesTable {
+  issuer: string;
+  subject: string;
+  user_id: string;
+  tenant_id: string;
+  created_at: CreatedAt;
+}
+
+export interface SsoLoginsTable {
+  tenant_id: string;
+  state_hash: Buffer;
+  code_verifier: string;
+  nonce: string;
+  created_at: CreatedAt;
+  expires_at: Date;
+  consumed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface SsoBreakGlassTable {
+  tenant_id: string;
+  session_id: string;
+  at: CreatedAt;
+}
+
 export interface DB {
+  tenant_sso: TenantSsoTable;
+  tenant_domains: TenantDomainsTable;
+  sso_identities: SsoIdentitiesTable;
+  sso_logins: SsoLoginsTable;
+  sso_break_glass: SsoBreakGlassTable;
   user_tokens: UserTokensTable;
   tenant_session_revocations: TenantSessionRevocationsTable;
   tenant_settings: TenantSettingsTable;

@@ -8,6 +8,8 @@ export interface UserPrincipal {
   readonly email: string;
   readonly name: string;
   readonly sessionId: string;
+  /** Set when a tenant's IdP opened this session: it then speaks for that tenant only. */
+  readonly ssoTenantId: string | null;
 }
 
 /** A caller inside one tenant: a member (by session) or an API key of the tenant. */
@@ -40,6 +42,8 @@ export interface Authenticator {
 /** Access's side of the guard: the one place a role is interpreted. */
 export interface Authorizer {
   can(role: string, permission: string): boolean;
+  /** Whether this role keeps a password (+ second factor) login where the tenant requires SSO. */
+  isBreakGlassRole(role: string): boolean;
 }
 
 export function actorOf(principal: UserPrincipal | TenantPrincipal): Actor {

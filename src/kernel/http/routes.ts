@@ -202,7 +202,7 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
         }
         const status = route.status ?? 200;
         reply.code(status);
-        return status === 204 ? reply.send() : value;
+        return status === 204 || status === 302 ? reply.send() : value;
       },
     });
   }
@@ -341,10 +341,24 @@ async function runTenantRoute(
     if (credential.kind === 'session') {
       return await deps.db.withTenantSession(tenantId, hashToken(credential.token), deps.config.sessionIdleMinutes, async (tx, found) => {
         if (found?.idle) return { denied: new AppError('auth.session_expired') };
-        // The tenant's MFA rule binds its members' sessions (API keys are not affected).
+        // A session another tenant's IdP vouched for is no login here (whatever the membership).
+        if (found && found.ssoTenantId !== null && found.ssoTenantId !== tenantId) {
+          return { denied: new AppError('auth.unauthenticated', { detail: "This session came from another tenant's single sign-on; sign in again for this tenant" }) };
+        }
+        // The tenant's MFA and SSO rules bind its members' sessions (API keys are not affected).
         if (found && found.role !== null && found.requireMfa && !found.mfaEnabled) {
           await recordTenantEvent(tx, tenantId, { type: 'user', id: found.userId, email: found.email }, base.meta, denial({ role: found.role, reason: 'mfa_required' }));
           return { denied: new AppError('auth.mfa_required') };
+        }
+        if (found && found.role !== null && found.requireSso && found.ssoTenantId !== tenantId) {
+          const actor: Actor = { type: 'user', id: found.userId, email: found.email };
+          // Break-glass: an owner with a second factor keeps a password login, recorded once per session.
+          if (!deps.authorizer.isBreakGlassRole(found.role) || !found.mfaEnabled) {
+            await recordTenantEvent(tx, tenantId, actor, base.meta, denial({ role: found.role, reason: 'sso_required' }));
+            return { denied: new AppError('auth.sso_required', { detail: `Sign in at /api/v1/auth/sso/${tenantId}/start` }) };
+          }
+          const first = await tx.insertInto('sso_break_glass').values({ tenant_id: tenantId, session_id: found.sessionId }).onConflict((oc) => oc.doNothing()).returning('session_id').executeTakeFirst();
+          if (first) await recordTenantEvent(tx, tenantId, actor, base.meta, { action: 'auth.sso.break_glass', target: { type: 'session', id: found.sessionId } });
         }
         return body(tx, found === null ? null : sessionCaller(found, tenantId));
       });
