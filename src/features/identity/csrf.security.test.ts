@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { allRoutes } from '../../app.ts';
 import { PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 
 // Threat: another site makes the victim's browser send a state-changing request with their cookie.
@@ -12,22 +14,22 @@ describe('CSRF protection', () => {
   });
   afterAll(async () => t?.close());
 
-  it('every cookie-authenticated unsafe route refuses a missing or foreign CSRF token', async () => {
+  const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+  /** The live route table with every :param filled in (preflight runs before validation, so any id will do). */
+  const unsafeRoutes = (kind: 'public' | 'session') =>
+    allRoutes(t.config)
+      .filter((route) => UNSAFE.has(route.method) && (route.access.kind === 'public') === (kind === 'public'))
+      .map((route) => ({ method: route.method, url: route.url.replace(':tenantId', tenantId).replace(/:\w+/g, randomUUID()) }));
+
+  it('every cookie-authenticated unsafe route of the live route table refuses a missing or foreign CSRF token', async () => {
     const other = await t.signup();
-    const routes = [
-      ['POST', `/api/v1/tenants/${tenantId}/accounts`, { name: 'x' }],
-      ['POST', '/api/v1/tenants', { name: 'x' }],
-      ['POST', '/api/v1/auth/logout', undefined],
-      ['POST', `/api/v1/tenants/${tenantId}/invitations`, { email: 'x@example.com', role: 'member' }],
-      ['POST', '/api/v1/invitations/accept', { token: 'x' }],
-      ['PATCH', `/api/v1/tenants/${tenantId}/members/${owner.userId}`, { role: 'admin' }],
-      ['DELETE', `/api/v1/tenants/${tenantId}/members/${owner.userId}`, undefined],
-    ] as const;
-    for (const [method, url, body] of routes) {
+    const routes = unsafeRoutes('session');
+    expect(routes.length).toBeGreaterThan(20);
+    for (const { method, url } of routes) {
       for (const token of [undefined, other.session.csrfToken, '']) {
         const headers: Record<string, string> = { cookie: owner.cookie };
         if (token !== undefined) headers['x-csrf-token'] = token;
-        const response = await t.request({ method, url, body, headers });
+        const response = await t.request({ method, url, body: {}, headers });
         expect(response.statusCode, `${method} ${url}`).toBe(403);
         expect(response.json().code).toBe('csrf.invalid');
       }
@@ -36,6 +38,18 @@ describe('CSRF protection', () => {
     const session = await t.request({ method: 'GET', url: '/api/v1/auth/session', as: owner });
     expect(session.statusCode).toBe(200);
     expect(await t.admin.query('select 1 from accounts where tenant_id = $1', [tenantId])).toEqual([]);
+  });
+
+  it('every unsafe route without a session (signup, login, second factor, reset, verification) refuses a cross-site request', async () => {
+    const routes = unsafeRoutes('public');
+    expect(routes.map((r) => r.url)).toEqual(expect.arrayContaining(['/api/v1/auth/signup', '/api/v1/auth/login', '/api/v1/auth/mfa', '/api/v1/auth/password-reset']));
+    for (const { method, url } of routes) {
+      for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }]) {
+        const response = await t.request({ method, url, headers, body: {} });
+        expect(response.statusCode, `${method} ${url}`).toBe(403);
+        expect(response.json().code).toBe('csrf.invalid');
+      }
+    }
   });
 
   it('signup and login refuse a cross-site Origin', async () => {

@@ -133,6 +133,17 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(n).toBe(1);
   });
 
+  it('an account created by SSO has no password login: any password is refused like a wrong one', async () => {
+    expect((await ssoLogin(tenantA, 'alice')).statusCode).toBe(302);
+    const [user] = await t.admin.query<{ password_hash: string }>(`select password_hash from users where email = 'alice@alpha.example'`);
+    expect(user!.password_hash.startsWith('$argon2')).toBe(false);
+    for (const password of [PASSWORD, '!no-password', '']) {
+      const response = await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: 'alice@alpha.example', password: password || 'x' } });
+      expect(response.statusCode).toBe(401);
+      expect(response.json().code).toBe('auth.invalid_credentials');
+    }
+  });
+
   it('account takeover: the attacker tenant IdP asserting the victim email is refused (domain not verified by that tenant)', async () => {
     const response = await ssoLogin(tenantB, 'forged');
     failedWith(response, 'auth.sso_link_refused');
