@@ -44,7 +44,7 @@ describe('CSRF protection', () => {
     const routes = unsafeRoutes('public');
     expect(routes.map((r) => r.url)).toEqual(expect.arrayContaining(['/api/v1/auth/signup', '/api/v1/auth/login', '/api/v1/auth/mfa', '/api/v1/auth/password-reset']));
     for (const { method, url } of routes) {
-      for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }]) {
+      for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }] as Record<string, string>[]) {
         const response = await t.request({ method, url, headers, body: {} });
         expect(response.statusCode, `${method} ${url}`).toBe(403);
         expect(response.json().code).toBe('csrf.invalid');
