@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cookieFrom, PASSWORD, startTestApp, type TestApp } from '../../../test/harness.ts';
+import { hashPassword } from './passwords.ts';
 
 describe('signup, login, session and logout', () => {
   let t: TestApp;
@@ -34,6 +35,19 @@ describe('signup, login, session and logout', () => {
       [body.tenant.id],
     );
     expect(event).toEqual({ action: 'auth.signup', actor_id: body.user.id });
+  });
+
+  it('a successful login transparently rehashes a password stored with other argon2 parameters', async () => {
+    const { session } = await t.signup();
+    const older = await hashPassword(PASSWORD, { memoryKiB: 19456, iterations: 3, parallelism: 1 });
+    await t.admin.query('update users set password_hash = $1 where id = $2', [older, session.userId]);
+    // A failed login changes nothing.
+    expect((await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: session.email, password: 'not the password at all' } })).statusCode).toBe(401);
+    expect((await t.admin.query<{ password_hash: string }>('select password_hash from users where id = $1', [session.userId]))[0]!.password_hash).toBe(older);
+    await t.login(session.email);
+    const [after] = await t.admin.query<{ password_hash: string }>('select password_hash from users where id = $1', [session.userId]);
+    expect(after!.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    await t.login(session.email);
   });
 
   it('stores only a hash of the session token and an argon2id password hash', async () => {

@@ -1,11 +1,11 @@
 /** Password login with lockout, per-IP throttling and credential-stuffing detection. */
 import type { Config } from '../../kernel/config/config.ts';
-import type { Database } from '../../kernel/db/database.ts';
+import type { Database, Tx } from '../../kernel/db/database.ts';
 import { recordPlatformEvent, SYSTEM_ACTOR, type Actor, type RequestMeta } from '../../kernel/audit/record.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { createChallenge } from './mfa.ts';
-import { createDummyHash, hasUsablePassword, verifyPassword } from './passwords.ts';
+import { createDummyHash, hashPassword, hasUsablePassword, needsRehash, verifyPassword } from './passwords.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
 import { accountKey, clear, countAttempt, createGate, ipKey, lock, rateLimited, recordFailureForIp, release } from './throttle.ts';
 
@@ -100,9 +100,17 @@ export function createLogin(config: LoginConfig) {
     }
 
     // 3. Success: forget the account's failures, give back the IP's reserved attempt, then
-    // either ask for the second factor (no session yet) or open a session.
+    // either ask for the second factor (no session yet) or open a session. A hash made with
+    // other parameters than the configured ones is replaced while the password is at hand.
+    const rehashed = needsRehash(user.password_hash, config.argon2) ? await throughGate(() => hashPassword(password, config.argon2)) : null;
+    const saveRehash = async (tx: Tx) => {
+      if (rehashed === null) return;
+      // Only if unchanged meanwhile (a parallel password change wins).
+      await tx.updateTable('users').set({ password_hash: rehashed }).where('id', '=', user.id).where('password_hash', '=', user.password_hash).execute();
+    };
     if (user.mfa_enabled) {
       const challenge = await system.transaction(async (tx) => {
+        await saveRehash(tx);
         await clear(tx, account);
         await release(tx, ip);
         return createChallenge(tx, user.id);
@@ -110,6 +118,7 @@ export function createLogin(config: LoginConfig) {
       return { challenge };
     }
     const session = await system.transaction(async (tx) => {
+      await saveRehash(tx);
       const wasLocked = await clear(tx, account);
       await release(tx, ip);
       const issued = await createSession(tx, { userId: user.id, meta, lifetimeHours: config.sessionAbsoluteHours });

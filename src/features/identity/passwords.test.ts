@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../kernel/http/errors.ts';
-import { assertAcceptablePassword, COMMON_PASSWORD_COUNT, hashPassword, verifyPassword } from './passwords.ts';
+import { assertAcceptablePassword, COMMON_PASSWORD_COUNT, hashPassword, needsRehash, NO_PASSWORD, verifyPassword } from './passwords.ts';
 
 function refusal(password: string, context = {}): string | null {
   try {
@@ -46,5 +46,16 @@ describe('password policy', () => {
     expect(await verifyPassword(stored, 'correct horse battery staple')).toBe(true);
     expect(await verifyPassword(stored, 'correct horse battery stapl')).toBe(false);
     expect(await verifyPassword('not-a-phc-string', 'anything')).toBe(false);
+  });
+
+  it('a hash made with other argon2 parameters, or not with argon2id, needs a rehash; one without a password does not', async () => {
+    const params = { memoryKiB: 19456, iterations: 2, parallelism: 1 };
+    const stored = await hashPassword('correct horse battery staple', params);
+    expect(needsRehash(stored, params)).toBe(false);
+    expect(needsRehash(stored, { ...params, iterations: 3 })).toBe(true);
+    expect(needsRehash(stored, { ...params, memoryKiB: 65536 })).toBe(true);
+    expect(needsRehash(stored, { ...params, parallelism: 2 })).toBe(true);
+    expect(needsRehash(stored.replace('$argon2id$', '$argon2i$'), params)).toBe(true);
+    expect(needsRehash(NO_PASSWORD, params)).toBe(false);
   });
 });

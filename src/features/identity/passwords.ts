@@ -22,6 +22,17 @@ export async function hashPassword(password: string, params: Argon2Parameters): 
   });
 }
 
+/**
+ * Whether a stored hash was made with other parameters than the configured ones (or not
+ * with argon2id): after a successful login it is recomputed, so raising the cost reaches
+ * every active account without a password reset.
+ */
+export function needsRehash(passwordHash: string, params: Argon2Parameters): boolean {
+  const match = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$/.exec(passwordHash);
+  if (!match) return hasUsablePassword(passwordHash);
+  return Number(match[1]) !== params.memoryKiB || Number(match[2]) !== params.iterations || Number(match[3]) !== params.parallelism;
+}
+
 /** Verifies; a malformed stored hash counts as a mismatch, never an exception to the caller. */
 /**
  * The password hash of an account created by single sign-on: matches no password, so the
