@@ -11,13 +11,23 @@
  *  4. Drives both routes with autocannon over many (tenant, account) pairs, alternating
  *     baseline/secure for BENCH_ROUNDS rounds (warm-up, then a measured run) and keeps the
  *     best run of each route.
- *  5. Prints req/s, p50, p99 and secure/baseline, and rewrites the results section of
- *     docs/performance.md. Always stops the server and drops the database, even on failure.
+ *  5. Login flood (BENCH_LOGIN_FLOOD=0 skips it): a paced probe of the secure route measures
+ *     its p99 unloaded, then again while 200 connections send wrong-password logins for
+ *     1,000 seeded users from one X-Forwarded-For address per attempt (the server trusts
+ *     127.0.0.1 as a proxy), so every attempt reaches argon2 verification; target: loaded
+ *     p99 < 3x unloaded p99.
+ *  6. argon2id hashes per second in this process with the server's argon2 parameters
+ *     (hashPassword), sequentially and ARGON2_CONCURRENCY at a time.
+ *  7. Prints req/s, p50, p99 and secure/baseline and the two measurements above, and rewrites
+ *     the results section of docs/performance.md. Always stops the server and drops the
+ *     database, even on failure.
  *
  * Knobs (environment): BENCH_ADMIN_URL, BENCH_CONNECTIONS, BENCH_DURATION, BENCH_WARMUP,
  * BENCH_ROUNDS, BENCH_POOL_SIZE, BENCH_QUIET_WAIT, BENCH_BASELINE_PREPARED, BENCH_WRITE_DOC=0 (print only),
- * BENCH_SERVER_CPU_PROF=<dir> (profile the server with --cpu-prof). docs/performance.md
- * describes them.
+ * BENCH_SERVER_CPU_PROF=<dir> (profile the server with --cpu-prof), BENCH_LOGIN_FLOOD=0 (skip the
+ * flood), BENCH_FLOOD_DURATION, BENCH_ARGON2_SECONDS (0 skips the hash rate); ARGON2_MEMORY_KIB,
+ * ARGON2_ITERATIONS, ARGON2_PARALLELISM and ARGON2_CONCURRENCY, when set, are passed on to the
+ * server. docs/performance.md describes them.
  */
 import autocannon, { type AutocannonRequest, type AutocannonResult } from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,6 +37,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { hashPassword, type Argon2Parameters } from '../src/features/identity/passwords.ts';
+import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOC_PATH = path.join(ROOT, 'docs', 'performance.md');
@@ -38,6 +50,20 @@ const ACCOUNTS_PER_TENANT = 100;
 const OWNER_ROLE = 'cn_bench_owner';
 const TARGET = 0.5;
 const GOAL = 0.65;
+
+/** Login flood: concurrent wrong-password logins, spread over this many seeded users. */
+const FLOOD_CONNECTIONS = 200;
+const FLOOD_USERS = 1_000;
+/** Seconds of flood before the loaded probe starts (the argon2 gate's queue fills at once). */
+const FLOOD_SETTLE = 2;
+/** The probe: authenticated reads sent at a fixed rate (open loop), each timed on its own. */
+const PROBE_RATE = 100;
+/** Target: p99 of the authenticated read under the flood < FLOOD_TARGET x its unloaded p99. */
+const FLOOD_TARGET = 3;
+/** The proxy the bench server trusts for X-Forwarded-For (the load generator's address). */
+const BENCH_PROXY = '127.0.0.1';
+/** Argon2 settings passed on to the server (and used for the hash rate) when set. */
+const ARGON2_VARIABLES = ['ARGON2_MEMORY_KIB', 'ARGON2_ITERATIONS', 'ARGON2_PARALLELISM', 'ARGON2_CONCURRENCY'] as const;
 
 function intEnv(name: string, fallback: number, min: number, max: number): number {
   const value = process.env[name]?.trim();
@@ -61,6 +87,12 @@ const settings = {
   quietWait: intEnv('BENCH_QUIET_WAIT', 30, 0, 600),
   /** The baseline SELECT as a named prepared statement (like the app's driver) or unnamed. */
   baselinePrepared: process.env.BENCH_BASELINE_PREPARED !== '0',
+  /** The login flood and the read latency under it. */
+  loginFlood: process.env.BENCH_LOGIN_FLOOD !== '0',
+  /** Seconds of each probe (unloaded, then under the flood). */
+  floodDuration: intEnv('BENCH_FLOOD_DURATION', 10, 1, 600),
+  /** Seconds of each argon2 hash-rate measurement (sequential, concurrent); 0 skips it. */
+  argon2Seconds: intEnv('BENCH_ARGON2_SECONDS', 3, 0, 600),
 };
 
 type RouteName = 'baseline' | 'secure';
@@ -412,6 +444,336 @@ async function measure(options: {
 }
 
 // ---------------------------------------------------------------------------------------
+// Login flood: authenticated read latency while argon2 verifications saturate the server.
+
+interface LatencyStats {
+  /** Probe requests answered 200 (the latency samples). */
+  samples: number;
+  /** Probe requests that failed or answered anything but 200. */
+  errors: number;
+  p50: number;
+  p99: number;
+  max: number;
+  /** Share of all cores in use during the probe; null where /proc is not available. */
+  busyPercent: number | null;
+  /** Cores' worth of CPU used by the server process during the probe. */
+  serverCores: number | null;
+  /** Cores' worth of CPU used by everything but the server, its postgres backends and this process. */
+  otherCores: number | null;
+}
+
+interface FloodResult {
+  probeSeconds: number;
+  unloaded: LatencyStats;
+  loaded: LatencyStats;
+  /** Logins answered during the loaded probe, per second: argon2 verifications per second. */
+  loginsPerSecond: number;
+  loginP50: number;
+  loginP99: number;
+  /** Status code -> responses over the whole flood. */
+  statuses: Record<string, number>;
+  errors: number;
+  timeouts: number;
+  attempts: number;
+  /** Distinct client addresses in the server's auth_failures table: X-Forwarded-For was honoured. */
+  distinctIps: number;
+  protection: Config['loginProtection'];
+}
+
+const WRONG_PASSWORD = 'not the password of anyone 42';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Nearest-rank percentile of ascending values. */
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+}
+
+/** One address per attempt from 198.18.0.0/15 (RFC 2544, benchmarking): no per-IP limit is reached. */
+function floodAddress(attempt: number): string {
+  return `198.${18 + ((attempt >> 16) & 1)}.${(attempt >> 8) & 255}.${attempt & 255}`;
+}
+
+/**
+ * Seeds FLOOD_USERS real users (one password hash shared by all: verification costs the
+ * same), each a member of one seeded tenant, like ordinary users, so a failed login records
+ * one platform and one tenant event. Returns their emails.
+ */
+async function seedFloodUsers(superPool: pg.Pool, argon2: Argon2Parameters, runId: string): Promise<string[]> {
+  const passwordHash = await hashPassword(`Flood ${randomBytes(18).toString('base64url')} user`, argon2);
+  const { rows } = await superPool.query<{ email: string }>(
+    `insert into users (email, name, password_hash)
+     select 'flood-' || g || '-' || $3::text || '@example.com', 'Flood user ' || g, $1 from generate_series(1, $2::int) g
+     returning email`,
+    [passwordHash, FLOOD_USERS, runId],
+  );
+  await superPool.query(
+    `insert into memberships (tenant_id, user_id, role)
+     select t.id, u.id, 'member'
+     from (select id, row_number() over (order by id) as n from users where email like 'flood-%') u
+     join (select id, row_number() over (order by id) as n from tenants where name like 'Bench tenant %') t
+       on t.n = 1 + (u.n - 1) % $1::int`,
+    [TENANTS],
+  );
+  for (const table of ['users', 'memberships']) await superPool.query(`vacuum analyze ${table}`);
+  return rows.map((row) => row.email);
+}
+
+/** One wrong login through a forwarded address: 401 (not 429), and the server saw the forwarded address. */
+async function floodSanityCheck(baseUrl: string, superPool: pg.Pool, email: string): Promise<void> {
+  const address = '198.51.100.7';
+  const response = await fetch(`${baseUrl}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-forwarded-for': address },
+    body: JSON.stringify({ email, password: WRONG_PASSWORD }),
+  });
+  if (response.status !== 401) throw new Error(`a wrong-password login answered ${response.status}, expected 401: ${await response.text()}`);
+  const { rows } = await superPool.query<{ ip: string }>(`select ip from auth_failures order by at desc limit 1`);
+  if (rows[0]?.ip !== address) {
+    throw new Error(`the server recorded the failed login from ${rows[0]?.ip ?? 'nowhere'}, not the forwarded ${address}: TRUST_PROXY is not in effect`);
+  }
+}
+
+/**
+ * Sends GET secure requests at PROBE_RATE per second for `seconds` regardless of how many are
+ * still outstanding (open loop, so a stall shows in every request it delays), and times each
+ * from its send to its last body byte.
+ */
+async function probe(options: {
+  baseUrl: string;
+  serverPid: number;
+  cookie: string;
+  pairs: [string, string][];
+  seconds: number;
+  backendPids: () => Promise<number[]>;
+}): Promise<LatencyStats> {
+  const { baseUrl, serverPid, cookie, pairs, seconds, backendPids } = options;
+  const latencies: number[] = [];
+  let errors = 0;
+  const one = async () => {
+    const pair = pairs[Math.floor(Math.random() * pairs.length)]!;
+    const started = performance.now();
+    try {
+      const response = await fetch(`${baseUrl}${routePath('secure', pair)}`, { headers: { cookie }, signal: AbortSignal.timeout(30_000) });
+      await response.arrayBuffer();
+      if (response.status === 200) latencies.push(performance.now() - started);
+      else errors += 1;
+    } catch {
+      errors += 1;
+    }
+  };
+  const interval = 1000 / PROBE_RATE;
+  const pids = await backendPids();
+  const cpuBefore = cpuSnapshot(serverPid, pids);
+  const start = performance.now();
+  const inFlight: Promise<void>[] = [];
+  for (let i = 0; ; i += 1) {
+    const due = start + i * interval;
+    if (due >= start + seconds * 1000) break;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    inFlight.push(one());
+  }
+  const elapsed = (performance.now() - start) / 1000;
+  // Over the whole window, so "per request" with one request is the total.
+  const cpu = cpuPerRequest(cpuBefore, cpuSnapshot(serverPid, pids), 1);
+  await Promise.all(inFlight);
+  latencies.sort((a, b) => a - b);
+  return {
+    samples: latencies.length,
+    errors,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    max: latencies.at(-1) ?? Number.NaN,
+    busyPercent: cpu?.busyPercent ?? null,
+    serverCores: cpu ? cpu.server / 1_000_000 / elapsed : null,
+    otherCores: cpu?.otherCores ?? null,
+  };
+}
+
+async function loginFlood(options: {
+  baseUrl: string;
+  serverPid: number;
+  cookie: string;
+  pairs: [string, string][];
+  superPool: pg.Pool;
+  emails: string[];
+  protection: Config['loginProtection'];
+  backendPids: () => Promise<number[]>;
+}): Promise<FloodResult> {
+  const { baseUrl, superPool, emails } = options;
+  const seconds = settings.floodDuration;
+  const probeOptions = { ...options, seconds };
+
+  // Warm the probe's connections, then the unloaded probe.
+  for (let i = 0; i < 20; i += 1) await (await fetch(`${baseUrl}${routePath('secure', options.pairs[i]!)}`, { headers: { cookie: options.cookie } })).arrayBuffer();
+  log(`login flood: probing the secure route unloaded, ${PROBE_RATE} req/s for ${seconds} s`);
+  const unloaded = await probe(probeOptions);
+  log(`  unloaded: p50 ${fmt(unloaded.p50, 2)} ms, p99 ${fmt(unloaded.p99, 2)} ms (${fmt(unloaded.samples)} reads)`);
+
+  // Attempt n: user n mod FLOOD_USERS, its own forwarded address.
+  let attempts = 0;
+  const setupRequest = (request: AutocannonRequest): AutocannonRequest => {
+    const n = attempts;
+    attempts += 1;
+    return {
+      ...request,
+      headers: { ...request.headers, 'x-forwarded-for': floodAddress(n) },
+      body: JSON.stringify({ email: emails[n % emails.length], password: WRONG_PASSWORD }),
+    };
+  };
+  const statuses: Record<string, number> = {};
+  const windowLatencies: number[] = [];
+  let inWindow = false;
+  log(`login flood: ${FLOOD_CONNECTIONS} connections of wrong-password logins; probing again after ${FLOOD_SETTLE} s, for ${seconds} s`);
+  const flood = autocannon({
+    url: baseUrl,
+    connections: FLOOD_CONNECTIONS,
+    duration: FLOOD_SETTLE + seconds + 60,
+    pipelining: 1,
+    timeout: 30,
+    requests: [{ method: 'POST', path: '/api/v1/auth/login', headers: { 'content-type': 'application/json' }, setupRequest }],
+    title: 'login flood',
+  });
+  flood.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
+    statuses[statusCode] = (statuses[statusCode] ?? 0) + 1;
+    if (inWindow) windowLatencies.push(responseTime);
+  });
+  await sleep(FLOOD_SETTLE * 1000);
+  inWindow = true;
+  const windowStart = performance.now();
+  const loaded = await probe(probeOptions);
+  const windowSeconds = (performance.now() - windowStart) / 1000;
+  inWindow = false;
+  flood.stop();
+  const result = await flood;
+  windowLatencies.sort((a, b) => a - b);
+  log(`  under the flood: p50 ${fmt(loaded.p50, 2)} ms, p99 ${fmt(loaded.p99, 2)} ms (${fmt(loaded.samples)} reads, ${loaded.errors} failed)`);
+
+  // The logins still queued in the server's argon2 gate finish after the clients are gone:
+  // wait until no failed login has been recorded for a second.
+  log('  waiting for the server to finish the queued logins');
+  const deadline = Date.now() + 60_000;
+  for (let previous = -1; Date.now() < deadline; ) {
+    const count = Number((await superPool.query<{ n: string }>('select count(*) as n from auth_failures')).rows[0]!.n);
+    if (count === previous) break;
+    previous = count;
+    await sleep(1_000);
+  }
+  const { rows } = await superPool.query<{ n: string }>(`select count(distinct ip) as n from auth_failures where ip like '198.1_.%'`);
+  return {
+    probeSeconds: seconds,
+    unloaded,
+    loaded,
+    loginsPerSecond: windowLatencies.length / windowSeconds,
+    loginP50: percentile(windowLatencies, 0.5),
+    loginP99: percentile(windowLatencies, 0.99),
+    statuses,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    attempts,
+    distinctIps: Number(rows[0]?.n ?? 0),
+    protection: options.protection,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// argon2id hash rate in this process, at the server's parameters.
+
+interface Argon2Rate {
+  concurrency: number;
+  hashes: number;
+  seconds: number;
+  perSecond: number;
+  /** Cores' worth of CPU used by everything but this process meanwhile; null without /proc. */
+  otherCores: number | null;
+}
+
+interface Argon2Result {
+  params: Argon2Parameters;
+  sequential: Argon2Rate;
+  /** At the server's ARGON2_CONCURRENCY; null when that is 1 (the sequential run). */
+  concurrent: Argon2Rate | null;
+}
+
+async function argon2Rate(params: Argon2Parameters, concurrency: number, seconds: number): Promise<Argon2Rate> {
+  const systemBefore = procAvailable ? systemTicks() : null;
+  const ownBefore = process.cpuUsage();
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  let hashes = 0;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      await hashPassword(`bench password ${hashes}`, params);
+      hashes += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = (performance.now() - start) / 1000;
+  let otherCores: number | null = null;
+  if (systemBefore) {
+    const systemAfter = systemTicks();
+    const own = process.cpuUsage(ownBefore);
+    const busySeconds = (systemAfter.busy + systemAfter.steal - systemBefore.busy - systemBefore.steal) / CLK_TCK;
+    otherCores = Math.max(0, busySeconds - (own.user + own.system) / 1_000_000) / elapsed;
+  }
+  return { concurrency, hashes, seconds: elapsed, perSecond: hashes / elapsed, otherCores };
+}
+
+async function measureArgon2(params: Argon2Parameters, concurrency: number): Promise<Argon2Result> {
+  await hashPassword('warm-up password', params);
+  log(`argon2id: hashing for ${settings.argon2Seconds} s sequentially${concurrency > 1 ? ` and ${settings.argon2Seconds} s ${concurrency} at a time` : ''}`);
+  const sequential = await argon2Rate(params, 1, settings.argon2Seconds);
+  const concurrent = concurrency > 1 ? await argon2Rate(params, concurrency, settings.argon2Seconds) : null;
+  return { params, sequential, concurrent };
+}
+
+const argon2Label = (p: Argon2Parameters) => `m=${fmt(p.memoryKiB)} KiB, t=${p.iterations}, p=${p.parallelism}`;
+
+function argon2Line(a: Argon2Result): string {
+  const rate = (r: Argon2Rate) => `${fmt(r.perSecond, 1)} hashes/s (${fmt((1000 * r.concurrency) / r.perSecond, 1)} ms per hash, ${fmt(r.hashes)} in ${fmt(r.seconds, 1)} s)`;
+  return `argon2id (${argon2Label(a.params)}): sequential ${rate(a.sequential)}${a.concurrent ? `; ${a.concurrent.concurrency} at a time (ARGON2_CONCURRENCY) ${rate(a.concurrent)}` : ''}`;
+}
+
+function argon2Warning(a: Argon2Result): string | null {
+  const noisy = [a.sequential, a.concurrent].filter((r): r is Argon2Rate => r !== null && (r.otherCores ?? 0) > OTHER_LOAD_LIMIT);
+  if (noisy.length === 0) return null;
+  return `the hash rate shared the machine with other load (${noisy.map((r) => `${fmt(r.otherCores!, 2)} cores at ${r.concurrency} at a time`).join(', ')}); it is unreliable`;
+}
+
+function floodRatio(f: FloodResult): number {
+  return f.loaded.p99 / f.unloaded.p99;
+}
+
+function floodVerdict(f: FloodResult): string {
+  return floodRatio(f) < FLOOD_TARGET ? 'PASS' : 'MISS';
+}
+
+const statusLine = (statuses: Record<string, number>) =>
+  Object.entries(statuses)
+    .sort(([a], [b]) => Number(a) - Number(b))
+    .map(([status, count]) => `${status} x ${fmt(count)}`)
+    .join(', ') || 'none';
+
+/** Logins refused cheaply (429) instead of verified: the flood did not exercise argon2 as intended. */
+function floodWarning(f: FloodResult): string | null {
+  const answered = Object.values(f.statuses).reduce((a, b) => a + b, 0);
+  const refused = f.statuses['429'] ?? 0;
+  const unexpected = answered - refused - (f.statuses['401'] ?? 0);
+  const problems: string[] = [];
+  if (refused > 0) problems.push(`${fmt(refused)} of ${fmt(answered)} logins were refused with 429 before argon2`);
+  if (unexpected > 0) problems.push(`${fmt(unexpected)} logins answered neither 401 nor 429`);
+  if (f.loaded.errors > 0 || f.unloaded.errors > 0) problems.push(`${f.unloaded.errors + f.loaded.errors} probe reads failed`);
+  const noisy = (['unloaded', 'loaded'] as const).filter((phase) => (f[phase].otherCores ?? 0) > OTHER_LOAD_LIMIT);
+  if (noisy.length > 0) problems.push(`the ${noisy.join(' and ')} probe shared the machine with other load (over ${OTHER_LOAD_LIMIT} cores), so the p99s and their ratio are unreliable`);
+  return problems.length > 0 ? problems.join('; ') : null;
+}
+
+const protectionLine = (p: Config['loginProtection']) =>
+  `LOGIN_MAX_FAILURES=${p.maxFailures}, LOGIN_IP_MAX_FAILURES=${p.ipMaxFailures}, LOGIN_STUFFING_ACCOUNTS=${p.stuffingAccounts}, ARGON2_CONCURRENCY=${p.argon2Concurrency}`;
+
+// ---------------------------------------------------------------------------------------
 // Reporting.
 
 const fmt = (value: number, digits = 0) => value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -457,7 +819,53 @@ interface Environment {
   backgroundBusy: number | null;
 }
 
-function resultsSection(env: Environment, best: Record<RouteName, Measurement>, runs: Measurement[], serial: Measurement[]): string {
+function floodSection(flood: FloodResult | null): string {
+  if (!flood) return '### Login flood\n\nSkipped (`BENCH_LOGIN_FLOOD=0`).\n';
+  const row = (label: string, l: LatencyStats) =>
+    `| ${label} | ${fmt(l.p50, 2)} | ${fmt(l.p99, 2)} | ${fmt(l.max, 1)} | ${fmt(l.samples)} | ${l.errors} | ${l.busyPercent === null ? 'n/a' : `${fmt(l.busyPercent)} %`} | ${
+      l.serverCores === null ? 'n/a' : fmt(l.serverCores, 2)
+    } | ${l.otherCores === null ? 'n/a' : fmt(l.otherCores, 2)} |`;
+  const warning = floodWarning(flood);
+  return `### Login flood
+
+| authenticated read (\`GET /api/v1/tenants/{t}/accounts/{id}\`, ${PROBE_RATE} req/s) | p50 ms | p99 ms | max ms | reads | failed | machine CPU busy | server cores | other load, cores |
+|---|---|---|---|---|---|---|---|---|
+${row('unloaded', flood.unloaded)}
+${row(`during ${FLOOD_CONNECTIONS} concurrent wrong-password logins`, flood.loaded)}
+
+**loaded/unloaded p99 = ${floodRatio(flood).toFixed(2)}** — target < ${FLOOD_TARGET}: ${floodVerdict(flood)}.
+
+The flood: ${fmt(flood.attempts)} login attempts sent; answers ${statusLine(flood.statuses)}${flood.errors + flood.timeouts > 0 ? ` (${flood.errors} errors, ${flood.timeouts} timeouts, mostly the attempts cut off when the flood stopped)` : ''}.
+During the loaded probe the server answered ${fmt(flood.loginsPerSecond, 1)} logins/s (each one argon2id verification), login latency p50 ${fmt(flood.loginP50)} ms, p99 ${fmt(flood.loginP99)} ms;
+it recorded failed logins from ${fmt(flood.distinctIps)} distinct forwarded addresses. Login protection at its defaults (${protectionLine(flood.protection)}).
+${warning ? `\n**Warning:** ${warning}.\n` : ''}`;
+}
+
+function argon2Section(argon2: Argon2Result | null, concurrency: number): string {
+  if (!argon2) return '### argon2id hash rate\n\nSkipped (`BENCH_ARGON2_SECONDS=0`).\n';
+  const row = (label: string, r: Argon2Rate) =>
+    `| ${label} | ${fmt(r.perSecond, 1)} | ${fmt((1000 * r.concurrency) / r.perSecond, 1)} | ${fmt(r.hashes)} | ${fmt(r.seconds, 1)} | ${r.otherCores === null ? 'n/a' : fmt(r.otherCores, 2)} |`;
+  const warning = argon2Warning(argon2);
+  return `### argon2id hash rate
+
+\`hashPassword\` at the server's parameters (${argon2Label(argon2.params)}), in the orchestrator process with the server idle:
+
+| hashes at a time | hashes/s | ms per hash | hashes | seconds | other load, cores |
+|---|---|---|---|---|---|
+${row('1 (sequential)', argon2.sequential)}
+${argon2.concurrent ? row(`${argon2.concurrent.concurrency} (\`ARGON2_CONCURRENCY\`)`, argon2.concurrent) : `| ${concurrency} (\`ARGON2_CONCURRENCY\`) | same as sequential | | | | |`}
+${warning ? `\n**Warning:** ${warning}.\n` : ''}`;
+}
+
+function resultsSection(
+  env: Environment,
+  best: Record<RouteName, Measurement>,
+  runs: Measurement[],
+  serial: Measurement[],
+  flood: FloodResult | null,
+  argon2: Argon2Result | null,
+  serverConfig: Config,
+): string {
   const ratio = best.secure.reqPerSec / best.baseline.reqPerSec;
   const rows = (ms: Measurement[]) =>
     ms
@@ -501,6 +909,8 @@ database round trips per request.
 
 One connection at a time (${Math.round(serial[0]?.duration ?? 0)} s each, no warm-up, not part of the ratio): ${serialLine}.
 
+${floodSection(flood)}
+${argon2Section(argon2, serverConfig.loginProtection.argon2Concurrency)}
 ### Method
 
 - Date: ${env.date}.
@@ -524,6 +934,14 @@ One connection at a time (${Math.round(serial[0]?.duration ?? 0)} s each, no war
   }: no session, guard, transaction or RLS; same params validation and response schema.
 - Secure: the real route, session cookie -> guard -> tenant transaction as \`cn_app\` under RLS -> the same SELECT;
   its database round trips per request are the queries/req column.
+- Login flood (after the runs above): the secure route probed at ${PROBE_RATE} req/s, open loop (sent on schedule whatever is still
+  outstanding, each timed by \`fetch\` from send to last body byte, sub-millisecond), ${flood?.probeSeconds ?? settings.floodDuration} s unloaded, then
+  ${flood?.probeSeconds ?? settings.floodDuration} s starting ${FLOOD_SETTLE} s into a flood of ${FLOOD_CONNECTIONS} autocannon connections sending \`POST /api/v1/auth/login\`
+  with a wrong password for ${fmt(FLOOD_USERS)} seeded users (one membership each) in turn, each attempt from its own
+  \`X-Forwarded-For\` address in 198.18.0.0/15; the server runs with \`TRUST_PROXY=${BENCH_PROXY}\` (the whole bench) and
+  argon2 at ${argon2Label(serverConfig.argon2)}, \`ARGON2_CONCURRENCY=${serverConfig.loginProtection.argon2Concurrency}\`.
+- argon2id: \`hashPassword\` (src/features/identity/passwords.ts) in a loop for ${settings.argon2Seconds} s, sequentially and
+  \`ARGON2_CONCURRENCY\` at a time, in the orchestrator process (libuv thread pool, like the server).
 
 ${RESULTS_END}`;
 }
@@ -617,7 +1035,7 @@ async function main(): Promise<number> {
       .map((row) => `${row.name}=${row.unit === '8kB' ? `${(Number(row.setting) * 8) / 1024}MB` : row.setting}`)
       .join(', ');
 
-    const started = startServer({
+    const serverEnv: Record<string, string> = {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? os.homedir(),
       NODE_ENV: 'test',
@@ -629,7 +1047,16 @@ async function main(): Promise<number> {
       DATABASE_POOL_SIZE: String(settings.poolSize),
       BENCH_BASELINE_DATABASE_URL: withDatabase(settings.adminUrl, database),
       BENCH_BASELINE_PREPARED: settings.baselinePrepared ? '1' : '0',
-    });
+      // The login flood sends each attempt from its own X-Forwarded-For address.
+      TRUST_PROXY: BENCH_PROXY,
+    };
+    for (const name of ARGON2_VARIABLES) {
+      const value = process.env[name]?.trim();
+      if (value) serverEnv[name] = value;
+    }
+    // The server's configuration as it will parse it: argon2 parameters and login protection.
+    const serverConfig = loadConfig(serverEnv);
+    const started = startServer(serverEnv);
     server = started.child;
     const port = await started.port;
     const baseUrl = `http://127.0.0.1:${port}`;
@@ -672,6 +1099,20 @@ async function main(): Promise<number> {
       }
     }
 
+    let flood: FloodResult | null = null;
+    if (settings.loginFlood) {
+      const emails = await seedFloodUsers(superPool, serverConfig.argon2, runId);
+      await floodSanityCheck(baseUrl, superPool, emails[0]!);
+      await waitForQuiet(settings.quietWait);
+      flood = await loginFlood({ ...common, superPool, emails, protection: serverConfig.loginProtection });
+    }
+
+    let argon2: Argon2Result | null = null;
+    if (settings.argon2Seconds > 0) {
+      await waitForQuiet(settings.quietWait);
+      argon2 = await measureArgon2(serverConfig.argon2, serverConfig.loginProtection.argon2Concurrency);
+    }
+
     const bestOf = (route: RouteName) =>
       runs.filter((m) => m.route === route).reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a));
     const best = { baseline: bestOf('baseline'), secure: bestOf('secure') };
@@ -688,6 +1129,25 @@ async function main(): Promise<number> {
     const noisy = contamination(best);
     if (noisy) log(`  WARNING: ${noisy}`);
 
+    log('');
+    if (flood) {
+      log(
+        `login flood: ${FLOOD_CONNECTIONS} connections of wrong-password logins for ${fmt(FLOOD_USERS)} real users, each attempt from its own X-Forwarded-For address (TRUST_PROXY=${BENCH_PROXY});`,
+      );
+      log(`  login protection NOT raised, at its defaults (${protectionLine(flood.protection)}): spreading keeps every attempt under the limits`);
+      log(`  logins: ${fmt(flood.attempts)} sent, answers ${statusLine(flood.statuses)}; ${fmt(flood.loginsPerSecond, 1)} logins/s (argon2 verifications/s) while probing, login p50 ${fmt(flood.loginP50)} ms, p99 ${fmt(flood.loginP99)} ms`);
+      log(`  failed logins recorded from ${fmt(flood.distinctIps)} distinct forwarded addresses`);
+      log(`  authenticated read (secure route, ${PROBE_RATE} req/s): unloaded p99 ${fmt(flood.unloaded.p99, 2)} ms, under the flood p99 ${fmt(flood.loaded.p99, 2)} ms`);
+      log(`  loaded/unloaded p99 = ${floodRatio(flood).toFixed(2)}   target: loaded p99 < ${FLOOD_TARGET}x unloaded p99 -> ${floodVerdict(flood)}`);
+      const warning = floodWarning(flood);
+      if (warning) log(`  WARNING: ${warning}`);
+    } else {
+      log('login flood: skipped (BENCH_LOGIN_FLOOD=0)');
+    }
+    log(argon2 ? argon2Line(argon2) : 'argon2id hash rate: skipped (BENCH_ARGON2_SECONDS=0)');
+    const argon2Noisy = argon2 && argon2Warning(argon2);
+    if (argon2Noisy) log(`  WARNING: ${argon2Noisy}`);
+
     if (settings.writeDoc) {
       const cpus = os.cpus();
       const env: Environment = {
@@ -700,7 +1160,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;
