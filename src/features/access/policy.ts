@@ -59,6 +59,10 @@ export function can(role: string, permission: string): boolean {
   return isRole(role) && (ROLE_PERMISSIONS[role] as ReadonlySet<string>).has(permission);
 }
 
+export function rolesWith(permission: string): readonly Role[] {
+  return ROLES.filter((role) => can(role, permission));
+}
+
 /** Owners keep a password + MFA login into a tenant that requires SSO, so an IdP outage cannot lock the tenant out. */
 export const BREAK_GLASS_ROLES: readonly Role[] = ['owner'];
 

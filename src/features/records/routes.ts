@@ -68,8 +68,8 @@ const accounts: RouteDefinition[] = [
     url: '/api/v1/tenants/:tenantId/accounts/:id',
     permission: 'records.read',
     schema: { summary: 'Get an account', tags: ['records'], params: TenantItemParams, response: { 200: Account } },
-    async handler({ tx, tenantId, params }) {
-      const row = await store.getAccount(tx, tenantId, params.id);
+    prefetch: ({ db, tenantId, params }) => store.accountById(db, tenantId, params.id),
+    async handler({ prefetched: [row] }) {
       if (!row) throw new AppError('not_found');
       return toAccount(row);
     },
@@ -137,8 +137,8 @@ const contacts: RouteDefinition[] = [
     url: '/api/v1/tenants/:tenantId/contacts/:id',
     permission: 'records.read',
     schema: { summary: 'Get a contact', tags: ['records'], params: TenantItemParams, response: { 200: Contact } },
-    async handler({ tx, tenantId, params }) {
-      const row = await store.getContact(tx, tenantId, params.id);
+    prefetch: ({ db, tenantId, params }) => store.contactById(db, tenantId, params.id),
+    async handler({ prefetched: [row] }) {
       if (!row) throw new AppError('not_found');
       return toContact(row);
     },

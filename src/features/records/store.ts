@@ -1,5 +1,6 @@
 /** The only SQL of the records feature. Every function takes a tenant transaction. */
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import type { DB } from '../../kernel/db/schema.ts';
 import type { Tx } from '../../kernel/db/database.ts';
 import type { Position } from '../../kernel/http/schemas.ts';
 
@@ -13,8 +14,13 @@ export async function listAccounts(tx: Tx, tenantId: string, options: { limit: n
   return query.orderBy('created_at').orderBy('id').limit(options.limit + 1).execute();
 }
 
+/** By id, as a builder: the route sends it along with the tenant entry (prefetch). */
+export function accountById(db: Kysely<DB>, tenantId: string, id: string) {
+  return db.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id);
+}
+
 export function getAccount(tx: Tx, tenantId: string, id: string) {
-  return tx.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+  return accountById(tx, tenantId, id).executeTakeFirst();
 }
 
 export function insertAccount(tx: Tx, tenantId: string, values: { name: string; domain: string | null; description: string | null }) {
@@ -48,8 +54,13 @@ export async function listContacts(tx: Tx, tenantId: string, options: { limit: n
   return query.orderBy('created_at').orderBy('id').limit(options.limit + 1).execute();
 }
 
+/** By id, as a builder: the route sends it along with the tenant entry (prefetch). */
+export function contactById(db: Kysely<DB>, tenantId: string, id: string) {
+  return db.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id);
+}
+
 export function getContact(tx: Tx, tenantId: string, id: string) {
-  return tx.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+  return contactById(tx, tenantId, id).executeTakeFirst();
 }
 
 export function insertContact(

@@ -9,7 +9,7 @@
  * Nothing else exports a pool or a Kysely instance.
  */
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PGliteDialect, sql, type Transaction } from 'kysely';
+import { CompiledQuery, Kysely, PGliteDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import path from 'node:path';
@@ -17,10 +17,26 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
-import { LazyBeginPostgresDialect } from './pg-driver.ts';
+import { LazyBeginPostgresDialect, multiStatementResults } from './pg-driver.ts';
 import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
+
+/**
+ * A read sent in the same message as the tenant entry (PostgreSQL): the strict entry
+ * raises unless the caller holds one of roles and needs nothing else from the guard, which
+ * aborts the transaction before the read runs. Refused that way, withTenantSession rejects
+ * with StrictEntryRefusedError and the guard takes the ordinary path. Where the read cannot
+ * travel along (PGlite, or a value that is not a UUID or an integer), prefetched is undefined.
+ */
+export interface Prefetch {
+  readonly roles: readonly string[];
+  readonly query: CompiledQuery;
+}
+
+export class StrictEntryRefusedError extends Error {
+  override name = 'StrictEntryRefusedError';
+}
 
 export interface SystemDb {
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
@@ -35,7 +51,15 @@ export interface Database {
    * trip, the session with that token digest, its user and their role in the tenant
    * (null caller: no live session).
    */
-  withTenantSession<T>(tenantId: string, tokenHash: Buffer, idleMinutes: number, fn: (tx: Tx, caller: TenantCaller | null) => Promise<T>): Promise<T>;
+  withTenantSession<T>(
+    tenantId: string,
+    tokenHash: Buffer,
+    idleMinutes: number,
+    fn: (tx: Tx, caller: TenantCaller | null, prefetched?: readonly unknown[]) => Promise<T>,
+    prefetch?: Prefetch,
+  ): Promise<T>;
+  /** Compiles queries (for a Prefetch); never executes them. */
+  readonly compiler: Kysely<DB>;
   /** Like withTenantSession, for a request that presents an API key (digest) of tenantId. */
   withTenantKey<T>(tenantId: string, keyHash: Buffer, fn: (tx: Tx, caller: TenantKeyCaller | null) => Promise<T>): Promise<T>;
   /** Runs fn in one transaction with no tenant: tenant tables show no rows (but the user's own memberships). */
@@ -114,6 +138,8 @@ interface EnterSettings {
 interface Entry {
   enter(tx: Tx, settings: EnterSettings, role: 'app' | 'system'): Promise<void>;
   enterTenantSession(tx: Tx, tenantId: string, tokenHash: Buffer, idleMinutes: number): Promise<TenantCaller[]>;
+  /** The strict entry with prefetch.query in the same message; null when the query cannot go along. */
+  enterTenantSessionWithRead?(tx: Tx, tenantId: string, tokenHash: Buffer, idleMinutes: number, prefetch: Prefetch): Promise<{ callers: TenantCaller[]; rows: unknown[] } | null>;
   enterTenantKey(tx: Tx, tenantId: string, keyHash: Buffer): Promise<TenantKeyCaller[]>;
 }
 
@@ -126,6 +152,32 @@ function literalUuid(value: string | undefined): string {
 function literalDigest(digest: Buffer): string {
   if (digest.length !== 32) throw new Error('a credential digest is 32 bytes');
   return `'\\x${digest.toString('hex')}'::bytea`;
+}
+
+/**
+ * The query's text with its parameters written in as literals, or null unless every value
+ * is a UUID or a safe integer (the only values that can be inlined without any quoting
+ * question). Kysely's compiled text holds no literals of its own, only $n placeholders.
+ */
+export function inlineParameters(query: CompiledQuery): string | null {
+  const values = query.parameters.map((value) => {
+    if (isUuid(value)) return `'${value.toLowerCase()}'`;
+    if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
+    return null;
+  });
+  if (values.includes(null)) return null;
+  let unknownPlaceholder = false;
+  const text = query.sql.replace(/\$(\d+)/g, (_whole, index: string) => {
+    const value = values[Number(index) - 1];
+    if (value === undefined || value === null) unknownPlaceholder = true;
+    return value ?? '';
+  });
+  return unknownPlaceholder ? null : text;
+}
+
+function literalRoles(roles: readonly string[]): string {
+  if (roles.length === 0 || !roles.every((role) => /^[a-z]{1,20}$/.test(role))) throw new Error('roles are lower-case words');
+  return `array[${roles.map((role) => `'${role}'`).join(', ')}]::text[]`;
 }
 
 function literalMinutes(minutes: number): string {
@@ -150,6 +202,26 @@ const postgresEntry: Entry = {
       `select ${ENTER_COLUMNS} from cn_enter_tenant(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)}, ${literalMinutes(idleMinutes)})`,
     ).execute(tx);
     return rows;
+  },
+  async enterTenantSessionWithRead(tx, tenantId, tokenHash, idleMinutes, prefetch) {
+    const read = inlineParameters(prefetch.query);
+    if (read === null) return null;
+    const message = CompiledQuery.raw(
+      `select ${ENTER_COLUMNS} from cn_enter_tenant_strict(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)}, ${literalMinutes(idleMinutes)}, ${literalRoles(prefetch.roles)});\n${read}`,
+    );
+    const holder: { results?: { rows: unknown[] }[] } = {};
+    multiStatementResults.set(message, holder);
+    try {
+      await tx.executeQuery(message);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'CN403') throw new StrictEntryRefusedError('the strict tenant entry refused the caller', { cause: error });
+      throw error;
+    }
+    const results = holder.results ?? [];
+    // commit; begin; entry; read: the last two results are ours.
+    const [entryResult, readResult] = results.slice(-2);
+    if (!entryResult || !readResult) throw new Error('the strict entry message returned too few results');
+    return { callers: entryResult.rows as TenantCaller[], rows: readResult.rows };
   },
   async enterTenantKey(tx, tenantId, keyHash) {
     // The leading comment marks a statement that writes (the last-used stamp): its transaction commits in full.
@@ -203,10 +275,14 @@ function createKernel(options: {
         return fn(tx);
       });
     },
-    withTenantSession(tenantId, tokenHash, idleMinutes, fn) {
+    compiler: appDb,
+    withTenantSession(tenantId, tokenHash, idleMinutes, fn, prefetch) {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {
-        const [caller] = await entry.enterTenantSession(tx, tenantId.toLowerCase(), tokenHash, idleMinutes);
+        const tenant = tenantId.toLowerCase();
+        const combined = prefetch && entry.enterTenantSessionWithRead ? await entry.enterTenantSessionWithRead(tx, tenant, tokenHash, idleMinutes, prefetch) : null;
+        if (combined) return fn(tx, combined.callers[0] ?? null, combined.rows);
+        const [caller] = await entry.enterTenantSession(tx, tenant, tokenHash, idleMinutes);
         return fn(tx, caller ?? null);
       });
     },

@@ -487,10 +487,41 @@ end $$;
 revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
 `,
   },
+  {
+    version: 11,
+    name: 'strict-tenant-entry',
+    // The entry for a request that sends its first read along with it (one round trip): it
+    // raises unless the caller may proceed without anything the guard must write or decide
+    // (denials, break-glass), which aborts the transaction before the read runs. Whoever it
+    // refuses is taken through the ordinary entry and guard, which record the outcome.
+    sql: `
+create function cn_enter_tenant_strict(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer, p_roles text[])
+returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean,
+               require_sso boolean, sso_tenant_id uuid)
+language plpgsql volatile security invoker as $$
+declare
+  c record;
+begin
+  select * into c from public.cn_enter_tenant(p_tenant, p_token_hash, p_platform_idle_minutes) e limit 1;
+  if not found or c.idle or c.role is null or not (c.role = any (p_roles))
+     or (c.sso_tenant_id is not null and c.sso_tenant_id <> p_tenant)
+     or (c.require_mfa and not c.mfa_enabled)
+     or (c.require_sso and c.sso_tenant_id is distinct from p_tenant) then
+    raise exception 'the caller may not proceed on the strict path' using errcode = 'CN403';
+  end if;
+  return query select c.session_id, c.user_id, c.email, c.name, c.role, c.mfa_enabled, c.require_mfa, c.idle, c.require_sso, c.sso_tenant_id;
+end $$;
+revoke all on function cn_enter_tenant_strict(uuid, bytea, integer, text[]) from public;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
-export const APP_FUNCTIONS: readonly string[] = ['cn_enter_tenant(uuid, bytea, integer)', 'cn_enter_tenant_key(uuid, bytea)'];
+export const APP_FUNCTIONS: readonly string[] = [
+  'cn_enter_tenant(uuid, bytea, integer)',
+  'cn_enter_tenant_strict(uuid, bytea, integer, text[])',
+  'cn_enter_tenant_key(uuid, bytea)',
+];
 
 /**
  * Table privileges of the application role, re-applied on every migrate so they can never

@@ -44,6 +44,12 @@ export function isReadOnlyStatement(text: string): boolean {
   return /^select\b/i.test(text) && !/\bfor\s+(update|share|no\s+key\s+update|key\s+share)\b/i.test(text);
 }
 
+/**
+ * Multi-statement messages whose every result the caller wants (the strict tenant entry and
+ * the read sent along with it): the results land here, keyed by the compiled query object.
+ */
+export const multiStatementResults = new WeakMap<CompiledQuery, { results?: QueryResult<unknown>[] }>();
+
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
   pendingBegin = false;
@@ -83,12 +89,16 @@ class LazyBeginConnection implements DatabaseConnection {
     if (prefix !== '') {
       if (parameters.length === 0) {
         const results = (await this.client.query(`${prefix}${compiled.sql}`)) as unknown as pg.QueryResult[];
+        const holder = multiStatementResults.get(compiled);
+        if (holder) holder.results = results.map((r) => toQueryResult<unknown>(r));
         return toQueryResult<R>(results[results.length - 1]!);
       }
       await this.client.query(prefix);
     }
     if (parameters.length === 0) {
       result = await this.client.query(compiled.sql);
+      const holder = multiStatementResults.get(compiled);
+      if (holder) holder.results = (Array.isArray(result) ? result : [result]).map((r) => toQueryResult<unknown>(r));
     } else {
       const name = `k${createHash('sha1').update(compiled.sql).digest('base64url').slice(0, 20)}`;
       if (this.prepared.has(name) || this.prepared.size < MAX_PREPARED_PER_CONNECTION) {

@@ -42,6 +42,8 @@ export interface Authenticator {
 /** Access's side of the guard: the one place a role is interpreted. */
 export interface Authorizer {
   can(role: string, permission: string): boolean;
+  /** Every role that holds permission (the strict tenant entry checks membership in this list). */
+  rolesWith(permission: string): readonly string[];
   /** Whether this role keeps a password (+ second factor) login where the tenant requires SSO. */
   isBreakGlassRole(role: string): boolean;
 }

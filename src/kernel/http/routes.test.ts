@@ -11,7 +11,7 @@ const deps = {
   config: loadConfig({ NODE_ENV: 'test' }),
   db: unusedDb,
   authenticator: { resolveUser: async () => null },
-  authorizer: { can: () => false, isBreakGlassRole: () => false },
+  authorizer: { can: () => false, isBreakGlassRole: () => false, rolesWith: () => [] },
 };
 
 describe('route registry', () => {

@@ -6,7 +6,9 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static, TSchema } from 'typebox';
-import type { Database, TenantCaller, TenantKeyCaller, Tx } from '../db/database.ts';
+import type { Compilable, Kysely } from 'kysely';
+import { StrictEntryRefusedError, type Database, type TenantCaller, type TenantKeyCaller, type Tx } from '../db/database.ts';
+import type { DB } from '../db/schema.ts';
 import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, type RequestMeta } from '../audit/record.ts';
 import { csrfTokenFor, generateToken, hashToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
@@ -64,10 +66,12 @@ export interface UserContext<S extends RouteSchema> extends BaseContext<S> {
   renewSession(tx: Tx): Promise<void>;
 }
 
-export interface TenantContext<S extends RouteSchema> extends BaseContext<S> {
+export interface TenantContext<S extends RouteSchema, R = never> extends BaseContext<S> {
   readonly principal: TenantPrincipal;
   readonly tenantId: string;
   readonly tx: Tx;
+  /** The rows of the route's prefetch query, read in this transaction after the guard let the caller in. */
+  readonly prefetched: readonly R[];
   /** Records an event in this tenant's log, in this transaction, with the caller as actor. */
   audit(event: AuditEvent): Promise<void>;
 }
@@ -83,7 +87,24 @@ interface RouteBase<S extends RouteSchema> {
 export type RouteDefinition =
   | (RouteBase<RouteSchema> & { readonly access: Access & { kind: 'public' }; handler(ctx: PublicContext<RouteSchema>): Promise<unknown> })
   | (RouteBase<RouteSchema> & { readonly access: Access & { kind: 'authenticated' }; handler(ctx: UserContext<RouteSchema>): Promise<unknown> })
-  | (RouteBase<RouteSchema> & { readonly access: Access & { kind: 'tenant' }; handler(ctx: TenantContext<RouteSchema>): Promise<unknown> });
+  | (RouteBase<RouteSchema> & {
+      readonly access: Access & { kind: 'tenant' };
+      readonly prefetch?: PrefetchBuilder<RouteSchema, unknown>;
+      handler(ctx: TenantContext<RouteSchema, unknown>): Promise<unknown>;
+    });
+
+/**
+ * A read-only route's first query, built from the request alone (no principal): on
+ * PostgreSQL it travels in the same message as the tenant entry, behind a strict entry that
+ * aborts the transaction unless the caller may proceed (one round trip for the whole read).
+ * Elsewhere the registry runs it in the transaction once the guard has let the caller in.
+ */
+export type PrefetchBuilder<S extends RouteSchema, R> = (input: {
+  readonly db: Kysely<DB>;
+  readonly tenantId: string;
+  readonly params: In<S, 'params'>;
+  readonly query: In<S, 'querystring'>;
+}) => Compilable<R>;
 
 export function publicRoute<S extends RouteSchema>(
   route: RouteBase<S> & { reason: string; handler(ctx: PublicContext<S>): Promise<unknown> },
@@ -98,11 +119,12 @@ export function userRoute<S extends RouteSchema>(
   return { ...route, access: { kind: 'authenticated' } } as unknown as RouteDefinition;
 }
 
-export function tenantRoute<S extends RouteSchema>(
-  route: RouteBase<S> & { permission: string; handler(ctx: TenantContext<S>): Promise<unknown> },
+export function tenantRoute<S extends RouteSchema, R = never>(
+  route: RouteBase<S> & { permission: string; prefetch?: PrefetchBuilder<S, R>; handler(ctx: TenantContext<S, R>): Promise<unknown> },
 ): RouteDefinition {
   const { permission, ...rest } = route;
   if (!rest.url.includes('/tenants/:tenantId')) throw new Error(`tenant route ${rest.url} must contain /tenants/:tenantId`);
+  if (rest.prefetch && rest.method !== 'GET') throw new Error(`tenant route ${rest.method} ${rest.url}: only GET routes may prefetch`);
   return { ...rest, access: { kind: 'tenant', permission } } as unknown as RouteDefinition;
 }
 
@@ -315,7 +337,8 @@ async function runTenantRoute(
     metadata: { route: `${route.method} ${route.url}`, permission, ...metadata },
   });
   let principal: TenantPrincipal | undefined;
-  const body = async (tx: Tx, caller: Caller): Promise<Outcome> => {
+  const prefetchQuery = route.prefetch?.({ db: deps.db.compiler, tenantId, params: base.params, query: base.query }).compile();
+  const body = async (tx: Tx, caller: Caller, prefetched?: readonly unknown[]): Promise<Outcome> => {
     if (caller === null) return { denied: new AppError('auth.unauthenticated') };
     if (caller.role === null) {
       // Not a member: the platform log, never the tenant's (it must not learn who else exists).
@@ -328,18 +351,22 @@ async function runTenantRoute(
       return { denied: new AppError('access.forbidden') };
     }
     const member = caller.principal;
+    // Read here unless it came with the entry (only after the checks above let the caller in).
+    const rows = prefetchQuery === undefined ? [] : (prefetched ?? (await tx.executeQuery(prefetchQuery)).rows);
     const value = await route.handler({
       ...base,
       principal: member,
       tenantId,
       tx,
+      prefetched: rows,
       audit: (event) => recordTenantEvent(tx, tenantId, actorOf(member), base.meta, event),
     });
     return { value };
   };
   try {
     if (credential.kind === 'session') {
-      return await deps.db.withTenantSession(tenantId, hashToken(credential.token), deps.config.sessionIdleMinutes, async (tx, found) => {
+      const tokenHash = hashToken(credential.token);
+      const guard = async (tx: Tx, found: TenantCaller | null, prefetched?: readonly unknown[]): Promise<Outcome> => {
         if (found?.idle) return { denied: new AppError('auth.session_expired') };
         // A session another tenant's IdP vouched for is no login here (whatever the membership).
         if (found && found.ssoTenantId !== null && found.ssoTenantId !== tenantId) {
@@ -360,8 +387,22 @@ async function runTenantRoute(
           const first = await tx.insertInto('sso_break_glass').values({ tenant_id: tenantId, session_id: found.sessionId }).onConflict((oc) => oc.doNothing()).returning('session_id').executeTakeFirst();
           if (first) await recordTenantEvent(tx, tenantId, actor, base.meta, { action: 'auth.sso.break_glass', target: { type: 'session', id: found.sessionId } });
         }
-        return body(tx, found === null ? null : sessionCaller(found, tenantId));
-      });
+        return body(tx, found === null ? null : sessionCaller(found, tenantId), prefetched);
+      };
+      const idle = deps.config.sessionIdleMinutes;
+      if (prefetchQuery !== undefined) {
+        // The read goes along with a strict entry; anyone it refuses takes the ordinary path,
+        // where the guard above decides and records the outcome.
+        const roles = deps.authorizer.rolesWith(permission);
+        if (roles.length > 0) {
+          try {
+            return await deps.db.withTenantSession(tenantId, tokenHash, idle, guard, { roles, query: prefetchQuery });
+          } catch (error) {
+            if (!(error instanceof StrictEntryRefusedError)) throw error;
+          }
+        }
+      }
+      return await deps.db.withTenantSession(tenantId, tokenHash, idle, guard);
     }
     if (credential.tenantId !== tenantId) {
       // A key of another tenant: as for any non-member, 404, recorded for operators only.
