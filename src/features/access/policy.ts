@@ -70,6 +70,11 @@ export function isBreakGlassRole(role: string): boolean {
   return (BREAK_GLASS_ROLES as readonly string[]).includes(role);
 }
 
+/** A change that gives the member more authority than before. */
+export function isPromotion(before: Role, after: Role): boolean {
+  return RANK[after] > RANK[before];
+}
+
 export type RoleChangeDenial = 'above_own_role' | 'owner_protected' | 'own_role' | null;
 
 /**

@@ -68,4 +68,19 @@ describe('a privilege change renews the session token', () => {
     await expectRenewal(session, () => t.request({ method: 'POST', url: '/api/v1/invitations/accept', as: session, body: { token: invite.json().token } }), 200);
     await expectRenewal(session, () => t.request({ method: 'POST', url: '/api/v1/tenants', as: session, body: { name: 'Second' } }), 201);
   });
+
+  it('a promotion by an admin signs the member out of that tenant: the new authority needs a new login (a new token)', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const member = await t.addMember(owner, tenantId, 'member');
+    const promote = await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantId}/members/${member.userId}`, as: owner, body: { role: 'admin' } });
+    expect(promote.statusCode).toBe(200);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: member })).statusCode).toBe(401);
+    const fresh = await t.login(member.email);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: fresh })).statusCode).toBe(200);
+    // A demotion takes effect at once and needs no new login.
+    await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantId}/members/${member.userId}`, as: owner, body: { role: 'viewer' } });
+    const demoted = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: fresh });
+    expect(demoted.statusCode).toBe(403);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: fresh })).statusCode).toBe(200);
+  });
 });

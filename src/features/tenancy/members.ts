@@ -64,3 +64,12 @@ export async function findManageableMember(
   });
   return target;
 }
+
+/** Sessions the user holds now stop counting in this tenant (they sign in again to return). */
+export async function signOutOfTenant(tx: Tx, tenantId: string, userId: string): Promise<void> {
+  await tx
+    .insertInto('tenant_session_revocations')
+    .values({ tenant_id: tenantId, user_id: userId, revoked_before: sql`now()` })
+    .onConflict((oc) => oc.columns(['tenant_id', 'user_id']).doUpdateSet({ revoked_before: sql`now()` }))
+    .execute();
+}

@@ -9,7 +9,8 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
 import { assertAccountSession, revokeKeysCreatedBy } from '../identity/index.ts';
-import { assertMayAssign, assertNotLastOwner, findManageableMember, findMembership, memberRow } from './members.ts';
+import { assertMayAssign, assertNotLastOwner, findManageableMember, findMembership, memberRow, signOutOfTenant } from './members.ts';
+import { isPromotion } from '../access/index.ts';
 import {
   AcceptBody,
   AcceptResponse,
@@ -180,7 +181,10 @@ export function tenancyRoutes(): RouteDefinition[] {
         const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: body.role, selfCounts: true });
         if (target.role === 'owner' && body.role !== 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.updateTable('memberships').set({ role: body.role }).where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
-        await audit({ action: 'member.role_changed', target: { type: 'user', id: params.userId }, metadata: { before: target.role, after: body.role } });
+        // More authority comes with a new session token (no fixation): the member signs in again here.
+        const promoted = isPromotion(target.role, body.role);
+        if (promoted) await signOutOfTenant(tx, tenantId, params.userId);
+        await audit({ action: 'member.role_changed', target: { type: 'user', id: params.userId }, metadata: { before: target.role, after: body.role, signedOut: promoted } });
         const row = await memberRow(tx, tenantId).where('m.user_id', '=', params.userId).executeTakeFirstOrThrow();
         return toMember(row);
       },
@@ -195,11 +199,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       async handler({ tx, tenantId, principal, params, audit }) {
         // Signing yourself out of a tenant is allowed; the owner rules still apply.
         await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: false });
-        await tx
-          .insertInto('tenant_session_revocations')
-          .values({ tenant_id: tenantId, user_id: params.userId, revoked_before: sql`now()` })
-          .onConflict((oc) => oc.columns(['tenant_id', 'user_id']).doUpdateSet({ revoked_before: sql`now()` }))
-          .execute();
+        await signOutOfTenant(tx, tenantId, params.userId);
         await audit({ action: 'member.sessions_revoked', target: { type: 'user', id: params.userId } });
       },
     }),

@@ -99,11 +99,11 @@ describe('tenants, invitations and members', () => {
     expect(promote.json().role).toBe('admin');
     const byMember = await t.request({ method: 'GET', url: members(), as: await t.addMember(owner, tenantId, 'member') });
     expect(byMember.statusCode).toBe(403);
-    const [event] = await t.admin.query<{ metadata: { before: string; after: string } }>(
+    const [event] = await t.admin.query<{ metadata: { before: string; after: string; signedOut: boolean } }>(
       `select metadata from audit_events where tenant_id = $1 and action = 'member.role_changed' order by seq desc limit 1`,
       [tenantId],
     );
-    expect(event!.metadata).toEqual({ before: 'member', after: 'admin' });
+    expect(event!.metadata).toEqual({ before: 'member', after: 'admin', signedOut: true });
   });
 
   it('the last owner can be neither demoted nor removed', async () => {
