@@ -85,10 +85,12 @@ type SsoRow = {
   updated_at: Date;
 };
 
+const SSO_COLUMNS = ['issuer', 'client_id', 'client_secret', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'] as const;
+
 async function readSso(tx: Tx, tenantId: string): Promise<SsoRow | undefined> {
   return tx
     .selectFrom('tenant_sso')
-    .select(['issuer', 'client_id', 'client_secret', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'])
+    .select(SSO_COLUMNS)
     .where('tenant_id', '=', tenantId)
     .executeTakeFirst();
 }
@@ -117,6 +119,17 @@ type Outcome =
 export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingParty }): RouteDefinition[] {
   const { config, relyingParty } = options;
   const redirectUriFor = (tenantId: string) => `${config.appUrl}/api/v1/auth/sso/${tenantId}/callback`;
+
+  /** The configuration as an admin sees it (never the secret), with the URLs to register at the IdP. */
+  function present(tenantId: string, row: SsoRow | undefined) {
+    return {
+      configured: row !== undefined,
+      ...describe(row),
+      redirectUri: redirectUriFor(tenantId),
+      loginUrl: `${config.appUrl}/api/v1/auth/sso/${tenantId}/start`,
+      updatedAt: row ? new Date(row.updated_at).toISOString() : null,
+    };
+  }
 
   function checkIssuer(issuer: string): void {
     if (!URL.canParse(issuer)) throw new AppError('validation.failed', { detail: 'issuer must be a URL' });
@@ -213,14 +226,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       permission: 'sso.manage',
       schema: { summary: "The tenant's single sign-on configuration (the client secret is never returned)", tags: ['sso'], params: TenantParams, response: { 200: SsoConfig } },
       async handler({ tx, tenantId }) {
-        const row = await readSso(tx, tenantId);
-        return {
-          configured: row !== undefined,
-          ...describe(row),
-          redirectUri: redirectUriFor(tenantId),
-          loginUrl: `${config.appUrl}/api/v1/auth/sso/${tenantId}/start`,
-          updatedAt: row ? new Date(row.updated_at).toISOString() : null,
-        };
+        return present(tenantId, await readSso(tx, tenantId));
       },
     }),
 
@@ -249,20 +255,14 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           .insertInto('tenant_sso')
           .values({ tenant_id: tenantId, ...values })
           .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ ...values, updated_at: sql`date_trunc('milliseconds', now())` }))
-          .returning(['issuer', 'client_id', 'client_secret', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'])
+          .returning(SSO_COLUMNS)
           .executeTakeFirstOrThrow();
         await audit({
           action: 'sso.configured',
           target: { type: 'tenant', id: tenantId },
           metadata: { before: before ? describe(before) : null, after: describe(row), clientSecretChanged: body.clientSecret !== undefined && body.clientSecret !== before?.client_secret },
         });
-        return {
-          configured: true,
-          ...describe(row),
-          redirectUri: redirectUriFor(tenantId),
-          loginUrl: `${config.appUrl}/api/v1/auth/sso/${tenantId}/start`,
-          updatedAt: new Date(row.updated_at).toISOString(),
-        };
+        return present(tenantId, row);
       },
     }),
 
@@ -275,7 +275,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       async handler({ tx, tenantId, principal, audit }) {
         await assertRecentAuthentication(tx, principal.sessionId);
         await assertNotRequired(tx, tenantId);
-        const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(['issuer', 'client_id', 'client_secret', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at']).executeTakeFirst();
+        const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(SSO_COLUMNS).executeTakeFirst();
         if (!row) throw notFound();
         await audit({ action: 'sso.removed', target: { type: 'tenant', id: tenantId }, metadata: { before: describe(row) } });
       },
