@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
-import { LazyBeginPostgresDialect, multiStatementResults } from './pg-driver.ts';
+import { attachedReads, LazyBeginPostgresDialect, multiStatementResults } from './pg-driver.ts';
 import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
@@ -154,25 +154,16 @@ function literalDigest(digest: Buffer): string {
   return `'\\x${digest.toString('hex')}'::bytea`;
 }
 
-/**
- * The query's text with its parameters written in as literals, or null unless every value
- * is a UUID or a safe integer (the only values that can be inlined without any quoting
- * question). Kysely's compiled text holds no literals of its own, only $n placeholders.
- */
-export function inlineParameters(query: CompiledQuery): string | null {
-  const values = query.parameters.map((value) => {
-    if (isUuid(value)) return `'${value.toLowerCase()}'`;
-    if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
-    return null;
-  });
-  if (values.includes(null)) return null;
-  let unknownPlaceholder = false;
-  const text = query.sql.replace(/\$(\d+)/g, (_whole, index: string) => {
-    const value = values[Number(index) - 1];
-    if (value === undefined || value === null) unknownPlaceholder = true;
-    return value ?? '';
-  });
-  return unknownPlaceholder ? null : text;
+/** The query's parameters as SQL literals, or null unless every one is a UUID or a non-negative safe integer. */
+export function literalParameters(query: CompiledQuery): string[] | null {
+  const values: string[] = [];
+  for (const value of query.parameters) {
+    if (isUuid(value)) values.push(`'${value.toLowerCase()}'`);
+    // Never negative: a literal starting with '-' could meet another '-' and open a comment.
+    else if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) values.push(String(value));
+    else return null;
+  }
+  return values;
 }
 
 function literalRoles(roles: readonly string[]): string {
@@ -204,13 +195,14 @@ const postgresEntry: Entry = {
     return rows;
   },
   async enterTenantSessionWithRead(tx, tenantId, tokenHash, idleMinutes, prefetch) {
-    const read = inlineParameters(prefetch.query);
-    if (read === null) return null;
+    const literals = literalParameters(prefetch.query);
+    if (literals === null) return null;
     const message = CompiledQuery.raw(
-      `select ${ENTER_COLUMNS} from cn_enter_tenant_strict(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)}, ${literalMinutes(idleMinutes)}, ${literalRoles(prefetch.roles)});\n${read}`,
+      `select ${ENTER_COLUMNS} from cn_enter_tenant_strict(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)}, ${literalMinutes(idleMinutes)}, ${literalRoles(prefetch.roles)})`,
     );
     const holder: { results?: { rows: unknown[] }[] } = {};
     multiStatementResults.set(message, holder);
+    attachedReads.set(message, { sql: prefetch.query.sql, literals });
     try {
       await tx.executeQuery(message);
     } catch (error) {
@@ -218,8 +210,8 @@ const postgresEntry: Entry = {
       throw error;
     }
     const results = holder.results ?? [];
-    // commit; begin; entry; read: the last two results are ours.
-    const [entryResult, readResult] = results.slice(-2);
+    // The SELECT results: the entry's, then the read's.
+    const [entryResult, readResult] = results;
     if (!entryResult || !readResult) throw new Error('the strict entry message returned too few results');
     return { callers: entryResult.rows as TenantCaller[], rows: readResult.rows };
   },

@@ -50,6 +50,18 @@ export function isReadOnlyStatement(text: string): boolean {
  */
 export const multiStatementResults = new WeakMap<CompiledQuery, { results?: QueryResult<unknown>[] }>();
 
+/**
+ * A read to send in the same message behind a parameterless statement: prepared once per
+ * connection with SQL PREPARE (in that same message the first time), then run with EXECUTE
+ * and its arguments as literals (already validated: UUIDs and integers only), so PostgreSQL
+ * plans it once per connection. Its results and the statement's are those of type SELECT.
+ */
+export interface AttachedRead {
+  readonly sql: string;
+  readonly literals: readonly string[];
+}
+export const attachedReads = new WeakMap<CompiledQuery, AttachedRead>();
+
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
   pendingBegin = false;
@@ -61,9 +73,20 @@ class LazyBeginConnection implements DatabaseConnection {
   broken = false;
   commitTimer: NodeJS.Timeout | undefined;
   readonly prepared = new Set<string>();
+  /** Statements prepared with SQL PREPARE on this connection (they outlive transactions). */
+  readonly sqlPrepared = new Set<string>();
 
   constructor(client: pg.PoolClient) {
     this.client = client;
+  }
+
+  /** The text that runs an attached read; name is set when this message also prepares it. */
+  #attach(read: AttachedRead): { text: string; name: string | null } {
+    const name = `r${createHash('sha1').update(read.sql).digest('hex').slice(0, 24)}`;
+    const run = read.literals.length > 0 ? `execute ${name}(${read.literals.join(', ')})` : `execute ${name}`;
+    if (this.sqlPrepared.has(name)) return { text: `;\n${run}`, name: null };
+    if (this.sqlPrepared.size >= MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared reads on one connection');
+    return { text: `;\nprepare ${name} as ${read.sql};\n${run}`, name };
   }
 
   /** Whatever must precede the next message: a deferred COMMIT, then a deferred BEGIN. */
@@ -88,9 +111,12 @@ class LazyBeginConnection implements DatabaseConnection {
     let result: pg.QueryResult | pg.QueryResult[];
     if (prefix !== '') {
       if (parameters.length === 0) {
-        const results = (await this.client.query(`${prefix}${compiled.sql}`)) as unknown as pg.QueryResult[];
+        const attached = attachedReads.get(compiled);
+        const read = attached ? this.#attach(attached) : { text: '', name: null };
+        const results = (await this.client.query(`${prefix}${compiled.sql}${read.text}`)) as unknown as pg.QueryResult[];
+        if (read.name !== null) this.sqlPrepared.add(read.name);
         const holder = multiStatementResults.get(compiled);
-        if (holder) holder.results = results.map((r) => toQueryResult<unknown>(r));
+        if (holder) holder.results = results.filter((r) => r.command === 'SELECT').map((r) => toQueryResult<unknown>(r));
         return toQueryResult<R>(results[results.length - 1]!);
       }
       await this.client.query(prefix);
