@@ -70,6 +70,15 @@ export function isBreakGlassRole(role: string): boolean {
   return (BREAK_GLASS_ROLES as readonly string[]).includes(role);
 }
 
+/**
+ * Who may point the tenant at an identity provider. An IdP vouches for every account in
+ * the tenant's verified domains, owners' included: an admin who could choose it could sign
+ * in as an owner.
+ */
+export function mayChangeIdentityProvider(role: string): boolean {
+  return role === 'owner';
+}
+
 /** A change that gives the member more authority than before. */
 export function isPromotion(before: Role, after: Role): boolean {
   return RANK[after] > RANK[before];

@@ -200,7 +200,8 @@ export function recoveryRoutes(options: {
           return { status: 'accepted' as const, mail: verificationMail(config, user.email, token) };
         });
         if ('throttled' in result) throw rateLimited(new Date(Date.now() + 60 * 60_000));
-        if (result.mail) await mailer.send(result.mail, request.log);
+        // In the background: a mail server's failure is logged, and the link can be asked for again.
+        if (result.mail) mailer.sendInBackground(result.mail, request.log);
         return { status: result.status };
       },
     }),

@@ -6,6 +6,7 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import { recordAuthEvent } from './auth-events.ts';
+import { assertAccountSession } from './step-up.ts';
 
 const SessionInfo = Type.Object({
   id: Uuid,
@@ -25,6 +26,7 @@ export function sessionRoutes(config: { sessionIdleMinutes: number }): RouteDefi
       url: '/api/v1/auth/sessions',
       schema: { summary: 'Your live sessions (device, address, created, last seen)', tags: ['identity'], response: { 200: Type.Object({ items: Type.Array(SessionInfo), nextCursor: Type.Null() }) } },
       async handler({ db, principal }) {
+        assertAccountSession(principal);
         const rows = await db.withGlobal((tx) =>
           tx
             .selectFrom('sessions')
@@ -57,6 +59,7 @@ export function sessionRoutes(config: { sessionIdleMinutes: number }): RouteDefi
       status: 204,
       schema: { summary: 'Sign out one of your sessions', tags: ['identity'], params: SessionParams, response: { 204: Type.Null() } },
       async handler({ db, principal, params, meta }) {
+        assertAccountSession(principal);
         await db.systemDb({ reason: 'revoke a session and record it in every tenant of the user' }).transaction(async (tx) => {
           // Only the caller's own sessions: anyone else's id is the same 404 as a missing one.
           const row = await tx

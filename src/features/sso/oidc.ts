@@ -51,7 +51,8 @@ export function createRelyingParty(options: { allowHttpIssuers: boolean }) {
         ...(options.allowHttpIssuers ? { execute: [oidc.allowInsecureRequests] } : {}),
       });
     } catch (error) {
-      throw new AppError('auth.sso_failed', { detail: `The identity provider's discovery failed (${failureReason(error)})`, cause: error });
+      // The reason goes to the log only: the public must not learn what this server can reach.
+      throw new AppError('auth.sso_failed', { detail: "The tenant's identity provider could not be reached", cause: error });
     }
     if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
     cache.set(key, { config, until: Date.now() + DISCOVERY_TTL_MS });

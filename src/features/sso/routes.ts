@@ -19,6 +19,7 @@ import type { Database, Tx } from '../../kernel/db/database.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
+import { mayChangeIdentityProvider } from '../access/index.ts';
 import { assertRecentAuthentication, createSession, NO_PASSWORD } from '../identity/index.ts';
 import { isVerifiedDomain } from './domains.ts';
 import { failureReason, type ProviderSettings, type RelyingParty } from './oidc.ts';
@@ -153,10 +154,13 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
     });
   }
 
-  /** Finds or creates the user behind the ID token's claims and makes sure they may enter. */
+  /**
+   * Finds or creates the user behind the ID token's claims and makes sure they may enter.
+   * Nothing is written until every check has passed, and a refusal names no account: the
+   * tenant's log (and its IdP) must not learn who has an account here.
+   */
   async function admit(tx: Tx, tenantId: string, sso: SsoRow, claims: Record<string, unknown>, meta: RequestMeta): Promise<Outcome> {
-    const anonymous: Actor = { type: 'anonymous', id: null };
-    const refuse = (error: AppError, reason: string, actor: Actor = anonymous): Outcome => ({ ok: false, error, actor, reason });
+    const refuse = (error: AppError, reason: string): Outcome => ({ ok: false, error, actor: { type: 'anonymous', id: null }, reason });
     const subject = typeof claims.sub === 'string' ? claims.sub : null;
     if (subject === null) return refuse(new AppError('auth.sso_failed', { detail: 'The ID token has no subject' }), 'no subject');
     const amr = Array.isArray(claims.amr) ? claims.amr.filter((v): v is string => typeof v === 'string') : [];
@@ -169,9 +173,13 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       .where('i.issuer', '=', sso.issuer)
       .where('i.subject', '=', subject)
       .executeTakeFirst();
-    let user = linked;
-    if (!user) {
-      const email = typeof claims.email === 'string' ? claims.email.trim().toLowerCase() : null;
+
+    // A first sign-in: the address must be verified by the IdP, in an allowed domain, and in
+    // a domain this tenant proved it owns. Only then may the IdP create an account or vouch
+    // for an existing one (otherwise one tenant's IdP could take over, or squat, anyone's address).
+    let email: string | null = linked?.email ?? null;
+    if (!linked) {
+      email = typeof claims.email === 'string' ? claims.email.trim().toLowerCase() : null;
       if (email === null || !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email) || email.length > 254) {
         return refuse(new AppError('auth.sso_failed', { detail: 'The identity provider did not share a usable email address' }), 'no email');
       }
@@ -182,39 +190,33 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       if (!sso.allowed_domains.includes(domain)) {
         return refuse(new AppError('auth.sso_failed', { detail: 'This email domain is not allowed for this tenant' }), `domain ${domain} not allowed`);
       }
-      const existing = await tx.selectFrom('users').select(['id', 'email', 'name']).where('email', '=', email).executeTakeFirst();
-      const domainVerified = await isVerifiedDomain(tx, tenantId, email);
-      if (existing) {
-        // The account-takeover guard: an IdP vouches for an existing account only in a domain this tenant proved it owns.
-        if (!domainVerified) {
-          return refuse(new AppError('auth.sso_link_refused'), `existing account, domain ${domain} not verified by this tenant`, { type: 'user', id: existing.id, email: existing.email });
-        }
-        user = existing;
-      } else {
-        const name = typeof claims.name === 'string' && claims.name.trim() !== '' ? claims.name.trim().slice(0, 200) : email;
-        user = await tx
-          .insertInto('users')
-          .values({ email, name, password_hash: NO_PASSWORD, email_verified_at: domainVerified ? new Date() : null })
-          .returning(['id', 'email', 'name'])
-          .executeTakeFirstOrThrow();
+      if (!(await isVerifiedDomain(tx, tenantId, email))) {
+        return refuse(new AppError('auth.sso_link_refused'), `domain ${domain} not verified by this tenant`);
       }
+    }
+    const existing = linked ?? (await tx.selectFrom('users').select(['id', 'email', 'name']).where('email', '=', email!).executeTakeFirst());
+    const membership = existing
+      ? await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', existing.id).executeTakeFirst()
+      : undefined;
+    if (!membership && !sso.jit_provisioning) return refuse(new AppError('auth.sso_not_member'), 'not a member and just-in-time provisioning is off');
+
+    let user = existing;
+    if (!user) {
+      const name = typeof claims.name === 'string' && claims.name.trim() !== '' ? claims.name.trim().slice(0, 200) : email!;
+      user = await tx.insertInto('users').values({ email: email!, name, password_hash: NO_PASSWORD, email_verified_at: new Date() }).returning(['id', 'email', 'name']).executeTakeFirstOrThrow();
+    }
+    const actor: Actor = { type: 'user', id: user.id, email: user.email };
+    if (!linked) {
       await tx.insertInto('sso_identities').values({ issuer: sso.issuer, subject, user_id: user.id, tenant_id: tenantId }).execute();
-      await recordTenantEvent(tx, tenantId, { type: 'user', id: user.id, email: user.email }, meta, {
+      await recordTenantEvent(tx, tenantId, actor, meta, {
         action: 'auth.sso.identity_linked',
         target: { type: 'user', id: user.id },
         metadata: { issuer: sso.issuer, subject, newAccount: !existing },
       });
     }
-    const actor: Actor = { type: 'user', id: user.id, email: user.email };
-    const membership = await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', user.id).executeTakeFirst();
     if (!membership) {
-      if (!sso.jit_provisioning) return refuse(new AppError('auth.sso_not_member'), 'not a member and just-in-time provisioning is off', actor);
       await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: user.id, role: sso.default_role }).execute();
-      await recordTenantEvent(tx, tenantId, actor, meta, {
-        action: 'member.joined',
-        target: { type: 'user', id: user.id },
-        metadata: { role: sso.default_role, via: 'sso' },
-      });
+      await recordTenantEvent(tx, tenantId, actor, meta, { action: 'member.joined', target: { type: 'user', id: user.id }, metadata: { role: sso.default_role, via: 'sso' } });
     }
     return { ok: true, userId: user.id, email: user.email, name: user.name, idpMfa };
   }
@@ -236,11 +238,14 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       permission: 'sso.manage',
       schema: { summary: 'Configure single sign-on (needs a recent authentication)', tags: ['sso'], params: TenantParams, body: SsoConfigBody, response: { 200: SsoConfig } },
       async handler({ tx, tenantId, principal, body, audit }) {
+        if (!mayChangeIdentityProvider(principal.role)) throw new AppError('access.forbidden', { detail: 'Only an owner may change the identity provider' });
         await assertRecentAuthentication(tx, principal.sessionId);
         checkIssuer(body.issuer);
         const before = await readSso(tx, tenantId);
-        const secret = body.clientSecret ?? before?.client_secret;
-        if (secret === undefined) throw new AppError('validation.failed', { detail: 'clientSecret is required the first time' });
+        // The stored secret is kept only for the same IdP and client: never handed to a new issuer.
+        const sameClient = before !== undefined && before.issuer === body.issuer && before.client_id === body.clientId;
+        const secret = body.clientSecret ?? (sameClient ? before.client_secret : undefined);
+        if (secret === undefined) throw new AppError('validation.failed', { detail: 'clientSecret is required when the issuer or client id is new' });
         const values = {
           issuer: body.issuer,
           client_id: body.clientId,
@@ -273,6 +278,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       status: 204,
       schema: { summary: 'Remove single sign-on (needs a recent authentication; not while the tenant requires it)', tags: ['sso'], params: TenantParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, principal, audit }) {
+        if (!mayChangeIdentityProvider(principal.role)) throw new AppError('access.forbidden', { detail: 'Only an owner may change the identity provider' });
         await assertRecentAuthentication(tx, principal.sessionId);
         await assertNotRequired(tx, tenantId);
         const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(SSO_COLUMNS).executeTakeFirst();
@@ -372,7 +378,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           return fail(error instanceof AppError ? error : new AppError('auth.sso_failed', { cause: error }), failureReason(error));
         }
 
-        const result = await db.withTenant(tenantId, async (tx) => {
+        const signIn = db.withTenant(tenantId, async (tx) => {
           const outcome = await admit(tx, tenantId, sso, claims, meta);
           if (!outcome.ok) return { outcome, session: null };
           const session = await createSession(tx, { userId: outcome.userId, meta, lifetimeHours: config.sessionAbsoluteHours, sso: { tenantId, idpMfa: outcome.idpMfa } });
@@ -383,6 +389,14 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           await recordPlatformEvent(tx, actor, meta, { ...event, tenantId });
           return { outcome, session };
         });
+        let result: Awaited<typeof signIn>;
+        try {
+          result = await signIn;
+        } catch (error) {
+          // Two callbacks racing to create the same account or link: one wins, the other starts over.
+          if ((error as { code?: unknown }).code !== '23505') throw error;
+          return fail(new AppError('auth.sso_failed', { detail: 'Another sign-in for this identity was completing; start again', cause: error }), 'concurrent first sign-in');
+        }
         if (!result.outcome.ok) return fail(result.outcome.error, result.outcome.reason, result.outcome.actor);
         setSessionCookie(request, reply, result.session!, config.isProduction);
         void reply.clearCookie(STATE_COOKIE, { path: STATE_COOKIE_PATH });

@@ -47,6 +47,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
       unverified: { sub: 'a-unverified', email: 'new@alpha.example', email_verified: false, name: 'Unverified' },
       outsider: { sub: 'a-outsider', email: 'eve@elsewhere.example', email_verified: true, name: 'Eve' },
       carol: { sub: 'c-carol', email: 'carol@charlie-corp.example', email_verified: true, name: 'Carol' },
+      newbie: { sub: 'a-newbie', email: 'newbie@alpha.example', email_verified: true, name: 'Newbie' },
     });
     const clientA = { client_id: 'tenant-a', client_secret: 'secret-a', redirect_uris: [callbackOf(tenantA)] };
     [idpA, idpB, idpShort] = await Promise.all([
@@ -149,11 +150,14 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     failedWith(response, 'auth.sso_link_refused');
     expect(await t.admin.query(`select 1 from sso_identities where user_id = $1`, [victim.userId])).toHaveLength(0);
     expect(await t.admin.query(`select 1 from memberships where tenant_id = $1 and user_id = $2`, [tenantB, victim.userId])).toHaveLength(0);
-    const [event] = await t.admin.query<{ outcome: string; metadata: { reason: string } }>(
-      `select outcome, metadata from audit_events where tenant_id = $1 and action = 'auth.sso.login.failed' and actor_id = $2`,
-      [tenantB, victim.userId],
+    const [event] = await t.admin.query<{ actor_type: string; metadata: { reason: string } }>(
+      `select actor_type, metadata from audit_events where tenant_id = $1 and action = 'auth.sso.login.failed' order by seq desc limit 1`,
+      [tenantB],
     );
-    expect(event?.metadata.reason).toMatch(/not verified/);
+    expect(event).toMatchObject({ actor_type: 'anonymous', metadata: { reason: 'domain alpha.example not verified by this tenant' } });
+    // The attacker's tenant log does not learn whether, or as whom, the address has an account.
+    const logB = await t.admin.query(`select * from audit_events where tenant_id = $1`, [tenantB]);
+    expect(JSON.stringify(logB)).not.toContain(victim.userId);
     // Claiming the domain does not help the attacker: TXT records are the owner's to publish,
     // and a domain verified by one tenant cannot be verified by another.
     const claim = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantB}/domains`, as: ownerB, body: { domain: 'alpha.example' } });
@@ -177,6 +181,8 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     const who = await t.request({ method: 'GET', url: '/api/v1/auth/session', as: session });
     expect(who.json().memberships.map((m: { tenantId: string }) => m.tenantId)).toEqual([tenantA]);
     // Nor may it change what protects the whole account.
+    const sessions = await t.request({ method: 'GET', url: '/api/v1/auth/sessions', as: session });
+    expect(sessions.json().code).toBe('auth.account_session_required');
     for (const [url, body] of [
       ['/api/v1/auth/totp/enroll', undefined],
       ['/api/v1/auth/password', { currentPassword: PASSWORD, newPassword: 'hijacked passphrase 123' }],
@@ -290,6 +296,40 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect((await ssoLogin(tenantA, 'alice')).statusCode).toBe(302); // the stored secret was kept
   });
 
+  it('the stored client secret is never sent to a new issuer or client: changing them needs the secret again', async () => {
+    for (const body of [
+      { issuer: idpB.issuer, clientId: 'tenant-a', allowedDomains: ['alpha.example'] },
+      { issuer: idpA.issuer, clientId: 'another-client', allowedDomains: ['alpha.example'] },
+    ]) {
+      const response = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA, body });
+      expect(response.statusCode).toBe(400);
+      expect(response.json().detail).toMatch(/clientSecret is required/);
+    }
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA })).json().issuer).toBe(idpA.issuer);
+  });
+
+  it('privilege escalation: an admin cannot choose the identity provider (it would vouch for the owners too)', async () => {
+    const admin = await t.addMember(ownerA, tenantA, 'admin');
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantA}/sso`, as: admin })).statusCode).toBe(200);
+    const change = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantA}/sso`, as: admin, body: { issuer: idpB.issuer, clientId: 'tenant-b', clientSecret: 'secret-b', allowedDomains: ['alpha.example'] } });
+    expect(change.statusCode).toBe(403);
+    expect(change.json().code).toBe('access.forbidden');
+    expect((await t.request({ method: 'DELETE', url: `/api/v1/tenants/${tenantA}/sso`, as: admin })).statusCode).toBe(403);
+    const [denial] = await t.admin.query(`select 1 from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`, [tenantA, admin.userId]);
+    expect(denial).toBeDefined();
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA })).json().issuer).toBe(idpA.issuer);
+  });
+
+  it('squatting: without just-in-time provisioning a first sign-in creates nothing', async () => {
+    const off = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA, body: { issuer: idpA.issuer, clientId: 'tenant-a', allowedDomains: ['alpha.example'], jitProvisioning: false } });
+    expect(off.statusCode).toBe(200);
+    failedWith(await ssoLogin(tenantA, 'newbie'), 'auth.sso_not_member');
+    expect(await t.admin.query(`select 1 from users where email = 'newbie@alpha.example'`)).toHaveLength(0);
+    expect(await t.admin.query(`select 1 from sso_identities where subject = 'a-newbie'`)).toHaveLength(0);
+    const on = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA, body: { issuer: idpA.issuer, clientId: 'tenant-a', allowedDomains: ['alpha.example'], jitProvisioning: true } });
+    expect(on.statusCode).toBe(200);
+  });
+
   it('requireSso: password sessions of members are refused; an owner with MFA keeps a break-glass login, audited once per session', async () => {
     const member = await t.addMember(ownerC, tenantC, 'member');
     const settings = `/api/v1/tenants/${tenantC}/settings`;
@@ -309,6 +349,12 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(removal.json().code).toBe('sso.in_use');
     // An SSO session of the tenant passes (Alice's existing account is not linkable here: C has not verified alpha.example).
     failedWith(await ssoLogin(tenantC, 'alice'), 'auth.sso_link_refused');
+    // Carol's domain is unverified at first: no account may be created in it.
+    failedWith(await ssoLogin(tenantC, 'carol'), 'auth.sso_link_refused');
+    expect(await t.admin.query(`select 1 from users where email = 'carol@charlie-corp.example'`)).toHaveLength(0);
+    const claim = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantC}/domains`, as: ownerC, body: { domain: 'charlie-corp.example' } });
+    dns.set(claim.json().txtRecord.name, [claim.json().txtRecord.value]);
+    expect((await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantC}/domains/${claim.json().id}/verify`, as: ownerC })).statusCode).toBe(200);
     const sso = await ssoLogin(tenantC, 'carol');
     expect(sso.statusCode, sso.body).toBe(302);
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantC}/accounts`, as: sessionFrom(sso, 'carol@charlie-corp.example') })).statusCode).toBe(200);
@@ -327,7 +373,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     const badName = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantC}/domains`, as: ownerC, body: { domain: 'not a domain' } });
     expect(badName.statusCode).toBe(400);
     expect((await t.request({ method: 'DELETE', url: `/api/v1/tenants/${tenantC}/domains/${claim.json().id}`, as: ownerC })).statusCode).toBe(204);
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'sso.domain.%' order by seq`, [tenantC]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'sso.domain.%' and metadata->>'domain' = 'charlie.example' order by seq`, [tenantC]);
     expect(actions.map((a) => a.action)).toEqual(['sso.domain.added', 'sso.domain.verified', 'sso.domain.removed']);
   });
 });
