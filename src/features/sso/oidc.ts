@@ -5,6 +5,7 @@
  */
 import * as oidc from 'openid-client';
 import { AppError } from '../../kernel/http/errors.ts';
+import { createEgressFetch } from './egress.ts';
 
 export interface ProviderSettings {
   readonly tenantId: string;
@@ -39,6 +40,7 @@ export function failureReason(error: unknown): string {
 
 export function createRelyingParty(options: { allowHttpIssuers: boolean }) {
   const cache = new Map<string, { config: oidc.Configuration; until: number }>();
+  const egress = createEgressFetch({ allowPrivate: options.allowHttpIssuers }) as unknown as oidc.CustomFetch;
 
   async function configurationFor(provider: ProviderSettings): Promise<oidc.Configuration> {
     const key = `${provider.tenantId}|${provider.updatedAt.getTime()}`;
@@ -48,8 +50,11 @@ export function createRelyingParty(options: { allowHttpIssuers: boolean }) {
     try {
       config = await oidc.discovery(new URL(provider.issuer), provider.clientId, undefined, oidc.ClientSecretBasic(provider.clientSecret), {
         timeout: TIMEOUT_SECONDS,
+        [oidc.customFetch]: egress,
         ...(options.allowHttpIssuers ? { execute: [oidc.allowInsecureRequests] } : {}),
       });
+      // Token and key requests go through the same checked egress as discovery.
+      config[oidc.customFetch] = egress;
     } catch (error) {
       // The reason goes to the log only: the public must not learn what this server can reach.
       throw new AppError('auth.sso_failed', { detail: "The tenant's identity provider could not be reached", cause: error });
