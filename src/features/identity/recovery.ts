@@ -100,33 +100,36 @@ export function recoveryRoutes(options: {
       async handler({ db, body, meta, request }) {
         const email = body.email.trim().toLowerCase();
         const system = db.systemDb({ reason: 'password-reset requests: throttling and events across the tenants of a user' });
-        const outcome = await system.transaction(async (tx) => {
-          const byIp = await countAttempt(tx, `reset-ip:${meta.ip ?? 'unknown'}`, 60);
-          if (byIp.failures > RESET_REQUESTS_PER_IP_HOUR) return { throttled: true as const };
-          const allowed = await mayMail(tx, 'reset', email);
-          const user = await tx.selectFrom('users').select(['id', 'email']).where('email', '=', email).executeTakeFirst();
-          if (!user) {
-            await recordPlatformEvent(tx, { type: 'anonymous', id: null }, meta, { action: 'auth.password_reset.requested', outcome: 'failure', metadata: { email, reason: 'unknown email' } });
-            return { mail: null };
-          }
-          const actor = { type: 'user' as const, id: user.id, email: user.email };
-          if (!allowed) {
-            await recordAuthEvent(tx, actor, meta, { action: 'auth.password_reset.requested', outcome: 'denied', metadata: { reason: 'too many reset mails this hour' } });
-            return { mail: null };
-          }
-          const token = await issueUserToken(tx, user, 'password_reset');
-          await recordAuthEvent(tx, actor, meta, { action: 'auth.password_reset.requested' });
-          return {
-            mail: {
+        // Only the per-IP count decides the answer (it says nothing about the address).
+        const byIp = await system.transaction((tx) => countAttempt(tx, `reset-ip:${meta.ip ?? 'unknown'}`, 60));
+        if (byIp.failures > RESET_REQUESTS_PER_IP_HOUR) throw rateLimited(new Date(Date.now() + 60 * 60_000));
+        // Everything that depends on whether the address has an account happens after the
+        // answer, so neither its content nor its timing can tell.
+        setImmediate(() => {
+          const work = system.transaction(async (tx) => {
+            const allowed = await mayMail(tx, 'reset', email);
+            const user = await tx.selectFrom('users').select(['id', 'email']).where('email', '=', email).executeTakeFirst();
+            if (!user) {
+              await recordPlatformEvent(tx, { type: 'anonymous', id: null }, meta, { action: 'auth.password_reset.requested', outcome: 'failure', metadata: { email, reason: 'unknown email' } });
+              return null;
+            }
+            const actor = { type: 'user' as const, id: user.id, email: user.email };
+            if (!allowed) {
+              await recordAuthEvent(tx, actor, meta, { action: 'auth.password_reset.requested', outcome: 'denied', metadata: { reason: 'too many reset mails this hour' } });
+              return null;
+            }
+            const token = await issueUserToken(tx, user, 'password_reset');
+            await recordAuthEvent(tx, actor, meta, { action: 'auth.password_reset.requested' });
+            return {
               to: user.email,
               subject: 'Reset your CustomerNode password',
               text: `Someone asked to reset the password of your CustomerNode account. To choose a new password, open:\n\n${config.appUrl}/reset-password#token=${token}\n\nThe link works once, for 30 minutes. If it was not you, ignore this mail: your password stays as it is.\n`,
-            },
-          };
+            };
+          });
+          work
+            .then((mail) => (mail ? mailer.send(mail, request.log) : undefined))
+            .catch((error: unknown) => request.log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'password-reset request failed'));
         });
-        if ('throttled' in outcome) throw rateLimited(new Date(Date.now() + 60 * 60_000));
-        // In the background: waiting for SMTP would make known addresses answer slower.
-        if (outcome.mail) mailer.sendInBackground(outcome.mail, request.log);
         return { status: 'accepted' };
       },
     }),
