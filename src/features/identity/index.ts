@@ -5,3 +5,4 @@ export { createSession } from './sessions.ts';
 export { apiKeyRoutes, revokeKeysCreatedBy } from './api-keys.ts';
 export { sessionRoutes } from './session-routes.ts';
 export { assertAccountSession, assertRecentAuthentication } from './step-up.ts';
+export { countAttempt, rateLimited } from './throttle.ts';

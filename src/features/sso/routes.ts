@@ -20,13 +20,15 @@ import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
 import { mayChangeIdentityProvider } from '../access/index.ts';
-import { assertRecentAuthentication, createSession, NO_PASSWORD } from '../identity/index.ts';
+import { assertRecentAuthentication, countAttempt, createSession, NO_PASSWORD, rateLimited } from '../identity/index.ts';
 import { isVerifiedDomain } from './domains.ts';
 import { failureReason, type ProviderSettings, type RelyingParty } from './oidc.ts';
 
 const STATE_COOKIE = 'cn_sso_state';
 const STATE_COOKIE_PATH = '/api/v1/auth/sso/';
 const LOGIN_TTL_MINUTES = 10;
+const START_WINDOW_MINUTES = 10;
+const STARTS_PER_WINDOW = 100;
 /** amr values (RFC 8176) that mean the IdP used more than one factor. */
 const MULTI_FACTOR_AMR = new Set(['mfa', 'otp', 'hwk', 'swk', 'sms', 'fpt', 'face', 'iris', 'retina', 'vbm']);
 
@@ -293,8 +295,11 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       reason: 'single sign-on is how a person without a session gets one',
       status: 302,
       schema: { summary: "Start signing in through the tenant's identity provider (redirects there)", tags: ['sso'], params: TenantParams, response: { 302: Type.Null() } },
-      async handler({ db, params, request, reply }) {
+      async handler({ db, params, request, reply, meta }) {
         const tenantId = params.tenantId.toLowerCase();
+        // Each start stores a pending login: bounded per address, so nobody can fill the table.
+        const attempt = await db.withGlobal((tx) => countAttempt(tx, `sso-start:${meta.ip ?? 'unknown'}`, START_WINDOW_MINUTES));
+        if (attempt.failures > STARTS_PER_WINDOW) throw rateLimited(new Date(Date.now() + START_WINDOW_MINUTES * 60_000));
         const sso = await db.withTenant(tenantId, (tx) => readSso(tx, tenantId));
         if (!sso?.enabled) throw notFound();
         // Discovery is a network call: never inside a transaction.

@@ -278,6 +278,14 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(unknownTenant.statusCode).toBe(404);
   });
 
+  it('starting sign-ins is throttled per address (each start stores a pending login)', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 101; i++) statuses.push((await t.request({ method: 'GET', url: `/api/v1/auth/sso/${tenantA}/start`, remoteAddress: '198.51.100.200' })).statusCode);
+    expect(statuses.slice(0, 100).every((s) => s === 302)).toBe(true);
+    expect(statuses[100]).toBe(429);
+    expect((await t.request({ method: 'GET', url: `/api/v1/auth/sso/${tenantA}/start`, remoteAddress: '198.51.100.201' })).statusCode).toBe(302);
+  });
+
   it('configuration: the secret is never returned, changes need step-up and are audited without it', async () => {
     const read = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA });
     expect(read.statusCode).toBe(200);
