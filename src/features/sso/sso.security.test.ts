@@ -21,13 +21,16 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
   let dns: DnsServer;
   let idpA: RunningIdp; // tenant A's IdP
   let idpB: RunningIdp; // tenant B's IdP: B is the attacker's tenant
-  let idpShort: RunningIdp; // codes live 1 second
+  let idpC: RunningIdp;
+  let idpShort: RunningIdp; // codes live 1 second (tenant D)
   let ownerA: SessionHandle;
   let tenantA: string;
   let ownerB: SessionHandle;
   let tenantB: string;
   let tenantC: string;
   let ownerC: SessionHandle;
+  let tenantD: string;
+  let ownerD: SessionHandle;
   let victim: SessionHandle;
   let victimTenant: string;
 
@@ -40,6 +43,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     ({ session: ownerA, tenantId: tenantA } = await t.signup({ tenantName: 'Alpha' }));
     ({ session: ownerB, tenantId: tenantB } = await t.signup({ tenantName: 'Mallory Inc' }));
     ({ session: ownerC, tenantId: tenantC } = await t.signup({ tenantName: 'Charlie' }));
+    ({ session: ownerD, tenantId: tenantD } = await t.signup({ tenantName: 'Delta' }));
     ({ session: victim, tenantId: victimTenant } = await t.signup({ email: 'victim@alpha.example', tenantName: 'Victim private tenant' }));
     Object.assign(accounts, {
       alice: { sub: 'a-alice', email: 'Alice@alpha.example', email_verified: true, name: 'Alice Alpha' },
@@ -50,14 +54,15 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
       newbie: { sub: 'a-newbie', email: 'newbie@alpha.example', email_verified: true, name: 'Newbie' },
     });
     const clientA = { client_id: 'tenant-a', client_secret: 'secret-a', redirect_uris: [callbackOf(tenantA)] };
-    [idpA, idpB, idpShort] = await Promise.all([
+    [idpA, idpB, idpC, idpShort] = await Promise.all([
       startIdp({ clients: [clientA], accounts }),
       startIdp({
         clients: [{ client_id: 'tenant-b', client_secret: 'secret-b', redirect_uris: [callbackOf(tenantB)] }],
         // The attacker's IdP says whatever it likes about any address.
         accounts: { forged: { sub: 'b-forged', email: 'victim@alpha.example', email_verified: true, name: 'Not the victim' } },
       }),
-      startIdp({ clients: [{ client_id: 'tenant-c', client_secret: 'secret-c', redirect_uris: [callbackOf(tenantC)] }], accounts, codeTtlSeconds: 1 }),
+      startIdp({ clients: [{ client_id: 'tenant-c', client_secret: 'secret-c', redirect_uris: [callbackOf(tenantC)] }], accounts }),
+      startIdp({ clients: [{ client_id: 'tenant-d', client_secret: 'secret-d', redirect_uris: [callbackOf(tenantD)] }], accounts, codeTtlSeconds: 1 }),
     ]);
     const configure = async (owner: SessionHandle, tenantId: string, body: Record<string, unknown>) => {
       const response = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantId}/sso`, as: owner, body });
@@ -65,7 +70,8 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     };
     await configure(ownerA, tenantA, { issuer: idpA.issuer, clientId: 'tenant-a', clientSecret: 'secret-a', allowedDomains: ['alpha.example'], jitProvisioning: true });
     await configure(ownerB, tenantB, { issuer: idpB.issuer, clientId: 'tenant-b', clientSecret: 'secret-b', allowedDomains: ['alpha.example'], jitProvisioning: true });
-    await configure(ownerC, tenantC, { issuer: idpShort.issuer, clientId: 'tenant-c', clientSecret: 'secret-c', allowedDomains: ['alpha.example', 'charlie-corp.example'], jitProvisioning: true });
+    await configure(ownerD, tenantD, { issuer: idpShort.issuer, clientId: 'tenant-d', clientSecret: 'secret-d', allowedDomains: ['alpha.example'], jitProvisioning: true });
+    await configure(ownerC, tenantC, { issuer: idpC.issuer, clientId: 'tenant-c', clientSecret: 'secret-c', allowedDomains: ['alpha.example', 'charlie-corp.example'], jitProvisioning: true });
     // Tenant A proves it owns alpha.example.
     const claim = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/domains`, as: ownerA, body: { domain: 'alpha.example' } });
     dns.set(claim.json().txtRecord.name, [claim.json().txtRecord.value]);
@@ -73,7 +79,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     if (verify.statusCode !== 200) throw new Error(`domain verification failed: ${verify.body}`);
   }, 60_000);
   afterAll(async () => {
-    await Promise.all([idpA?.stop(), idpB?.stop(), idpShort?.stop()]);
+    await Promise.all([idpA?.stop(), idpB?.stop(), idpC?.stop(), idpShort?.stop()]);
     await dns?.stop();
     await t?.close();
   });
@@ -243,10 +249,10 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
   });
 
   it('expired code: a code redeemed after its lifetime is refused', async () => {
-    const { location, stateCookie } = await start(tenantC);
+    const { location, stateCookie } = await start(tenantD);
     const returned = await driveLogin(location, 'alice');
     await new Promise((resolve) => setTimeout(resolve, 2200));
-    const response = await callback(tenantC, returned, stateCookie);
+    const response = await callback(tenantD, returned, stateCookie);
     failedWith(response, 'auth.sso_failed');
     expect(response.json().detail).toMatch(/invalid_grant/);
   });
