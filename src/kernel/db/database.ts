@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
-import { attachedReads, LazyBeginPostgresDialect, multiStatementResults } from './pg-driver.ts';
+import { LazyBeginPostgresDialect, multiStatementResults, preparedMessages } from './pg-driver.ts';
 import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
@@ -197,12 +197,18 @@ const postgresEntry: Entry = {
   async enterTenantSessionWithRead(tx, tenantId, tokenHash, idleMinutes, prefetch) {
     const literals = literalParameters(prefetch.query);
     if (literals === null) return null;
-    const message = CompiledQuery.raw(
-      `select ${ENTER_COLUMNS} from cn_enter_tenant_strict(${literalUuid(tenantId)}::uuid, ${literalDigest(tokenHash)}, ${literalMinutes(idleMinutes)}, ${literalRoles(prefetch.roles)})`,
-    );
+    // Not sent (the driver sends the statements below); a plain SELECT to the driver, like the
+    // ordinary entry, so the session stamp rides the deferred COMMIT of a read-only request.
+    const message = CompiledQuery.raw("select 'the strict tenant entry and a read, as prepared statements'");
     const holder: { results?: { rows: unknown[] }[] } = {};
     multiStatementResults.set(message, holder);
-    attachedReads.set(message, { sql: prefetch.query.sql, literals });
+    preparedMessages.set(message, [
+      {
+        sql: `select ${ENTER_COLUMNS} from cn_enter_tenant_strict($1::uuid, $2::bytea, $3::integer, $4::text[])`,
+        literals: [literalUuid(tenantId), literalDigest(tokenHash), literalMinutes(idleMinutes), literalRoles(prefetch.roles)],
+      },
+      { sql: prefetch.query.sql, literals },
+    ]);
     try {
       await tx.executeQuery(message);
     } catch (error) {

@@ -51,16 +51,18 @@ export function isReadOnlyStatement(text: string): boolean {
 export const multiStatementResults = new WeakMap<CompiledQuery, { results?: QueryResult<unknown>[] }>();
 
 /**
- * A read to send in the same message behind a parameterless statement: prepared once per
- * connection with SQL PREPARE (in that same message the first time), then run with EXECUTE
- * and its arguments as literals (already validated: UUIDs and integers only), so PostgreSQL
- * plans it once per connection. Its results and the statement's are those of type SELECT.
+ * Statements sent together as one simple-protocol message (with any deferred COMMIT and
+ * BEGIN): each is prepared once per connection with SQL PREPARE (in the same message the
+ * first time), then run with EXECUTE and its arguments as literals, which the caller has
+ * validated (digests, UUIDs, integers, role names only), so PostgreSQL plans each once per
+ * connection. The compiled query's own text is not sent; its SELECT results are the
+ * statements' results, in order.
  */
-export interface AttachedRead {
+export interface PreparedStatement {
   readonly sql: string;
   readonly literals: readonly string[];
 }
-export const attachedReads = new WeakMap<CompiledQuery, AttachedRead>();
+export const preparedMessages = new WeakMap<CompiledQuery, readonly PreparedStatement[]>();
 
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
@@ -80,13 +82,26 @@ class LazyBeginConnection implements DatabaseConnection {
     this.client = client;
   }
 
-  /** The text that runs an attached read; name is set when this message also prepares it. */
-  #attach(read: AttachedRead): { text: string; name: string | null } {
-    const name = `r${createHash('sha1').update(read.sql).digest('hex').slice(0, 24)}`;
-    const run = read.literals.length > 0 ? `execute ${name}(${read.literals.join(', ')})` : `execute ${name}`;
-    if (this.sqlPrepared.has(name)) return { text: `;\n${run}`, name: null };
-    if (this.sqlPrepared.size >= MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared reads on one connection');
-    return { text: `;\nprepare ${name} as ${read.sql};\n${run}`, name };
+  static #nameOf(statement: PreparedStatement): string {
+    return `s${createHash('sha1').update(statement.sql).digest('hex').slice(0, 24)}`;
+  }
+
+  /**
+   * Prepares, in a message of their own, the statements this connection has not prepared
+   * yet (once per connection). On their own, so that a later message that fails part-way
+   * never leaves it unclear which were prepared (PREPARE outlives a rolled-back transaction).
+   */
+  async #prepare(statements: readonly PreparedStatement[]): Promise<void> {
+    const missing = statements.filter((statement) => !this.sqlPrepared.has(LazyBeginConnection.#nameOf(statement)));
+    if (missing.length === 0) return;
+    if (this.sqlPrepared.size + missing.length > MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared statements on one connection');
+    await this.client.query(missing.map((statement) => `prepare ${LazyBeginConnection.#nameOf(statement)} as ${statement.sql}`).join(';\n'));
+    for (const statement of missing) this.sqlPrepared.add(LazyBeginConnection.#nameOf(statement));
+  }
+
+  #execute(statement: PreparedStatement): string {
+    const name = LazyBeginConnection.#nameOf(statement);
+    return statement.literals.length > 0 ? `execute ${name}(${statement.literals.join(', ')})` : `execute ${name}`;
   }
 
   /** Whatever must precede the next message: a deferred COMMIT, then a deferred BEGIN. */
@@ -111,10 +126,10 @@ class LazyBeginConnection implements DatabaseConnection {
     let result: pg.QueryResult | pg.QueryResult[];
     if (prefix !== '') {
       if (parameters.length === 0) {
-        const attached = attachedReads.get(compiled);
-        const read = attached ? this.#attach(attached) : { text: '', name: null };
-        const results = (await this.client.query(`${prefix}${compiled.sql}${read.text}`)) as unknown as pg.QueryResult[];
-        if (read.name !== null) this.sqlPrepared.add(read.name);
+        const statements = preparedMessages.get(compiled);
+        if (statements) await this.#prepare(statements);
+        const text = statements ? statements.map((statement) => this.#execute(statement)).join(';\n') : compiled.sql;
+        const results = (await this.client.query(`${prefix}${text}`)) as unknown as pg.QueryResult[];
         const holder = multiStatementResults.get(compiled);
         if (holder) holder.results = results.filter((r) => r.command === 'SELECT').map((r) => toQueryResult<unknown>(r));
         return toQueryResult<R>(results[results.length - 1]!);
