@@ -1,7 +1,6 @@
 /** The only SQL of the records feature. Every function takes a tenant transaction. */
-import { sql, type Kysely } from 'kysely';
-import type { DB } from '../../kernel/db/schema.ts';
-import type { Tx } from '../../kernel/db/database.ts';
+import { sql } from 'kysely';
+import type { QueryCompiler, Tx } from '../../kernel/db/database.ts';
 import type { Position } from '../../kernel/http/schemas.ts';
 
 const ACCOUNT_COLUMNS = ['id', 'name', 'domain', 'description', 'created_at', 'updated_at'] as const;
@@ -15,7 +14,7 @@ export async function listAccounts(tx: Tx, tenantId: string, options: { limit: n
 }
 
 /** By id, as a builder: the route sends it along with the tenant entry (prefetch). */
-export function accountById(db: Kysely<DB>, tenantId: string, id: string) {
+export function accountById(db: QueryCompiler, tenantId: string, id: string) {
   return db.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id);
 }
 
@@ -55,7 +54,7 @@ export async function listContacts(tx: Tx, tenantId: string, options: { limit: n
 }
 
 /** By id, as a builder: the route sends it along with the tenant entry (prefetch). */
-export function contactById(db: Kysely<DB>, tenantId: string, id: string) {
+export function contactById(db: QueryCompiler, tenantId: string, id: string) {
   return db.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId).where('id', '=', id);
 }
 

@@ -9,7 +9,18 @@
  * Nothing else exports a pool or a Kysely instance.
  */
 import { PGlite } from '@electric-sql/pglite';
-import { CompiledQuery, Kysely, PGliteDialect, sql, type Transaction } from 'kysely';
+import {
+  CompiledQuery,
+  Kysely,
+  PGliteDialect,
+  PostgresAdapter,
+  PostgresIntrospector,
+  PostgresQueryCompiler,
+  sql,
+  type DatabaseConnection,
+  type Driver,
+  type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import path from 'node:path';
@@ -33,6 +44,32 @@ export interface Prefetch {
   readonly roles: readonly string[];
   readonly query: CompiledQuery;
 }
+
+/** A query builder with no connection behind it: it compiles, and fails if asked to run. */
+export interface QueryCompiler {
+  readonly selectFrom: Kysely<DB>['selectFrom'];
+}
+
+class CompileOnlyDriver implements Driver {
+  async init(): Promise<void> {}
+  async acquireConnection(): Promise<DatabaseConnection> {
+    throw new Error('the query compiler cannot run queries: use a transaction handle');
+  }
+  async beginTransaction(): Promise<void> {}
+  async commitTransaction(): Promise<void> {}
+  async rollbackTransaction(): Promise<void> {}
+  async releaseConnection(): Promise<void> {}
+  async destroy(): Promise<void> {}
+}
+
+const compileOnly: QueryCompiler = new Kysely<DB>({
+  dialect: {
+    createAdapter: () => new PostgresAdapter(),
+    createDriver: () => new CompileOnlyDriver(),
+    createIntrospector: (db) => new PostgresIntrospector(db),
+    createQueryCompiler: () => new PostgresQueryCompiler(),
+  },
+});
 
 export class StrictEntryRefusedError extends Error {
   override name = 'StrictEntryRefusedError';
@@ -58,8 +95,8 @@ export interface Database {
     fn: (tx: Tx, caller: TenantCaller | null, prefetched?: readonly unknown[]) => Promise<T>,
     prefetch?: Prefetch,
   ): Promise<T>;
-  /** Compiles queries (for a Prefetch); never executes them. */
-  readonly compiler: Kysely<DB>;
+  /** Builds and compiles queries (for a Prefetch); cannot run them. */
+  readonly compiler: QueryCompiler;
   /** Like withTenantSession, for a request that presents an API key (digest) of tenantId. */
   withTenantKey<T>(tenantId: string, keyHash: Buffer, fn: (tx: Tx, caller: TenantKeyCaller | null) => Promise<T>): Promise<T>;
   /** Runs fn in one transaction with no tenant: tenant tables show no rows (but the user's own memberships). */
@@ -273,7 +310,7 @@ function createKernel(options: {
         return fn(tx);
       });
     },
-    compiler: appDb,
+    compiler: compileOnly,
     withTenantSession(tenantId, tokenHash, idleMinutes, fn, prefetch) {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {

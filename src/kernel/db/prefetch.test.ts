@@ -52,6 +52,12 @@ describe('the strict tenant entry (PostgreSQL sends the read along with it)', ()
     for (let i = 0; i < 12; i++) expect((await run(tokenHash(owner.cookie), ['owner'])).rows).toHaveLength(1);
   });
 
+  it('the query compiler given to prefetch builders compiles but can never run a query', async () => {
+    const query = t.db.compiler.selectFrom('accounts').select('id').where('id', '=', A);
+    expect(query.compile().sql).toBe('select "id" from "accounts" where "id" = $1');
+    await expect(query.execute()).rejects.toThrow(/cannot run queries/);
+  });
+
   it('the read routes answer the same on every path: member 200, outsider 404 and audited, viewer 200, unknown id 404', async () => {
     const { session: owner, tenantId } = await t.signup();
     const { session: outsider } = await t.signup();

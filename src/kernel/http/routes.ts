@@ -6,9 +6,8 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static, TSchema } from 'typebox';
-import type { Compilable, Kysely } from 'kysely';
-import { StrictEntryRefusedError, type Database, type TenantCaller, type TenantKeyCaller, type Tx } from '../db/database.ts';
-import type { DB } from '../db/schema.ts';
+import type { Compilable } from 'kysely';
+import { StrictEntryRefusedError, type Database, type QueryCompiler, type TenantCaller, type TenantKeyCaller, type Tx } from '../db/database.ts';
 import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, type RequestMeta } from '../audit/record.ts';
 import { csrfTokenFor, generateToken, hashToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
@@ -100,7 +99,7 @@ export type RouteDefinition =
  * Elsewhere the registry runs it in the transaction once the guard has let the caller in.
  */
 export type PrefetchBuilder<S extends RouteSchema, R> = (input: {
-  readonly db: Kysely<DB>;
+  readonly db: QueryCompiler;
   readonly tenantId: string;
   readonly params: In<S, 'params'>;
   readonly query: In<S, 'querystring'>;
