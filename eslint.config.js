@@ -1,13 +1,21 @@
 // @ts-check
 import tseslint from 'typescript-eslint';
+import customernode from './tools/eslint-plugin/index.ts';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'data/**', 'coverage/**', 'web/dist/**'] },
+  // The lint fixtures violate the rules on purpose: tools/eslint-plugin/lint-fixtures.test.ts lints them.
+  { ignores: ['node_modules/**', 'data/**', 'coverage/**', 'web/dist/**', 'tools/eslint-plugin/fixtures/**'] },
   ...tseslint.configs.strict,
   {
     files: ['**/*.ts'],
     languageOptions: { parserOptions: { projectService: true } },
+    plugins: { customernode },
     rules: {
+      'customernode/no-raw-database': 'error',
+      'customernode/no-raw-sql': 'error',
+      'customernode/tenant-query-through-handle': 'error',
+      'customernode/system-db-reason': 'error',
+      'customernode/feature-boundaries': 'error',
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/consistent-type-imports': 'error',
@@ -27,7 +35,16 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/kernel/config/**', 'src/kernel/db/**', 'test/**', 'bench/**', '**/*.test.ts', 'vitest.config.ts'],
+    files: ['src/kernel/config/**', 'src/kernel/db/**', 'test/**', 'bench/**', 'tools/eslint-plugin/*.ts', '**/*.test.ts', 'vitest.config.ts'],
     rules: { 'no-restricted-properties': 'off', 'no-restricted-imports': 'off' },
+  },
+  {
+    // Tests, the bench and the lint plugin seed and inspect databases directly (as the superuser or owner).
+    files: ['test/**', 'bench/**', 'tools/eslint-plugin/*.ts', '**/*.test.ts', 'vitest.config.ts'],
+    rules: {
+      'customernode/no-raw-database': 'off',
+      'customernode/no-raw-sql': 'off',
+      'customernode/tenant-query-through-handle': 'off',
+    },
   },
 );

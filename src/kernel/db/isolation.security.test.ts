@@ -97,6 +97,7 @@ describe('tenant isolation at the database', () => {
   });
 
   it('systemDb needs a stated reason', () => {
+    // eslint-disable-next-line customernode/system-db-reason -- the refusal of an empty reason is what is tested
     expect(() => t.db.systemDb({ reason: '' })).toThrow(/reason/);
   });
 

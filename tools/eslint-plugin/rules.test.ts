@@ -1,0 +1,71 @@
+import { RuleTester } from '@typescript-eslint/utils/ts-eslint';
+import tseslint from 'typescript-eslint';
+import { afterAll, describe, it } from 'vitest';
+import { featureBoundaries, noRawDatabase, noRawSql, systemDbReason } from './index.ts';
+
+// RuleTester drives its cases through the test framework's describe/it.
+const rules = RuleTester as unknown as { afterAll: unknown; describe: unknown; it: unknown; itOnly: unknown };
+rules.afterAll = afterAll;
+rules.describe = describe;
+rules.it = it;
+rules.itOnly = it.only;
+
+const tester = new RuleTester({ languageOptions: { parser: tseslint.parser } } as never);
+const feature = '/repo/src/features/records/routes.ts';
+const kernel = '/repo/src/kernel/db/database.ts';
+
+tester.run('no-raw-database', noRawDatabase, {
+  valid: [
+    { filename: feature, code: "import type { Kysely } from 'kysely'; let k: Kysely<never>;" },
+    { filename: feature, code: "import { sql } from 'kysely';" },
+    { filename: kernel, code: "import pg from 'pg'; import { Kysely } from 'kysely'; new Kysely({} as never);" },
+    { filename: '/repo/src/main.ts', code: "import { openDatabase } from './kernel/db/database.ts';" },
+  ],
+  invalid: [
+    { filename: feature, code: "import pg from 'pg';", errors: [{ messageId: 'driver' }] },
+    { filename: feature, code: "import { PGlite } from '@electric-sql/pglite';", errors: [{ messageId: 'driver' }] },
+    { filename: feature, code: "import { Kysely } from 'kysely'; new Kysely({} as never);", errors: [{ messageId: 'kysely' }, { messageId: 'kysely' }] },
+    { filename: feature, code: "import { openDatabase } from '../../kernel/db/database.ts';", errors: [{ messageId: 'opener' }] },
+  ],
+});
+
+tester.run('no-raw-sql', noRawSql, {
+  valid: [
+    { filename: feature, code: 'sql`select ${value}`;' },
+    { filename: kernel, code: 'sql.raw(text);' },
+  ],
+  invalid: [
+    { filename: feature, code: 'sql.raw(text);', errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: 'sql.lit(value);', errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: 'sql.id(column);', errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: 'CompiledQuery.raw(text);', errors: [{ messageId: 'raw' }] },
+  ],
+});
+
+tester.run('system-db-reason', systemDbReason, {
+  valid: [
+    { filename: feature, code: "db.systemDb({ reason: 'record a login in every tenant' });" },
+    { filename: feature, code: 'db.systemDb({ reason: `a template without values` });' },
+  ],
+  invalid: [
+    { filename: feature, code: 'db.systemDb();', errors: [{ messageId: 'reason' }] },
+    { filename: feature, code: 'db.systemDb({});', errors: [{ messageId: 'reason' }] },
+    { filename: feature, code: "db.systemDb({ reason: 'short' });", errors: [{ messageId: 'reason' }] },
+    { filename: feature, code: 'db.systemDb({ reason: why });', errors: [{ messageId: 'reason' }] },
+    { filename: feature, code: 'db.systemDb({ reason: `because ${why}` });', errors: [{ messageId: 'reason' }] },
+  ],
+});
+
+tester.run('feature-boundaries', featureBoundaries, {
+  valid: [
+    { filename: feature, code: "import { can } from '../access/index.ts';" },
+    { filename: feature, code: "import { store } from './store.ts';" },
+    { filename: feature, code: "import { AppError } from '../../kernel/http/errors.ts';" },
+    { filename: '/repo/src/features/records/records.test.ts', code: "import { totpFor } from '../identity/mfa.ts';" },
+  ],
+  invalid: [
+    { filename: feature, code: "import { totpFor } from '../identity/mfa.ts';", errors: [{ messageId: 'boundary' }] },
+    { filename: '/repo/src/features/records/deep/file.ts', code: "import { x } from '../../identity/login.ts';", errors: [{ messageId: 'boundary' }] },
+    { filename: feature, code: "export { x } from '../sso/oidc.ts';", errors: [{ messageId: 'boundary' }] },
+  ],
+});
