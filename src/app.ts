@@ -33,6 +33,8 @@ export async function buildApp(options: {
   db: Database;
   logStream?: NodeJS.WritableStream;
   extraRoutes?: readonly RouteDefinition[];
+  /** Tests only: rewrites the route table (the permission matrix proves it notices a weakened guard). */
+  alterRoutes?: (routes: RouteDefinition[]) => RouteDefinition[];
 }): Promise<FastifyInstance> {
   const mailer = createMailer(options.config);
   const app = await buildServer({
@@ -40,7 +42,7 @@ export async function buildApp(options: {
     db: options.db,
     authenticator: createSessionAuthenticator({ idleMinutes: options.config.sessionIdleMinutes }),
     authorizer,
-    routes: [...allRoutes(options.config, mailer), ...(options.extraRoutes ?? [])],
+    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer), ...(options.extraRoutes ?? [])]),
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
   app.addHook('onClose', () => mailer.close());

@@ -141,7 +141,7 @@ export function cookieFrom(response: LightMyRequestResponse): string {
 }
 
 export async function startTestApp(
-  options: { env?: Record<string, string>; extraRoutes?: readonly RouteDefinition[] } = {},
+  options: { env?: Record<string, string>; extraRoutes?: readonly RouteDefinition[]; alterRoutes?: (routes: RouteDefinition[]) => RouteDefinition[] } = {},
 ): Promise<TestApp> {
   const base = await openTestDatabase(options.env);
   const logs: string[] = [];
@@ -152,7 +152,13 @@ export async function startTestApp(
     },
   });
   const config = { ...base.config, logLevel: 'info' as const };
-  const app = await buildApp({ config, db: base.db, logStream, ...(options.extraRoutes ? { extraRoutes: options.extraRoutes } : {}) });
+  const app = await buildApp({
+    config,
+    db: base.db,
+    logStream,
+    ...(options.extraRoutes ? { extraRoutes: options.extraRoutes } : {}),
+    ...(options.alterRoutes ? { alterRoutes: options.alterRoutes } : {}),
+  });
   await app.ready();
 
   const request: TestApp['request'] = async ({ method, url, as, body, payload, headers = {}, remoteAddress }) => {

@@ -1,0 +1,307 @@
+/**
+ * The permission matrix, generated from the LIVE route table and the policy module: every
+ * route x every kind of caller, each expectation computed from the role -> permission table
+ * (and the few rules beyond it, each named below), every request really sent. Writes
+ * docs/permission-matrix.md; the committed file must equal what this run generates
+ * (UPDATE_PERMISSION_MATRIX=1 rewrites it), so a permission change shows up as a diff.
+ */
+import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allRoutes } from '../src/app.ts';
+import { can, isRole, mayChangeIdentityProvider, ROLES, type Role } from '../src/features/access/index.ts';
+import { generateToken, hashToken } from '../src/kernel/crypto/tokens.ts';
+import type { RouteDefinition } from '../src/kernel/http/routes.ts';
+import { startTestApp, type Response, type SessionHandle, type TestApp } from './harness.ts';
+import { startDnsServer, type DnsServer } from './support/dns-server.ts';
+
+const DOC = path.resolve(import.meta.dirname, '../docs/permission-matrix.md');
+
+type Principal =
+  | { readonly label: string; readonly kind: 'anonymous' }
+  | { readonly label: string; readonly kind: 'session'; readonly role: Role | 'outsider' | 'removed' }
+  | { readonly label: string; readonly kind: 'apikey'; readonly role: Role };
+
+const PRINCIPALS: readonly Principal[] = [
+  { label: 'anonymous', kind: 'anonymous' },
+  ...ROLES.map((role) => ({ label: role, kind: 'session' as const, role })),
+  ...ROLES.map((role) => ({ label: `key:${role}`, kind: 'apikey' as const, role })),
+  { label: 'other tenant', kind: 'session', role: 'outsider' },
+  { label: 'removed member', kind: 'session', role: 'removed' },
+];
+
+/** What a caller should get: through (2xx or a 4xx about the request itself), or refused. */
+type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '403 owner only' | '404';
+
+/** Routes whose handler asks for a recent authentication (step-up): an API key never has one. */
+const STEP_UP = new Set(['POST /api/v1/tenants/:tenantId/api-keys', 'PUT /api/v1/tenants/:tenantId/sso', 'DELETE /api/v1/tenants/:tenantId/sso']);
+/** Routes with the identity-provider rule of the policy (mayChangeIdentityProvider). */
+const IDENTITY_PROVIDER = new Set(['PUT /api/v1/tenants/:tenantId/sso', 'DELETE /api/v1/tenants/:tenantId/sso']);
+
+const key = (route: RouteDefinition) => `${route.method} ${route.url}`;
+
+/** The expectation, from the policy module alone (plus the two named handler rules above). */
+function expectedOutcome(route: RouteDefinition, principal: Principal): Outcome {
+  const access = route.access;
+  if (access.kind === 'public') return 'allowed';
+  if (principal.kind === 'anonymous') return '401';
+  // Routes outside a tenant take a session (any signed-in person); API keys work on tenant routes only.
+  if (access.kind === 'authenticated') return principal.kind === 'apikey' ? '401' : 'allowed';
+  if (principal.kind === 'session' && (principal.role === 'outsider' || principal.role === 'removed')) return '404';
+  const role = principal.role as Role;
+  // A key acts with its own role and never beyond its creator's (the owner, here).
+  if (!can(role, access.permission) || (principal.kind === 'apikey' && !can('owner', access.permission))) return '403';
+  if (IDENTITY_PROVIDER.has(key(route)) && !mayChangeIdentityProvider(role)) return '403 owner only';
+  if (principal.kind === 'apikey' && STEP_UP.has(key(route))) return '403 step-up';
+  return 'allowed';
+}
+
+function matches(response: Response, outcome: Outcome): boolean {
+  const code = response.statusCode >= 400 ? (JSON.parse(response.body) as { code?: string }).code : undefined;
+  switch (outcome) {
+    case 'allowed':
+      return response.statusCode < 400 || (response.statusCode < 500 && ![401, 403, 404].includes(response.statusCode));
+    case '401':
+      return response.statusCode === 401;
+    case '403':
+    case '403 owner only':
+      return response.statusCode === 403 && code === 'access.forbidden';
+    case '403 step-up':
+      return response.statusCode === 403 && code === 'auth.reauth_required';
+    case '404':
+      return response.statusCode === 404 && code === 'not_found';
+  }
+}
+
+// Threat: any route reachable by a caller the policy does not allow, or revealing data of
+// a tenant to someone outside it; and a new route slipping in without an expectation.
+describe('permission matrix: every live route x every caller, expectations from the policy', () => {
+  let t: TestApp;
+  let dns: DnsServer;
+  let routes: RouteDefinition[];
+  let owner: SessionHandle;
+  let tenantA: string;
+  let tenantB: string;
+  let ownerB: SessionHandle;
+  let seedAccountA: string;
+  let seedAccountB: string;
+  const sessions = new Map<string, SessionHandle>();
+  const keys = new Map<string, string>();
+  /** Names, emails and ids of tenant A that must never reach a refused caller. */
+  const secretsA: string[] = [];
+  const failures: string[] = [];
+  const observed = new Map<string, Map<string, Outcome>>();
+  let counter = 0;
+
+  beforeAll(async () => {
+    dns = await startDnsServer();
+    t = await startTestApp({ env: { DNS_SERVERS: dns.address } });
+    routes = allRoutes(t.config);
+    const a = await t.signup({ tenantName: 'Matrix Alpha Secret' });
+    const b = await t.signup({ tenantName: 'Matrix Bravo' });
+    ({ session: owner, tenantId: tenantA } = a);
+    ({ session: ownerB, tenantId: tenantB } = b);
+    sessions.set('owner', owner);
+    for (const role of ROLES.filter((r) => r !== 'owner')) sessions.set(role, await t.addMember(owner, tenantA, role));
+    sessions.set('other tenant', ownerB);
+    const removed = await t.addMember(owner, tenantA, 'member');
+    await t.request({ method: 'DELETE', url: `/api/v1/tenants/${tenantA}/members/${removed.userId}`, as: owner });
+    sessions.set('removed member', removed);
+    for (const role of ROLES) {
+      const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/api-keys`, as: owner, body: { name: `Matrix key ${role}`, role } });
+      if (created.statusCode !== 201) throw new Error(`key ${role}: ${created.body}`);
+      keys.set(`key:${role}`, created.json<{ key: string }>().key);
+    }
+    seedAccountA = (await t.admin.query<{ id: string }>(`insert into accounts (tenant_id, name) values ($1, 'Alpha Secret Account') returning id`, [tenantA]))[0]!.id;
+    seedAccountB = (await t.admin.query<{ id: string }>(`insert into accounts (tenant_id, name) values ($1, 'Bravo Account') returning id`, [tenantB]))[0]!.id;
+    secretsA.push(tenantA, 'Matrix Alpha Secret', 'Alpha Secret Account', seedAccountA, owner.email, owner.userId);
+  }, 120_000);
+  afterAll(async () => {
+    await t?.close();
+    await dns?.stop();
+  });
+
+  /** A fresh object of each kind a path can name, in tenantId (so a permitted DELETE never runs out). */
+  async function freshIds(tenantId: string, accountId: string): Promise<Record<string, string>> {
+    const n = ++counter;
+    const one = async (text: string, params: unknown[]) => (await t.admin.query<{ id: string }>(text, params))[0]!.id;
+    const userId = await one(`insert into users (email, name, password_hash) values ($1, 'Matrix target', '!no-password') returning id`, [`target-${n}-${randomUUID()}@example.com`]);
+    await t.admin.query(`insert into memberships (tenant_id, user_id, role) values ($1, $2, 'member')`, [tenantId, userId]);
+    return {
+      'accounts/:id': await one(`insert into accounts (tenant_id, name) values ($1, $2) returning id`, [tenantId, `Matrix account ${n}`]),
+      'contacts/:id': await one(`insert into contacts (tenant_id, account_id, name) values ($1, $2, $3) returning id`, [tenantId, accountId, `Matrix contact ${n}`]),
+      'members/:userId': userId,
+      'api-keys/:id': await one(`insert into api_keys (tenant_id, name, role, key_hash, created_by) values ($1, 'Matrix target key', 'member', $2, $3) returning id`, [tenantId, hashToken(generateToken()), owner.userId]),
+      'domains/:id': await one(`insert into tenant_domains (tenant_id, domain, challenge) values ($1, $2, 'c') returning id`, [tenantId, `matrix-${n}.example`]),
+      'sessions/:id': randomUUID(),
+    };
+  }
+
+  /** The state a route needs before a permitted caller runs it (DELETE /sso needs a configuration). */
+  async function prepare(route: RouteDefinition, tenantId: string): Promise<void> {
+    if (key(route) === 'DELETE /api/v1/tenants/:tenantId/sso') {
+      await t.admin.query(
+        `insert into tenant_sso (tenant_id, issuer, client_id, client_secret, allowed_domains) values ($1, 'https://idp.example.com', 'c', 's', '{}') on conflict (tenant_id) do nothing`,
+        [tenantId],
+      );
+    }
+  }
+
+  function body(route: RouteDefinition, accountId: string): unknown {
+    if (route.schema.body === undefined) return undefined;
+    const n = ++counter;
+    const samples: Record<string, unknown> = {
+      'POST /api/v1/tenants/:tenantId/api-keys': { name: `Made by matrix ${n}`, role: 'guest' },
+      'POST /api/v1/tenants/:tenantId/invitations': { email: `invitee-${n}@example.com`, role: 'viewer' },
+      'PATCH /api/v1/tenants/:tenantId/members/:userId': { role: 'viewer' },
+      'PATCH /api/v1/tenants/:tenantId/settings': { sessionIdleMinutes: 30 },
+      'POST /api/v1/tenants/:tenantId/accounts': { name: `Matrix new account ${n}` },
+      'PATCH /api/v1/tenants/:tenantId/accounts/:id': { name: `Renamed ${n}` },
+      'POST /api/v1/tenants/:tenantId/contacts': { accountId, name: `Matrix new contact ${n}` },
+      'PATCH /api/v1/tenants/:tenantId/contacts/:id': { name: `Renamed ${n}` },
+      'PUT /api/v1/tenants/:tenantId/sso': { issuer: 'https://idp.example.com', clientId: `client-${n}`, clientSecret: 'secret', allowedDomains: ['example.com'] },
+      'POST /api/v1/tenants/:tenantId/domains': { domain: `claim-${n}.example` },
+      'POST /api/v1/tenants': { name: `Matrix tenant ${n}` },
+      'POST /api/v1/invitations/accept': { token: 'x' },
+      'POST /api/v1/auth/reauth': { password: 'not the password at all' },
+      'POST /api/v1/auth/password': { currentPassword: 'not the password at all', newPassword: 'another long passphrase' },
+      'POST /api/v1/auth/totp/activate': { code: '000000' },
+      'POST /api/v1/auth/totp/disable': { password: 'not the password at all' },
+      'POST /api/v1/auth/totp/recovery-codes': { password: 'not the password at all' },
+    };
+    if (!(key(route) in samples)) throw new Error(`No sample body for ${key(route)}: add one to the matrix`);
+    return samples[key(route)];
+  }
+
+  async function send(route: RouteDefinition, principal: Principal, target: { tenantId: string; ids: Record<string, string>; accountId: string }): Promise<Response> {
+    const url = route.url.replace(/([^/]+)\/:(\w+)/g, (_w, collection: string, param: string) => {
+      if (param === 'tenantId') return `${collection}/${target.tenantId}`;
+      const id = target.ids[`${collection}/:${param}`];
+      if (id === undefined) throw new Error(`No fresh id for ${collection}/:${param}: add it to freshIds`);
+      return `${collection}/${id}`;
+    });
+    const payload = body(route, target.accountId);
+    if (principal.kind === 'apikey') {
+      return t.request({ method: route.method, url, body: payload, headers: { authorization: `Bearer ${keys.get(principal.label)!}` } });
+    }
+    const as = principal.kind === 'session' ? sessions.get(principal.label === 'other tenant' || principal.label === 'removed member' ? principal.label : principal.role)! : null;
+    // Each caller acts on a copy of their handle: a renewed token must not leak into the next case.
+    return t.request({ method: route.method, url, body: payload, as: as ? { ...as } : null });
+  }
+
+  it('enumerates the live route table: every non-public route has an expectation for every caller', () => {
+    const tenantRoutes = routes.filter((r) => r.access.kind === 'tenant');
+    expect(tenantRoutes.length).toBeGreaterThanOrEqual(25);
+    for (const route of routes) for (const principal of PRINCIPALS) expect(() => expectedOutcome(route, principal)).not.toThrow();
+    for (const role of ROLES) expect(isRole(role)).toBe(true);
+  });
+
+  it("tenant routes on the caller's own tenant: allowed exactly where the policy allows, else 401/403/404, with no data of the tenant", async () => {
+    for (const route of routes.filter((r) => r.access.kind === 'tenant')) {
+      const row = new Map<string, Outcome>();
+      observed.set(key(route), row);
+      for (const principal of PRINCIPALS) {
+        const expected = expectedOutcome(route, principal);
+        row.set(principal.label, expected);
+        await prepare(route, tenantA);
+        const ids = await freshIds(tenantA, seedAccountA);
+        const response = await send(route, principal, { tenantId: tenantA, ids, accountId: seedAccountA });
+        if (!matches(response, expected)) failures.push(`${principal.label} -> ${key(route)}: expected ${expected}, got ${response.statusCode} ${response.body.slice(0, 200)}`);
+        if (expected !== 'allowed') {
+          const text = response.body.toLowerCase();
+          for (const secret of secretsA) if (text.includes(secret.toLowerCase())) failures.push(`${principal.label} -> ${key(route)}: refused answer contains ${secret}`);
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 300_000);
+
+  it("another tenant's path, and another tenant's object ids through the caller's own path: 404 for every member and key", async () => {
+    const problems: string[] = [];
+    const idsB = await freshIds(tenantB, seedAccountB);
+    for (const route of routes.filter((r) => r.access.kind === 'tenant')) {
+      for (const principal of PRINCIPALS.filter((p) => p.kind !== 'anonymous' && !(p.kind === 'session' && (p.role === 'outsider' || p.role === 'removed')))) {
+        const otherPath = await send(route, principal, { tenantId: tenantB, ids: idsB, accountId: seedAccountB });
+        if (!matches(otherPath, '404')) problems.push(`${principal.label} -> ${key(route)} on B: ${otherPath.statusCode} ${otherPath.body.slice(0, 120)}`);
+        // B's ids through A's path: where the caller may use the route at all, the id is unknown here.
+        const usesIds = /\/:(?!tenantId)/.test(route.url) || key(route) === 'POST /api/v1/tenants/:tenantId/contacts';
+        if (!usesIds || expectedOutcome(route, principal) !== 'allowed') continue;
+        const crossId = await send(route, principal, { tenantId: tenantA, ids: idsB, accountId: seedAccountB });
+        if (!matches(crossId, '404')) problems.push(`${principal.label} -> ${key(route)} on A with B's ids: ${crossId.statusCode} ${crossId.body.slice(0, 120)}`);
+      }
+    }
+    expect(problems).toEqual([]);
+    // B's objects are untouched: the ids were never used on B's data.
+    expect(await t.admin.query(`select 1 from accounts where id = $1`, [idsB['accounts/:id']])).toHaveLength(1);
+    expect(await t.admin.query(`select 1 from memberships where user_id = $1`, [idsB['members/:userId']])).toHaveLength(1);
+  }, 300_000);
+
+  it('routes outside a tenant: anonymous 401 on every non-public route; API keys 401 on user routes; public routes need nothing', async () => {
+    const problems: string[] = [];
+    for (const route of routes.filter((r) => r.access.kind !== 'tenant')) {
+      const row = new Map<string, Outcome>();
+      observed.set(key(route), row);
+      for (const principal of PRINCIPALS) row.set(principal.label, expectedOutcome(route, principal));
+      if (route.access.kind === 'public') continue;
+      for (const principal of PRINCIPALS.filter((p) => p.kind !== 'session')) {
+        const response = await send(route, principal, { tenantId: tenantA, ids: { 'sessions/:id': randomUUID() }, accountId: seedAccountA });
+        const expected = expectedOutcome(route, principal);
+        if (!matches(response, expected)) problems.push(`${principal.label} -> ${key(route)}: expected ${expected}, got ${response.statusCode}`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('docs/permission-matrix.md is generated from this run and committed as is', () => {
+    const principals = PRINCIPALS.map((p) => p.label);
+    const cell = (o: Outcome) => (o === 'allowed' ? 'yes' : o);
+    const rows = [...observed.entries()]
+      .sort(([a], [b]) => a.split(' ')[1]!.localeCompare(b.split(' ')[1]!) || a.localeCompare(b))
+      .map(([route, row]) => `| \`${route}\` | ${principals.map((p) => cell(row.get(p)!)).join(' | ')} |`);
+    const document = `# Permission matrix
+
+Generated by \`test/permission-matrix.security.test.ts\` from the live route table and the
+policy module (\`src/features/access/policy.ts\`); every cell is also a request the suite sends
+and checks. Do not edit: run \`UPDATE_PERMISSION_MATRIX=1 npx vitest run test/permission-matrix.security.test.ts\`
+and review the diff (a diff here is a permission change).
+
+Callers: the roles of tenant A as members (sessions) and as API keys (created by an owner),
+an owner of another tenant, and a member removed from A. Cells: **yes** = the request gets
+through (2xx, or a 4xx about the request itself); **401** not authenticated; **403**
+\`access.forbidden\`; **403 step-up** \`auth.reauth_required\` (API keys can never re-authenticate);
+**403 owner only** (the identity provider rule, \`mayChangeIdentityProvider\`); **404** not a
+member (the same answer as a tenant that does not exist). On tenant routes every member and
+key also gets 404 on another tenant's path, and 404 for another tenant's object ids through
+its own path (also checked).
+
+| route | ${principals.join(' | ')} |
+|---|${principals.map(() => '---').join('|')}|
+${rows.join('\n')}
+`;
+    if (process.env.UPDATE_PERMISSION_MATRIX === '1') writeFileSync(DOC, document);
+    expect(readFileSync(DOC, 'utf8'), 'docs/permission-matrix.md is stale: rerun with UPDATE_PERMISSION_MATRIX=1 and review the diff').toBe(document);
+  });
+});
+
+describe('the permission matrix has teeth', () => {
+  it('a build with one route guarded by a weaker permission is caught by the same expectations', async () => {
+    const target = 'GET /api/v1/tenants/:tenantId/members';
+    // The "mistake": the members list guarded by records.read instead of members.read.
+    const weakened = await startTestApp({
+      alterRoutes: (routes) => routes.map((route) => (key(route) === target && route.access.kind === 'tenant' ? ({ ...route, access: { kind: 'tenant', permission: 'records.read' } } as RouteDefinition) : route)),
+    });
+    try {
+      const original = allRoutes(weakened.config).find((route) => key(route) === target)!;
+      const { session: owner, tenantId } = await weakened.signup();
+      const viewer = await weakened.addMember(owner, tenantId, 'viewer');
+      const response = await weakened.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: viewer });
+      const expected = expectedOutcome(original, { label: 'viewer', kind: 'session', role: 'viewer' });
+      expect(expected).toBe('403');
+      expect(response.statusCode).toBe(200); // the weakened build lets the viewer in ...
+      expect(matches(response, expected)).toBe(false); // ... and the matrix reports it
+    } finally {
+      await weakened.close();
+    }
+  });
+});
