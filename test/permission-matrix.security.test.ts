@@ -174,14 +174,20 @@ describe('permission matrix: every live route x every caller, expectations from 
     return samples[key(route)];
   }
 
-  async function send(route: RouteDefinition, principal: Principal, target: { tenantId: string; ids: Record<string, string>; accountId: string }): Promise<Response> {
-    const url = route.url.replace(/([^/]+)\/:(\w+)/g, (_w, collection: string, param: string) => {
+  async function send(
+    route: RouteDefinition,
+    principal: Principal,
+    target: { tenantId: string; ids: Record<string, string>; accountId: string; body?: Record<string, string>; query?: string },
+  ): Promise<Response> {
+    let url = route.url.replace(/([^/]+)\/:(\w+)/g, (_w, collection: string, param: string) => {
       if (param === 'tenantId') return `${collection}/${target.tenantId}`;
       const id = target.ids[`${collection}/:${param}`];
       if (id === undefined) throw new Error(`No fresh id for ${collection}/:${param}: add it to freshIds`);
       return `${collection}/${id}`;
     });
-    const payload = body(route, target.accountId);
+    const sample = body(route, target.accountId);
+    const payload = target.body ? { ...(sample as Record<string, unknown>), ...target.body } : sample;
+    if (target.query) url += `?${target.query}`;
     if (principal.kind === 'apikey') {
       return t.request({ method: route.method, url, body: payload, headers: { authorization: `Bearer ${keys.get(principal.label)!}` } });
     }
@@ -235,6 +241,106 @@ describe('permission matrix: every live route x every caller, expectations from 
     // B's objects are untouched: the ids were never used on B's data.
     expect(await t.admin.query(`select 1 from accounts where id = $1`, [idsB['accounts/:id']])).toHaveLength(1);
     expect(await t.admin.query(`select 1 from memberships where user_id = $1`, [idsB['members/:userId']])).toHaveLength(1);
+  }, 300_000);
+
+  /** Every id-typed field of a request, found from the route's schemas (path, query, body, arrays). */
+  function idFields(route: RouteDefinition): { where: 'params' | 'querystring' | 'body'; name: string }[] {
+    const found: { where: 'params' | 'querystring' | 'body'; name: string }[] = [];
+    for (const where of ['params', 'querystring', 'body'] as const) {
+      const schema = route.schema[where] as { properties?: Record<string, { format?: string; items?: { format?: string } }> } | undefined;
+      for (const [name, property] of Object.entries(schema?.properties ?? {})) {
+        if (name === 'tenantId') continue;
+        if (property.format === 'uuid' || property.items?.format === 'uuid') found.push({ where, name });
+      }
+    }
+    return found;
+  }
+  /** Which kind of object a body or query id names (path ids are named by their collection). */
+  const ID_KINDS: Readonly<Record<string, string>> = { accountId: 'accounts/:id', actorId: 'members/:userId' };
+
+  it("every id-typed field anywhere in a request, given the other tenant's real id, gets the same 404 as an id that exists nowhere", async () => {
+    const problems: string[] = [];
+    const idsB = await freshIds(tenantB, seedAccountB);
+    let swept = 0;
+    for (const route of routes.filter((r) => r.access.kind === 'tenant')) {
+      for (const field of idFields(route)) {
+        const pathKind = new RegExp(`([^/]+)/:${field.name}(/|$)`).exec(route.url)?.[1];
+        const kind = field.where === 'params' ? `${pathKind}/:${field.name}` : ID_KINDS[field.name];
+        if (kind === undefined || idsB[kind] === undefined) {
+          problems.push(`${key(route)}: no mirror id for ${field.where}.${field.name}: add it to ID_KINDS / freshIds`);
+          continue;
+        }
+        const attempt = async (value: string) => {
+          await prepare(route, tenantA);
+          const ids = await freshIds(tenantA, seedAccountA);
+          return send(route, { label: 'owner', kind: 'session', role: 'owner' }, {
+            tenantId: tenantA,
+            ids: field.where === 'params' ? { ...ids, [kind]: value } : ids,
+            accountId: seedAccountA,
+            ...(field.where === 'body' ? { body: { [field.name]: value } } : {}),
+            ...(field.where === 'querystring' ? { query: `${field.name}=${value}` } : {}),
+          });
+        };
+        const mirror = await attempt(idsB[kind]!);
+        const nowhere = await attempt(randomUUID());
+        swept++;
+        // A path or body id names an object: B's is not found here. A query id filters: B's finds nothing here.
+        if (field.where !== 'querystring' && !matches(mirror, '404')) problems.push(`${key(route)} ${field.where}.${field.name} = B's id: ${mirror.statusCode} ${mirror.body.slice(0, 120)}`);
+        const shape = (r: Response) => (r.statusCode >= 400 ? `${r.statusCode} ${r.json<{ code: string }>().code}` : `${r.statusCode} ${JSON.stringify(r.json<{ items?: unknown[] }>().items ?? null)}`);
+        if (shape(mirror) !== shape(nowhere)) problems.push(`${key(route)} ${field.where}.${field.name}: B's id answers ${shape(mirror)}, a nonexistent id ${shape(nowhere)}`);
+      }
+    }
+    expect(problems).toEqual([]);
+    expect(swept).toBeGreaterThanOrEqual(10);
+  }, 300_000);
+
+  /** Where each list's items live, to compare with what the caller may read. */
+  const LIST_SOURCES: Readonly<Record<string, { table: string; id: string; itemId: string }>> = {
+    'GET /api/v1/tenants/:tenantId/accounts': { table: 'accounts', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/contacts': { table: 'contacts', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/members': { table: 'memberships', id: 'user_id', itemId: 'userId' },
+    'GET /api/v1/tenants/:tenantId/api-keys': { table: 'api_keys', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/audit-events': { table: 'audit_events', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/domains': { table: 'tenant_domains', id: 'id', itemId: 'id' },
+  };
+
+  it('every list returns to each caller exactly the items the caller may read one by one: all of its tenant, none of another', async () => {
+    const problems: string[] = [];
+    const isList = (r: RouteDefinition) => (r.schema.response[200] as { properties?: Record<string, unknown> } | undefined)?.properties?.items !== undefined;
+    const lists = routes.filter((r) => r.access.kind === 'tenant' && r.method === 'GET' && !/\/:(?!tenantId)/.test(r.url) && isList(r));
+    expect(lists.map(key).sort()).toEqual(Object.keys(LIST_SOURCES).sort());
+    for (const route of lists) {
+      const source = LIST_SOURCES[key(route)]!;
+      const detail = routes.find((r) => r.method === 'GET' && r.url === `${route.url}/:id`);
+      for (const principal of PRINCIPALS.filter((p) => expectedOutcome(route, p) === 'allowed')) {
+        const seen: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const query = `limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+          const response = await send(route, principal, { tenantId: tenantA, ids: {}, accountId: seedAccountA, query: route.schema.querystring ? query : '' });
+          if (response.statusCode !== 200) {
+            problems.push(`${principal.label} -> ${key(route)}: ${response.statusCode}`);
+            break;
+          }
+          const page = response.json<{ items: Record<string, string>[]; nextCursor?: string | null }>();
+          seen.push(...page.items.map((item) => item[source.itemId]!));
+          cursor = page.nextCursor ?? null;
+        } while (cursor !== null);
+        const inTenant = (await t.admin.query<{ id: string }>(`select ${source.id}::text as id from ${source.table} where tenant_id = $1`, [tenantA])).map((r) => r.id);
+        const missing = inTenant.filter((id) => !seen.includes(id));
+        const extra = seen.filter((id) => !inTenant.includes(id));
+        // The audit log grows while it is read (each list is itself recorded elsewhere); nothing may be foreign.
+        if (extra.length > 0) problems.push(`${principal.label} -> ${key(route)}: ${extra.length} items not of this tenant`);
+        if (source.table !== 'audit_events' && missing.length > 0) problems.push(`${principal.label} -> ${key(route)}: ${missing.length} readable items missing`);
+        if (detail) {
+          for (const id of seen.slice(0, 5)) {
+            const one = await send(detail, principal, { tenantId: tenantA, ids: { [`${route.url.split('/').at(-1)}/:id`]: id }, accountId: seedAccountA });
+            if (one.statusCode !== 200) problems.push(`${principal.label} -> ${key(detail)} for a listed item: ${one.statusCode}`);
+          }
+        }
+      }
+    }
+    expect(problems).toEqual([]);
   }, 300_000);
 
   it('routes outside a tenant: anonymous 401 on every non-public route; API keys 401 on user routes; public routes need nothing', async () => {
