@@ -16,6 +16,7 @@ export default tseslint.config(
       'customernode/tenant-query-through-handle': 'error',
       'customernode/system-db-reason': 'error',
       'customernode/feature-boundaries': 'error',
+      'customernode/no-role-interpretation': 'error',
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/consistent-type-imports': 'error',

@@ -183,6 +183,37 @@ export const featureBoundaries = createRule({
   },
 });
 
+const ROLE_NAMES = new Set(['owner', 'admin', 'member', 'viewer', 'guest']);
+
+export const noRoleInterpretation = createRule({
+  name: 'no-role-interpretation',
+  meta: {
+    type: 'problem',
+    docs: { description: 'Only the access policy interprets a role: no comparisons with role names elsewhere' },
+    messages: { role: "Comparing with the role '{{role}}' interprets roles outside src/features/access: ask the policy (can, OWNER_ROLE, ...) instead." },
+    schema: [],
+  },
+  defaultOptions: [],
+  create(context) {
+    if (/\/src\/features\/access\//.test(pathOf(context)) || /\.test\.ts$/.test(pathOf(context))) return {};
+    const roleLiteral = (node: TSESTree.Node | undefined) => (node?.type === 'Literal' && typeof node.value === 'string' && ROLE_NAMES.has(node.value) ? node.value : null);
+    return {
+      BinaryExpression(node) {
+        if (!['===', '!==', '==', '!='].includes(node.operator)) return;
+        const role = roleLiteral(node.left) ?? roleLiteral(node.right);
+        if (role) context.report({ node, messageId: 'role', data: { role } });
+      },
+      // Query filters: .where('role', '=', 'owner') and the like.
+      CallExpression(node) {
+        if (node.callee.type !== 'MemberExpression' || node.callee.property.type !== 'Identifier' || !/^(where|orWhere|having)$/.test(node.callee.property.name)) return;
+        const [column, , value] = node.arguments;
+        const role = roleLiteral(value);
+        if (role && column?.type === 'Literal' && typeof column.value === 'string' && /(^|\.)role$/.test(column.value)) context.report({ node, messageId: 'role', data: { role } });
+      },
+    };
+  },
+});
+
 const plugin = {
   meta: { name: 'customernode' },
   rules: {
@@ -191,6 +222,7 @@ const plugin = {
     'tenant-query-through-handle': tenantQueryThroughHandle,
     'system-db-reason': systemDbReason,
     'feature-boundaries': featureBoundaries,
+    'no-role-interpretation': noRoleInterpretation,
   },
 };
 

@@ -21,6 +21,7 @@ describe('npm run lint refuses each tenant-scope violation', () => {
     ['system-db.ts', ['customernode/system-db-reason']],
     ['env.ts', ['no-restricted-properties']],
     ['cross-feature.ts', ['customernode/feature-boundaries']],
+    ['role-check.ts', ['customernode/no-role-interpretation']],
     ['good.ts', []],
   ])('%s -> %j', async (file, expected) => {
     expect(await rulesFiring(file)).toEqual(expected);

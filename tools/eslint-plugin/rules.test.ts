@@ -1,7 +1,7 @@
 import { RuleTester } from '@typescript-eslint/utils/ts-eslint';
 import tseslint from 'typescript-eslint';
 import { afterAll, describe, it } from 'vitest';
-import { featureBoundaries, noRawDatabase, noRawSql, systemDbReason } from './index.ts';
+import { featureBoundaries, noRawDatabase, noRawSql, noRoleInterpretation, systemDbReason } from './index.ts';
 
 // RuleTester drives its cases through the test framework's describe/it.
 const rules = RuleTester as unknown as { afterAll: unknown; describe: unknown; it: unknown; itOnly: unknown };
@@ -67,5 +67,19 @@ tester.run('feature-boundaries', featureBoundaries, {
     { filename: feature, code: "import { totpFor } from '../identity/mfa.ts';", errors: [{ messageId: 'boundary' }] },
     { filename: '/repo/src/features/records/deep/file.ts', code: "import { x } from '../../identity/login.ts';", errors: [{ messageId: 'boundary' }] },
     { filename: feature, code: "export { x } from '../sso/oidc.ts';", errors: [{ messageId: 'boundary' }] },
+  ],
+});
+
+tester.run('no-role-interpretation', noRoleInterpretation, {
+  valid: [
+    { filename: feature, code: 'if (role === OWNER_ROLE) {}' },
+    { filename: feature, code: "if (status === 'active') {}" },
+    { filename: '/repo/src/features/access/policy.ts', code: "if (role === 'owner') {}" },
+    { filename: feature, code: "query.where('name', '=', 'owner');" },
+  ],
+  invalid: [
+    { filename: feature, code: "if (role === 'owner') {}", errors: [{ messageId: 'role' }] },
+    { filename: feature, code: "if ('admin' !== principal.role) {}", errors: [{ messageId: 'role' }] },
+    { filename: feature, code: "query.where('m.role', '=', 'owner');", errors: [{ messageId: 'role' }] },
   ],
 });

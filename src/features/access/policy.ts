@@ -48,6 +48,9 @@ export const ROLE_PERMISSIONS: Readonly<Record<Role, ReadonlySet<Permission>>> =
   guest: new Set<Permission>(),
 });
 
+/** The role a tenant's creator gets, and that a tenant must always have at least one holder of. */
+export const OWNER_ROLE: Role = 'owner';
+
 /** Higher rank: more authority. Used only for "nobody grants above their own role". */
 const RANK: Readonly<Record<Role, number>> = { owner: 4, admin: 3, member: 2, viewer: 1, guest: 0 };
 

@@ -7,6 +7,7 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, SESSION_COOKIE, setSessionCookie as setCookie, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { csrfTokenFor } from '../../kernel/crypto/tokens.ts';
+import { OWNER_ROLE } from '../access/index.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { accountRoutes } from './account-routes.ts';
 import { createLogin } from './login.ts';
@@ -59,7 +60,7 @@ export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDef
               .returning(['id', 'email', 'name'])
               .executeTakeFirstOrThrow();
             const tenant = await tx.insertInto('tenants').values({ id: tenantId, name: body.tenantName.trim() }).returning(['id', 'name']).executeTakeFirstOrThrow();
-            await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: user.id, role: 'owner' }).execute();
+            await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: user.id, role: OWNER_ROLE }).execute();
             const session = await createSession(tx, { userId: user.id, meta, lifetimeHours: config.sessionAbsoluteHours });
             const actor = actorOf({ kind: 'user', userId: user.id, email: user.email, name: user.name, sessionId: session.id, ssoTenantId: null });
             const event = { action: 'auth.signup', target: { type: 'tenant', id: tenantId } };

@@ -2,7 +2,7 @@
 import { sql } from 'kysely';
 import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
-import { checkRoleAssignment, type Role } from '../access/index.ts';
+import { checkRoleAssignment, OWNER_ROLE, type Role } from '../access/index.ts';
 
 const DENIAL_DETAIL = {
   own_role: 'You cannot change your own role',
@@ -21,7 +21,7 @@ export async function assertNotLastOwner(tx: Tx, tenantId: string, userId: strin
     .selectFrom('memberships')
     .select('user_id')
     .where('tenant_id', '=', tenantId)
-    .where('role', '=', 'owner')
+    .where('role', '=', OWNER_ROLE)
     .forUpdate()
     .execute();
   if (owners.length <= 1 && owners.some((owner) => owner.user_id === userId)) throw new AppError('member.last_owner');

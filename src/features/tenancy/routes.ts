@@ -10,7 +10,7 @@ import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
 import { assertAccountSession, revokeKeysCreatedBy } from '../identity/index.ts';
 import { assertMayAssign, assertNotLastOwner, findManageableMember, findMembership, memberRow, signOutOfTenant } from './members.ts';
-import { isPromotion } from '../access/index.ts';
+import { isPromotion, OWNER_ROLE } from '../access/index.ts';
 import {
   AcceptBody,
   AcceptResponse,
@@ -85,7 +85,7 @@ export function tenancyRoutes(): RouteDefinition[] {
         return db.withTenant(tenantId, async (tx) => {
           await renewSession(tx);
           const tenant = await tx.insertInto('tenants').values({ id: tenantId, name: body.name.trim() }).returning(['id', 'name']).executeTakeFirstOrThrow();
-          await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: principal.userId, role: 'owner' }).execute();
+          await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: principal.userId, role: OWNER_ROLE }).execute();
           await recordTenantEvent(tx, tenantId, actorOf(principal), meta, { action: 'tenant.created', target: { type: 'tenant', id: tenantId } });
           return tenant;
         });
@@ -179,7 +179,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       schema: { summary: "Change a member's role", tags: ['members'], params: MemberParams, body: ChangeRoleBody, response: { 200: Member } },
       async handler({ tx, tenantId, principal, params, body, audit }) {
         const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: body.role, selfCounts: true });
-        if (target.role === 'owner' && body.role !== 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
+        if (target.role === OWNER_ROLE && body.role !== OWNER_ROLE) await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.updateTable('memberships').set({ role: body.role }).where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
         // More authority comes with a new session token (no fixation): the member signs in again here.
         const promoted = isPromotion(target.role, body.role);
@@ -212,7 +212,7 @@ export function tenancyRoutes(): RouteDefinition[] {
       schema: { summary: 'Remove a member; their access ends on their next request', tags: ['members'], params: MemberParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, principal, params, audit }) {
         const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: true });
-        if (target.role === 'owner') await assertNotLastOwner(tx, tenantId, params.userId);
+        if (target.role === OWNER_ROLE) await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
         // Same transaction: the keys they created stop working with their membership.
         const revokedKeys = await revokeKeysCreatedBy(tx, tenantId, params.userId);
