@@ -38,6 +38,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { hashPassword, type Argon2Parameters } from '../src/features/identity/passwords.ts';
+import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -865,6 +866,7 @@ function resultsSection(
   flood: FloodResult | null,
   argon2: Argon2Result | null,
   serverConfig: Config,
+  policy: PolicyResult,
 ): string {
   const ratio = best.secure.reqPerSec / best.baseline.reqPerSec;
   const rows = (ms: Measurement[]) =>
@@ -911,6 +913,10 @@ One connection at a time (${Math.round(serial[0]?.duration ?? 0)} s each, no war
 
 ${floodSection(flood)}
 ${argon2Section(argon2, serverConfig.loginProtection.argon2Concurrency)}
+**Access decision.** ${policyLine(policy)}. The guard's database work is the tenant entry
+alone, which loads session, user, membership and tenant rules and (on prefetching reads)
+carries the read in the same message: ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} round trips per secure read above.
+
 ### Method
 
 - Date: ${env.date}.
@@ -1107,6 +1113,7 @@ async function main(): Promise<number> {
       flood = await loginFlood({ ...common, superPool, emails, protection: serverConfig.loginProtection });
     }
 
+    const policy = measurePolicyDecision();
     let argon2: Argon2Result | null = null;
     if (settings.argon2Seconds > 0) {
       await waitForQuiet(settings.quietWait);
@@ -1145,6 +1152,8 @@ async function main(): Promise<number> {
       log('login flood: skipped (BENCH_LOGIN_FLOOD=0)');
     }
     log(argon2 ? argon2Line(argon2) : 'argon2id hash rate: skipped (BENCH_ARGON2_SECONDS=0)');
+    log(policyLine(policy));
+    log(`guard round trips: the secure read made ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} database round trips per request (tenant entry, session, membership and the read in one message)`);
     const argon2Noisy = argon2 && argon2Warning(argon2);
     if (argon2Noisy) log(`  WARNING: ${argon2Noisy}`);
 
@@ -1160,7 +1169,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;
