@@ -122,6 +122,16 @@ describe('permission matrix: every live route x every caller, expectations from 
     await dns?.stop();
   });
 
+  /** access.denied events about tenant A: in its own log, and in the platform log. */
+  async function denials(): Promise<{ tenant: number; platform: number }> {
+    const [row] = await t.admin.query<{ tenant: number; platform: number }>(
+      `select (select count(*)::int from audit_events where tenant_id = $1 and action = 'access.denied') as tenant,
+              (select count(*)::int from platform_audit_events where tenant_id = $1 and action = 'access.denied') as platform`,
+      [tenantA],
+    );
+    return row!;
+  }
+
   /** A fresh object of each kind a path can name, in tenantId (so a permitted DELETE never runs out). */
   async function freshIds(tenantId: string, accountId: string): Promise<Record<string, string>> {
     const n = ++counter;
@@ -212,8 +222,16 @@ describe('permission matrix: every live route x every caller, expectations from 
         row.set(principal.label, expected);
         await prepare(route, tenantA);
         const ids = await freshIds(tenantA, seedAccountA);
+        const before = await denials();
         const response = await send(route, principal, { tenantId: tenantA, ids, accountId: seedAccountA });
         if (!matches(response, expected)) failures.push(`${principal.label} -> ${key(route)}: expected ${expected}, got ${response.statusCode} ${response.body.slice(0, 200)}`);
+        // Denials are evidence: a member's (or key's) 403 lands in the tenant's log, a stranger's 404 in the platform log.
+        const after = await denials();
+        if (expected === '403' || expected === '403 owner only') {
+          if (after.tenant !== before.tenant + 1) failures.push(`${principal.label} -> ${key(route)}: the 403 left no access.denied in the tenant log`);
+        } else if (expected === '404') {
+          if (after.platform !== before.platform + 1 || after.tenant !== before.tenant) failures.push(`${principal.label} -> ${key(route)}: the 404 was not recorded in the platform log only`);
+        }
         if (expected !== 'allowed') {
           const text = response.body.toLowerCase();
           for (const secret of secretsA) if (text.includes(secret.toLowerCase())) failures.push(`${principal.label} -> ${key(route)}: refused answer contains ${secret}`);
