@@ -82,6 +82,21 @@ describe('audit log', () => {
     await expect(t.db.systemDb({ reason: 'prove the system role cannot rewrite history' }).transaction((tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
   });
 
+  it('a trigger keeps audit rows append-only for every role, the tables owner and the superuser included', async () => {
+    const [before] = await t.admin.query<{ n: number }>('select count(*)::int as n from audit_events where tenant_id = $1', [tenantId]);
+    for (const statement of [
+      `update audit_events set action = 'edited' where tenant_id = '${tenantId}'`,
+      `delete from audit_events where tenant_id = '${tenantId}'`,
+      'truncate audit_events',
+      `update platform_audit_events set action = 'edited'`,
+      'delete from platform_audit_events',
+    ]) {
+      await expect(t.admin.query(statement), statement).rejects.toThrow(/append-only/);
+    }
+    const [after] = await t.admin.query<{ n: number }>('select count(*)::int as n from audit_events where tenant_id = $1', [tenantId]);
+    expect(after!.n).toBe(before!.n);
+  });
+
   it('members without audit.read cannot see the log', async () => {
     const member = await t.addMember(owner, tenantId, 'member');
     const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events`, as: member });

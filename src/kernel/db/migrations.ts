@@ -514,6 +514,32 @@ end $$;
 revoke all on function cn_enter_tenant_strict(uuid, bytea, integer, text[]) from public;
 `,
   },
+  {
+    version: 12,
+    name: 'audit-append-only',
+    // Grants already keep the application and system roles to INSERT and SELECT on audit
+    // tables; this trigger holds every role to it, the tables' owner included (only a
+    // superuser, or the owner by disabling the trigger, can get past it: both are visible).
+    // The retention purge (not built yet) will run as a role named cn_audit_purge, the one
+    // role the trigger lets DELETE; no such role exists until then.
+    sql: `
+create function cn_audit_append_only() returns trigger language plpgsql as $$
+begin
+  if tg_op = 'DELETE' and current_user = 'cn_audit_purge' then
+    return old;
+  end if;
+  raise exception 'audit events are append-only: % on % refused', tg_op, tg_table_name using errcode = '42501';
+end $$;
+create trigger audit_events_append_only before update or delete on audit_events
+  for each row execute function cn_audit_append_only();
+create trigger platform_audit_events_append_only before update or delete on platform_audit_events
+  for each row execute function cn_audit_append_only();
+create trigger audit_events_no_truncate before truncate on audit_events
+  for each statement execute function cn_audit_append_only();
+create trigger platform_audit_events_no_truncate before truncate on platform_audit_events
+  for each statement execute function cn_audit_append_only();
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
