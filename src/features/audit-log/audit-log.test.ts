@@ -97,6 +97,27 @@ describe('audit log', () => {
     expect(after!.n).toBe(before!.n);
   });
 
+  it("an account's history: its events newest first, for anyone who may read it, also after deletion, without addresses", async () => {
+    const viewer = await t.addMember(owner, tenantId, 'viewer');
+    const accounts = `/api/v1/tenants/${tenantId}/accounts`;
+    const { id } = (await t.request({ method: 'POST', url: accounts, as: owner, body: { name: 'History Inc' } })).json<{ id: string }>();
+    await t.request({ method: 'PATCH', url: `${accounts}/${id}`, as: owner, body: { name: 'History Two' } });
+    await t.request({ method: 'POST', url: accounts, as: owner, body: { name: 'Unrelated' } });
+    await t.request({ method: 'DELETE', url: `${accounts}/${id}`, as: owner });
+    const history = await t.request({ method: 'GET', url: `${accounts}/${id}/history?limit=2`, as: viewer });
+    expect(history.statusCode).toBe(200);
+    const page1 = history.json<{ items: { action: string; ip?: unknown; userAgent?: unknown; actor: { id: string } }[]; nextCursor: string }>();
+    expect(page1.items.map((e) => e.action)).toEqual(['account.deleted', 'account.updated']);
+    expect(page1.items[0]!.actor.id).toBe(owner.userId);
+    expect(page1.items[0]).not.toHaveProperty('ip');
+    expect(page1.items[0]).not.toHaveProperty('userAgent');
+    const page2 = await t.request({ method: 'GET', url: `${accounts}/${id}/history?cursor=${page1.nextCursor}`, as: viewer });
+    expect(page2.json<{ items: { action: string }[] }>().items.map((e) => e.action)).toEqual(['account.created']);
+    expect((await t.request({ method: 'GET', url: `${accounts}/00000000-0000-4000-8000-000000000000/history`, as: viewer })).statusCode).toBe(404);
+    const { session: outsider } = await t.signup();
+    expect((await t.request({ method: 'GET', url: `${accounts}/${id}/history`, as: outsider })).statusCode).toBe(404);
+  });
+
   it('members without audit.read cannot see the log', async () => {
     const member = await t.addMember(owner, tenantId, 'member');
     const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events`, as: member });

@@ -1,7 +1,9 @@
+import type { Selectable } from 'kysely';
 import Type from 'typebox';
+import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
-import { page, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
+import { page, TenantItemParams, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 
 export const AuditEventSchema = Type.Object({
   id: Uuid,
@@ -33,6 +35,34 @@ const AuditQuery = Type.Object(
   { additionalProperties: false },
 );
 
+/** A record's history shows who did what to it, not from where: no address or user agent. */
+const HistoryEventSchema = Type.Omit(AuditEventSchema, ['ip', 'userAgent', 'tenantId']);
+const HistoryQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+    cursor: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,17}$' })),
+  },
+  { additionalProperties: false },
+);
+
+type AuditRow = Selectable<AuditEventsTable>;
+
+function toEvent(row: AuditRow) {
+  return {
+    id: row.id,
+    seq: Number(row.seq),
+    at: row.at.toISOString(),
+    tenantId: row.tenant_id,
+    actor: { type: row.actor_type, id: row.actor_id, ...(row.actor_email ? { email: row.actor_email } : {}) },
+    action: row.action,
+    ...(row.target_type && row.target_id ? { target: { type: row.target_type, id: row.target_id } } : {}),
+    outcome: row.outcome,
+    ip: row.ip,
+    userAgent: row.user_agent,
+    metadata: row.metadata,
+  };
+}
+
 export function auditLogRoutes(): RouteDefinition[] {
   return [
     tenantRoute({
@@ -53,22 +83,39 @@ export function auditLogRoutes(): RouteDefinition[] {
         if (query.until) builder = builder.where('at', '<', new Date(query.until));
         const rows = await builder.orderBy('seq', 'desc').limit(limit + 1).execute();
         const visible = rows.slice(0, limit);
-        return {
-          items: visible.map((row) => ({
-            id: row.id,
-            seq: Number(row.seq),
-            at: row.at.toISOString(),
-            tenantId: row.tenant_id,
-            actor: { type: row.actor_type, id: row.actor_id, ...(row.actor_email ? { email: row.actor_email } : {}) },
-            action: row.action,
-            ...(row.target_type && row.target_id ? { target: { type: row.target_type, id: row.target_id } } : {}),
-            outcome: row.outcome,
-            ip: row.ip,
-            userAgent: row.user_agent,
-            metadata: row.metadata,
-          })),
-          nextCursor: rows.length > limit ? String(visible.at(-1)?.seq) : null,
-        };
+        return { items: visible.map(toEvent), nextCursor: rows.length > limit ? String(visible.at(-1)?.seq) : null };
+      },
+    }),
+
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/accounts/:id/history',
+      permission: 'records.read',
+      schema: {
+        summary: "An account's own history (also after it was deleted), newest first",
+        tags: ['audit', 'records'],
+        params: TenantItemParams,
+        querystring: HistoryQuery,
+        response: { 200: page(HistoryEventSchema) },
+      },
+      async handler({ tx, tenantId, params, query }) {
+        const limit = query.limit ?? 50;
+        let builder = tx
+          .selectFrom('audit_events')
+          .selectAll()
+          .where('tenant_id', '=', tenantId)
+          .where('target_type', '=', 'account')
+          .where('target_id', '=', params.id.toLowerCase());
+        if (query.cursor) builder = builder.where('seq', '<', query.cursor);
+        const rows = await builder.orderBy('seq', 'desc').limit(limit + 1).execute();
+        // Neither the account nor any event about it here: as for any id of another tenant, 404.
+        if (rows.length === 0 && !query.cursor) {
+          const exists = await tx.selectFrom('accounts').select('id').where('tenant_id', '=', tenantId).where('id', '=', params.id).executeTakeFirst();
+          if (!exists) throw new AppError('not_found');
+        }
+        const visible = rows.slice(0, limit);
+        // The response schema is the allow-list: address, user agent and tenant are not serialised.
+        return { items: visible.map(toEvent), nextCursor: rows.length > limit ? String(visible.at(-1)?.seq) : null };
       },
     }),
   ];

@@ -540,6 +540,12 @@ create trigger platform_audit_events_no_truncate before truncate on platform_aud
   for each statement execute function cn_audit_append_only();
 `,
   },
+  {
+    version: 13,
+    name: 'audit-target-index',
+    // A record's history: its events, newest first.
+    sql: `create index audit_events_target_idx on audit_events (tenant_id, target_type, target_id, seq);`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
