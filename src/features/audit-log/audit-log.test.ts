@@ -1,4 +1,7 @@
 import { sql } from 'kysely';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
@@ -122,5 +125,33 @@ describe('audit log', () => {
     const member = await t.addMember(owner, tenantId, 'member');
     const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events`, as: member });
     expect(response.statusCode).toBe(403);
+  });
+});
+
+describe('the operator audit stream (AUDIT_STREAM)', () => {
+  it('writes every committed event as one JSON line, tenant and platform alike, and nothing of a rolled-back change', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-audit-stream-'));
+    const file = path.join(dir, 'audit.jsonl');
+    const t = await startTestApp({ env: { AUDIT_STREAM: file }, extraRoutes: [failingWrite] });
+    let closed = false;
+    try {
+      const { session, tenantId } = await t.signup();
+      const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: session, body: { name: 'Streamed' } });
+      expect((await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/test-failing-write`, as: session })).statusCode).toBe(400);
+      await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: 'nobody-streamed@example.com', password: 'wrong password here' } });
+      const [row] = await t.admin.query<{ id: string; seq: number }>(`select id, seq::int as seq from audit_events where action = 'account.created' and tenant_id = $1`, [tenantId]);
+      await t.close(); // flushes and closes the stream
+      closed = true;
+      const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      const account = lines.find((l) => l.action === 'account.created');
+      expect(account).toMatchObject({ stream: 'audit', log: 'tenant', tenantId, target: { type: 'account', id: created.json().id }, actor: { type: 'user', id: session.userId }, outcome: 'success' });
+      expect(account).toMatchObject({ id: row!.id, seq: row!.seq });
+      expect(lines.filter((l) => l.action === 'account.created')).toHaveLength(1); // the doomed write's event never left
+      expect(lines.some((l) => l.log === 'platform' && l.action === 'auth.login.failed')).toBe(true);
+      expect(JSON.stringify(lines)).not.toContain('wrong password here');
+    } finally {
+      if (!closed) await t.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -2,10 +2,12 @@
  * Records audit events in the transaction of the change they describe (DESIGN.md
  * invariant 6): the event commits with the change or not at all. The per-tenant sequence
  * is taken from audit_heads in the same statement, so it is gapless and strictly
- * increasing (the row lock serialises concurrent writers of one tenant).
+ * increasing (the row lock serialises concurrent writers of one tenant). Once the
+ * transaction commits, each event is also written as one JSON line to the operator's
+ * audit stream (AUDIT_STREAM), for a SIEM.
  */
 import { sql } from 'kysely';
-import type { Tx } from '../db/database.ts';
+import { emitAfterCommit, type Tx } from '../db/database.ts';
 import type { ActorType, Outcome } from '../db/schema.ts';
 
 export interface Actor {
@@ -38,7 +40,7 @@ export async function recordTenantEvent(
   meta: RequestMeta,
   event: AuditEvent,
 ): Promise<void> {
-  await sql`
+  const { rows } = await sql<{ id: string; seq: string; at: Date }>`
     with head as (
       insert into audit_heads (tenant_id, seq) values (${tenantId}, 1)
       on conflict (tenant_id) do update set seq = audit_heads.seq + 1
@@ -49,7 +51,30 @@ export async function recordTenantEvent(
     select ${tenantId}, head.seq, ${actor.type}, ${actor.id}, ${actor.email ?? null}, ${event.action},
       ${event.target?.type ?? null}, ${event.target?.id ?? null}, ${event.outcome ?? 'success'},
       ${meta.ip}, ${meta.userAgent}, ${meta.requestId}, ${JSON.stringify(event.metadata ?? {})}::jsonb
-    from head`.execute(tx);
+    from head
+    returning id, seq, at`.execute(tx);
+  const row = rows[0]!;
+  emitAfterCommit(streamLine('tenant', { id: row.id, seq: Number(row.seq), at: new Date(row.at), tenantId }, actor, meta, event));
+}
+
+/** One line of the operator's audit stream. */
+function streamLine(log: 'tenant' | 'platform', row: { id: string; seq: number; at: Date; tenantId: string | null }, actor: Actor, meta: RequestMeta, event: AuditEvent): string {
+  return JSON.stringify({
+    stream: 'audit',
+    log,
+    id: row.id,
+    seq: row.seq,
+    at: row.at.toISOString(),
+    tenantId: row.tenantId,
+    actor: { type: actor.type, id: actor.id, ...(actor.email ? { email: actor.email } : {}) },
+    action: event.action,
+    ...(event.target ? { target: event.target } : {}),
+    outcome: event.outcome ?? 'success',
+    ip: meta.ip,
+    userAgent: meta.userAgent,
+    requestId: meta.requestId,
+    metadata: event.metadata ?? {},
+  });
 }
 
 /** Appends an event to the platform log (operators' view; tenants never read it). */
@@ -59,7 +84,7 @@ export async function recordPlatformEvent(
   meta: RequestMeta,
   event: AuditEvent & { readonly tenantId?: string },
 ): Promise<void> {
-  await tx
+  const row = await tx
     .insertInto('platform_audit_events')
     .values({
       tenant_id: event.tenantId ?? null,
@@ -75,5 +100,7 @@ export async function recordPlatformEvent(
       request_id: meta.requestId,
       metadata: JSON.stringify(event.metadata ?? {}),
     })
-    .execute();
+    .returning(['id', 'seq', 'at'])
+    .executeTakeFirstOrThrow();
+  emitAfterCommit(streamLine('platform', { id: row.id, seq: Number(row.seq), at: new Date(row.at), tenantId: event.tenantId ?? null }, actor, meta, event));
 }

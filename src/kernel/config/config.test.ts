@@ -75,6 +75,13 @@ describe('configuration', () => {
     expect(config.appUrl).toBe('http://127.0.0.1:3000');
   });
 
+  it('AUDIT_STREAM is stdout, off or an absolute file (off in tests by default)', () => {
+    expect(loadConfig({}).auditStream).toEqual({ kind: 'stdout' });
+    expect(loadConfig({ NODE_ENV: 'test' }).auditStream).toEqual({ kind: 'off' });
+    expect(loadConfig({ AUDIT_STREAM: '/var/log/cn/audit.jsonl' }).auditStream).toEqual({ kind: 'file', path: '/var/log/cn/audit.jsonl' });
+    expect(errorOf({ AUDIT_STREAM: 'relative/file.jsonl' }).variable).toBe('AUDIT_STREAM');
+  });
+
   it('an SMTP password never appears in a configuration error', () => {
     const error = errorOf({ SMTP_URL: 'ftp://mailer:hunter2-secret@smtp.example.com' });
     expect(error.message).not.toContain('hunter2-secret');

@@ -55,6 +55,8 @@ export interface Config {
   };
   /** Base of links in mails: PUBLIC_URL, else this server's own address. */
   readonly appUrl: string;
+  /** Where committed audit events are also written, one JSON line each, for a SIEM. */
+  readonly auditStream: { readonly kind: 'stdout' } | { readonly kind: 'off' } | { readonly kind: 'file'; readonly path: string };
   readonly sso: {
     /** Allow http:// OIDC issuers (tests and local trials only; production refuses it). */
     readonly allowHttpIssuers: boolean;
@@ -213,6 +215,10 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  const auditStreamValue = raw(env, 'AUDIT_STREAM')?.trim() ?? (nodeEnv === 'test' ? 'off' : 'stdout');
+  if (!['stdout', 'off'].includes(auditStreamValue) && !path.isAbsolute(auditStreamValue)) {
+    throw new ConfigError('AUDIT_STREAM', 'must be stdout, off, or an absolute file path');
+  }
   const host = raw(env, 'HOST')?.trim() ?? '127.0.0.1';
   const port = integer(env, 'PORT', 3000, 0, 65535);
   const dataDir = path.resolve(raw(env, 'DATA_DIR') ?? './data');
@@ -254,6 +260,9 @@ export function loadConfig(env: Env = process.env): Config {
     mail: Object.freeze({ smtpUrl, from: mailFrom, outboxDir: path.join(dataDir, 'outbox') }),
     appUrl: publicUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
     sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
+    auditStream: Object.freeze(
+      auditStreamValue === 'stdout' ? { kind: 'stdout' as const } : auditStreamValue === 'off' ? { kind: 'off' as const } : { kind: 'file' as const, path: auditStreamValue },
+    ),
   };
   return Object.freeze(config);
 }

@@ -23,6 +23,7 @@ import {
 } from 'kysely';
 import pg from 'pg';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
@@ -110,7 +111,22 @@ export interface Database {
  * Marks code running inside a kernel transaction. Opening a second one from there would
  * deadlock the embedded database (one session) and break atomicity on PostgreSQL.
  */
-const insideTransaction = new AsyncLocalStorage<true>();
+const insideTransaction = new AsyncLocalStorage<TransactionContext>();
+
+interface TransactionContext {
+  /** Lines for the audit stream, written only once the transaction has committed. */
+  readonly afterCommit: string[];
+}
+
+/**
+ * Queues a line for the operator's audit stream: written after the current kernel
+ * transaction commits, never for one that rolls back.
+ */
+export function emitAfterCommit(line: string): void {
+  const context = insideTransaction.getStore();
+  if (!context) throw new Error('emitAfterCommit outside a kernel transaction');
+  context.afterCommit.push(line);
+}
 
 export class NestedTransactionError extends Error {
   override name = 'NestedTransactionError';
@@ -291,14 +307,18 @@ function createKernel(options: {
   appDb: Kysely<DB>;
   systemKysely: Kysely<DB>;
   logger: Logger;
+  auditSink: ((line: string) => void) | null;
   close: () => Promise<void>;
 }): Database {
   const { appDb, systemKysely, logger } = options;
   const entry = options.kind === 'embedded' ? embeddedEntry : postgresEntry;
 
-  function transaction<T>(db: Kysely<DB>, body: (tx: Tx) => Promise<T>): Promise<T> {
+  async function transaction<T>(db: Kysely<DB>, body: (tx: Tx) => Promise<T>): Promise<T> {
     assertNotNested();
-    return insideTransaction.run(true, () => db.transaction().execute(body));
+    const context: TransactionContext = { afterCommit: [] };
+    const result = await insideTransaction.run(context, () => db.transaction().execute(body));
+    for (const line of context.afterCommit) options.auditSink?.(line);
+    return result;
   }
 
   return {
@@ -354,7 +374,8 @@ function createKernel(options: {
 }
 
 export interface OpenDatabaseOptions {
-  config: Pick<Config, 'dataDir' | 'databaseUrl' | 'databaseAppUser' | 'databaseAppPassword' | 'databaseSystemPassword' | 'databasePoolSize'>;
+  config: Pick<Config, 'dataDir' | 'databaseUrl' | 'databaseAppUser' | 'databaseAppPassword' | 'databaseSystemPassword' | 'databasePoolSize'> &
+    Partial<Pick<Config, 'auditStream'>>;
   logger: Logger;
   /** Tests hand in an in-memory PGlite (loaded from a migrated template) instead of DATA_DIR. */
   pglite?: PGlite;
@@ -363,6 +384,16 @@ export interface OpenDatabaseOptions {
 /** Opens, migrates and checks the database named by the config: PGlite under DATA_DIR, or PostgreSQL. */
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   return options.config.databaseUrl === undefined ? openEmbedded(options) : openPostgres(options, options.config.databaseUrl);
+}
+
+/** The operator's audit stream (AUDIT_STREAM): stdout, an append-only file (0600), or nothing. */
+function openAuditSink(config: OpenDatabaseOptions['config']): { write: ((line: string) => void) | null; close: () => Promise<void> } {
+  const target = config.auditStream ?? { kind: 'off' };
+  if (target.kind === 'off') return { write: null, close: async () => {} };
+  if (target.kind === 'stdout') return { write: (line) => void process.stdout.write(`${line}\n`), close: async () => {} };
+  const file = createWriteStream(target.path, { flags: 'a', mode: 0o600 });
+  file.on('error', () => {}); // a failing stream must not take the server down; the database keeps the events
+  return { write: (line) => void file.write(`${line}\n`), close: () => new Promise<void>((resolve) => file.end(resolve)) };
 }
 
 async function openEmbedded(options: OpenDatabaseOptions): Promise<Database> {
@@ -386,13 +417,16 @@ async function openEmbedded(options: OpenDatabaseOptions): Promise<Database> {
     throw error;
   }
   const db = new Kysely<DB>({ dialect: new PGliteDialect({ pglite: instance }) });
+  const sink = openAuditSink(options.config);
   return createKernel({
     kind: 'embedded',
     appDb: db,
     systemKysely: db,
     logger: options.logger,
+    auditSink: sink.write,
     async close() {
       await db.destroy();
+      await sink.close();
       lock?.release();
     },
   });
@@ -445,13 +479,16 @@ async function openPostgres(options: OpenDatabaseOptions, databaseUrl: string): 
   }
   const appDb = new Kysely<DB>({ dialect: new LazyBeginPostgresDialect(appPool) });
   const systemKysely = new Kysely<DB>({ dialect: new LazyBeginPostgresDialect(systemPool) });
+  const sink = openAuditSink(options.config);
   return createKernel({
     kind: 'postgres',
     appDb,
     systemKysely,
     logger,
+    auditSink: sink.write,
     async close() {
       await Promise.allSettled([appDb.destroy(), systemKysely.destroy()]);
+      await sink.close();
     },
   });
 }
