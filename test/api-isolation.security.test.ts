@@ -31,6 +31,9 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'POST /api/v1/tenants/:tenantId/domains': () => ({ domain: 'intruder.example' }),
 };
 
+/** Required query strings, so the answer is the guard's and not validation's. */
+const SAMPLE_QUERIES: Readonly<Record<string, string>> = { 'GET /api/v1/tenants/:tenantId/audit-events/export': 'format=jsonl' };
+
 /** Fills :tenantId and every object param; a param without a known sample id fails the test. */
 function pathFor(url: string, ids: Ids): string {
   return url.replace(/([^/]+)\/:(\w+)/g, (_whole, collection: string, param: string) => {
@@ -71,8 +74,10 @@ describe('tenant isolation through the API', () => {
     return { accounts: await rows('accounts'), contacts: await rows('contacts'), memberships: await rows('memberships'), invitations: await rows('invitations') };
   }
 
-  const send = (route: RouteDefinition, ids: Ids, as: SessionHandle | null, bodyIds: Ids = ids) =>
-    t.request({ method: route.method, url: pathFor(route.url, ids), as, body: bodyFor(route, bodyIds) });
+  const send = (route: RouteDefinition, ids: Ids, as: SessionHandle | null, bodyIds: Ids = ids) => {
+    const query = SAMPLE_QUERIES[routeKey(route)];
+    return t.request({ method: route.method, url: `${pathFor(route.url, ids)}${query ? `?${query}` : ''}`, as, body: bodyFor(route, bodyIds) });
+  };
 
   beforeAll(async () => {
     t = await startTestApp();

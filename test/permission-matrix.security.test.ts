@@ -35,7 +35,14 @@ const PRINCIPALS: readonly Principal[] = [
 type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '403 owner only' | '404';
 
 /** Routes whose handler asks for a recent authentication (step-up): an API key never has one. */
-const STEP_UP = new Set(['POST /api/v1/tenants/:tenantId/api-keys', 'PUT /api/v1/tenants/:tenantId/sso', 'DELETE /api/v1/tenants/:tenantId/sso']);
+const STEP_UP = new Set([
+  'POST /api/v1/tenants/:tenantId/api-keys',
+  'PUT /api/v1/tenants/:tenantId/sso',
+  'DELETE /api/v1/tenants/:tenantId/sso',
+  'GET /api/v1/tenants/:tenantId/audit-events/export',
+]);
+/** Query strings a route needs to get past validation (so the guard and handler rules are what answers). */
+const SAMPLE_QUERIES: Readonly<Record<string, string>> = { 'GET /api/v1/tenants/:tenantId/audit-events/export': 'format=jsonl' };
 /** Routes with the identity-provider rule of the policy (mayChangeIdentityProvider). */
 const IDENTITY_PROVIDER = new Set(['PUT /api/v1/tenants/:tenantId/sso', 'DELETE /api/v1/tenants/:tenantId/sso']);
 
@@ -197,7 +204,8 @@ describe('permission matrix: every live route x every caller, expectations from 
     });
     const sample = body(route, target.accountId);
     const payload = target.body ? { ...(sample as Record<string, unknown>), ...target.body } : sample;
-    if (target.query) url += `?${target.query}`;
+    const query = target.query ?? SAMPLE_QUERIES[key(route)];
+    if (query) url += `?${query}`;
     if (principal.kind === 'apikey') {
       return t.request({ method: route.method, url, body: payload, headers: { authorization: `Bearer ${keys.get(principal.label)!}` } });
     }

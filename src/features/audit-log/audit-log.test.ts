@@ -121,6 +121,55 @@ describe('audit log', () => {
     expect((await t.request({ method: 'GET', url: `${accounts}/${id}/history`, as: outsider })).statusCode).toBe(404);
   });
 
+  it('exports the log as JSON lines and as CSV, oldest first, only this tenant, and audits the export', async () => {
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: '=HYPERLINK("http://evil"), "quoted"\nline' } });
+    const { session: other, tenantId: otherTenant } = await t.signup();
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${otherTenant}/accounts`, as: other, body: { name: 'Other tenant account' } });
+    const [{ n: count }] = (await t.admin.query<{ n: number }>('select count(*)::int as n from audit_events where tenant_id = $1', [tenantId])) as [{ n: number }];
+
+    const jsonl = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events/export?format=jsonl`, as: owner });
+    expect(jsonl.statusCode).toBe(200);
+    expect(jsonl.headers['content-type']).toMatch(/^application\/x-ndjson/);
+    expect(jsonl.headers['content-disposition']).toBe(`attachment; filename="audit-${tenantId}.jsonl"`);
+    const events = jsonl.body.trim().split('\n').map((line) => JSON.parse(line) as { seq: number; tenantId: string; action: string });
+    expect(events).toHaveLength(count);
+    expect(events.map((e) => e.seq)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+    expect(events.every((e) => e.tenantId === tenantId)).toBe(true);
+    expect(jsonl.body).not.toContain('Other tenant account');
+
+    const csv = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events/export?format=csv&since=2000-01-01T00:00:00.000Z`, as: owner });
+    expect(csv.headers['content-type']).toMatch(/^text\/csv/);
+    const [header, ...rows] = csv.body.split('\r\n').filter((line) => line !== '');
+    expect(header).toBe('id,seq,at,actorType,actorId,actorEmail,action,targetType,targetId,outcome,ip,userAgent,requestId,metadata');
+    expect(rows.length).toBeGreaterThanOrEqual(count); // the JSON export is itself an event now
+    const exported = await t.admin.query<{ metadata: { format: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'audit.exported' order by seq`, [tenantId]);
+    expect(exported.map((e) => e.metadata.format)).toEqual(['jsonl', 'csv']);
+  });
+
+  it('a CSV field is quoted, and a formula is shown as text', async () => {
+    const { csvField } = await import('./routes.ts');
+    expect(csvField('=HYPERLINK("x")')).toBe(`"'=HYPERLINK(""x"")"`);
+    expect(csvField('plain, with comma')).toBe('"plain, with comma"');
+    expect(csvField(null)).toBe('""');
+    expect(csvField({ a: 1 })).toBe('"{""a"":1}"');
+    for (const lead of ['+', '-', '@', '\t']) expect(csvField(`${lead}1`).startsWith(`"'`)).toBe(true);
+  });
+
+  it('exporting needs a recent authentication and audit.read; bad parameters are a clean 400', async () => {
+    const url = `/api/v1/tenants/${tenantId}/audit-events/export`;
+    const viewer = await t.addMember(owner, tenantId, 'viewer');
+    expect((await t.request({ method: 'GET', url: `${url}?format=jsonl`, as: viewer })).statusCode).toBe(403);
+    for (const query of ['', '?format=xml', '?format=csv&since=yesterday', '?format=csv&since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z', '?format=csv&extra=1']) {
+      const response = await t.request({ method: 'GET', url: `${url}${query}`, as: owner });
+      expect(response.statusCode, query).toBe(400);
+    }
+    await t.admin.query(`update sessions set authenticated_at = now() - interval '16 minutes' where user_id = $1`, [owner.userId]);
+    const stale = await t.request({ method: 'GET', url: `${url}?format=jsonl`, as: owner });
+    expect(stale.statusCode).toBe(403);
+    expect(stale.json().code).toBe('auth.reauth_required');
+    await t.admin.query(`update sessions set authenticated_at = now() where user_id = $1`, [owner.userId]);
+  });
+
   it('members without audit.read cannot see the log', async () => {
     const member = await t.addMember(owner, tenantId, 'member');
     const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events`, as: member });

@@ -1,5 +1,7 @@
 import type { Selectable } from 'kysely';
+import { Readable } from 'node:stream';
 import Type from 'typebox';
+import { assertRecentAuthentication } from '../identity/index.ts';
 import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -47,6 +49,30 @@ const HistoryQuery = Type.Object(
 
 type AuditRow = Selectable<AuditEventsTable>;
 
+const ExportQuery = Type.Object(
+  {
+    format: Type.Union([Type.Literal('jsonl'), Type.Literal('csv')]),
+    since: Type.Optional(Timestamp),
+    until: Type.Optional(Timestamp),
+  },
+  { additionalProperties: false },
+);
+/** Rows per read of an export: memory stays bounded whatever the log's size. */
+const EXPORT_CHUNK = 1000;
+const CSV_COLUMNS = ['id', 'seq', 'at', 'actorType', 'actorId', 'actorEmail', 'action', 'targetType', 'targetId', 'outcome', 'ip', 'userAgent', 'requestId', 'metadata'] as const;
+
+/** One CSV field: quoted, quotes doubled; a leading = + - @ (or tab, CR) is defused so a spreadsheet shows it as text. */
+export function csvField(value: unknown): string {
+  let text = value === null || value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value);
+  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  return `"${text.replaceAll('"', '""')}"`;
+}
+
+function csvLine(row: AuditRow): string {
+  const values = [row.id, Number(row.seq), row.at.toISOString(), row.actor_type, row.actor_id, row.actor_email, row.action, row.target_type, row.target_id, row.outcome, row.ip, row.user_agent, row.request_id, row.metadata];
+  return `${values.map(csvField).join(',')}\r\n`;
+}
+
 function toEvent(row: AuditRow) {
   return {
     id: row.id,
@@ -84,6 +110,49 @@ export function auditLogRoutes(): RouteDefinition[] {
         const rows = await builder.orderBy('seq', 'desc').limit(limit + 1).execute();
         const visible = rows.slice(0, limit);
         return { items: visible.map(toEvent), nextCursor: rows.length > limit ? String(visible.at(-1)?.seq) : null };
+      },
+    }),
+
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/audit-events/export',
+      permission: 'audit.read',
+      schema: {
+        summary: "Download this tenant's audit log (JSON lines or CSV, oldest first); needs a recent authentication; the export is audited",
+        tags: ['audit'],
+        params: TenantParams,
+        querystring: ExportQuery,
+        response: { 200: Type.String() },
+      },
+      async handler({ tx, tenantId, principal, query, reply, audit, readLater }) {
+        await assertRecentAuthentication(tx, principal.sessionId);
+        if (query.since && query.until && Date.parse(query.since) >= Date.parse(query.until)) {
+          throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
+        }
+        // The export covers the log as it is now: up to the current head, read in chunks later.
+        const head = await tx.selectFrom('audit_events').select((eb) => eb.fn.max('seq').as('seq')).where('tenant_id', '=', tenantId).executeTakeFirst();
+        const upTo = Number(head?.seq ?? 0);
+        await audit({ action: 'audit.exported', metadata: { format: query.format, since: query.since ?? null, until: query.until ?? null, upToSeq: upTo } });
+        const since = query.since ? new Date(query.since) : null;
+        const until = query.until ? new Date(query.until) : null;
+        async function* lines(): AsyncGenerator<string> {
+          if (query.format === 'csv') yield `${CSV_COLUMNS.join(',')}\r\n`;
+          let after = 0;
+          for (;;) {
+            const rows = await readLater((chunkTx) => {
+              let builder = chunkTx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', '>', String(after)).where('seq', '<=', String(upTo));
+              if (since) builder = builder.where('at', '>=', since);
+              if (until) builder = builder.where('at', '<', until);
+              return builder.orderBy('seq').limit(EXPORT_CHUNK).execute();
+            });
+            if (rows.length === 0) return;
+            yield rows.map((row) => (query.format === 'csv' ? csvLine(row) : `${JSON.stringify(toEvent(row))}\n`)).join('');
+            after = Number(rows.at(-1)!.seq);
+          }
+        }
+        void reply.type(query.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson');
+        void reply.header('content-disposition', `attachment; filename="audit-${tenantId}.${query.format}"`);
+        return Readable.from(lines());
       },
     }),
 

@@ -96,6 +96,12 @@ export interface Database {
     fn: (tx: Tx, caller: TenantCaller | null, prefetched?: readonly unknown[]) => Promise<T>,
     prefetch?: Prefetch,
   ): Promise<T>;
+  /**
+   * Runs fn outside the current async context's transaction bookkeeping: for work that
+   * happens after a request's transaction has ended but was started from inside it (a
+   * streamed answer's later reads). Never call it while a transaction is still open.
+   */
+  detached<T>(fn: () => Promise<T>): Promise<T>;
   /** Builds and compiles queries (for a Prefetch); cannot run them. */
   readonly compiler: QueryCompiler;
   /** Like withTenantSession, for a request that presents an API key (digest) of tenantId. */
@@ -331,6 +337,9 @@ function createKernel(options: {
       });
     },
     compiler: compileOnly,
+    detached(fn) {
+      return insideTransaction.exit(fn);
+    },
     withTenantSession(tenantId, tokenHash, idleMinutes, fn, prefetch) {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {

@@ -73,6 +73,11 @@ export interface TenantContext<S extends RouteSchema, R = never> extends BaseCon
   readonly prefetched: readonly R[];
   /** Records an event in this tenant's log, in this transaction, with the caller as actor. */
   audit(event: AuditEvent): Promise<void>;
+  /**
+   * For a streamed answer: runs fn in a new transaction of this tenant, once the handler has
+   * returned and the request's own transaction has committed (each chunk of an export).
+   */
+  readLater<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
 }
 
 interface RouteBase<S extends RouteSchema> {
@@ -336,6 +341,11 @@ async function runTenantRoute(
     metadata: { route: `${route.method} ${route.url}`, permission, ...metadata },
   });
   let principal: TenantPrincipal | undefined;
+  let answered = false;
+  const readLater = <T>(fn: (tx: Tx) => Promise<T>): Promise<T> => {
+    if (!answered) return Promise.reject(new Error('readLater is for streamed answers, after the handler has returned'));
+    return deps.db.detached(() => deps.db.withTenant(tenantId, fn));
+  };
   const prefetchQuery = route.prefetch?.({ db: deps.db.compiler, tenantId, params: base.params, query: base.query }).compile();
   const body = async (tx: Tx, caller: Caller, prefetched?: readonly unknown[]): Promise<Outcome> => {
     if (caller === null) return { denied: new AppError('auth.unauthenticated') };
@@ -359,10 +369,27 @@ async function runTenantRoute(
       tx,
       prefetched: rows,
       audit: (event) => recordTenantEvent(tx, tenantId, actorOf(member), base.meta, event),
+      readLater,
     });
     return { value };
   };
   try {
+    const outcome = await decide();
+    answered = true;
+    return outcome;
+  } catch (error) {
+    // A handler's own refusal (say, an admin touching an owner) rolled its transaction
+    // back; the denial is still evidence, so it is recorded in a transaction of its own.
+    if (error instanceof AppError && error.code === 'access.forbidden' && principal !== undefined) {
+      const member = principal;
+      await deps.db.withTenant(tenantId, (tx) =>
+        recordTenantEvent(tx, tenantId, actorOf(member), base.meta, denial({ role: member.role, reason: error.publicDetail ?? null })),
+      );
+    }
+    throw error;
+  }
+
+  async function decide(): Promise<Outcome> {
     if (credential.kind === 'session') {
       const tokenHash = hashToken(credential.token);
       const guard = async (tx: Tx, found: TenantCaller | null, prefetched?: readonly unknown[]): Promise<Outcome> => {
@@ -411,16 +438,6 @@ async function runTenantRoute(
     return await deps.db.withTenantKey(tenantId, hashToken(credential.token), (tx, found) =>
       body(tx, found === null || found.creatorRole === null ? null : keyCaller(found, tenantId)),
     );
-  } catch (error) {
-    // A handler's own refusal (say, an admin touching an owner) rolled its transaction
-    // back; the denial is still evidence, so it is recorded in a transaction of its own.
-    if (error instanceof AppError && error.code === 'access.forbidden' && principal !== undefined) {
-      const member = principal;
-      await deps.db.withTenant(tenantId, (tx) =>
-        recordTenantEvent(tx, tenantId, actorOf(member), base.meta, denial({ role: member.role, reason: error.publicDetail ?? null })),
-      );
-    }
-    throw error;
   }
 }
 
