@@ -39,6 +39,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { hashPassword, type Argon2Parameters } from '../src/features/identity/passwords.ts';
 import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.ts';
+import { exportLine, measureExport, seedAuditEvents, type ExportResult } from './export.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -94,6 +95,8 @@ const settings = {
   floodDuration: intEnv('BENCH_FLOOD_DURATION', 10, 1, 600),
   /** Seconds of each argon2 hash-rate measurement (sequential, concurrent); 0 skips it. */
   argon2Seconds: intEnv('BENCH_ARGON2_SECONDS', 3, 0, 600),
+  /** Events in the log an export downloads (0 skips the export measurement). */
+  exportEvents: intEnv('BENCH_EXPORT_EVENTS', 1_000_000, 0, 10_000_000),
 };
 
 type RouteName = 'baseline' | 'secure';
@@ -867,6 +870,7 @@ function resultsSection(
   argon2: Argon2Result | null,
   serverConfig: Config,
   policy: PolicyResult,
+  exported: ExportResult | null,
 ): string {
   const ratio = best.secure.reqPerSec / best.baseline.reqPerSec;
   const rows = (ms: Measurement[]) =>
@@ -913,6 +917,8 @@ One connection at a time (${Math.round(serial[0]?.duration ?? 0)} s each, no war
 
 ${floodSection(flood)}
 ${argon2Section(argon2, serverConfig.loginProtection.argon2Concurrency)}
+**Audit export.** ${exported ? `${exportLine(exported)}.` : 'Skipped (BENCH_EXPORT_EVENTS=0).'}
+
 **Access decision.** ${policyLine(policy)}. The guard's database work is the tenant entry
 alone, which loads session, user, membership and tenant rules and (on prefetching reads)
 carries the read in the same message: ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} round trips per secure read above.
@@ -1114,6 +1120,13 @@ async function main(): Promise<number> {
     }
 
     const policy = measurePolicyDecision();
+    let exported: ExportResult | null = null;
+    if (settings.exportEvents > 0) {
+      log(`audit export: appending ${fmt(settings.exportEvents)} events to one tenant's log, then downloading it`);
+      const exportTenant = await seedAuditEvents(superPool, 'Bench signup tenant', settings.exportEvents);
+      await waitForQuiet(settings.quietWait);
+      exported = await measureExport({ baseUrl, cookie, tenantId: exportTenant, serverPid, events: settings.exportEvents });
+    }
     let argon2: Argon2Result | null = null;
     if (settings.argon2Seconds > 0) {
       await waitForQuiet(settings.quietWait);
@@ -1153,6 +1166,7 @@ async function main(): Promise<number> {
     }
     log(argon2 ? argon2Line(argon2) : 'argon2id hash rate: skipped (BENCH_ARGON2_SECONDS=0)');
     log(policyLine(policy));
+    log(exported ? exportLine(exported) : 'audit export: skipped (BENCH_EXPORT_EVENTS=0)');
     log(`guard round trips: the secure read made ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} database round trips per request (tenant entry, session, membership and the read in one message)`);
     const argon2Noisy = argon2 && argon2Warning(argon2);
     if (argon2Noisy) log(`  WARNING: ${argon2Noisy}`);
@@ -1169,7 +1183,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;
