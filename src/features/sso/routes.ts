@@ -9,13 +9,14 @@
  * - a session the IdP opens reaches only this tenant, and cannot change the account's
  *   password or second factor.
  */
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import Type from 'typebox';
 import type { Actor, RequestMeta } from '../../kernel/audit/record.ts';
 import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/record.ts';
 import type { Config } from '../../kernel/config/config.ts';
 import { hashToken, safeEqual } from '../../kernel/crypto/tokens.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
+import type { TenantSsoTable } from '../../kernel/db/schema.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
@@ -77,16 +78,7 @@ const CallbackQuery = Type.Object(
 
 type SsoConfig = Pick<Config, 'appUrl' | 'isProduction' | 'sessionAbsoluteHours' | 'argon2' | 'sso'>;
 
-type SsoRow = {
-  issuer: string;
-  client_id: string;
-  client_secret: string;
-  allowed_domains: string[];
-  default_role: 'admin' | 'member' | 'viewer';
-  jit_provisioning: boolean;
-  enabled: boolean;
-  updated_at: Date;
-};
+type SsoRow = Omit<Selectable<TenantSsoTable>, 'tenant_id'>;
 
 const SSO_COLUMNS = ['issuer', 'client_id', 'client_secret', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'] as const;
 
