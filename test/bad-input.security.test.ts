@@ -66,7 +66,7 @@ const acceptsTypeOf = (schema: JsonSchema, value: unknown): boolean => {
   return declared || (schema.anyOf ?? []).some((option) => acceptsTypeOf(option, value));
 };
 
-const NOT_UUIDS = ['not-a-uuid', '1', '0', "'%20OR%20'1'='1", '..%2F..%2Fetc%2Fpasswd', '%00', '00000000-0000-0000-0000-00000000000g',
+const NOT_UUIDS = ['urn:uuid:0d6f2c51-6a0e-4b7f-9b43-3f2f1f6b9c11', 'not-a-uuid', '1', '0', "'%20OR%20'1'='1", '..%2F..%2Fetc%2Fpasswd', '%00', '00000000-0000-0000-0000-00000000000g',
   '00000000-0000-0000-0000-0000000000000', '{00000000-0000-0000-0000-000000000000}', '%E0%A4%A', '%ZZ', 'x'.repeat(300)];
 const BAD_LIMITS = ['0', '101', '-1', 'abc', '1.5', '', '10&limit=20', '99999999999999999999999'];
 const NON_HEX_ID = '-'.repeat(36);

@@ -106,7 +106,8 @@ describe('audit log', () => {
     const { id } = (await t.request({ method: 'POST', url: accounts, as: owner, body: { name: 'History Inc' } })).json<{ id: string }>();
     await t.request({ method: 'PATCH', url: `${accounts}/${id}`, as: owner, body: { name: 'History Two' } });
     await t.request({ method: 'POST', url: accounts, as: owner, body: { name: 'Unrelated' } });
-    await t.request({ method: 'DELETE', url: `${accounts}/${id}`, as: owner });
+    // Upper case in the request: the event still names the account as its history looks it up.
+    expect((await t.request({ method: 'DELETE', url: `${accounts}/${id.toUpperCase()}`, as: owner })).statusCode).toBe(204);
     const history = await t.request({ method: 'GET', url: `${accounts}/${id}/history?limit=2`, as: viewer });
     expect(history.statusCode).toBe(200);
     const page1 = history.json<{ items: { action: string; ip?: unknown; userAgent?: unknown; actor: { id: string } }[]; nextCursor: string }>();
@@ -177,6 +178,42 @@ describe('audit log', () => {
   });
 });
 
+describe('streamed answers (readLater)', () => {
+  it('a later read checks the caller again: once the session is revoked, the download stops', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const streamed = tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/test-streamed',
+      permission: 'records.read',
+      schema: { summary: 'test only', params: TenantParams, response: { 200: Type.String() } },
+      async handler({ tenantId, readLater }) {
+        async function* chunks(): AsyncGenerator<string> {
+          yield 'first chunk\n';
+          await gate;
+          const rows = await readLater((tx) => tx.selectFrom('accounts').select('name').where('tenant_id', '=', tenantId).execute());
+          yield `${rows.map((r) => r.name).join(',')}\n`;
+        }
+        return (await import('node:stream')).Readable.from(chunks());
+      },
+    });
+    const t = await startTestApp({ extraRoutes: [streamed] });
+    try {
+      const { session, tenantId } = await t.signup();
+      await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: session, body: { name: 'Secret after revocation' } });
+      const pending = t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/test-streamed`, as: session }).catch((error: unknown) => error);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await t.admin.query('update sessions set revoked_at = now() where user_id = $1', [session.userId]);
+      release();
+      const response = await pending;
+      const body = (response as { body?: string }).body ?? '';
+      expect(body).not.toContain('Secret after revocation');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('the operator audit stream (AUDIT_STREAM)', () => {
   it('writes every committed event as one JSON line, tenant and platform alike, and nothing of a rolled-back change', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-audit-stream-'));
@@ -201,6 +238,21 @@ describe('the operator audit stream (AUDIT_STREAM)', () => {
     } finally {
       if (!closed) await t.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a stream that cannot be written does not take the server down: the database still keeps the event', async () => {
+    const t = await startTestApp({ env: { AUDIT_STREAM: '/nonexistent-directory-for-cn-tests/audit.jsonl' } });
+    try {
+      const { session, tenantId } = await t.signup();
+      const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: session, body: { name: 'Kept anyway' } });
+      expect(created.statusCode).toBe(201);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect((await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: session, body: { name: 'And again' } })).statusCode).toBe(201);
+      const rows = await t.admin.query(`select 1 from audit_events where tenant_id = $1 and action = 'account.created'`, [tenantId]);
+      expect(rows).toHaveLength(2);
+    } finally {
+      await t.close();
     }
   });
 });

@@ -289,11 +289,12 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       schema: { summary: "Start signing in through the tenant's identity provider (redirects there)", tags: ['sso'], params: TenantParams, response: { 302: Type.Null() } },
       async handler({ db, params, request, reply, meta }) {
         const tenantId = params.tenantId.toLowerCase();
-        // Each start stores a pending login: bounded per address, so nobody can fill the table.
-        const attempt = await db.withGlobal((tx) => countAttempt(tx, `sso-start:${meta.ip ?? 'unknown'}`, START_WINDOW_MINUTES));
-        if (attempt.failures > STARTS_PER_WINDOW) throw rateLimited(new Date(Date.now() + START_WINDOW_MINUTES * 60_000));
         const sso = await db.withTenant(tenantId, (tx) => readSso(tx, tenantId));
         if (!sso?.enabled) throw notFound();
+        // Each start stores a pending login: bounded per address and tenant, so nobody can fill the
+        // table, and probing other tenants does not use up this tenant's allowance.
+        const attempt = await db.withGlobal((tx) => countAttempt(tx, `sso-start:${tenantId}:${meta.ip ?? 'unknown'}`, START_WINDOW_MINUTES));
+        if (attempt.failures > STARTS_PER_WINDOW) throw rateLimited(new Date(Date.now() + START_WINDOW_MINUTES * 60_000));
         // Discovery is a network call: never inside a transaction.
         const login = await relyingParty.authorizationUrl(providerOf(tenantId, sso), redirectUriFor(tenantId));
         await db.withTenant(tenantId, async (tx) => {

@@ -49,12 +49,19 @@ export async function recordTenantEvent(
     insert into audit_events (tenant_id, seq, actor_type, actor_id, actor_email, action, target_type, target_id,
       outcome, ip, user_agent, request_id, metadata)
     select ${tenantId}, head.seq, ${actor.type}, ${actor.id}, ${actor.email ?? null}, ${event.action},
-      ${event.target?.type ?? null}, ${event.target?.id ?? null}, ${event.outcome ?? 'success'},
+      ${event.target?.type ?? null}, ${targetId(event)}, ${event.outcome ?? 'success'},
       ${meta.ip}, ${meta.userAgent}, ${meta.requestId}, ${JSON.stringify(event.metadata ?? {})}::jsonb
     from head
     returning id, seq, at`.execute(tx);
   const row = rows[0]!;
   emitAfterCommit(streamLine('tenant', { id: row.id, seq: Number(row.seq), at: new Date(row.at), tenantId }, actor, meta, event));
+}
+
+/** A UUID target id is stored lower-case, whatever case the request used, so a record's history finds it. */
+function targetId(event: AuditEvent): string | null {
+  const id = event.target?.id;
+  if (id === undefined) return null;
+  return /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(id) ? id.toLowerCase() : id;
 }
 
 /** One line of the operator's audit stream. */
@@ -93,7 +100,7 @@ export async function recordPlatformEvent(
       actor_email: actor.email ?? null,
       action: event.action,
       target_type: event.target?.type ?? null,
-      target_id: event.target?.id ?? null,
+      target_id: targetId(event),
       outcome: event.outcome ?? 'success',
       ip: meta.ip,
       user_agent: meta.userAgent,

@@ -395,14 +395,44 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   return options.config.databaseUrl === undefined ? openEmbedded(options) : openPostgres(options, options.config.databaseUrl);
 }
 
-/** The operator's audit stream (AUDIT_STREAM): stdout, an append-only file (0600), or nothing. */
-function openAuditSink(config: OpenDatabaseOptions['config']): { write: ((line: string) => void) | null; close: () => Promise<void> } {
+/** Bytes an audit stream may hold unwritten (a stalled reader) before lines are dropped. */
+const AUDIT_STREAM_BACKLOG = 64 * 2 ** 20;
+
+/**
+ * The operator's audit stream (AUDIT_STREAM): stdout, an append-only file (0600), or
+ * nothing. It is a copy for a SIEM: the database keeps every event, so a failing or stalled
+ * stream never takes the server down or holds requests; it is reported once and dropped.
+ */
+function openAuditSink(config: OpenDatabaseOptions['config'], logger: Logger): { write: ((line: string) => void) | null; close: () => Promise<void> } {
   const target = config.auditStream ?? { kind: 'off' };
   if (target.kind === 'off') return { write: null, close: async () => {} };
-  if (target.kind === 'stdout') return { write: (line) => void process.stdout.write(`${line}\n`), close: async () => {} };
-  const file = createWriteStream(target.path, { flags: 'a', mode: 0o600 });
-  file.on('error', () => {}); // a failing stream must not take the server down; the database keeps the events
-  return { write: (line) => void file.write(`${line}\n`), close: () => new Promise<void>((resolve) => file.end(resolve)) };
+  const stream = target.kind === 'stdout' ? process.stdout : createWriteStream(target.path, { flags: 'a', mode: 0o600 });
+  let broken = false;
+  let dropped = 0;
+  const fail = (error: Error) => {
+    if (broken) return;
+    broken = true;
+    logger.error({ err: { message: error.message, code: (error as { code?: unknown }).code } }, 'the audit stream failed: no more lines are written there (the database keeps every event)');
+  };
+  stream.on('error', fail);
+  return {
+    write(line) {
+      if (broken) return;
+      if (stream.writableLength > AUDIT_STREAM_BACKLOG) {
+        if (dropped++ === 0) logger.error({ backlogBytes: stream.writableLength }, 'the audit stream is not being read: lines are dropped until it catches up');
+        return;
+      }
+      if (dropped > 0) {
+        logger.warn({ dropped }, 'the audit stream caught up after dropping lines');
+        dropped = 0;
+      }
+      stream.write(`${line}\n`);
+    },
+    async close() {
+      stream.off('error', fail);
+      if (stream !== process.stdout) await new Promise<void>((resolve) => (stream as NodeJS.WritableStream).end(resolve));
+    },
+  };
 }
 
 async function openEmbedded(options: OpenDatabaseOptions): Promise<Database> {
@@ -426,7 +456,7 @@ async function openEmbedded(options: OpenDatabaseOptions): Promise<Database> {
     throw error;
   }
   const db = new Kysely<DB>({ dialect: new PGliteDialect({ pglite: instance }) });
-  const sink = openAuditSink(options.config);
+  const sink = openAuditSink(options.config, options.logger);
   return createKernel({
     kind: 'embedded',
     appDb: db,
@@ -488,7 +518,7 @@ async function openPostgres(options: OpenDatabaseOptions, databaseUrl: string): 
   }
   const appDb = new Kysely<DB>({ dialect: new LazyBeginPostgresDialect(appPool) });
   const systemKysely = new Kysely<DB>({ dialect: new LazyBeginPostgresDialect(systemPool) });
-  const sink = openAuditSink(options.config);
+  const sink = openAuditSink(options.config, options.logger);
   return createKernel({
     kind: 'postgres',
     appDb,

@@ -95,7 +95,14 @@ class LazyBeginConnection implements DatabaseConnection {
     const missing = statements.filter((statement) => !this.sqlPrepared.has(LazyBeginConnection.#nameOf(statement)));
     if (missing.length === 0) return;
     if (this.sqlPrepared.size + missing.length > MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared statements on one connection');
-    await this.client.query(missing.map((statement) => `prepare ${LazyBeginConnection.#nameOf(statement)} as ${statement.sql}`).join(';\n'));
+    // The previous request's deferred COMMIT goes first: PREPARE must not run inside its transaction.
+    let commit = '';
+    if (this.pendingCommit) {
+      clearTimeout(this.commitTimer);
+      this.pendingCommit = false;
+      commit = 'commit;\n';
+    }
+    await this.client.query(`${commit}${missing.map((statement) => `prepare ${LazyBeginConnection.#nameOf(statement)} as ${statement.sql}`).join(';\n')}`);
     for (const statement of missing) this.sqlPrepared.add(LazyBeginConnection.#nameOf(statement));
   }
 
@@ -122,34 +129,25 @@ class LazyBeginConnection implements DatabaseConnection {
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const parameters = compiled.parameters as unknown[];
     if (this.inTransaction && !isReadOnlyStatement(compiled.sql)) this.readOnly = false;
+    const statements = parameters.length === 0 ? preparedMessages.get(compiled) : undefined;
+    if (statements) await this.#prepare(statements);
     const prefix = this.#takePrefix();
-    let result: pg.QueryResult | pg.QueryResult[];
-    if (prefix !== '') {
-      if (parameters.length === 0) {
-        const statements = preparedMessages.get(compiled);
-        if (statements) await this.#prepare(statements);
-        const text = statements ? statements.map((statement) => this.#execute(statement)).join(';\n') : compiled.sql;
-        const results = (await this.client.query(`${prefix}${text}`)) as unknown as pg.QueryResult[];
-        const holder = multiStatementResults.get(compiled);
-        if (holder) holder.results = results.filter((r) => r.command === 'SELECT').map((r) => toQueryResult<unknown>(r));
-        return toQueryResult<R>(results[results.length - 1]!);
-      }
-      await this.client.query(prefix);
-    }
     if (parameters.length === 0) {
-      result = await this.client.query(compiled.sql);
+      // One simple-protocol message: any deferred COMMIT and BEGIN, then the statement(s).
+      const text = statements ? statements.map((statement) => this.#execute(statement)).join(';\n') : compiled.sql;
+      const sent = (await this.client.query(`${prefix}${text}`)) as unknown as pg.QueryResult | pg.QueryResult[];
+      const results = Array.isArray(sent) ? sent : [sent];
       const holder = multiStatementResults.get(compiled);
-      if (holder) holder.results = (Array.isArray(result) ? result : [result]).map((r) => toQueryResult<unknown>(r));
-    } else {
-      const name = `k${createHash('sha1').update(compiled.sql).digest('base64url').slice(0, 20)}`;
-      if (this.prepared.has(name) || this.prepared.size < MAX_PREPARED_PER_CONNECTION) {
-        this.prepared.add(name);
-        result = await this.client.query({ name, text: compiled.sql, values: parameters });
-      } else {
-        result = await this.client.query(compiled.sql, parameters);
-      }
+      if (holder) holder.results = results.filter((r) => r.command === 'SELECT').map((r) => toQueryResult<unknown>(r));
+      return toQueryResult<R>(results[results.length - 1]!);
     }
-    return toQueryResult<R>(Array.isArray(result) ? result[result.length - 1]! : result);
+    if (prefix !== '') await this.client.query(prefix);
+    const name = `k${createHash('sha1').update(compiled.sql).digest('base64url').slice(0, 20)}`;
+    if (this.prepared.has(name) || this.prepared.size < MAX_PREPARED_PER_CONNECTION) {
+      this.prepared.add(name);
+      return toQueryResult<R>(await this.client.query({ name, text: compiled.sql, values: parameters }));
+    }
+    return toQueryResult<R>(await this.client.query(compiled.sql, parameters));
   }
 
    

@@ -342,9 +342,24 @@ async function runTenantRoute(
   });
   let principal: TenantPrincipal | undefined;
   let answered = false;
+  // Each later read checks the caller again (live session or key, still a member whose role
+  // allows the route), so a long download stops at the next chunk once access is withdrawn.
   const readLater = <T>(fn: (tx: Tx) => Promise<T>): Promise<T> => {
     if (!answered) return Promise.reject(new Error('readLater is for streamed answers, after the handler has returned'));
-    return deps.db.detached(() => deps.db.withTenant(tenantId, fn));
+    const withdrawn = () => new AppError('auth.unauthenticated', { detail: 'Access was withdrawn during the download' });
+    return deps.db.detached(() =>
+      credential.kind === 'session'
+        ? deps.db.withTenantSession(tenantId, hashToken(credential.token), deps.config.sessionIdleMinutes, async (tx, found) => {
+            const still = found && !found.idle && found.role !== null && deps.authorizer.can(found.role, permission) && (found.ssoTenantId === null || found.ssoTenantId === tenantId);
+            if (!still) throw withdrawn();
+            return fn(tx);
+          })
+        : deps.db.withTenantKey(tenantId, hashToken(credential.token), async (tx, found) => {
+            const still = found && found.creatorRole !== null && deps.authorizer.can(found.keyRole, permission) && deps.authorizer.can(found.creatorRole, permission);
+            if (!still) throw withdrawn();
+            return fn(tx);
+          }),
+    );
   };
   const prefetchQuery = route.prefetch?.({ db: deps.db.compiler, tenantId, params: base.params, query: base.query }).compile();
   const body = async (tx: Tx, caller: Caller, prefetched?: readonly unknown[]): Promise<Outcome> => {

@@ -3,7 +3,8 @@ import Type, { type TSchema } from 'typebox';
 import { isUuid } from '../db/database.ts';
 import { AppError } from './errors.ts';
 
-export const Uuid = Type.String({ format: 'uuid' });
+// The pattern as well: ajv's uuid format also accepts a 'urn:uuid:' prefix, which PostgreSQL does not.
+export const Uuid = Type.String({ format: 'uuid', pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' });
 export const Timestamp = Type.String({ format: 'date-time' });
 
 export const TenantParams = Type.Object({ tenantId: Uuid }, { additionalProperties: false });
