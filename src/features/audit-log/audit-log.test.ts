@@ -164,6 +164,8 @@ describe('audit log', () => {
       const response = await t.request({ method: 'GET', url: `${url}${query}`, as: owner });
       expect(response.statusCode, query).toBe(400);
     }
+    // A HEAD of the export is not routed: it would record an export that never happened.
+    expect((await t.request({ method: 'HEAD', url: `${url}?format=jsonl`, as: owner })).statusCode).toBe(404);
     await t.admin.query(`update sessions set authenticated_at = now() - interval '16 minutes' where user_id = $1`, [owner.userId]);
     const stale = await t.request({ method: 'GET', url: `${url}?format=jsonl`, as: owner });
     expect(stale.statusCode).toBe(403);

@@ -117,6 +117,7 @@ export function auditLogRoutes(): RouteDefinition[] {
       method: 'GET',
       url: '/api/v1/tenants/:tenantId/audit-events/export',
       permission: 'audit.read',
+      noHead: true, // a HEAD would record an export that never happened
       schema: {
         summary: "Download this tenant's audit log (JSON lines or CSV, oldest first); needs a recent authentication; the export is audited",
         tags: ['audit'],

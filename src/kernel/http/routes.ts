@@ -86,6 +86,8 @@ interface RouteBase<S extends RouteSchema> {
   readonly schema: S;
   /** Status of a successful response (default 200; 204 sends no body). */
   readonly status?: number;
+  /** A GET with a side effect (an audited export) gets no automatic HEAD twin. */
+  readonly noHead?: boolean;
 }
 
 export type RouteDefinition =
@@ -199,6 +201,7 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
     app.route({
       method: route.method,
       url: route.url,
+      ...(route.noHead ? { exposeHeadRoute: false } : {}),
       config: { access: route.access },
       schema: { summary, tags: tags ? [...tags] : undefined, response, ...validation },
       ...(route.access.kind === 'public' ? {} : { onRequest: async (request: FastifyRequest) => { request.credential = preflight(request); } }),
