@@ -5,7 +5,7 @@
  * live route table's permissions and every role, for a session and for an API key.
  */
 import { allRoutes } from '../src/app.ts';
-import { authorizer } from '../src/features/access/index.ts';
+import { authorizer, OWNER_ROLE, ROLES } from '../src/features/access/index.ts';
 import { loadConfig } from '../src/kernel/config/config.ts';
 
 export interface PolicyResult {
@@ -17,7 +17,7 @@ export const POLICY_TARGET_MICROS = 20;
 
 export function measurePolicyDecision(seconds = 1): PolicyResult {
   const permissions = allRoutes(loadConfig({ NODE_ENV: 'test' })).flatMap((route) => (route.access.kind === 'tenant' ? [route.access.permission] : []));
-  const roles = ['owner', 'admin', 'member', 'viewer', 'guest'];
+  const roles = ROLES;
   let decisions = 0;
   let allowed = 0;
   const started = process.hrtime.bigint();
@@ -29,7 +29,7 @@ export function measurePolicyDecision(seconds = 1): PolicyResult {
       // As the guard does: the strict entry's role list, the caller's role(s) (a key's and its
       // creator's), and the break-glass rule of a tenant that requires SSO.
       const strictRoles = authorizer.rolesWith(permission);
-      const callerRoles = decisions % 2 === 0 ? [role] : [role, 'owner'];
+      const callerRoles = decisions % 2 === 0 ? [role] : [role, OWNER_ROLE];
       if (strictRoles.length > 0 && callerRoles.every((r) => authorizer.can(r, permission)) && !authorizer.isBreakGlassRole(role)) allowed++;
     }
   }

@@ -35,9 +35,17 @@ export const noRawDatabase = createRule({
   create(context) {
     const file = pathOf(context);
     if (inKernelDb(file)) return {};
+    const kyselyNames = new Set(['Kysely']);
+    const kyselyNamespaces = new Set<string>();
     return {
       ImportDeclaration(node) {
         const source = node.source.value;
+        if (source === 'kysely') {
+          for (const specifier of node.specifiers) {
+            if (specifier.type === 'ImportNamespaceSpecifier') kyselyNamespaces.add(specifier.local.name);
+            if (specifier.type === 'ImportSpecifier' && (specifier.imported.type === 'Identifier' ? specifier.imported.name : specifier.imported.value) === 'Kysely') kyselyNames.add(specifier.local.name);
+          }
+        }
         if (DRIVERS.has(source)) {
           context.report({ node, messageId: 'driver', data: { source } });
           return;
@@ -53,7 +61,9 @@ export const noRawDatabase = createRule({
         }
       },
       NewExpression(node) {
-        if (node.callee.type === 'Identifier' && node.callee.name === 'Kysely') context.report({ node, messageId: 'kysely' });
+        const callee = node.callee;
+        const viaNamespace = callee.type === 'MemberExpression' && callee.object.type === 'Identifier' && kyselyNamespaces.has(callee.object.name) && callee.property.type === 'Identifier' && callee.property.name === 'Kysely';
+        if ((callee.type === 'Identifier' && kyselyNames.has(callee.name)) || viaNamespace) context.report({ node, messageId: 'kysely' });
       },
     };
   },
@@ -74,12 +84,45 @@ export const noRawSql = createRule({
   defaultOptions: [],
   create(context) {
     if (inKernelDb(pathOf(context))) return {};
+    // Local names of kysely's `sql` and `CompiledQuery` (aliases too) and of `import * as k from 'kysely'`.
+    const sqlNames = new Set(['sql']);
+    const compiledNames = new Set(['CompiledQuery']);
+    const namespaces = new Set<string>();
+    const propertyName = (node: TSESTree.MemberExpression): string | null =>
+      node.property.type === 'Identifier' && !node.computed ? node.property.name : node.property.type === 'Literal' && typeof node.property.value === 'string' ? node.property.value : null;
+    /** 'sql' or 'CompiledQuery' when node names one of them (directly, aliased, or through a namespace). */
+    const kyselyExport = (node: TSESTree.Node): string | null => {
+      if (node.type === 'Identifier') return sqlNames.has(node.name) ? 'sql' : compiledNames.has(node.name) ? 'CompiledQuery' : null;
+      if (node.type === 'MemberExpression' && node.object.type === 'Identifier' && namespaces.has(node.object.name)) {
+        const name = propertyName(node);
+        return name === 'sql' || name === 'CompiledQuery' ? name : null;
+      }
+      return null;
+    };
+    const isRaw = (owner: string | null, member: string | null) => (owner === 'sql' && member !== null && RAW_SQL.has(member)) || (owner === 'CompiledQuery' && member === 'raw');
     return {
+      ImportDeclaration(node) {
+        if (node.source.value !== 'kysely') return;
+        for (const specifier of node.specifiers) {
+          if (specifier.type === 'ImportNamespaceSpecifier') namespaces.add(specifier.local.name);
+          if (specifier.type !== 'ImportSpecifier') continue;
+          const imported = specifier.imported.type === 'Identifier' ? specifier.imported.name : specifier.imported.value;
+          if (imported === 'sql') sqlNames.add(specifier.local.name);
+          if (imported === 'CompiledQuery') compiledNames.add(specifier.local.name);
+        }
+      },
       MemberExpression(node) {
-        if (node.object.type !== 'Identifier' || node.property.type !== 'Identifier') return;
-        const call = `${node.object.name}.${node.property.name}`;
-        if ((node.object.name === 'sql' && RAW_SQL.has(node.property.name)) || call === 'CompiledQuery.raw') {
-          context.report({ node, messageId: 'raw', data: { call } });
+        const owner = kyselyExport(node.object);
+        const member = propertyName(node);
+        if (isRaw(owner, member)) context.report({ node, messageId: 'raw', data: { call: `${owner}.${member}` } });
+      },
+      // const { raw } = sql
+      VariableDeclarator(node) {
+        if (node.id.type !== 'ObjectPattern' || !node.init) return;
+        const owner = kyselyExport(node.init);
+        for (const property of node.id.properties) {
+          const member = property.type === 'Property' && property.key.type === 'Identifier' ? property.key.name : null;
+          if (isRaw(owner, member)) context.report({ node: property, messageId: 'raw', data: { call: `${owner}.${member}` } });
         }
       },
     };
@@ -195,13 +238,30 @@ export const noRoleInterpretation = createRule({
   },
   defaultOptions: [],
   create(context) {
-    if (/\/src\/features\/access\//.test(pathOf(context)) || /\.test\.ts$/.test(pathOf(context))) return {};
+    const file = pathOf(context);
+    // The application's code only: the policy itself, tests, the bench and tools may name roles.
+    if (!/\/src\//.test(file) || /\/src\/features\/access\//.test(file) || /\.test\.ts$/.test(file)) return {};
     const roleLiteral = (node: TSESTree.Node | undefined) => (node?.type === 'Literal' && typeof node.value === 'string' && ROLE_NAMES.has(node.value) ? node.value : null);
     return {
       BinaryExpression(node) {
         if (!['===', '!==', '==', '!='].includes(node.operator)) return;
         const role = roleLiteral(node.left) ?? roleLiteral(node.right);
         if (role) context.report({ node, messageId: 'role', data: { role } });
+      },
+      // switch (role) { case 'owner': ... }
+      SwitchCase(node) {
+        const role = roleLiteral(node.test ?? undefined);
+        if (role) context.report({ node, messageId: 'role', data: { role } });
+      },
+      // ['admin', 'owner'].includes(role), new Set(['owner']), ...
+      ArrayExpression(node) {
+        for (const element of node.elements) {
+          const role = roleLiteral(element ?? undefined);
+          if (role) {
+            context.report({ node, messageId: 'role', data: { role } });
+            return;
+          }
+        }
       },
       // Query filters: .where('role', '=', 'owner') and the like.
       CallExpression(node) {

@@ -26,6 +26,8 @@ tester.run('no-raw-database', noRawDatabase, {
     { filename: feature, code: "import { PGlite } from '@electric-sql/pglite';", errors: [{ messageId: 'driver' }] },
     { filename: feature, code: "import { Kysely } from 'kysely'; new Kysely({} as never);", errors: [{ messageId: 'kysely' }, { messageId: 'kysely' }] },
     { filename: feature, code: "import { openDatabase } from '../../kernel/db/database.ts';", errors: [{ messageId: 'opener' }] },
+    { filename: feature, code: "import * as k from 'kysely'; new k.Kysely({} as never);", errors: [{ messageId: 'kysely' }] },
+    { filename: feature, code: "import { Kysely as K } from 'kysely'; new K({} as never);", errors: [{ messageId: 'kysely' }, { messageId: 'kysely' }] },
   ],
 });
 
@@ -39,6 +41,10 @@ tester.run('no-raw-sql', noRawSql, {
     { filename: feature, code: 'sql.lit(value);', errors: [{ messageId: 'raw' }] },
     { filename: feature, code: 'sql.id(column);', errors: [{ messageId: 'raw' }] },
     { filename: feature, code: 'CompiledQuery.raw(text);', errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: "import { sql as q } from 'kysely'; q.raw(text);", errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: "sql['raw'](text);", errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: 'const { raw } = sql; raw(text);', errors: [{ messageId: 'raw' }] },
+    { filename: feature, code: "import * as k from 'kysely'; k.sql.raw(text);", errors: [{ messageId: 'raw' }] },
   ],
 });
 
@@ -81,5 +87,7 @@ tester.run('no-role-interpretation', noRoleInterpretation, {
     { filename: feature, code: "if (role === 'owner') {}", errors: [{ messageId: 'role' }] },
     { filename: feature, code: "if ('admin' !== principal.role) {}", errors: [{ messageId: 'role' }] },
     { filename: feature, code: "query.where('m.role', '=', 'owner');", errors: [{ messageId: 'role' }] },
+    { filename: feature, code: "switch (role) { case 'owner': break; }", errors: [{ messageId: 'role' }] },
+    { filename: feature, code: "if (['admin', 'owner'].includes(role)) {}", errors: [{ messageId: 'role' }] },
   ],
 });
