@@ -8,6 +8,7 @@ import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
 import { auditLogRoutes } from './features/audit-log/index.ts';
 import { apiKeyRoutes, createSessionAuthenticator, identityRoutes, sessionRoutes } from './features/identity/index.ts';
+import { monitoringRoutes } from './features/monitoring/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
@@ -25,6 +26,7 @@ export function allRoutes(config: Config, mailer: Mailer = createMailer(config))
     ...auditLogRoutes(),
     ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }) }),
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
+    ...monitoringRoutes(),
   ];
 }
 

@@ -1,6 +1,7 @@
 /** Composition root: config -> database -> http. Handles SIGTERM/SIGINT gracefully. */
 import pino from 'pino';
 import { buildApp } from './app.ts';
+import { startAlertLoop } from './features/monitoring/index.ts';
 import { ConfigError, loadConfig } from './kernel/config/config.ts';
 import { openDatabase } from './kernel/db/database.ts';
 import { DataDirLockedError } from './kernel/db/lock.ts';
@@ -29,6 +30,8 @@ async function main(): Promise<void> {
     throw error;
   }
   const app = await buildApp({ config, db });
+  // Anomaly rules read the committed audit log every couple of seconds, outside requests.
+  const stopAlerts = startAlertLoop(db, logger);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -36,6 +39,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'shutting down: no new requests, finishing in-flight ones');
     // Fastify stops accepting, waits for in-flight requests (their transactions commit
     // before their responses), then we close the database.
+    stopAlerts();
     await app.close();
     await db.close();
     logger.info('stopped');

@@ -29,6 +29,7 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'PATCH /api/v1/tenants/:tenantId/contacts/:id': () => ({ name: 'Pwned', email: 'pwned@example.com' }),
   'PUT /api/v1/tenants/:tenantId/sso': () => ({ issuer: 'https://idp.intruder.example', clientId: 'intruder', clientSecret: 'intruder-secret', allowedDomains: ['intruder.example'] }),
   'POST /api/v1/tenants/:tenantId/domains': () => ({ domain: 'intruder.example' }),
+  'PATCH /api/v1/tenants/:tenantId/security-alerts/:id': () => ({ status: 'resolved' }),
 };
 
 /** Required query strings, so the answer is the guard's and not validation's. */
@@ -100,18 +101,22 @@ describe('tenant isolation through the API', () => {
     const keyB = await post(ownerB, b.tenantId, 'api-keys', { name: 'Bravo Key', role: 'member' });
     const domainA = await post(ownerA, a.tenantId, 'domains', { domain: 'alpha-owned.example' });
     const domainB = await post(ownerB, b.tenantId, 'domains', { domain: 'bravo-owned.example' });
+    const alertOf = async (tenantId: string) =>
+      (await t.admin.query<{ id: string }>(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'seed', 'low', 'seed') returning id`, [tenantId]))[0]!.id;
+    const alertA = await alertOf(a.tenantId);
+    const alertB = await alertOf(b.tenantId);
     const adminA = await t.addMember(ownerA, a.tenantId, 'admin');
     const memberA = await t.addMember(ownerA, a.tenantId, 'member');
     viewerA = await t.addMember(ownerA, a.tenantId, 'viewer');
     const accountB = await post(ownerB, b.tenantId, 'accounts', { name: 'Bravo Account' });
     const contactB = await post(ownerB, b.tenantId, 'contacts', { accountId: accountB, name: 'Bravo Contact' });
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,
-      'pending@alpha.example', keyA, 'Alpha Key', domainA, 'alpha-owned.example', adminA.userId, adminA.email, memberA.userId, memberA.email, viewerA.userId, viewerA.email,
+      'pending@alpha.example', keyA, 'Alpha Key', domainA, 'alpha-owned.example', alertA, adminA.userId, adminA.email, memberA.userId, memberA.email, viewerA.userId, viewerA.email,
     ].map((secret) => secret.toLowerCase());
     snapshotBefore = await snapshotA();
   });

@@ -151,6 +151,7 @@ describe('permission matrix: every live route x every caller, expectations from 
       'members/:userId': userId,
       'api-keys/:id': await one(`insert into api_keys (tenant_id, name, role, key_hash, created_by) values ($1, 'Matrix target key', 'member', $2, $3) returning id`, [tenantId, hashToken(generateToken()), owner.userId]),
       'domains/:id': await one(`insert into tenant_domains (tenant_id, domain, challenge) values ($1, $2, 'c') returning id`, [tenantId, `matrix-${n}.example`]),
+      'security-alerts/:id': await one(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', $2) returning id`, [tenantId, `matrix:${n}`]),
       'sessions/:id': randomUUID(),
     };
   }
@@ -179,6 +180,7 @@ describe('permission matrix: every live route x every caller, expectations from 
       'PATCH /api/v1/tenants/:tenantId/contacts/:id': { name: `Renamed ${n}` },
       'PUT /api/v1/tenants/:tenantId/sso': { issuer: 'https://idp.example.com', clientId: `client-${n}`, clientSecret: 'secret', allowedDomains: ['example.com'] },
       'POST /api/v1/tenants/:tenantId/domains': { domain: `claim-${n}.example` },
+      'PATCH /api/v1/tenants/:tenantId/security-alerts/:id': { status: 'acknowledged' },
       'POST /api/v1/tenants': { name: `Matrix tenant ${n}` },
       'POST /api/v1/invitations/accept': { token: 'x' },
       'POST /api/v1/auth/reauth': { password: 'not the password at all' },
@@ -328,6 +330,7 @@ describe('permission matrix: every live route x every caller, expectations from 
     'GET /api/v1/tenants/:tenantId/api-keys': { table: 'api_keys', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/audit-events': { table: 'audit_events', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/domains': { table: 'tenant_domains', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/security-alerts': { table: 'security_alerts', id: 'id', itemId: 'id' },
   };
 
   it('every list returns to each caller exactly the items the caller may read one by one: all of its tenant, none of another', async () => {

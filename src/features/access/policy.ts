@@ -19,6 +19,7 @@ export const PERMISSIONS = [
   'integrations.manage',
   'audit.read',
   'alerts.read',
+  'alerts.manage',
   'tenant.delete',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
@@ -36,6 +37,7 @@ const ADMIN: readonly Permission[] = [
   'integrations.manage',
   'audit.read',
   'alerts.read',
+  'alerts.manage',
 ];
 const OWNER: readonly Permission[] = [...ADMIN, 'tenant.delete'];
 
@@ -80,6 +82,11 @@ export function isBreakGlassRole(role: string): boolean {
  */
 export function mayChangeIdentityProvider(role: string): boolean {
   return role === 'owner';
+}
+
+/** Roles whose grant is itself a security event (the alert rules watch for it). */
+export function isPrivilegedRole(role: unknown): boolean {
+  return role === 'owner' || role === 'admin';
 }
 
 /** A change that gives the member more authority than before. */

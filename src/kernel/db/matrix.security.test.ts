@@ -21,6 +21,8 @@ interface Problem {
 const SQL_SEEDED: Readonly<Record<string, string>> = {
   sso_logins: 'a pending SSO login needs a reachable IdP; the row shape is all that matters here',
   sso_break_glass: 'needs requireSso and an owner with MFA; one row is enough',
+  security_alerts: 'raised by the alert loop, not by a request; one row is enough',
+  alert_cursors: 'written by the alert loop, not by a request',
 };
 
 // A PostgreSQL error that means "the database refused": row-level security or privileges.
@@ -118,6 +120,8 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     const [session] = await t.admin.query<{ id: string }>('select id from sessions where user_id = $1 limit 1', [owner.userId]);
     await t.admin.query(`insert into sso_logins (tenant_id, state_hash, code_verifier, nonce, expires_at) values ($1, sha256('state'), 'verifier', 'nonce', now() + interval '10 minutes')`, [tenantA]);
     await t.admin.query('insert into sso_break_glass (tenant_id, session_id) values ($1, $2)', [tenantA, session!.id]);
+    await t.admin.query(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', 'matrix')`, [tenantA]);
+    await t.admin.query('insert into alert_cursors (tenant_id, last_seq) values ($1, 1)', [tenantA]);
 
     // B: a copy of everything A has, tables in foreign-key order (parents first).
     tables = await tenantTables(t);

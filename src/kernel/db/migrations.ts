@@ -546,6 +546,37 @@ create trigger platform_audit_events_no_truncate before truncate on platform_aud
     // A record's history: its events, newest first.
     sql: `create index audit_events_target_idx on audit_events (tenant_id, target_type, target_id, seq);`,
   },
+  {
+    version: 14,
+    name: 'security-alerts',
+    sql: `
+create table security_alerts (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  rule text not null,
+  severity text not null check (severity in ('low', 'medium', 'high')),
+  subject text not null,
+  evidence uuid[] not null default '{}',
+  details jsonb not null default '{}',
+  status text not null default 'open' check (status in ('open', 'acknowledged', 'resolved')),
+  at timestamptz not null default date_trunc('milliseconds', now()),
+  updated_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id)
+);
+-- One unresolved alert per rule and subject: a burst raises one alert, not hundreds.
+create unique index security_alerts_open_key on security_alerts (tenant_id, rule, subject) where status <> 'resolved';
+create index security_alerts_page_idx on security_alerts (tenant_id, at, id);
+${isolate('security_alerts')}
+
+-- How far the alert rules have read each tenant's log.
+create table alert_cursors (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  last_seq bigint not null default 0,
+  primary key (tenant_id)
+);
+${isolate('alert_cursors')}
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -583,4 +614,6 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   sso_identities: 'select, insert, delete',
   sso_logins: 'select, insert, update, delete',
   sso_break_glass: 'select, insert',
+  security_alerts: 'select, insert, update',
+  alert_cursors: 'select, insert, update',
 };

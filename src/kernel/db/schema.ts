@@ -228,7 +228,27 @@ export interface SsoBreakGlassTable {
   at: CreatedAt;
 }
 
+export interface SecurityAlertsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  rule: string;
+  severity: 'low' | 'medium' | 'high';
+  subject: string;
+  evidence: ColumnType<string[], string[] | undefined, string[]>;
+  details: ColumnType<Record<string, unknown>, string | undefined, string>;
+  status: ColumnType<'open' | 'acknowledged' | 'resolved', 'open' | 'acknowledged' | 'resolved' | undefined, 'open' | 'acknowledged' | 'resolved'>;
+  at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface AlertCursorsTable {
+  tenant_id: string;
+  last_seq: ColumnType<string | number, number | undefined, number>;
+}
+
 export interface DB {
+  security_alerts: SecurityAlertsTable;
+  alert_cursors: AlertCursorsTable;
   tenant_sso: TenantSsoTable;
   tenant_domains: TenantDomainsTable;
   sso_identities: SsoIdentitiesTable;

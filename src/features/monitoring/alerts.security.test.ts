@@ -1,0 +1,109 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
+import { totpFor } from '../identity/mfa.ts';
+import { DENIAL_BURST, evaluateAlerts } from './alerts.ts';
+
+// Threats the rules watch for: password guessing, probing with denied requests, a quiet
+// grant of admin power, a weakened second factor, an admin account used from a new place.
+describe('anomaly rules and security alerts', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ env: { LOGIN_IP_MAX_FAILURES: '1000' } });
+  });
+  afterAll(async () => t?.close());
+
+  const alertsOf = async (tenantId: string) =>
+    t.admin.query<{ rule: string; severity: string; subject: string; status: string; evidence: string[] }>('select rule, severity, subject, status, evidence from security_alerts where tenant_id = $1 order by at', [tenantId]);
+  const browser = { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0' };
+
+  it('normal use raises no alert', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const accounts = `/api/v1/tenants/${tenantId}/accounts`;
+    for (let i = 0; i < 5; i++) {
+      const account = await t.request({ method: 'POST', url: accounts, as: owner, body: { name: `Customer ${i}` } });
+      await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/contacts`, as: owner, body: { accountId: account.json().id, name: `Contact ${i}` } });
+      await t.request({ method: 'GET', url: accounts, as: owner });
+    }
+    const member = await t.addMember(owner, tenantId, 'member');
+    await t.request({ method: 'GET', url: accounts, as: member });
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/api-keys`, as: owner, body: { name: 'Sync job', role: 'member' } });
+    await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantId}/settings`, as: owner, body: { sessionIdleMinutes: 20 } });
+    for (let i = 0; i < 3; i++) await t.login(owner.email); // the same address and browser as before
+    await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: owner.email, password: 'one typo in the password' } });
+    await t.login(owner.email);
+    await evaluateAlerts(t.db);
+    expect(await alertsOf(tenantId)).toEqual([]);
+  });
+
+  it('password guessing on a member: the lockout raises a high alert', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const member = await t.addMember(owner, tenantId, 'member');
+    for (let i = 0; i < 11; i++) await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: member.email, password: `guess number ${i} wrong` } });
+    await evaluateAlerts(t.db);
+    expect(await alertsOf(tenantId)).toEqual([expect.objectContaining({ rule: 'brute_force', severity: 'high', subject: `user:${member.userId}`, status: 'open' })]);
+  });
+
+  it(`${DENIAL_BURST} denied requests by one member in minutes raise one alert, with the denials as evidence`, async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const viewer = await t.addMember(owner, tenantId, 'viewer');
+    for (let i = 0; i < DENIAL_BURST * 2; i++) await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: viewer });
+    await evaluateAlerts(t.db);
+    const alerts = await alertsOf(tenantId);
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]).toMatchObject({ rule: 'access_denied_burst', severity: 'high', subject: `user:${viewer.userId}` });
+    expect(alerts[0]!.evidence.length).toBe(DENIAL_BURST + 1);
+  });
+
+  it('granting admin, an admin API key and turning MFA off each raise an alert', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const admin = await t.addMember(owner, tenantId, 'admin');
+    const member = await t.addMember(owner, tenantId, 'member');
+    await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantId}/members/${member.userId}`, as: owner, body: { role: 'admin' } });
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/api-keys`, as: owner, body: { name: 'Powerful', role: 'admin' } });
+    const { secret } = (await t.request({ method: 'POST', url: '/api/v1/auth/totp/enroll', as: owner })).json<{ secret: string }>();
+    await t.request({ method: 'POST', url: '/api/v1/auth/totp/activate', as: owner, body: { code: totpFor(secret, 'x').generate() } });
+    await t.request({ method: 'POST', url: '/api/v1/auth/totp/disable', as: owner, body: { password: PASSWORD } });
+    await evaluateAlerts(t.db);
+    const rules = (await alertsOf(tenantId)).map((a) => `${a.rule} ${a.subject.split(':')[0]}`);
+    expect(rules).toEqual(expect.arrayContaining(['privileged_grant user', 'privileged_api_key apikey', 'mfa_disabled user']));
+    const grants = (await alertsOf(tenantId)).filter((a) => a.rule === 'privileged_grant').map((a) => a.subject);
+    expect(grants.sort()).toEqual([`user:${admin.userId}`, `user:${member.userId}`].sort());
+  });
+
+  it("an owner's login from a new address and browser raises a low alert; the same place again does not", async () => {
+    const { session: owner, tenantId } = await t.signup();
+    await t.login(owner.email);
+    const away = async () => {
+      const response = await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: owner.email, password: PASSWORD }, remoteAddress: '203.0.113.50', headers: browser });
+      expect(response.statusCode).toBe(200);
+    };
+    await away();
+    await evaluateAlerts(t.db);
+    await away();
+    await evaluateAlerts(t.db);
+    const alerts = await alertsOf(tenantId);
+    expect(alerts.map((a) => a.rule)).toEqual(['privileged_login_new_device']);
+    expect(alerts[0]!.evidence).toHaveLength(1);
+  });
+
+  it('admins list alerts and acknowledge or resolve them, audited; members cannot', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const member: SessionHandle = await t.addMember(owner, tenantId, 'member');
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/api-keys`, as: owner, body: { name: 'Admin key', role: 'admin' } });
+    await evaluateAlerts(t.db);
+    const url = `/api/v1/tenants/${tenantId}/security-alerts`;
+    const list = await t.request({ method: 'GET', url, as: owner });
+    expect(list.statusCode).toBe(200);
+    const [alert] = list.json<{ items: { id: string; rule: string; status: string; evidence: string[] }[] }>().items;
+    expect(alert).toMatchObject({ rule: 'privileged_api_key', status: 'open' });
+    expect((await t.request({ method: 'GET', url, as: member })).statusCode).toBe(403);
+    expect((await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: member, body: { status: 'resolved' } })).statusCode).toBe(403);
+    expect((await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'acknowledged' } })).json().status).toBe('acknowledged');
+    expect((await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'resolved' } })).json().status).toBe('resolved');
+    const again = await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'open' } });
+    expect(again.statusCode).toBe(400);
+    expect((await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'acknowledged' } })).statusCode).toBe(400);
+    const events = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'alert.%' order by seq`, [tenantId]);
+    expect(events.map((e) => e.action)).toEqual(['alert.acknowledged', 'alert.resolved']);
+  });
+});

@@ -1,0 +1,155 @@
+/**
+ * Anomaly rules over each tenant's audit log. They run outside the request path: a loop
+ * reads the events committed since its last pass (every ALERT_INTERVAL_MS, so an alert
+ * appears within seconds) and raises alerts, one unresolved alert per rule and subject.
+ * Thresholds are named defaults; the rules never fire on ordinary use (tested).
+ */
+import { sql, type Selectable } from 'kysely';
+import type { Database, Tx } from '../../kernel/db/database.ts';
+import type { AuditEventsTable } from '../../kernel/db/schema.ts';
+import { isPrivilegedRole } from '../access/index.ts';
+
+export const ALERT_INTERVAL_MS = 2000;
+/** access.denied events by one principal within DENIAL_WINDOW_MINUTES: enumeration or id probing. */
+export const DENIAL_BURST = 20;
+export const DENIAL_WINDOW_MINUTES = 5;
+/** Events read per tenant and pass (the rest wait for the next pass). */
+const BATCH = 500;
+
+type Event = Selectable<AuditEventsTable>;
+type Severity = 'low' | 'medium' | 'high';
+interface Raised {
+  readonly rule: string;
+  readonly severity: Severity;
+  readonly subject: string;
+  readonly details: Record<string, unknown>;
+}
+
+const actorSubject = (event: Event) => `${event.actor_type}:${event.actor_id ?? 'unknown'}`;
+
+/** The rules that need one event and nothing else. */
+function singleEventRules(event: Event): Raised | null {
+  const metadata = event.metadata as Record<string, unknown>;
+  switch (event.action) {
+    case 'auth.lockout':
+      return { rule: 'brute_force', severity: 'high', subject: actorSubject(event), details: { until: metadata.until ?? null } };
+    case 'auth.mfa.disabled':
+      return { rule: 'mfa_disabled', severity: 'medium', subject: actorSubject(event), details: {} };
+    case 'member.role_changed':
+      return isPrivilegedRole(metadata.after) && !isPrivilegedRole(metadata.before) ? { rule: 'privileged_grant', severity: 'medium', subject: `user:${event.target_id}`, details: { before: metadata.before, after: metadata.after, by: actorSubject(event) } } : null;
+    case 'member.joined':
+      return isPrivilegedRole(metadata.role) ? { rule: 'privileged_grant', severity: 'medium', subject: `user:${event.target_id}`, details: { role: metadata.role, via: metadata.via ?? 'invitation' } } : null;
+    case 'apikey.created':
+      return isPrivilegedRole(metadata.role) ? { rule: 'privileged_api_key', severity: 'medium', subject: `apikey:${event.target_id}`, details: { role: metadata.role, by: actorSubject(event) } } : null;
+    default:
+      return null;
+  }
+}
+
+/** The rules that look at recent history too. */
+async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Raised | null> {
+  if (event.action === 'access.denied' && event.actor_id !== null) {
+    const row = await tx
+      .selectFrom('audit_events')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('action', '=', 'access.denied')
+      .where('actor_id', '=', event.actor_id)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
+      .where('seq', '<=', String(event.seq))
+      .executeTakeFirstOrThrow();
+    if (Number(row.n) >= DENIAL_BURST) return { rule: 'access_denied_burst', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
+  }
+  if (event.action === 'auth.login.succeeded' && event.actor_id !== null && event.ip !== null) {
+    // A login of an admin or owner from an address and browser never seen for them here.
+    const member = await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', event.actor_id).executeTakeFirst();
+    if (member && isPrivilegedRole(member.role)) {
+      const seen = await tx
+        .selectFrom('audit_events')
+        .select('seq')
+        .where('tenant_id', '=', tenantId)
+        .where('actor_id', '=', event.actor_id)
+        .where('action', 'in', ['auth.login.succeeded', 'auth.signup', 'auth.mfa.succeeded'])
+        .where('ip', '=', event.ip)
+        .where('user_agent', event.user_agent === null ? 'is' : '=', event.user_agent)
+        .where('seq', '<', String(event.seq))
+        .limit(1)
+        .executeTakeFirst();
+      const earlier = await tx
+        .selectFrom('audit_events')
+        .select('seq')
+        .where('tenant_id', '=', tenantId)
+        .where('actor_id', '=', event.actor_id)
+        .where('action', 'in', ['auth.login.succeeded', 'auth.signup'])
+        .where('seq', '<', String(event.seq))
+        .limit(1)
+        .executeTakeFirst();
+      // Only once there is history to compare with: a first login is not "new".
+      if (!seen && earlier) return { rule: 'privileged_login_new_device', severity: 'low', subject: actorSubject(event), details: { ip: event.ip, userAgent: event.user_agent } };
+    }
+  }
+  return null;
+}
+
+async function raise(tx: Tx, tenantId: string, alert: Raised, evidence: string): Promise<void> {
+  // One unresolved alert per rule and subject: later evidence joins it.
+  await sql`
+    insert into security_alerts (tenant_id, rule, severity, subject, evidence, details)
+    values (${tenantId}, ${alert.rule}, ${alert.severity}, ${alert.subject}, array[${evidence}]::uuid[], ${JSON.stringify(alert.details)}::jsonb)
+    on conflict (tenant_id, rule, subject) where status <> 'resolved'
+    do update set evidence = (security_alerts.evidence || excluded.evidence)[1:100], updated_at = date_trunc('milliseconds', now())`.execute(tx);
+}
+
+/** One pass over every tenant's new events; returns how many alerts were raised or joined. */
+export async function evaluateAlerts(db: Database): Promise<number> {
+  const system = db.systemDb({ reason: 'anomaly rules read every tenant log and raise alerts' });
+  const tenants = await system.transaction((tx) =>
+    tx
+      .selectFrom('audit_heads as h')
+      .leftJoin('alert_cursors as c', 'c.tenant_id', 'h.tenant_id')
+      .select(['h.tenant_id', 'h.seq', 'c.last_seq'])
+      .where(sql<boolean>`h.seq > coalesce(c.last_seq, 0)`)
+      .execute(),
+  );
+  let raised = 0;
+  for (const tenant of tenants) {
+    raised += await system.transaction(async (tx) => {
+      const after = Number(tenant.last_seq ?? 0);
+      const events = await tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenant.tenant_id).where('seq', '>', String(after)).orderBy('seq').limit(BATCH).execute();
+      let count = 0;
+      for (const event of events) {
+        const alert = singleEventRules(event) ?? (await historyRules(tx, tenant.tenant_id, event));
+        if (alert) {
+          await raise(tx, tenant.tenant_id, alert, event.id);
+          count++;
+        }
+      }
+      const last = events.at(-1);
+      if (last) {
+        await tx
+          .insertInto('alert_cursors')
+          .values({ tenant_id: tenant.tenant_id, last_seq: Number(last.seq) })
+          .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ last_seq: Number(last.seq) }))
+          .execute();
+      }
+      return count;
+    });
+  }
+  return raised;
+}
+
+/** Runs evaluateAlerts every ALERT_INTERVAL_MS until stopped; a failing pass is logged and retried. */
+export function startAlertLoop(db: Database, log: { error(object: object, message: string): void }): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    evaluateAlerts(db)
+      .catch((error: unknown) => log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'alert rules failed; retrying'))
+      .finally(() => {
+        running = false;
+      });
+  }, ALERT_INTERVAL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,2 @@
+export { evaluateAlerts, startAlertLoop } from './alerts.ts';
+export { monitoringRoutes } from './routes.ts';
