@@ -1,7 +1,8 @@
 /** Composition root: config -> database -> http. Handles SIGTERM/SIGINT gracefully. */
 import pino from 'pino';
 import { buildApp } from './app.ts';
-import { startAlertLoop } from './features/monitoring/index.ts';
+import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
+import { createMailer } from './kernel/mail/mailer.ts';
 import { ConfigError, loadConfig } from './kernel/config/config.ts';
 import { openDatabase } from './kernel/db/database.ts';
 import { DataDirLockedError } from './kernel/db/lock.ts';
@@ -31,7 +32,8 @@ async function main(): Promise<void> {
   }
   const app = await buildApp({ config, db });
   // Anomaly rules read the committed audit log every couple of seconds, outside requests.
-  const stopAlerts = startAlertLoop(db, logger);
+  const alertMailer = createMailer(config);
+  const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }));
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
     // Fastify stops accepting, waits for in-flight requests (their transactions commit
     // before their responses), then we close the database.
     stopAlerts();
+    alertMailer.close();
     await app.close();
     await db.close();
     logger.info('stopped');

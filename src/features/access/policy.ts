@@ -84,9 +84,11 @@ export function mayChangeIdentityProvider(role: string): boolean {
   return role === 'owner';
 }
 
-/** Roles whose grant is itself a security event (the alert rules watch for it). */
+/** Roles whose grant is itself a security event (the alert rules watch for it); they also hear of alerts. */
+export const PRIVILEGED_ROLES: readonly Role[] = ['owner', 'admin'];
+
 export function isPrivilegedRole(role: unknown): boolean {
-  return role === 'owner' || role === 'admin';
+  return (PRIVILEGED_ROLES as readonly unknown[]).includes(role);
 }
 
 /** A change that gives the member more authority than before. */

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 import { totpFor } from '../identity/mfa.ts';
+import { readOutbox } from '../../../test/support/outbox.ts';
+import { createMailer } from '../../kernel/mail/mailer.ts';
 import { DENIAL_BURST, evaluateAlerts } from './alerts.ts';
+import { createAlertNotifier } from './notify.ts';
 
 // Threats the rules watch for: password guessing, probing with denied requests, a quiet
 // grant of admin power, a weakened second factor, an admin account used from a new place.
@@ -105,5 +108,25 @@ describe('anomaly rules and security alerts', () => {
     expect((await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'acknowledged' } })).statusCode).toBe(400);
     const events = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'alert.%' order by seq`, [tenantId]);
     expect(events.map((e) => e.action)).toEqual(['alert.acknowledged', 'alert.resolved']);
+  });
+
+  it('a new alert is delivered once: an operator log line and a mail to each admin and owner', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const admin = await t.addMember(owner, tenantId, 'admin');
+    const viewer = await t.addMember(owner, tenantId, 'viewer');
+    await evaluateAlerts(t.db); // the admin's joining is an alert of its own; deliver only what follows
+    const lines: object[] = [];
+    const log = { info: (o: object) => lines.push(o), warn: (o: object) => lines.push(o), error: (o: object) => lines.push(o) };
+    const mailer = createMailer(t.config);
+    const notify = createAlertNotifier({ db: t.db, mailer, log, appUrl: t.config.appUrl });
+    for (let i = 0; i < DENIAL_BURST; i++) await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: viewer });
+    await evaluateAlerts(t.db, notify);
+    for (let i = 0; i < 5; i++) await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: viewer });
+    await evaluateAlerts(t.db, notify); // joins the open alert: nothing new to deliver
+    mailer.close();
+    const raised = lines.filter((l) => 'securityAlert' in l) as { securityAlert: { rule: string; tenantId: string } }[];
+    expect(raised.map((l) => l.securityAlert)).toEqual([expect.objectContaining({ rule: 'access_denied_burst', tenantId })]);
+    const mails = readOutbox(t.config.dataDir).filter((m) => m.subject.includes('access denied burst'));
+    expect(mails.map((m) => m.to).sort()).toEqual([owner.email, admin.email].sort());
   });
 });

@@ -91,17 +91,29 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
   return null;
 }
 
-async function raise(tx: Tx, tenantId: string, alert: Raised, evidence: string): Promise<void> {
+export interface NewAlert extends Raised {
+  readonly tenantId: string;
+  readonly id: string;
+}
+
+/** Returns the alert's id when this raised a new alert (not when the evidence joined an open one). */
+async function raise(tx: Tx, tenantId: string, alert: Raised, evidence: string): Promise<string | null> {
   // One unresolved alert per rule and subject: later evidence joins it.
-  await sql`
+  const { rows } = await sql<{ id: string; inserted: boolean }>`
     insert into security_alerts (tenant_id, rule, severity, subject, evidence, details)
     values (${tenantId}, ${alert.rule}, ${alert.severity}, ${alert.subject}, array[${evidence}]::uuid[], ${JSON.stringify(alert.details)}::jsonb)
     on conflict (tenant_id, rule, subject) where status <> 'resolved'
-    do update set evidence = (security_alerts.evidence || excluded.evidence)[1:100], updated_at = date_trunc('milliseconds', now())`.execute(tx);
+    do update set evidence = (security_alerts.evidence || excluded.evidence)[1:100], updated_at = date_trunc('milliseconds', now())
+    returning id, (xmax = 0) as inserted`.execute(tx);
+  const row = rows[0];
+  return row?.inserted ? row.id : null;
 }
 
-/** One pass over every tenant's new events; returns how many alerts were raised or joined. */
-export async function evaluateAlerts(db: Database): Promise<number> {
+/**
+ * One pass over every tenant's new events; returns how many alerts were raised or joined.
+ * notify hears of each new alert once its transaction has committed.
+ */
+export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) => Promise<void>): Promise<number> {
   const system = db.systemDb({ reason: 'anomaly rules read every tenant log and raise alerts' });
   const tenants = await system.transaction((tx) =>
     tx
@@ -112,6 +124,7 @@ export async function evaluateAlerts(db: Database): Promise<number> {
       .execute(),
   );
   let raised = 0;
+  const fresh: NewAlert[] = [];
   for (const tenant of tenants) {
     raised += await system.transaction(async (tx) => {
       const after = Number(tenant.last_seq ?? 0);
@@ -120,7 +133,8 @@ export async function evaluateAlerts(db: Database): Promise<number> {
       for (const event of events) {
         const alert = singleEventRules(event) ?? (await historyRules(tx, tenant.tenant_id, event));
         if (alert) {
-          await raise(tx, tenant.tenant_id, alert, event.id);
+          const id = await raise(tx, tenant.tenant_id, alert, event.id);
+          if (id !== null) fresh.push({ ...alert, tenantId: tenant.tenant_id, id });
           count++;
         }
       }
@@ -135,16 +149,17 @@ export async function evaluateAlerts(db: Database): Promise<number> {
       return count;
     });
   }
+  for (const alert of fresh) await notify?.(alert);
   return raised;
 }
 
 /** Runs evaluateAlerts every ALERT_INTERVAL_MS until stopped; a failing pass is logged and retried. */
-export function startAlertLoop(db: Database, log: { error(object: object, message: string): void }): () => void {
+export function startAlertLoop(db: Database, log: { error(object: object, message: string): void }, notify?: (alert: NewAlert) => Promise<void>): () => void {
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    evaluateAlerts(db)
+    evaluateAlerts(db, notify)
       .catch((error: unknown) => log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'alert rules failed; retrying'))
       .finally(() => {
         running = false;

@@ -1,2 +1,4 @@
 export { evaluateAlerts, startAlertLoop } from './alerts.ts';
 export { monitoringRoutes } from './routes.ts';
+export { createAlertNotifier } from './notify.ts';
+export type { NewAlert } from './alerts.ts';
