@@ -3,7 +3,7 @@ import { PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../
 import { totpFor } from '../identity/mfa.ts';
 import { readOutbox } from '../../../test/support/outbox.ts';
 import { createMailer } from '../../kernel/mail/mailer.ts';
-import { DENIAL_BURST, evaluateAlerts } from './alerts.ts';
+import { DENIAL_BURST, evaluateAlerts, EXPORT_BURST } from './alerts.ts';
 import { createAlertNotifier } from './notify.ts';
 
 // Threats the rules watch for: password guessing, probing with denied requests, a quiet
@@ -55,6 +55,17 @@ describe('anomaly rules and security alerts', () => {
     expect(alerts).toHaveLength(1);
     expect(alerts[0]).toMatchObject({ rule: 'access_denied_burst', severity: 'high', subject: `user:${viewer.userId}` });
     expect(alerts[0]!.evidence.length).toBe(DENIAL_BURST + 1);
+  });
+
+  it(`${EXPORT_BURST} exports of the audit log within an hour by one person raise an alert; one does not`, async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const exportLog = () => t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events/export?format=jsonl`, as: owner });
+    expect((await exportLog()).statusCode).toBe(200);
+    await evaluateAlerts(t.db);
+    expect(await alertsOf(tenantId)).toEqual([]);
+    for (let i = 1; i < EXPORT_BURST; i++) await exportLog();
+    await evaluateAlerts(t.db);
+    expect(await alertsOf(tenantId)).toEqual([expect.objectContaining({ rule: 'export_burst', subject: `user:${owner.userId}` })]);
   });
 
   it('granting admin, an admin API key and turning MFA off each raise an alert', async () => {

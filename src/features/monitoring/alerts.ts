@@ -13,6 +13,8 @@ export const ALERT_INTERVAL_MS = 2000;
 /** access.denied events by one principal within DENIAL_WINDOW_MINUTES: enumeration or id probing. */
 export const DENIAL_BURST = 20;
 export const DENIAL_WINDOW_MINUTES = 5;
+/** Exports of the audit log by one principal within an hour: bulk extraction. */
+export const EXPORT_BURST = 3;
 /** Events read per tenant and pass (the rest wait for the next pass). */
 const BATCH = 500;
 
@@ -59,6 +61,18 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
       .where('seq', '<=', String(event.seq))
       .executeTakeFirstOrThrow();
     if (Number(row.n) >= DENIAL_BURST) return { rule: 'access_denied_burst', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
+  }
+  if (event.action === 'audit.exported' && event.actor_id !== null) {
+    const row = await tx
+      .selectFrom('audit_events')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('action', '=', 'audit.exported')
+      .where('actor_id', '=', event.actor_id)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - interval '1 hour'`)
+      .where('seq', '<=', String(event.seq))
+      .executeTakeFirstOrThrow();
+    if (Number(row.n) >= EXPORT_BURST) return { rule: 'export_burst', severity: 'medium', subject: actorSubject(event), details: { exports: Number(row.n), windowMinutes: 60 } };
   }
   if (event.action === 'auth.login.succeeded' && event.actor_id !== null && event.ip !== null) {
     // A login of an admin or owner from an address and browser never seen for them here.
