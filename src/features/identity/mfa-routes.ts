@@ -4,7 +4,7 @@ import Type from 'typebox';
 import type { RequestMeta } from '../../kernel/audit/record.ts';
 import type { Config } from '../../kernel/config/config.ts';
 import type { Database } from '../../kernel/db/database.ts';
-import { hashToken } from '../../kernel/crypto/tokens.ts';
+import { hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -116,7 +116,7 @@ export function mfaRoutes(options: {
       schema: { summary: 'Complete a login with a TOTP or recovery code', tags: ['identity'], body: MfaBody, response: { 200: LoginOk } },
       async handler({ db, body, meta, request, reply }) {
         const invalid = () => new AppError('auth.mfa_invalid');
-        if (!/^[A-Za-z0-9_-]{43}$/.test(body.challenge)) throw invalid();
+        if (!isIssuedToken(body.challenge)) throw invalid();
         const challengeHash = hashToken(body.challenge);
         // 1. Find the pending login and count this attempt against the user (committed even when refused).
         const pending = await db.withGlobal(async (tx) => {

@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import Type from 'typebox';
 import { recordPlatformEvent } from '../../kernel/audit/record.ts';
 import type { Config } from '../../kernel/config/config.ts';
-import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
+import { generateToken, hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
 import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
@@ -50,7 +50,7 @@ export async function issueUserToken(tx: Tx, user: { id: string; email: string }
 
 /** Marks a live token used and returns its owner, or null when it is unknown, expired or used. */
 async function consumeUserToken(tx: Tx, token: string, purpose: Purpose): Promise<{ userId: string; email: string } | null> {
-  if (!/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
+  if (!isIssuedToken(token)) return null;
   const row = await tx
     .updateTable('user_tokens')
     .set({ used_at: sql`now()` })
@@ -147,7 +147,7 @@ export function recoveryRoutes(options: {
       },
       async handler({ db, body, meta }) {
         // Look before consuming, so a weak new password does not burn the link.
-        const pending = /^[A-Za-z0-9_-]{43}$/.test(body.token)
+        const pending = isIssuedToken(body.token)
           ? await db.withGlobal((tx) =>
               tx
                 .selectFrom('user_tokens as t')

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import Type from 'typebox';
 import { isUuid } from '../../kernel/db/database.ts';
 import { recordTenantEvent } from '../../kernel/audit/record.ts';
-import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
+import { generateToken, hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -43,7 +43,7 @@ function toMember(row: { id: string; email: string; name: string; role: string; 
  */
 function parseInvitationToken(token: string): { tenantId: string } | null {
   const [tenantId, secret, ...rest] = token.split('.');
-  if (rest.length > 0 || !isUuid(tenantId) || secret === undefined || !/^[A-Za-z0-9_-]{43}$/.test(secret)) return null;
+  if (rest.length > 0 || !isUuid(tenantId) || secret === undefined || !isIssuedToken(secret)) return null;
   return { tenantId: tenantId.toLowerCase() };
 }
 

@@ -7,7 +7,7 @@
  * audit stream (AUDIT_STREAM), for a SIEM.
  */
 import { sql } from 'kysely';
-import { emitAfterCommit, type Tx } from '../db/database.ts';
+import { emitAfterCommit, isUuid, type Tx } from '../db/database.ts';
 import type { ActorType, Outcome } from '../db/schema.ts';
 
 export interface Actor {
@@ -61,7 +61,7 @@ export async function recordTenantEvent(
 function targetId(event: AuditEvent): string | null {
   const id = event.target?.id;
   if (id === undefined) return null;
-  return /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(id) ? id.toLowerCase() : id;
+  return isUuid(id) ? id.toLowerCase() : id;
 }
 
 /** One line of the operator's audit stream. */

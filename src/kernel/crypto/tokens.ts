@@ -4,6 +4,11 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
+/** Whether value has the shape of a token generateToken() made (43 base64url characters). */
+export function isIssuedToken(value: unknown): value is string {
+  return typeof value === 'string' && /^[A-Za-z0-9_-]{43}$/.test(value);
+}
+
 /** A URL-safe random token with 256 bits of entropy. */
 export function generateToken(prefix = ''): string {
   return prefix + randomBytes(32).toString('base64url');

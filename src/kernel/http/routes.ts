@@ -9,7 +9,7 @@ import type { Static, TSchema } from 'typebox';
 import type { Compilable } from 'kysely';
 import { StrictEntryRefusedError, type Database, type QueryCompiler, type TenantCaller, type TenantKeyCaller, type Tx } from '../db/database.ts';
 import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, type RequestMeta } from '../audit/record.ts';
-import { csrfTokenFor, generateToken, hashToken, safeEqual } from '../crypto/tokens.ts';
+import { csrfTokenFor, generateToken, hashToken, isIssuedToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
 import {
   actorOf,
@@ -162,7 +162,7 @@ function readCredential(request: FastifyRequest): Credential | null {
   }
   const token = request.cookies[SESSION_COOKIE];
   // Tokens we issue are 43 base64url characters; anything else cannot be a session.
-  if (typeof token === 'string' && /^[A-Za-z0-9_-]{43}$/.test(token)) return { kind: 'session', token };
+  if (isIssuedToken(token)) return { kind: 'session', token };
   return null;
 }
 

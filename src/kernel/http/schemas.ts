@@ -1,10 +1,10 @@
 /** Schemas shared by every feature: ids, pagination, timestamps. */
 import Type, { type TSchema } from 'typebox';
-import { isUuid } from '../db/database.ts';
+import { isUuid, UUID_PATTERN } from '../db/database.ts';
 import { AppError } from './errors.ts';
 
 // The pattern as well: ajv's uuid format also accepts a 'urn:uuid:' prefix, which PostgreSQL does not.
-export const Uuid = Type.String({ format: 'uuid', pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' });
+export const Uuid = Type.String({ format: 'uuid', pattern: UUID_PATTERN });
 export const Timestamp = Type.String({ format: 'date-time' });
 
 export const TenantParams = Type.Object({ tenantId: Uuid }, { additionalProperties: false });
