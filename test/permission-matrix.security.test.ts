@@ -1,7 +1,7 @@
 /**
  * The permission matrix, generated from the LIVE route table and the policy module: every
  * route x every kind of caller, each expectation computed from the role -> permission table
- * (and the few rules beyond it, each named below), every request really sent. Writes
+ * (and the step-up rule, named below), every request really sent. Writes
  * docs/permission-matrix.md; the committed file must equal what this run generates
  * (UPDATE_PERMISSION_MATRIX=1 rewrites it), so a permission change shows up as a diff.
  */
@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allRoutes } from '../src/app.ts';
-import { can, isRole, mayChangeIdentityProvider, ROLES, type Role } from '../src/features/access/index.ts';
+import { can, isRole, ROLES, type Role } from '../src/features/access/index.ts';
 import { generateToken, hashToken } from '../src/kernel/crypto/tokens.ts';
 import type { RouteDefinition } from '../src/kernel/http/routes.ts';
 import { startTestApp, type Response, type SessionHandle, type TestApp } from './harness.ts';
@@ -32,7 +32,7 @@ const PRINCIPALS: readonly Principal[] = [
 ];
 
 /** What a caller should get: through (2xx or a 4xx about the request itself), or refused. */
-type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '403 owner only' | '404';
+type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '404';
 
 /** Routes whose handler asks for a recent authentication (step-up): an API key never has one. */
 const STEP_UP = new Set([
@@ -43,12 +43,10 @@ const STEP_UP = new Set([
 ]);
 /** Query strings a route needs to get past validation (so the guard and handler rules are what answers). */
 const SAMPLE_QUERIES: Readonly<Record<string, string>> = { 'GET /api/v1/tenants/:tenantId/audit-events/export': 'format=jsonl' };
-/** Routes with the identity-provider rule of the policy (mayChangeIdentityProvider). */
-const IDENTITY_PROVIDER = new Set(['PUT /api/v1/tenants/:tenantId/sso', 'DELETE /api/v1/tenants/:tenantId/sso']);
 
 const key = (route: RouteDefinition) => `${route.method} ${route.url}`;
 
-/** The expectation, from the policy module alone (plus the two named handler rules above). */
+/** The expectation, from the policy module alone (plus the step-up rule above). */
 function expectedOutcome(route: RouteDefinition, principal: Principal): Outcome {
   const access = route.access;
   if (access.kind === 'public') return 'allowed';
@@ -59,7 +57,6 @@ function expectedOutcome(route: RouteDefinition, principal: Principal): Outcome 
   const role = principal.role as Role;
   // A key acts with its own role and never beyond its creator's (the owner, here).
   if (!can(role, access.permission) || (principal.kind === 'apikey' && !can('owner', access.permission))) return '403';
-  if (IDENTITY_PROVIDER.has(key(route)) && !mayChangeIdentityProvider(role)) return '403 owner only';
   if (principal.kind === 'apikey' && STEP_UP.has(key(route))) return '403 step-up';
   return 'allowed';
 }
@@ -72,7 +69,6 @@ function matches(response: Response, outcome: Outcome): boolean {
     case '401':
       return response.statusCode === 401;
     case '403':
-    case '403 owner only':
       return response.statusCode === 403 && code === 'access.forbidden';
     case '403 step-up':
       return response.statusCode === 403 && code === 'auth.reauth_required';
@@ -237,7 +233,7 @@ describe('permission matrix: every live route x every caller, expectations from 
         if (!matches(response, expected)) failures.push(`${principal.label} -> ${key(route)}: expected ${expected}, got ${response.statusCode} ${response.body.slice(0, 200)}`);
         // Denials are evidence: a member's (or key's) 403 lands in the tenant's log, a stranger's 404 in the platform log.
         const after = await denials();
-        if (expected === '403' || expected === '403 owner only') {
+        if (expected === '403') {
           if (after.tenant !== before.tenant + 1) failures.push(`${principal.label} -> ${key(route)}: the 403 left no access.denied in the tenant log`);
         } else if (expected === '404') {
           if (after.platform !== before.platform + 1 || after.tenant !== before.tenant) failures.push(`${principal.label} -> ${key(route)}: the 404 was not recorded in the platform log only`);
@@ -405,7 +401,7 @@ Callers: the roles of tenant A as members (sessions) and as API keys (created by
 an owner of another tenant, and a member removed from A. Cells: **yes** = the request gets
 through (2xx, or a 4xx about the request itself); **401** not authenticated; **403**
 \`access.forbidden\`; **403 step-up** \`auth.reauth_required\` (API keys can never re-authenticate);
-**403 owner only** (the identity provider rule, \`mayChangeIdentityProvider\`); **404** not a
+**404** not a
 member (the same answer as a tenant that does not exist). On tenant routes every member and
 key also gets 404 on another tenant's path, and 404 for another tenant's object ids through
 its own path (also checked).

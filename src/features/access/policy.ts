@@ -16,6 +16,7 @@ export const PERMISSIONS = [
   'settings.manage',
   'apikeys.manage',
   'sso.manage',
+  'sso.configure',
   'integrations.manage',
   'audit.read',
   'alerts.read',
@@ -39,7 +40,9 @@ const ADMIN: readonly Permission[] = [
   'alerts.read',
   'alerts.manage',
 ];
-const OWNER: readonly Permission[] = [...ADMIN, 'tenant.delete'];
+// sso.configure: choosing the identity provider. It vouches for every account in the tenant's
+// verified domains, owners' included, so an admin who could choose it could sign in as an owner.
+const OWNER: readonly Permission[] = [...ADMIN, 'sso.configure', 'tenant.delete'];
 
 export const ROLE_PERMISSIONS: Readonly<Record<Role, ReadonlySet<Permission>>> = Object.freeze({
   owner: new Set(OWNER),
@@ -73,15 +76,6 @@ export const BREAK_GLASS_ROLES: readonly Role[] = ['owner'];
 
 export function isBreakGlassRole(role: string): boolean {
   return (BREAK_GLASS_ROLES as readonly string[]).includes(role);
-}
-
-/**
- * Who may point the tenant at an identity provider. An IdP vouches for every account in
- * the tenant's verified domains, owners' included: an admin who could choose it could sign
- * in as an owner.
- */
-export function mayChangeIdentityProvider(role: string): boolean {
-  return role === 'owner';
 }
 
 /** Roles whose grant is itself a security event (the alert rules watch for it); they also hear of alerts. */

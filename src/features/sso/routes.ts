@@ -20,7 +20,6 @@ import type { TenantSsoTable } from '../../kernel/db/schema.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
-import { mayChangeIdentityProvider } from '../access/index.ts';
 import { assertRecentAuthentication, countAttempt, createSession, NO_PASSWORD, rateLimited } from '../identity/index.ts';
 import { isVerifiedDomain } from './domains.ts';
 import { failureReason, type ProviderSettings, type RelyingParty } from './oidc.ts';
@@ -229,10 +228,9 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
     tenantRoute({
       method: 'PUT',
       url: '/api/v1/tenants/:tenantId/sso',
-      permission: 'sso.manage',
+      permission: 'sso.configure',
       schema: { summary: 'Configure single sign-on (needs a recent authentication)', tags: ['sso'], params: TenantParams, body: SsoConfigBody, response: { 200: SsoConfig } },
       async handler({ tx, tenantId, principal, body, audit }) {
-        if (!mayChangeIdentityProvider(principal.role)) throw new AppError('access.forbidden', { detail: 'Only an owner may change the identity provider' });
         await assertRecentAuthentication(tx, principal.sessionId);
         checkIssuer(body.issuer);
         const before = await readSso(tx, tenantId);
@@ -268,11 +266,10 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
     tenantRoute({
       method: 'DELETE',
       url: '/api/v1/tenants/:tenantId/sso',
-      permission: 'sso.manage',
+      permission: 'sso.configure',
       status: 204,
       schema: { summary: 'Remove single sign-on (needs a recent authentication; not while the tenant requires it)', tags: ['sso'], params: TenantParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, principal, audit }) {
-        if (!mayChangeIdentityProvider(principal.role)) throw new AppError('access.forbidden', { detail: 'Only an owner may change the identity provider' });
         await assertRecentAuthentication(tx, principal.sessionId);
         await assertNotRequired(tx, tenantId);
         const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(SSO_COLUMNS).executeTakeFirst();
