@@ -1,7 +1,7 @@
 /**
  * The permission matrix, generated from the LIVE route table and the policy module: every
  * route x every kind of caller, each expectation computed from the role -> permission table
- * (and the step-up rule, named below), every request really sent. Writes
+ * (and each route's step-up declaration), every request really sent. Writes
  * docs/permission-matrix.md; the committed file must equal what this run generates
  * (UPDATE_PERMISSION_MATRIX=1 rewrites it), so a permission change shows up as a diff.
  */
@@ -34,19 +34,12 @@ const PRINCIPALS: readonly Principal[] = [
 /** What a caller should get: through (2xx or a 4xx about the request itself), or refused. */
 type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '404';
 
-/** Routes whose handler asks for a recent authentication (step-up): an API key never has one. */
-const STEP_UP = new Set([
-  'POST /api/v1/tenants/:tenantId/api-keys',
-  'PUT /api/v1/tenants/:tenantId/sso',
-  'DELETE /api/v1/tenants/:tenantId/sso',
-  'GET /api/v1/tenants/:tenantId/audit-events/export',
-]);
 /** Query strings a route needs to get past validation (so the guard and handler rules are what answers). */
 const SAMPLE_QUERIES: Readonly<Record<string, string>> = { 'GET /api/v1/tenants/:tenantId/audit-events/export': 'format=jsonl' };
 
 const key = (route: RouteDefinition) => `${route.method} ${route.url}`;
 
-/** The expectation, from the policy module alone (plus the step-up rule above). */
+/** The expectation, from the policy module and the route's own declaration (step-up). */
 function expectedOutcome(route: RouteDefinition, principal: Principal): Outcome {
   const access = route.access;
   if (access.kind === 'public') return 'allowed';
@@ -57,7 +50,7 @@ function expectedOutcome(route: RouteDefinition, principal: Principal): Outcome 
   const role = principal.role as Role;
   // A key acts with its own role and never beyond its creator's (the owner, here).
   if (!can(role, access.permission) || (principal.kind === 'apikey' && !can('owner', access.permission))) return '403';
-  if (principal.kind === 'apikey' && STEP_UP.has(key(route))) return '403 step-up';
+  if (principal.kind === 'apikey' && route.stepUp) return '403 step-up'; // a key can never re-authenticate
   return 'allowed';
 }
 

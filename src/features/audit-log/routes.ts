@@ -1,7 +1,6 @@
 import type { Selectable } from 'kysely';
 import { Readable } from 'node:stream';
 import Type from 'typebox';
-import { assertRecentAuthentication } from '../identity/index.ts';
 import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -117,6 +116,7 @@ export function auditLogRoutes(): RouteDefinition[] {
       method: 'GET',
       url: '/api/v1/tenants/:tenantId/audit-events/export',
       permission: 'audit.read',
+      stepUp: true,
       noHead: true, // a HEAD would record an export that never happened
       schema: {
         summary: "Download this tenant's audit log (JSON lines or CSV, oldest first); needs a recent authentication; the export is audited",
@@ -125,8 +125,7 @@ export function auditLogRoutes(): RouteDefinition[] {
         querystring: ExportQuery,
         response: { 200: Type.String() },
       },
-      async handler({ tx, tenantId, principal, query, reply, audit, readLater }) {
-        await assertRecentAuthentication(tx, principal.sessionId);
+      async handler({ tx, tenantId, query, reply, audit, readLater }) {
         if (query.since && query.until && Date.parse(query.since) >= Date.parse(query.until)) {
           throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
         }

@@ -7,7 +7,6 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { ListQuery, page, TenantItemParams, TenantParams, Timestamp, Uuid, decodeCursor, toPage } from '../../kernel/http/schemas.ts';
 import { checkRoleAssignment, type Role } from '../access/index.ts';
-import { assertRecentAuthentication } from './step-up.ts';
 
 const RoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('admin'), Type.Literal('member'), Type.Literal('viewer'), Type.Literal('guest')]);
 
@@ -52,10 +51,10 @@ export function apiKeyRoutes(): RouteDefinition[] {
       method: 'POST',
       url: '/api/v1/tenants/:tenantId/api-keys',
       permission: 'apikeys.manage',
+      stepUp: true,
       status: 201,
       schema: { summary: 'Create an API key (the key is shown once)', tags: ['api-keys'], params: TenantParams, body: CreateKeyBody, response: { 201: CreatedKey } },
       async handler({ tx, tenantId, principal, body, audit }) {
-        await assertRecentAuthentication(tx, principal.sessionId);
         // A key never carries a role above its creator's.
         if (checkRoleAssignment({ actorRole: principal.role as Role, targetCurrentRole: null, targetNewRole: body.role, isSelf: false }) !== null) {
           throw new AppError('access.forbidden', { detail: 'A key cannot carry a role above your own' });

@@ -4,6 +4,7 @@ import type { Tx } from '../../kernel/db/database.ts';
 import type { RequestMeta } from '../../kernel/audit/record.ts';
 import { csrfTokenFor, generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
 import type { Authenticator, UserPrincipal } from '../../kernel/http/principal.ts';
+import { assertRecentAuthentication } from './step-up.ts';
 
 export interface IssuedSession {
   readonly id: string;
@@ -45,6 +46,7 @@ export async function revokeSession(tx: Tx, sessionId: string): Promise<void> {
  */
 export function createSessionAuthenticator(options: { idleMinutes: number }): Authenticator {
   return {
+    assertRecentAuthentication,
     async resolveUser(tx, credential): Promise<UserPrincipal | null> {
       const row = await tx
         .selectFrom('sessions as s')

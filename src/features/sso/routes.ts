@@ -20,7 +20,7 @@ import type { TenantSsoTable } from '../../kernel/db/schema.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
-import { assertRecentAuthentication, countAttempt, createSession, NO_PASSWORD, rateLimited } from '../identity/index.ts';
+import { countAttempt, createSession, NO_PASSWORD, rateLimited } from '../identity/index.ts';
 import { isVerifiedDomain } from './domains.ts';
 import { failureReason, type ProviderSettings, type RelyingParty } from './oidc.ts';
 
@@ -229,9 +229,9 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       method: 'PUT',
       url: '/api/v1/tenants/:tenantId/sso',
       permission: 'sso.configure',
+      stepUp: true,
       schema: { summary: 'Configure single sign-on (needs a recent authentication)', tags: ['sso'], params: TenantParams, body: SsoConfigBody, response: { 200: SsoConfig } },
-      async handler({ tx, tenantId, principal, body, audit }) {
-        await assertRecentAuthentication(tx, principal.sessionId);
+      async handler({ tx, tenantId, body, audit }) {
         checkIssuer(body.issuer);
         const before = await readSso(tx, tenantId);
         // The stored secret is kept only for the same IdP and client: never handed to a new issuer.
@@ -267,10 +267,10 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       method: 'DELETE',
       url: '/api/v1/tenants/:tenantId/sso',
       permission: 'sso.configure',
+      stepUp: true,
       status: 204,
       schema: { summary: 'Remove single sign-on (needs a recent authentication; not while the tenant requires it)', tags: ['sso'], params: TenantParams, response: { 204: Type.Null() } },
-      async handler({ tx, tenantId, principal, audit }) {
-        await assertRecentAuthentication(tx, principal.sessionId);
+      async handler({ tx, tenantId, audit }) {
         await assertNotRequired(tx, tenantId);
         const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(SSO_COLUMNS).executeTakeFirst();
         if (!row) throw notFound();

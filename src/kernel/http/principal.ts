@@ -37,6 +37,8 @@ export type Credential =
  */
 export interface Authenticator {
   resolveUser(tx: Tx, credential: Credential & { kind: 'session' }): Promise<UserPrincipal | null>;
+  /** Step-up: throws auth.reauth_required unless the session proved who it is recently (an API key never has). */
+  assertRecentAuthentication(tx: Tx, sessionId: string | null): Promise<void>;
 }
 
 /** Access's side of the guard: the one place a role is interpreted. */

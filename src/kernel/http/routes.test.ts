@@ -10,7 +10,7 @@ const unusedDb = new Proxy({}, { get: () => { throw new Error('no database in th
 const deps = {
   config: loadConfig({ NODE_ENV: 'test' }),
   db: unusedDb,
-  authenticator: { resolveUser: async () => null },
+  authenticator: { resolveUser: async () => null, assertRecentAuthentication: async () => {} },
   authorizer: { can: () => false, isBreakGlassRole: () => false, rolesWith: () => [] },
 };
 

@@ -88,6 +88,8 @@ interface RouteBase<S extends RouteSchema> {
   readonly status?: number;
   /** A GET with a side effect (an audited export) gets no automatic HEAD twin. */
   readonly noHead?: boolean;
+  /** Tenant routes: the caller must have proved who they are recently (step-up); API keys never can. */
+  readonly stepUp?: boolean;
 }
 
 export type RouteDefinition =
@@ -378,6 +380,7 @@ async function runTenantRoute(
       return { denied: new AppError('access.forbidden') };
     }
     const member = caller.principal;
+    if (route.stepUp) await deps.authenticator.assertRecentAuthentication(tx, member.sessionId);
     // Read here unless it came with the entry (only after the checks above let the caller in).
     const rows = prefetchQuery === undefined ? [] : (prefetched ?? (await tx.executeQuery(prefetchQuery)).rows);
     const value = await route.handler({
