@@ -21,21 +21,19 @@ function rssMiB(pid: number): number {
   return kib / 1024;
 }
 
-/** Appends `count` events to the log of the tenant named `tenantName` (as the superuser; the app's own sequence continues). */
+/** Appends `count` unsealed events to the log of the tenant named `tenantName` (as the superuser); the server seals them. */
 export async function seedAuditEvents(superPool: pg.Pool, tenantName: string, count: number): Promise<string> {
   const tenant = (await superPool.query<{ id: string }>('select id from tenants where name = $1', [tenantName])).rows[0]!.id;
-  const head = Number((await superPool.query<{ seq: string }>('select seq from audit_heads where tenant_id = $1', [tenant])).rows[0]?.seq ?? 0);
   for (let done = 0; done < count; done += 200_000) {
     const n = Math.min(200_000, count - done);
     await superPool.query(
-      `insert into audit_events (tenant_id, seq, actor_type, action, target_type, target_id, outcome, ip, user_agent, metadata)
-       select $1, $2::bigint + g, 'system', 'bench.event', 'account', gen_random_uuid()::text, 'success', '127.0.0.1', 'bench',
+      `insert into audit_events (tenant_id, actor_type, action, target_type, target_id, outcome, ip, user_agent, metadata)
+       select $1, 'system', 'bench.event', 'account', gen_random_uuid()::text, 'success', '127.0.0.1', 'bench',
               jsonb_build_object('n', g, 'note', 'a bench event of typical size')
-       from generate_series(1, $3::int) g`,
-      [tenant, head + done, n],
+       from generate_series(1, $2::int) g`,
+      [tenant, n],
     );
   }
-  await superPool.query('update audit_heads set seq = $2 where tenant_id = $1', [tenant, head + count]);
   return tenant;
 }
 

@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from './kernel/config/config.ts';
 import type { Database } from './kernel/db/database.ts';
 import { createMailer, type Mailer } from './kernel/mail/mailer.ts';
+import type { AuditSigner } from './kernel/audit/sealer.ts';
+import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { buildServer } from './kernel/http/server.ts';
 import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
@@ -14,7 +16,7 @@ import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
 import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
-export function allRoutes(config: Config, mailer: Mailer = createMailer(config)): RouteDefinition[] {
+export function allRoutes(config: Config, mailer: Mailer = createMailer(config), signer: AuditSigner = loadAuditSigner(config, { warn() {} })): RouteDefinition[] {
   return [
     ...platformRoutes(config),
     ...identityRoutes(config, mailer),
@@ -23,7 +25,7 @@ export function allRoutes(config: Config, mailer: Mailer = createMailer(config))
     ...tenancyRoutes(),
     ...settingsRoutes(),
     ...recordsRoutes(),
-    ...auditLogRoutes(),
+    ...auditLogRoutes(signer),
     ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }) }),
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
     ...monitoringRoutes(),
@@ -35,6 +37,8 @@ export async function buildApp(options: {
   db: Database;
   logStream?: NodeJS.WritableStream;
   extraRoutes?: readonly RouteDefinition[];
+  /** The checkpoint signing key (main.ts loads it with its logger); loaded from config when absent. */
+  auditSigner?: AuditSigner;
   /** Tests only: rewrites the route table (the permission matrix proves it notices a weakened guard). */
   alterRoutes?: (routes: RouteDefinition[]) => RouteDefinition[];
 }): Promise<FastifyInstance> {
@@ -44,7 +48,7 @@ export async function buildApp(options: {
     db: options.db,
     authenticator: createSessionAuthenticator({ idleMinutes: options.config.sessionIdleMinutes }),
     authorizer,
-    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer), ...(options.extraRoutes ?? [])]),
+    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer, options.auditSigner), ...(options.extraRoutes ?? [])]),
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
   app.addHook('onClose', () => mailer.close());

@@ -2,6 +2,8 @@
 import pino from 'pino';
 import { buildApp } from './app.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
+import { startAuditSealer } from './kernel/audit/sealer.ts';
+import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createMailer } from './kernel/mail/mailer.ts';
 import { ConfigError, loadConfig } from './kernel/config/config.ts';
 import { openDatabase } from './kernel/db/database.ts';
@@ -30,7 +32,10 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const app = await buildApp({ config, db });
+  const auditSigner = loadAuditSigner(config, logger);
+  const app = await buildApp({ config, db, auditSigner });
+  // Audit events are sealed into their hash chains in batches, outside the request path.
+  const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);
   // Anomaly rules read the committed audit log every couple of seconds, outside requests.
   const alertMailer = createMailer(config);
   const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }));
@@ -42,6 +47,7 @@ async function main(): Promise<void> {
     // Fastify stops accepting, waits for in-flight requests (their transactions commit
     // before their responses), then we close the database.
     stopAlerts();
+    stopSealer();
     alertMailer.close();
     await app.close();
     await db.close();

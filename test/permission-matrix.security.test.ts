@@ -320,6 +320,7 @@ describe('permission matrix: every live route x every caller, expectations from 
     'GET /api/v1/tenants/:tenantId/audit-events': { table: 'audit_events', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/domains': { table: 'tenant_domains', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/security-alerts': { table: 'security_alerts', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/audit-events/checkpoints': { table: 'audit_checkpoints', id: 'seq', itemId: 'seq' },
   };
 
   it('every list returns to each caller exactly the items the caller may read one by one: all of its tenant, none of another', async () => {
@@ -341,7 +342,7 @@ describe('permission matrix: every live route x every caller, expectations from 
             break;
           }
           const page = response.json<{ items: Record<string, string>[]; nextCursor?: string | null }>();
-          seen.push(...page.items.map((item) => item[source.itemId]!));
+          seen.push(...page.items.map((item) => String(item[source.itemId])));
           cursor = page.nextCursor ?? null;
         } while (cursor !== null);
         const inTenant = (await t.admin.query<{ id: string }>(`select ${source.id}::text as id from ${source.table} where tenant_id = $1`, [tenantA])).map((r) => r.id);

@@ -1,9 +1,16 @@
+import { PGlite } from '@electric-sql/pglite';
 import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../test/harness.ts';
+import { recordTenantEvent, SYSTEM_ACTOR } from '../kernel/audit/record.ts';
+import { sealAllLogs } from '../kernel/audit/sealer.ts';
+import { loadConfig } from '../kernel/config/config.ts';
+import { openDatabase, type Database } from '../kernel/db/database.ts';
 import { lockDataDir } from '../kernel/db/lock.ts';
 import { MIGRATIONS } from '../kernel/db/migrations.ts';
 
@@ -58,5 +65,75 @@ describe('customernode migrate', () => {
     const badConfig = cli(['migrate'], { NODE_ENV: 'test', DATABASE_URL: 'mysql://x/y' });
     expect(badConfig.code).toBe(1);
     expect(badConfig.stderr).toMatch(/DATABASE_URL/);
+  });
+});
+
+describe('customernode audit verify', () => {
+  let t: TestDatabase | undefined;
+  let env: Record<string, string>;
+  let superQuery: (text: string, params?: unknown[]) => Promise<unknown>;
+  let close: () => Promise<void>;
+  let tenantId: string;
+  let secondId: string;
+
+  beforeAll(async () => {
+    t = await openTestDatabase();
+    let db: Database;
+    if (t.kind === 'postgres') {
+      db = t.db;
+      env = { ...t.env };
+      superQuery = (text, params) => t!.admin.query(text, params);
+      close = async () => {};
+    } else {
+      // The CLI opens DATA_DIR itself: seed a real data directory, then let go of it.
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-cli-audit-'));
+      env = { NODE_ENV: 'test', DATA_DIR: dir };
+      const pglite = await PGlite.create(path.join(dir, 'pgdata'));
+      db = await openDatabase({ config: loadConfig(env), logger: pino({ level: 'silent' }), pglite });
+      superQuery = (text, params) => pglite.query(text, params);
+      close = async () => {
+        await db.close();
+        if (!pglite.closed) await pglite.close();
+      };
+    }
+    const ids: string[] = [];
+    for (const name of ['CLI audit A', 'CLI audit B']) {
+      const id = randomUUID();
+      await superQuery('insert into tenants (id, name) values ($1, $2)', [id, name]);
+      for (let i = 0; i < 5; i++) {
+        await db.withTenant(id, (tx) => recordTenantEvent(tx, id, SYSTEM_ACTOR, { requestId: null, ip: null, userAgent: null }, { action: 'test.event', metadata: { i } }));
+      }
+      ids.push(id);
+    }
+    [tenantId, secondId] = ids as [string, string];
+    await sealAllLogs(db);
+    await superQuery('alter table audit_events disable trigger audit_events_append_only');
+    await superQuery(`update audit_events set metadata = '{"i": 99}' where tenant_id = $1 and seq = 2`, [secondId]);
+    await superQuery('alter table audit_events enable trigger audit_events_append_only');
+    await close();
+  });
+  afterAll(async () => {
+    await t?.close();
+    if (env?.DATABASE_URL === undefined && env?.DATA_DIR) rmSync(env.DATA_DIR, { recursive: true, force: true });
+  });
+
+  it('checks one tenant chain and prints one JSON document', () => {
+    const result = cli(['audit', 'verify', '--tenant', tenantId, '--json'], env);
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ ok: true, logs: [{ log: 'tenant', tenantId, ok: true, count: 5, head: { seq: 5 } }] });
+  });
+
+  it('exits non-zero with one line naming the first bad event of a tampered chain', async () => {
+    const result = cli(['audit', 'verify'], env);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(new RegExp(`tenant ${secondId}: first bad event at seq 2 \\(id [0-9a-f-]{36}\\): hash mismatch`));
+    expect(result.stdout).toMatch(new RegExp(`tenant ${tenantId}: ok, 5 events`));
+    expect(result.stdout).toMatch(/platform: ok/);
+  });
+
+  it('refuses a tenant that is not a UUID', () => {
+    const result = cli(['audit', 'verify', '--tenant', 'nope'], env);
+    expect(result.code).toBe(64);
   });
 });

@@ -1,3 +1,4 @@
+import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import { sql } from 'kysely';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -141,7 +142,7 @@ describe('audit log', () => {
     const csv = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events/export?format=csv&since=2000-01-01T00:00:00.000Z`, as: owner });
     expect(csv.headers['content-type']).toMatch(/^text\/csv/);
     const [header, ...rows] = csv.body.split('\r\n').filter((line) => line !== '');
-    expect(header).toBe('id,seq,at,actorType,actorId,actorEmail,action,targetType,targetId,outcome,ip,userAgent,requestId,metadata');
+    expect(header).toBe('id,seq,at,actorType,actorId,actorEmail,action,targetType,targetId,outcome,ip,userAgent,requestId,metadata,hash');
     expect(rows.length).toBeGreaterThanOrEqual(count); // the JSON export is itself an event now
     const exported = await t.admin.query<{ metadata: { format: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'audit.exported' order by seq`, [tenantId]);
     expect(exported.map((e) => e.metadata.format)).toEqual(['jsonl', 'csv']);
@@ -227,13 +228,14 @@ describe('the operator audit stream (AUDIT_STREAM)', () => {
       const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: session, body: { name: 'Streamed' } });
       expect((await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/test-failing-write`, as: session })).statusCode).toBe(400);
       await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: 'nobody-streamed@example.com', password: 'wrong password here' } });
-      const [row] = await t.admin.query<{ id: string; seq: number }>(`select id, seq::int as seq from audit_events where action = 'account.created' and tenant_id = $1`, [tenantId]);
+      await sealAllLogs(t.db); // the sealer writes the stream lines, each with its seq and hash
+      const [row] = await t.admin.query<{ id: string; seq: number; hash: string }>(`select id, seq::int as seq, encode(hash, 'hex') as hash from audit_events where action = 'account.created' and tenant_id = $1`, [tenantId]);
       await t.close(); // flushes and closes the stream
       closed = true;
       const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
       const account = lines.find((l) => l.action === 'account.created');
       expect(account).toMatchObject({ stream: 'audit', log: 'tenant', tenantId, target: { type: 'account', id: created.json().id }, actor: { type: 'user', id: session.userId }, outcome: 'success' });
-      expect(account).toMatchObject({ id: row!.id, seq: row!.seq });
+      expect(account).toMatchObject({ id: row!.id, seq: row!.seq, hash: row!.hash });
       expect(lines.filter((l) => l.action === 'account.created')).toHaveLength(1); // the doomed write's event never left
       expect(lines.some((l) => l.log === 'platform' && l.action === 'auth.login.failed')).toBe(true);
       expect(JSON.stringify(lines)).not.toContain('wrong password here');

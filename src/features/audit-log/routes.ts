@@ -3,7 +3,10 @@ import { Readable } from 'node:stream';
 import Type from 'typebox';
 import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
-import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import type { AuditSigner } from '../../kernel/audit/sealer.ts';
+import { asBuffer } from '../../kernel/audit/sealer.ts';
+import { verifyTenantLog } from '../../kernel/audit/verify.ts';
 import { page, TenantItemParams, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 
 export const AuditEventSchema = Type.Object({
@@ -22,6 +25,24 @@ export const AuditEventSchema = Type.Object({
   ip: Type.Union([Type.String(), Type.Null()]),
   userAgent: Type.Union([Type.String(), Type.Null()]),
   metadata: Type.Record(Type.String(), Type.Unknown()),
+});
+
+const Hex = Type.String({ pattern: '^[0-9a-f]*$' });
+const VerifySchema = Type.Object({
+  ok: Type.Boolean(),
+  count: Type.Integer(),
+  head: Type.Object({ seq: Type.Integer(), hash: Hex }),
+  firstBad: Type.Optional(Type.Object({ seq: Type.Integer(), id: Type.Union([Uuid, Type.Null()]), reason: Type.String() })),
+});
+const CheckpointSchema = Type.Object({
+  log: Type.Literal('tenant'),
+  tenantId: Uuid,
+  seq: Type.Integer(),
+  hash: Hex,
+  at: Timestamp,
+  keyId: Type.String(),
+  reason: Type.String(),
+  signature: Type.String({ description: 'Ed25519 signature (base64) over the JCS of the other fields plus type and v' }),
 });
 
 const AuditQuery = Type.Object(
@@ -58,7 +79,7 @@ const ExportQuery = Type.Object(
 );
 /** Rows per read of an export: memory stays bounded whatever the log's size. */
 const EXPORT_CHUNK = 1000;
-const CSV_COLUMNS = ['id', 'seq', 'at', 'actorType', 'actorId', 'actorEmail', 'action', 'targetType', 'targetId', 'outcome', 'ip', 'userAgent', 'requestId', 'metadata'] as const;
+const CSV_COLUMNS = ['id', 'seq', 'at', 'actorType', 'actorId', 'actorEmail', 'action', 'targetType', 'targetId', 'outcome', 'ip', 'userAgent', 'requestId', 'metadata', 'hash'] as const;
 
 /** One CSV field: quoted, quotes doubled; a leading = + - @ (or tab, CR) is defused so a spreadsheet shows it as text. */
 export function csvField(value: unknown): string {
@@ -68,8 +89,17 @@ export function csvField(value: unknown): string {
 }
 
 function csvLine(row: AuditRow): string {
-  const values = [row.id, Number(row.seq), row.at.toISOString(), row.actor_type, row.actor_id, row.actor_email, row.action, row.target_type, row.target_id, row.outcome, row.ip, row.user_agent, row.request_id, row.metadata];
+  const values = [row.id, Number(row.seq), row.at.toISOString(), row.actor_type, row.actor_id, row.actor_email, row.action, row.target_type, row.target_id, row.outcome, row.ip, row.user_agent, row.request_id, row.metadata, hashHex(row)];
   return `${values.map(csvField).join(',')}\r\n`;
+}
+
+function hashHex(row: AuditRow): string {
+  return row.hash ? asBuffer(row.hash).toString('hex') : '';
+}
+
+/** An export line: the API's event plus what an offline check of the chain needs. */
+function exportLine(row: AuditRow): string {
+  return `${JSON.stringify({ ...toEvent(row), requestId: row.request_id, hash: hashHex(row) })}\n`;
 }
 
 function toEvent(row: AuditRow) {
@@ -88,19 +118,20 @@ function toEvent(row: AuditRow) {
   };
 }
 
-export function auditLogRoutes(): RouteDefinition[] {
+export function auditLogRoutes(signer: AuditSigner): RouteDefinition[] {
   return [
     tenantRoute({
       method: 'GET',
       url: '/api/v1/tenants/:tenantId/audit-events',
       permission: 'audit.read',
+      sealsAudit: true,
       schema: { summary: "The tenant's audit log, newest first", tags: ['audit'], params: TenantParams, querystring: AuditQuery, response: { 200: page(AuditEventSchema) } },
       async handler({ tx, tenantId, query }) {
         const limit = query.limit ?? 50;
         if (query.since && query.until && Date.parse(query.since) >= Date.parse(query.until)) {
           throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
         }
-        let builder = tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
+        let builder = tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', 'is not', null);
         if (query.cursor) builder = builder.where('seq', '<', query.cursor);
         if (query.action) builder = builder.where('action', '=', query.action);
         if (query.actorId) builder = builder.where('actor_id', '=', query.actorId);
@@ -117,6 +148,7 @@ export function auditLogRoutes(): RouteDefinition[] {
       url: '/api/v1/tenants/:tenantId/audit-events/export',
       permission: 'audit.read',
       stepUp: true,
+      sealsAudit: true,
       noHead: true, // a HEAD would record an export that never happened
       schema: {
         summary: "Download this tenant's audit log (JSON lines or CSV, oldest first); needs a recent authentication; the export is audited",
@@ -130,7 +162,7 @@ export function auditLogRoutes(): RouteDefinition[] {
           throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
         }
         // The export covers the log as it is now: up to the current head, read in chunks later.
-        const head = await tx.selectFrom('audit_events').select((eb) => eb.fn.max('seq').as('seq')).where('tenant_id', '=', tenantId).executeTakeFirst();
+        const head = await tx.selectFrom('audit_chain_heads').select('seq').where('tenant_id', '=', tenantId).executeTakeFirst();
         const upTo = Number(head?.seq ?? 0);
         await audit({ action: 'audit.exported', metadata: { format: query.format, since: query.since ?? null, until: query.until ?? null, upToSeq: upTo } });
         const since = query.since ? new Date(query.since) : null;
@@ -146,7 +178,7 @@ export function auditLogRoutes(): RouteDefinition[] {
               return builder.orderBy('seq').limit(EXPORT_CHUNK).execute();
             });
             if (rows.length === 0) return;
-            yield rows.map((row) => (query.format === 'csv' ? csvLine(row) : `${JSON.stringify(toEvent(row))}\n`)).join('');
+            yield rows.map((row) => (query.format === 'csv' ? csvLine(row) : exportLine(row))).join('');
             after = Number(rows.at(-1)!.seq);
           }
         }
@@ -160,6 +192,7 @@ export function auditLogRoutes(): RouteDefinition[] {
       method: 'GET',
       url: '/api/v1/tenants/:tenantId/accounts/:id/history',
       permission: 'records.read',
+      sealsAudit: true,
       schema: {
         summary: "An account's own history (also after it was deleted), newest first",
         tags: ['audit', 'records'],
@@ -174,7 +207,8 @@ export function auditLogRoutes(): RouteDefinition[] {
           .selectAll()
           .where('tenant_id', '=', tenantId)
           .where('target_type', '=', 'account')
-          .where('target_id', '=', params.id.toLowerCase());
+          .where('target_id', '=', params.id.toLowerCase())
+          .where('seq', 'is not', null);
         if (query.cursor) builder = builder.where('seq', '<', query.cursor);
         const rows = await builder.orderBy('seq', 'desc').limit(limit + 1).execute();
         // Neither the account nor any event about it here: as for any id of another tenant, 404.
@@ -185,6 +219,71 @@ export function auditLogRoutes(): RouteDefinition[] {
         const visible = rows.slice(0, limit);
         // The response schema is the allow-list: address, user agent and tenant are not serialised.
         return { items: visible.map(toEvent), nextCursor: rows.length > limit ? String(visible.at(-1)?.seq) : null };
+      },
+    }),
+
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/audit-events/verify',
+      permission: 'audit.read',
+      sealsAudit: true,
+      schema: {
+        summary: "Checks this tenant's hash chain and signed checkpoints; names the first bad event",
+        tags: ['audit'],
+        params: TenantParams,
+        response: { 200: VerifySchema },
+      },
+      async handler({ tx, tenantId }) {
+        return verifyTenantLog(tx, tenantId, signer.publicKeys);
+      },
+    }),
+
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/audit-events/checkpoints',
+      permission: 'audit.read',
+      sealsAudit: true,
+      schema: {
+        summary: "This tenant's signed checkpoints of its chain head, oldest first (for checking an export offline)",
+        tags: ['audit'],
+        params: TenantParams,
+        response: { 200: Type.Object({ items: Type.Array(CheckpointSchema) }) },
+      },
+      async handler({ tx, tenantId }) {
+        const rows = await tx.selectFrom('audit_checkpoints').selectAll().where('tenant_id', '=', tenantId).orderBy('seq').execute();
+        return {
+          items: rows.map((row) => ({
+            log: 'tenant',
+            tenantId,
+            seq: Number(row.seq),
+            hash: asBuffer(row.hash).toString('hex'),
+            at: row.at.toISOString(),
+            keyId: row.key_id,
+            reason: row.reason,
+            signature: asBuffer(row.signature).toString('base64'),
+          })),
+        };
+      },
+    }),
+
+    publicRoute({
+      method: 'GET',
+      url: '/api/v1/audit/signing-keys',
+      reason: 'public keys that verify audit checkpoints: meant to be fetched by anyone',
+      schema: {
+        summary: 'The Ed25519 public keys that sign audit checkpoints (current and retired)',
+        tags: ['audit'],
+        response: { 200: Type.Object({ items: Type.Array(Type.Object({ keyId: Type.String(), algorithm: Type.Literal('Ed25519'), current: Type.Boolean(), publicKeyPem: Type.String() })) }) },
+      },
+      async handler() {
+        return {
+          items: [...signer.publicKeys].map(([keyId, key]) => ({
+            keyId,
+            algorithm: 'Ed25519' as const,
+            current: keyId === signer.keyId,
+            publicKeyPem: key.export({ type: 'spki', format: 'pem' }).toString(),
+          })),
+        };
       },
     }),
   ];

@@ -5,6 +5,7 @@
  * Thresholds are named defaults; the rules never fire on ordinary use (tested).
  */
 import { sql, type Selectable } from 'kysely';
+import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
 import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { isPrivilegedRole } from '../access/index.ts';
@@ -128,10 +129,12 @@ async function raise(tx: Tx, tenantId: string, alert: Raised, evidence: string):
  * notify hears of each new alert once its transaction has committed.
  */
 export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) => Promise<void>): Promise<number> {
+  // The rules read the sealed log: seq order there is commit order, with no gaps to miss.
+  await sealAllLogs(db);
   const system = db.systemDb({ reason: 'anomaly rules read every tenant log and raise alerts' });
   const tenants = await system.transaction((tx) =>
     tx
-      .selectFrom('audit_heads as h')
+      .selectFrom('audit_chain_heads as h')
       .leftJoin('alert_cursors as c', 'c.tenant_id', 'h.tenant_id')
       .select(['h.tenant_id', 'h.seq', 'c.last_seq'])
       .where(sql<boolean>`h.seq > coalesce(c.last_seq, 0)`)

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +14,7 @@ const PROD = {
   PUBLIC_URL: 'https://app.example.com',
   SMTP_URL: 'smtps://mailer:mail-password@smtp.example.com:465',
   MAIL_FROM: 'CustomerNode <no-reply@example.com>',
+  AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
 };
 
 function errorOf(env: Record<string, string>): ConfigError {
@@ -58,7 +60,7 @@ describe('configuration', () => {
 
   it('production refuses the embedded database, missing secrets and development defaults', () => {
     expect(loadConfig(PROD).isProduction).toBe(true);
-    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL', 'SMTP_URL', 'MAIL_FROM'] as const) {
+    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL', 'SMTP_URL', 'MAIL_FROM', 'AUDIT_SIGNING_KEY'] as const) {
       const env = Object.fromEntries(Object.entries(PROD).filter(([key]) => key !== name));
       expect(errorOf(env).variable).toBe(name);
     }
@@ -68,6 +70,9 @@ describe('configuration', () => {
     expect(errorOf({ ...PROD, SSO_ALLOW_HTTP_ISSUERS: '1' }).variable).toBe('SSO_ALLOW_HTTP_ISSUERS');
     expect(errorOf({ SMTP_URL: 'http://smtp.example.com' }).variable).toBe('SMTP_URL');
     expect(errorOf({ MAIL_FROM: 'nobody' }).variable).toBe('MAIL_FROM');
+    expect(errorOf({ AUDIT_SIGNING_KEY: 'not a key' }).variable).toBe('AUDIT_SIGNING_KEY');
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    expect(errorOf({ AUDIT_SIGNING_KEY: rsa }).variable).toBe('AUDIT_SIGNING_KEY');
     expect(errorOf({ DNS_SERVERS: '127.0.0.1:53,evil host' }).variable).toBe('DNS_SERVERS');
     const config = loadConfig({ DNS_SERVERS: '127.0.0.1:5353, 10.0.0.2', DATA_DIR: '/tmp/cn' });
     expect(config.sso.dnsServers).toEqual(['127.0.0.1:5353', '10.0.0.2']);

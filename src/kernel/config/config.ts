@@ -3,6 +3,7 @@
  * validates every value, freezes the result and fails closed: a bad or missing value
  * throws a ConfigError naming the variable (never its value, which may be a secret).
  */
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
@@ -57,6 +58,18 @@ export interface Config {
   readonly appUrl: string;
   /** Where committed audit events are also written, one JSON line each, for a SIEM. */
   readonly auditStream: { readonly kind: 'stdout' } | { readonly kind: 'off' } | { readonly kind: 'file'; readonly path: string };
+  readonly audit: {
+    /** PKCS#8 PEM of the Ed25519 key that signs checkpoints; undefined: a development key under DATA_DIR. */
+    readonly signingKeyPem: string | undefined;
+    /** PEM public keys of retired signing keys, so older checkpoints still verify. */
+    readonly retiredKeysPem: string | undefined;
+    /** How often the sealer looks for unsealed events (the bound on commit-to-sealed, plus a batch). */
+    readonly sealIntervalMs: number;
+    readonly checkpointEvents: number;
+    readonly checkpointSeconds: number;
+    /** How often the retention purge runs. */
+    readonly purgeIntervalMinutes: number;
+  };
   readonly sso: {
     /** Allow http:// OIDC issuers (tests and local trials only; production refuses it). */
     readonly allowHttpIssuers: boolean;
@@ -154,6 +167,14 @@ function httpsUrl(name: string, value: string | undefined): string | undefined {
   return value;
 }
 
+function isEd25519PrivateKey(pem: string): boolean {
+  try {
+    return createPrivateKey(pem).asymmetricKeyType === 'ed25519';
+  } catch {
+    return false;
+  }
+}
+
 /** Parses and freezes the configuration. Pure: pass the environment in (tests pass their own). */
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf<NodeEnv>(env, 'NODE_ENV', ['development', 'test', 'production'], 'development');
@@ -172,6 +193,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const mailFrom = raw(env, 'MAIL_FROM')?.trim() ?? DEV_MAIL_FROM;
   if (!/^[^\r\n]{3,320}$/.test(mailFrom) || !mailFrom.includes('@')) throw new ConfigError('MAIL_FROM', 'must be an email address, optionally with a display name');
+  const auditSigningKey = secret(env, 'AUDIT_SIGNING_KEY');
+  if (auditSigningKey !== undefined && !isEd25519PrivateKey(auditSigningKey)) throw new ConfigError('AUDIT_SIGNING_KEY', 'must be an Ed25519 private key in PKCS#8 PEM');
   const allowHttpIssuers = oneOf(env, 'SSO_ALLOW_HTTP_ISSUERS', ['0', '1'], '0') === '1';
   const dnsServers = (raw(env, 'DNS_SERVERS') ?? '')
     .split(',')
@@ -199,6 +222,8 @@ export function loadConfig(env: Env = process.env): Config {
     if (smtpUrl === undefined) throw new ConfigError('SMTP_URL', 'is required when NODE_ENV=production');
     if (mailFrom === DEV_MAIL_FROM) throw new ConfigError('MAIL_FROM', 'must be set to a real sender when NODE_ENV=production');
     if (allowHttpIssuers) throw new ConfigError('SSO_ALLOW_HTTP_ISSUERS', 'must not be 1 when NODE_ENV=production');
+    // Checkpoints signed by a key lying next to the data prove nothing to a customer.
+    if (auditSigningKey === undefined) throw new ConfigError('AUDIT_SIGNING_KEY', 'is required when NODE_ENV=production');
   }
 
   const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
@@ -259,6 +284,14 @@ export function loadConfig(env: Env = process.env): Config {
     }),
     mail: Object.freeze({ smtpUrl, from: mailFrom, outboxDir: path.join(dataDir, 'outbox') }),
     appUrl: publicUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    audit: Object.freeze({
+      signingKeyPem: auditSigningKey,
+      retiredKeysPem: secret(env, 'AUDIT_RETIRED_KEYS'),
+      sealIntervalMs: integer(env, 'AUDIT_SEAL_INTERVAL_MS', 250, 10, 60000),
+      checkpointEvents: integer(env, 'AUDIT_CHECKPOINT_EVENTS', 1000, 1, 1000000),
+      checkpointSeconds: integer(env, 'AUDIT_CHECKPOINT_SECONDS', 60, 1, 86400),
+      purgeIntervalMinutes: integer(env, 'AUDIT_PURGE_INTERVAL_MINUTES', 60, 1, 10080),
+    }),
     sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
     auditStream: Object.freeze(
       auditStreamValue === 'stdout' ? { kind: 'stdout' as const } : auditStreamValue === 'off' ? { kind: 'off' as const } : { kind: 'file' as const, path: auditStreamValue },

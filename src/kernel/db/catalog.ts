@@ -10,6 +10,8 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   users: 'people are global: one login, many tenants',
   sessions: 'a session belongs to a user before any tenant is chosen',
   platform_audit_events: "the operators' log, including events no tenant may see",
+  platform_audit_head: "the head of the operators' log hash chain",
+  platform_audit_checkpoints: "signed checkpoints of the operators' log",
   schema_migrations: 'migration bookkeeping',
   auth_throttles: 'login protection counters, keyed by hashed email or IP before any tenant is known',
   auth_failures: 'recent failed logins per IP, for credential-stuffing detection',

@@ -1,3 +1,5 @@
+import { sealAllLogs, writeDueCheckpoints } from '../audit/sealer.ts';
+import { loadAuditSigner } from '../audit/signing.ts';
 import { sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +25,8 @@ const SQL_SEEDED: Readonly<Record<string, string>> = {
   sso_break_glass: 'needs requireSso and an owner with MFA; one row is enough',
   security_alerts: 'raised by the alert loop, not by a request; one row is enough',
   alert_cursors: 'written by the alert loop, not by a request',
+  audit_chain_heads: 'written by the audit sealer, not by a request',
+  audit_checkpoints: 'written by the audit sealer, not by a request',
 };
 
 // A PostgreSQL error that means "the database refused": row-level security or privileges.
@@ -122,6 +126,8 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await t.admin.query('insert into sso_break_glass (tenant_id, session_id) values ($1, $2)', [tenantA, session!.id]);
     await t.admin.query(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', 'matrix')`, [tenantA]);
     await t.admin.query('insert into alert_cursors (tenant_id, last_seq) values ($1, 1)', [tenantA]);
+    await sealAllLogs(t.db);
+    await writeDueCheckpoints(t.db, loadAuditSigner(t.config, { warn() {} }), { everyEvents: 1, everySeconds: 60 });
 
     // B: a copy of everything A has, tables in foreign-key order (parents first).
     tables = await tenantTables(t);

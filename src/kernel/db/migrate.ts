@@ -4,7 +4,7 @@
  */
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
-import { APP_FUNCTIONS, APP_GRANTS, MIGRATIONS } from './migrations.ts';
+import { APP_FUNCTIONS, APP_GRANTS, MIGRATIONS, PURGE_GRANTS, SYSTEM_GRANTS } from './migrations.ts';
 
 /** The minimal script runner both engines provide. */
 interface Runner {
@@ -35,6 +35,10 @@ do $$ begin
   if not exists (select 1 from pg_roles where rolname = 'cn_system') then
     create role cn_system ${login} nosuperuser nobypassrls nocreatedb nocreaterole noinherit;
   end if;
+  -- Owns the audit retention purge function; nobody logs in as it.
+  if not exists (select 1 from pg_roles where rolname = 'cn_audit_purge') then
+    create role cn_audit_purge nologin nosuperuser nobypassrls nocreatedb nocreaterole noinherit;
+  end if;
   ${canLogin ? `if exists (select 1 from pg_roles where rolname = 'cn_system' and not rolcanlogin) then
     alter role cn_system login;
   end if;` : ''}
@@ -47,11 +51,14 @@ function grantsScript(appUser: string): string {
   for (const [table, privileges] of Object.entries(APP_GRANTS)) {
     lines.push(`revoke all on ${table} from ${app};`);
     lines.push(`grant ${privileges} on ${table} to ${app};`);
-    // The system role may append to audit logs like everyone else, never rewrite them.
-    const systemPrivileges = table.includes('audit_events') ? 'select, insert' : 'select, insert, update, delete';
     lines.push(`revoke all on ${table} from cn_system;`);
-    lines.push(`grant ${systemPrivileges} on ${table} to cn_system;`);
+    for (const privileges of SYSTEM_GRANTS[table] ?? ['select, insert, update, delete']) lines.push(`grant ${privileges} on ${table} to cn_system;`);
+    lines.push(`revoke all on ${table} from cn_audit_purge;`);
+    if (PURGE_GRANTS[table]) lines.push(`grant ${PURGE_GRANTS[table]} on ${table} to cn_audit_purge;`);
   }
+  lines.push('grant usage on schema public to cn_audit_purge;');
+  lines.push('revoke all on function cn_audit_purge(uuid, bigint) from public;');
+  lines.push('grant execute on function cn_audit_purge(uuid, bigint) to cn_system;');
   lines.push(`grant usage on all sequences in schema public to ${app}, cn_system;`);
   for (const fn of APP_FUNCTIONS) lines.push(`grant execute on function ${fn} to ${app}, cn_system;`);
   return lines.join('\n');

@@ -577,6 +577,137 @@ create table alert_cursors (
 ${isolate('alert_cursors')}
 `,
   },
+  {
+    version: 15,
+    name: 'audit-chain',
+    // The write path only inserts an event (with a global position, no per-tenant lock);
+    // the sealer later gives each event its per-tenant seq and chain hash, in batches, as
+    // cn_system. The trigger lets cn_system make exactly that one change, once per row.
+    // Events recorded before this version are re-sealed in their old order.
+    sql: `
+alter table audit_events disable trigger audit_events_append_only;
+create sequence audit_event_position;
+alter table audit_events add column position bigint, add column hash bytea, add column sealed_at timestamptz;
+update audit_events e set position = o.n
+  from (select tenant_id, seq, nextval('audit_event_position') as n from (select tenant_id, seq from audit_events order by tenant_id, seq) s) o
+  where e.tenant_id = o.tenant_id and e.seq = o.seq;
+alter table audit_events alter column position set default nextval('audit_event_position'), alter column position set not null;
+alter sequence audit_event_position owned by audit_events.position;
+alter table audit_events drop constraint audit_events_pkey;
+alter table audit_events alter column seq drop not null;
+update audit_events set seq = null;
+alter table audit_events drop constraint audit_events_tenant_id_id_key;
+alter table audit_events add primary key (tenant_id, id);
+create unique index audit_events_seq_key on audit_events (tenant_id, seq);
+create index audit_events_unsealed_idx on audit_events (tenant_id, position) where seq is null;
+alter table audit_events add constraint audit_events_sealed_check
+  check ((seq is null) = (hash is null) and (seq is null) = (sealed_at is null));
+alter table audit_events enable trigger audit_events_append_only;
+drop table audit_heads;
+
+alter table platform_audit_events disable trigger platform_audit_events_append_only;
+alter table platform_audit_events rename column seq to position;
+alter table platform_audit_events add column seq bigint, add column hash bytea, add column sealed_at timestamptz;
+create unique index platform_audit_events_seq_key on platform_audit_events (seq);
+create index platform_audit_events_unsealed_idx on platform_audit_events (position) where seq is null;
+alter table platform_audit_events add constraint platform_audit_events_sealed_check
+  check ((seq is null) = (hash is null) and (seq is null) = (sealed_at is null));
+alter table platform_audit_events enable trigger platform_audit_events_append_only;
+
+-- The head of each chain: written only by the sealer, under a row lock the writers never take.
+create table audit_chain_heads (
+  tenant_id uuid not null references tenants (id),
+  seq bigint not null default 0,
+  hash bytea not null default decode(repeat('00', 32), 'hex'),
+  sealed_at timestamptz,
+  primary key (tenant_id)
+);
+${isolate('audit_chain_heads')}
+create table platform_audit_head (
+  id boolean primary key default true check (id),
+  seq bigint not null default 0,
+  hash bytea not null default decode(repeat('00', 32), 'hex'),
+  sealed_at timestamptz
+);
+insert into platform_audit_head default values;
+
+-- Signed checkpoints of a chain head (Ed25519 over a canonical JSON message).
+create table audit_checkpoints (
+  tenant_id uuid not null references tenants (id),
+  seq bigint not null,
+  hash bytea not null,
+  at timestamptz not null default date_trunc('milliseconds', now()),
+  key_id text not null,
+  signature bytea not null,
+  reason text not null check (reason in ('interval', 'retention')),
+  primary key (tenant_id, seq)
+);
+${isolate('audit_checkpoints')}
+create table platform_audit_checkpoints (
+  seq bigint primary key,
+  hash bytea not null,
+  at timestamptz not null default date_trunc('milliseconds', now()),
+  key_id text not null,
+  signature bytea not null,
+  reason text not null check (reason in ('interval', 'retention'))
+);
+
+create or replace function cn_audit_append_only() returns trigger language plpgsql as $$
+begin
+  if tg_op = 'DELETE' and current_user = 'cn_audit_purge' and tg_table_name = 'audit_events' then
+    return old;
+  end if;
+  -- Sealing: the system role gives an unsealed event its seq and hash, once; nothing else changes.
+  if tg_op = 'UPDATE' and current_user = 'cn_system' and tg_table_name in ('audit_events', 'platform_audit_events') then
+    if old.seq is null and old.hash is null and new.seq is not null and new.hash is not null
+       and (to_jsonb(new) - array['seq', 'hash', 'sealed_at']) = (to_jsonb(old) - array['seq', 'hash', 'sealed_at']) then
+      return new;
+    end if;
+  end if;
+  raise exception 'audit events are append-only: % on % refused', tg_op, tg_table_name using errcode = '42501';
+end $$;
+create trigger audit_checkpoints_append_only before update or delete on audit_checkpoints
+  for each row execute function cn_audit_append_only();
+create trigger platform_audit_checkpoints_append_only before update or delete on platform_audit_checkpoints
+  for each row execute function cn_audit_append_only();
+create trigger audit_checkpoints_no_truncate before truncate on audit_checkpoints
+  for each statement execute function cn_audit_append_only();
+create trigger platform_audit_checkpoints_no_truncate before truncate on platform_audit_checkpoints
+  for each statement execute function cn_audit_append_only();
+
+-- Retention. The purge is a function owned by the nologin role cn_audit_purge, the one role
+-- the trigger lets delete events. The database itself holds the rules, whoever calls it:
+-- only sealed events, only up to a signed checkpoint (so the rest still verifies), and only
+-- events older than the tenant's retention, which is never under 90 days.
+alter table tenant_settings add column audit_retention_days integer not null default 365
+  check (audit_retention_days between 90 and 3650);
+create function cn_audit_purge(p_tenant uuid, p_through bigint) returns bigint
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  keep_days integer;
+  newest timestamptz;
+  deleted bigint;
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  select greatest(coalesce(max(audit_retention_days), 365), 90) into keep_days from tenant_settings where tenant_id = p_tenant;
+  if not exists (select 1 from audit_checkpoints where tenant_id = p_tenant and seq = p_through) then
+    raise exception 'no signed checkpoint at seq %', p_through using errcode = 'CN409';
+  end if;
+  select max(at) into newest from audit_events where tenant_id = p_tenant and seq <= p_through;
+  if newest is not null and newest >= now() - make_interval(days => keep_days) then
+    raise exception 'events up to seq % are not all older than % days', p_through, keep_days using errcode = 'CN409';
+  end if;
+  delete from audit_events where tenant_id = p_tenant and seq <= p_through;
+  get diagnostics deleted = row_count;
+  return deleted;
+end $$;
+revoke all on function cn_audit_purge(uuid, bigint) from public;
+grant cn_audit_purge to current_user;
+grant create on schema public to cn_audit_purge;
+alter function cn_audit_purge(uuid, bigint) owner to cn_audit_purge;
+revoke create on schema public from cn_audit_purge;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -585,6 +716,27 @@ export const APP_FUNCTIONS: readonly string[] = [
   'cn_enter_tenant_strict(uuid, bytea, integer, text[])',
   'cn_enter_tenant_key(uuid, bytea)',
 ];
+
+/**
+ * What cn_system may do where it differs from the default (select, insert, update, delete):
+ * it appends to audit logs like everyone else and only seals them (a column grant the
+ * trigger narrows further); checkpoints are append-only.
+ */
+export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
+  audit_events: ['select, insert', 'update (seq, hash, sealed_at)'],
+  platform_audit_events: ['select, insert', 'update (seq, hash, sealed_at)'],
+  audit_checkpoints: ['select, insert'],
+  platform_audit_checkpoints: ['select, insert'],
+  audit_chain_heads: ['select, insert, update'],
+  platform_audit_head: ['select, update'],
+};
+
+/** The purge function's owner reads what it checks and deletes old events, nothing else. */
+export const PURGE_GRANTS: Readonly<Record<string, string>> = {
+  audit_events: 'select, delete',
+  audit_checkpoints: 'select',
+  tenant_settings: 'select',
+};
 
 /**
  * Table privileges of the application role, re-applied on every migrate so they can never
@@ -598,9 +750,12 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   invitations: 'select, insert, update, delete',
   accounts: 'select, insert, update, delete',
   contacts: 'select, insert, update, delete',
-  audit_heads: 'select, insert, update',
   audit_events: 'select, insert',
   platform_audit_events: 'select, insert',
+  audit_chain_heads: 'select',
+  platform_audit_head: 'select',
+  audit_checkpoints: 'select',
+  platform_audit_checkpoints: 'select',
   api_keys: 'select, insert, update',
   tenant_settings: 'select, insert, update',
   tenant_session_revocations: 'select, insert, update',

@@ -101,19 +101,47 @@ interface AuditColumns {
   metadata: ColumnType<Record<string, unknown>, string, never>;
 }
 
-export interface AuditEventsTable extends AuditColumns {
-  tenant_id: string;
-  seq: ColumnType<string, number | string | bigint, never>;
+/** Sealing columns: null until the sealer gives the event its place in the chain. */
+interface SealColumns {
+  position: Generated<string>;
+  seq: ColumnType<string | null, never, never>;
+  hash: ColumnType<Buffer | null, never, never>;
+  sealed_at: ColumnType<Date | null, never, never>;
 }
 
-export interface AuditHeadsTable {
+export interface AuditEventsTable extends AuditColumns, SealColumns {
   tenant_id: string;
-  seq: ColumnType<string, number | string | bigint, number | string | bigint>;
 }
 
-export interface PlatformAuditEventsTable extends AuditColumns {
-  seq: Generated<string>;
+export interface PlatformAuditEventsTable extends AuditColumns, SealColumns {
   tenant_id: string | null;
+}
+
+export interface AuditChainHeadsTable {
+  tenant_id: string;
+  seq: ColumnType<string, number | string | undefined, number | string>;
+  hash: ColumnType<Buffer, Buffer | undefined, Buffer>;
+  sealed_at: ColumnType<Date | null, Date | undefined, Date>;
+}
+
+export interface PlatformAuditHeadTable {
+  id: Generated<boolean>;
+  seq: ColumnType<string, never, number | string>;
+  hash: ColumnType<Buffer, never, Buffer>;
+  sealed_at: ColumnType<Date | null, never, Date>;
+}
+
+export interface AuditCheckpointColumns {
+  seq: ColumnType<string, number | string, never>;
+  hash: ColumnType<Buffer, Buffer, never>;
+  at: ColumnType<Date, Date | undefined, never>;
+  key_id: ColumnType<string, string, never>;
+  signature: ColumnType<Buffer, Buffer, never>;
+  reason: ColumnType<'interval' | 'retention', 'interval' | 'retention', never>;
+}
+
+export interface AuditCheckpointsTable extends AuditCheckpointColumns {
+  tenant_id: string;
 }
 
 export interface AuthThrottlesTable {
@@ -164,6 +192,7 @@ export interface TenantSettingsTable {
   require_mfa: Generated<boolean>;
   require_sso: Generated<boolean>;
   session_idle_minutes: Generated<number>;
+  audit_retention_days: Generated<number>;
   updated_at: Generated<Date>;
 }
 
@@ -270,6 +299,9 @@ export interface DB {
   accounts: AccountsTable;
   contacts: ContactsTable;
   audit_events: AuditEventsTable;
-  audit_heads: AuditHeadsTable;
+  audit_chain_heads: AuditChainHeadsTable;
+  platform_audit_head: PlatformAuditHeadTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  platform_audit_checkpoints: AuditCheckpointColumns;
   platform_audit_events: PlatformAuditEventsTable;
 }

@@ -4,6 +4,7 @@
  * from one query inside it: the membership is read fresh on every request, so a removed
  * member or a revoked session is refused on the very next request.
  */
+import { sealTenantLog } from '../audit/sealer.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static, TSchema } from 'typebox';
 import type { Compilable } from 'kysely';
@@ -90,6 +91,8 @@ interface RouteBase<S extends RouteSchema> {
   readonly noHead?: boolean;
   /** Tenant routes: the caller must have proved who they are recently (step-up); API keys never can. */
   readonly stepUp?: boolean;
+  /** Tenant routes that read the audit log: the tenant's pending events are sealed first, so the reader sees what they caused. */
+  readonly sealsAudit?: boolean;
 }
 
 export type RouteDefinition =
@@ -395,6 +398,8 @@ async function runTenantRoute(
     return { value };
   };
   try {
+    // Sealing is idempotent and bounded by the tenant's pending events, so it may run before the guard.
+    if (route.sealsAudit) await sealTenantLog(deps.db, tenantId);
     const outcome = await decide();
     answered = true;
     return outcome;

@@ -1,0 +1,169 @@
+import { sql } from 'kysely';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
+import { chainHash, GENESIS_HASH } from './chain.ts';
+import { chainRecordOf, sealAllLogs, sealTenantLog, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
+import { loadAuditSigner } from './signing.ts';
+
+interface Verify {
+  ok: boolean;
+  count: number;
+  head: { seq: number; hash: string };
+  firstBad?: { seq: number; id: string | null; reason: string };
+}
+
+describe('the audit hash chain', () => {
+  let t: TestApp;
+  let signer: AuditSigner;
+
+  beforeAll(async () => {
+    t = await startTestApp();
+    signer = loadAuditSigner(t.config, { warn() {} });
+  });
+  afterAll(async () => t?.close());
+
+  /** A tenant whose log holds signup events plus `accounts` account.created events, all sealed. */
+  async function tenantWithLog(accounts = 6): Promise<{ owner: SessionHandle; tenantId: string; count: number }> {
+    const { session: owner, tenantId } = await t.signup();
+    for (let i = 0; i < accounts; i++) {
+      const response = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: `Account ${i}` } });
+      expect(response.statusCode).toBe(201);
+    }
+    await sealTenantLog(t.db, tenantId);
+    const [row] = await t.admin.query<{ n: number }>('select count(*)::int as n from audit_events where tenant_id = $1', [tenantId]);
+    return { owner, tenantId, count: row!.n };
+  }
+
+  const verify = async (owner: SessionHandle, tenantId: string): Promise<Verify> => {
+    const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events/verify`, as: owner });
+    expect(response.statusCode).toBe(200);
+    return response.json<Verify>();
+  };
+
+  /** Tampers as the tables' owner would: with the append-only trigger switched off. */
+  async function tamper(script: string, params: unknown[] = []): Promise<void> {
+    await t.admin.query('alter table audit_events disable trigger audit_events_append_only');
+    try {
+      await t.admin.query(script, params);
+    } finally {
+      await t.admin.query('alter table audit_events enable trigger audit_events_append_only');
+    }
+  }
+
+  const idAt = async (tenantId: string, seq: number) =>
+    (await t.admin.query<{ id: string }>('select id from audit_events where tenant_id = $1 and seq = $2', [tenantId, seq]))[0]!.id;
+
+  it('gives every event of a tenant a seq from 1 without gaps, in commit order, and an untouched chain verifies', async () => {
+    const { owner, tenantId, count } = await tenantWithLog();
+    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_events where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
+    expect(seqs).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+    const result = await verify(owner, tenantId);
+    expect(result).toMatchObject({ ok: true, count });
+    // The verify request itself was recorded? No: reading is not audited; the head is the last event.
+    expect(result.head.seq).toBe(count);
+    expect(result.firstBad).toBeUndefined();
+  });
+
+  it('concurrent writers of one tenant and concurrent sealers still make one gapless chain', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    await Promise.all(
+      Array.from({ length: 25 }, (_, i) => t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: `Parallel ${i}` } })),
+    );
+    await Promise.all([sealAllLogs(t.db), sealTenantLog(t.db, tenantId), sealAllLogs(t.db)]);
+    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_events where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
+    expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+    expect(seqs.length).toBeGreaterThanOrEqual(26);
+    expect(await verify(owner, tenantId)).toMatchObject({ ok: true, count: seqs.length });
+  });
+
+  it('detects an edited event and names its seq', async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    const id = await idAt(tenantId, 4);
+    await tamper(`update audit_events set metadata = '{"name": "quietly changed"}' where tenant_id = $1 and seq = 4`, [tenantId]);
+    expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 4, id, reason: 'hash_mismatch' });
+  });
+
+  it('detects a deleted event, in the middle and at the end', async () => {
+    const { owner, tenantId, count } = await tenantWithLog();
+    await tamper('delete from audit_events where tenant_id = $1 and seq = 3', [tenantId]);
+    expect(await verify(owner, tenantId)).toMatchObject({ ok: false, firstBad: { seq: 3, id: null, reason: 'missing' } });
+
+    const other = await tenantWithLog();
+    await tamper('delete from audit_events where tenant_id = $1 and seq = $2', [other.tenantId, other.count]);
+    expect(await verify(other.owner, other.tenantId)).toMatchObject({ ok: false, firstBad: { seq: other.count, reason: 'missing' } });
+    expect(count).toBeGreaterThan(3);
+  });
+
+  it('detects an inserted event', async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    // Make room at seq 3 (two steps: seq is unique), then slip a forged event in.
+    await tamper('update audit_events set seq = seq + 1000000 where tenant_id = $1 and seq >= 3', [tenantId]);
+    await tamper('update audit_events set seq = seq - 999999 where tenant_id = $1 and seq > 1000000', [tenantId]);
+    const forged = randomUUID();
+    await tamper(
+      `insert into audit_events (tenant_id, id, seq, hash, sealed_at, actor_type, action, outcome)
+       values ($1, $2, 3, decode(repeat('ab', 32), 'hex'), now(), 'system', 'account.deleted', 'success')`,
+      [tenantId, forged],
+    );
+    expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 3, id: forged, reason: 'hash_mismatch' });
+  });
+
+  it('detects reordered events', async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    const third = await idAt(tenantId, 3);
+    const fourth = await idAt(tenantId, 4);
+    await tamper('update audit_events set seq = 1000000 where tenant_id = $1 and id = $2', [tenantId, third]);
+    await tamper('update audit_events set seq = 3 where tenant_id = $1 and id = $2', [tenantId, fourth]);
+    await tamper('update audit_events set seq = 4 where tenant_id = $1 and id = $2', [tenantId, third]);
+    expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 3, id: fourth, reason: 'hash_mismatch' });
+  });
+
+  it('catches a rewrite that recomputes every later hash, at the signed checkpoint', async () => {
+    const { owner, tenantId, count } = await tenantWithLog();
+    await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
+    // The forger edits seq 2 and rebuilds the chain from there, head included.
+    await tamper(`update audit_events set metadata = '{"name": "rewritten"}' where tenant_id = $1 and seq = 2`, [tenantId]);
+    const rows = await t.db.systemDb({ reason: 'test: read the tampered chain' }).transaction((tx) => tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).orderBy('seq').execute());
+    let hash = GENESIS_HASH;
+    for (const row of rows) {
+      hash = chainHash(hash, chainRecordOf('tenant', row, Number(row.seq)));
+      await tamper('update audit_events set hash = $3 where tenant_id = $1 and seq = $2', [tenantId, row.seq, hash]);
+    }
+    await t.admin.query('update audit_chain_heads set hash = $2 where tenant_id = $1', [tenantId, hash]);
+    expect((await verify(owner, tenantId)).firstBad).toMatchObject({ seq: count, reason: 'checkpoint_mismatch' });
+  });
+
+  it('rejects a checkpoint whose signature does not match (a forged or edited checkpoint)', async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
+    await t.admin.query('alter table audit_checkpoints disable trigger audit_checkpoints_append_only');
+    try {
+      await t.admin.query(`update audit_checkpoints set at = at - interval '1 day' where tenant_id = $1`, [tenantId]);
+    } finally {
+      await t.admin.query('alter table audit_checkpoints enable trigger audit_checkpoints_append_only');
+    }
+    expect((await verify(owner, tenantId)).firstBad).toMatchObject({ reason: 'bad_signature' });
+  });
+
+  it('the database refuses every change to a sealed event, and any change but sealing to an unsealed one, even by the sealer role', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    await sealTenantLog(t.db, tenantId);
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: 'Pending' } });
+    const system = t.db.systemDb({ reason: 'test: the trigger holds the sealer role too' });
+    await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
+    const refused = (statement: string) =>
+      expect(system.transaction((tx) => sql.raw(statement.replaceAll('$1', `'${tenantId}'`)).execute(tx))).rejects.toMatchObject({ code: '42501' });
+    await refused(`update audit_events set action = 'rewritten' where tenant_id = $1 and seq = 1`);
+    await refused(`update audit_events set seq = 99, hash = '\\x00', action = 'rewritten' where tenant_id = $1 and seq is null`);
+    await refused(`update audit_events set hash = '\\x00' where tenant_id = $1 and seq = 1`);
+    await refused(`delete from audit_events where tenant_id = $1`);
+    await refused(`delete from audit_checkpoints where tenant_id = $1`);
+    await refused(`update audit_checkpoints set seq = seq + 1 where tenant_id = $1`);
+    // The application role has no UPDATE or DELETE at all.
+    await expect(
+      t.db.withTenant(tenantId, (tx) => sql.raw(`update audit_events set action = 'x' where tenant_id = '${tenantId}'`).execute(tx)),
+    ).rejects.toMatchObject({ code: '42501' });
+    expect(await verify(owner, tenantId)).toMatchObject({ ok: true });
+  });
+});

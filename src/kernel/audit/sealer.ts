@@ -1,0 +1,231 @@
+/**
+ * Seals audit events into their chains, outside the write path. A request only inserts its
+ * event (with a global position, no per-tenant lock: see record.ts); the sealer then takes
+ * each log's unsealed events in position order, in batches, under the log's head row lock
+ * (which writers never touch), and gives each its seq and chain hash. Commit order is the
+ * chain order. Sealing runs every AUDIT_SEAL_INTERVAL_MS in the server and, so readers see
+ * every event they caused, just before a tenant's log is read.
+ *
+ * Also here: signed checkpoints of each chain head, and the operator stream lines (written
+ * at sealing, so each carries its seq and hash).
+ */
+import { sql, type Selectable } from 'kysely';
+import type { KeyObject } from 'node:crypto';
+import { emitAfterCommit, type Database, type Tx } from '../db/database.ts';
+import type { AuditEventsTable, PlatformAuditEventsTable } from '../db/schema.ts';
+import { chainHash, signCheckpoint, type Checkpoint, type ChainRecord, type LogName } from './chain.ts';
+
+/** Events sealed per transaction: large enough to amortise, small enough to keep locks short. */
+export const SEAL_BATCH = 2000;
+
+type TenantRow = Selectable<AuditEventsTable>;
+type PlatformRow = Selectable<PlatformAuditEventsTable>;
+
+export function chainRecordOf(log: LogName, row: TenantRow | PlatformRow, seq: number): ChainRecord {
+  return {
+    log,
+    tenantId: row.tenant_id,
+    seq,
+    id: row.id,
+    at: new Date(row.at).toISOString(),
+    actorType: row.actor_type,
+    actorId: row.actor_id,
+    actorEmail: row.actor_email,
+    action: row.action,
+    targetType: row.target_type,
+    targetId: row.target_id,
+    outcome: row.outcome,
+    ip: row.ip,
+    userAgent: row.user_agent,
+    requestId: row.request_id,
+    metadata: row.metadata,
+  };
+}
+
+/** One line of the operator's audit stream (AUDIT_STREAM), for a SIEM. */
+function streamLine(record: ChainRecord, hash: Buffer): string {
+  return JSON.stringify({
+    stream: 'audit',
+    log: record.log,
+    id: record.id,
+    seq: record.seq,
+    hash: hash.toString('hex'),
+    at: record.at,
+    tenantId: record.tenantId,
+    actor: { type: record.actorType, id: record.actorId, ...(record.actorEmail ? { email: record.actorEmail } : {}) },
+    action: record.action,
+    ...(record.targetType && record.targetId ? { target: { type: record.targetType, id: record.targetId } } : {}),
+    outcome: record.outcome,
+    ip: record.ip,
+    userAgent: record.userAgent,
+    requestId: record.requestId,
+    metadata: record.metadata,
+  });
+}
+
+/** Hashes rows onto the chain from head; returns the sealed values and the new head. */
+function extend(log: LogName, rows: readonly (TenantRow | PlatformRow)[], head: { seq: number; hash: Buffer }) {
+  let seq = head.seq;
+  let hash = head.hash;
+  const sealed: { id: string; seq: number; hash: string }[] = [];
+  for (const row of rows) {
+    seq += 1;
+    const record = chainRecordOf(log, row, seq);
+    hash = chainHash(hash, record);
+    sealed.push({ id: row.id, seq, hash: hash.toString('hex') });
+    emitAfterCommit(streamLine(record, hash));
+  }
+  return { sealed, head: { seq, hash } };
+}
+
+async function sealTenantBatch(tx: Tx, tenantId: string): Promise<number> {
+  // Nothing pending (or no such tenant): no head row to create, no lock to take.
+  const pending = await tx.selectFrom('audit_events').select('id').where('tenant_id', '=', tenantId).where('seq', 'is', null).limit(1).executeTakeFirst();
+  if (!pending) return 0;
+  await tx.insertInto('audit_chain_heads').values({ tenant_id: tenantId }).onConflict((oc) => oc.column('tenant_id').doNothing()).execute();
+  const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).forUpdate().executeTakeFirstOrThrow();
+  const rows = await tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', 'is', null).orderBy('position').limit(SEAL_BATCH).execute();
+  if (rows.length === 0) return 0;
+  const { sealed, head: next } = extend('tenant', rows, { seq: Number(head.seq), hash: asBuffer(head.hash) });
+  await sql`
+    update audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
+    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(id uuid, seq bigint, hash text)
+    where e.tenant_id = ${tenantId} and e.id = v.id`.execute(tx);
+  await tx.updateTable('audit_chain_heads').set({ seq: next.seq, hash: next.hash, sealed_at: new Date() }).where('tenant_id', '=', tenantId).execute();
+  return rows.length;
+}
+
+async function sealPlatformBatch(tx: Tx): Promise<number> {
+  const head = await tx.selectFrom('platform_audit_head').select(['seq', 'hash']).forUpdate().executeTakeFirstOrThrow();
+  const rows = await tx.selectFrom('platform_audit_events').selectAll().where('seq', 'is', null).orderBy('position').limit(SEAL_BATCH).execute();
+  if (rows.length === 0) return 0;
+  const { sealed, head: next } = extend('platform', rows, { seq: Number(head.seq), hash: asBuffer(head.hash) });
+  await sql`
+    update platform_audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
+    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(id uuid, seq bigint, hash text)
+    where e.id = v.id`.execute(tx);
+  await tx.updateTable('platform_audit_head').set({ seq: next.seq, hash: next.hash, sealed_at: new Date() }).execute();
+  return rows.length;
+}
+
+async function drain(db: Database, batch: (tx: Tx) => Promise<number>): Promise<number> {
+  const system = db.systemDb({ reason: 'the audit sealer gives events their place in the hash chain' });
+  let total = 0;
+  for (;;) {
+    const sealed = await system.transaction(batch);
+    total += sealed;
+    if (sealed < SEAL_BATCH) return total;
+  }
+}
+
+/** Seals every pending event of one tenant; returns how many. */
+export function sealTenantLog(db: Database, tenantId: string): Promise<number> {
+  return drain(db, (tx) => sealTenantBatch(tx, tenantId));
+}
+
+export function sealPlatformLog(db: Database): Promise<number> {
+  return drain(db, sealPlatformBatch);
+}
+
+/** Seals every log with pending events. */
+export async function sealAllLogs(db: Database): Promise<number> {
+  const tenants = await db
+    .systemDb({ reason: 'the audit sealer finds every log with unsealed events' })
+    .transaction((tx) => tx.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null).execute());
+  let total = await sealPlatformLog(db);
+  for (const { tenant_id } of tenants) total += await sealTenantLog(db, tenant_id);
+  return total;
+}
+
+/** The key that signs checkpoints, and every public key a checkpoint may have been signed with. */
+export interface AuditSigner {
+  readonly privateKey: KeyObject;
+  readonly keyId: string;
+  /** By key id: the current key and retired ones (AUDIT_VERIFY_KEYS_FILE). */
+  readonly publicKeys: ReadonlyMap<string, KeyObject>;
+}
+
+export interface CheckpointPolicy {
+  /** A checkpoint once the head is this many events past the last one... */
+  readonly everyEvents: number;
+  /** ...or this many seconds after the last one, if the head moved at all. */
+  readonly everySeconds: number;
+}
+
+/** bytea arrives as a Buffer from pg and as a Uint8Array from PGlite. */
+export function asBuffer(value: Uint8Array): Buffer {
+  return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
+function nowMs(): Date {
+  return new Date(Math.floor(Date.now()));
+}
+
+/** Writes a signed checkpoint of a tenant chain at seq (whose hash is given). */
+export async function writeTenantCheckpoint(tx: Tx, signer: AuditSigner, tenantId: string, seq: number, hash: Buffer, reason: Checkpoint['reason']): Promise<Checkpoint> {
+  const checkpoint: Checkpoint = { log: 'tenant', tenantId, seq, hash: hash.toString('hex'), at: nowMs().toISOString(), keyId: signer.keyId, reason };
+  await tx
+    .insertInto('audit_checkpoints')
+    .values({ tenant_id: tenantId, seq, hash, at: new Date(checkpoint.at), key_id: signer.keyId, signature: signCheckpoint(signer.privateKey, checkpoint), reason })
+    .onConflict((oc) => oc.columns(['tenant_id', 'seq']).doNothing())
+    .execute();
+  return checkpoint;
+}
+
+/** Signs the head of every chain that is due for a checkpoint; returns how many were written. */
+export async function writeDueCheckpoints(db: Database, signer: AuditSigner, policy: CheckpointPolicy): Promise<number> {
+  const system = db.systemDb({ reason: 'the audit sealer signs checkpoints of every chain head' });
+  return system.transaction(async (tx) => {
+    const { rows: tenants } = await sql<{ tenant_id: string; seq: string; hash: Buffer }>`
+      select h.tenant_id, h.seq, h.hash
+      from audit_chain_heads h
+      left join lateral (select c.seq, c.at from audit_checkpoints c where c.tenant_id = h.tenant_id order by c.seq desc limit 1) last on true
+      where h.seq > coalesce(last.seq, 0)
+        and (h.seq - coalesce(last.seq, 0) >= ${policy.everyEvents}
+             or coalesce(last.at, '-infinity') <= now() - make_interval(secs => ${policy.everySeconds}))`.execute(tx);
+    for (const head of tenants) await writeTenantCheckpoint(tx, signer, head.tenant_id, Number(head.seq), asBuffer(head.hash), 'interval');
+    const { rows: platform } = await sql<{ seq: string; hash: Buffer }>`
+      select h.seq, h.hash
+      from platform_audit_head h
+      left join lateral (select c.seq, c.at from platform_audit_checkpoints c order by c.seq desc limit 1) last on true
+      where h.seq > coalesce(last.seq, 0)
+        and (h.seq - coalesce(last.seq, 0) >= ${policy.everyEvents}
+             or coalesce(last.at, '-infinity') <= now() - make_interval(secs => ${policy.everySeconds}))`.execute(tx);
+    for (const head of platform) {
+      const hash = asBuffer(head.hash);
+      const checkpoint: Checkpoint = { log: 'platform', tenantId: null, seq: Number(head.seq), hash: hash.toString('hex'), at: nowMs().toISOString(), keyId: signer.keyId, reason: 'interval' };
+      await tx
+        .insertInto('platform_audit_checkpoints')
+        .values({ seq: checkpoint.seq, hash, at: new Date(checkpoint.at), key_id: signer.keyId, signature: signCheckpoint(signer.privateKey, checkpoint), reason: 'interval' })
+        .onConflict((oc) => oc.column('seq').doNothing())
+        .execute();
+    }
+    return tenants.length + platform.length;
+  });
+}
+
+/**
+ * The server's sealing loop: every intervalMs, seal all pending events, then sign the heads
+ * that are due. So an event is sealed at most about one interval (plus one batch) after it
+ * commits; bench/run.ts measures that delay. A failing pass is logged and retried.
+ */
+export function startAuditSealer(
+  db: Database,
+  signer: AuditSigner,
+  options: { readonly intervalMs: number } & CheckpointPolicy,
+  log: { error(object: object, message: string): void },
+): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    sealAllLogs(db)
+      .then(() => writeDueCheckpoints(db, signer, options))
+      .catch((error: unknown) => log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'audit sealing failed; retrying'))
+      .finally(() => {
+        running = false;
+      });
+  }, options.intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
