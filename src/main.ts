@@ -1,6 +1,7 @@
 /** Composition root: config -> database -> http. Handles SIGTERM/SIGINT gracefully. */
 import pino from 'pino';
 import { buildApp } from './app.ts';
+import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
@@ -39,6 +40,8 @@ async function main(): Promise<void> {
   // Anomaly rules read the committed audit log every couple of seconds, outside requests.
   const alertMailer = createMailer(config);
   const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }));
+  // Events past each tenant's retention are purged at a signed cut, hourly by default.
+  const stopPurge = startRetentionPurge(db, auditSigner, config.audit.purgeIntervalMinutes, logger);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -48,6 +51,7 @@ async function main(): Promise<void> {
     // before their responses), then we close the database.
     stopAlerts();
     stopSealer();
+    stopPurge();
     alertMailer.close();
     await app.close();
     await db.close();

@@ -1,2 +1,2 @@
 export { tenancyRoutes } from './routes.ts';
-export { settingsRoutes } from './settings.ts';
+export { DEFAULT_AUDIT_RETENTION_DAYS, settingsRoutes } from './settings.ts';

@@ -24,16 +24,24 @@ describe('tenant security settings', () => {
   afterAll(async () => t?.close());
 
   it('reads defaults; only settings.manage may change them; each change is audited with before and after', async () => {
-    expect((await t.request({ method: 'GET', url: settings(), as: owner })).json()).toEqual({ requireMfa: false, requireSso: false, sessionIdleMinutes: 30 });
+    expect((await t.request({ method: 'GET', url: settings(), as: owner })).json()).toEqual({ requireMfa: false, requireSso: false, sessionIdleMinutes: 30, auditRetentionDays: 365 });
     const member = await t.addMember(owner, tenantId, 'member');
     expect((await t.request({ method: 'PATCH', url: settings(), as: member, body: { sessionIdleMinutes: 10 } })).statusCode).toBe(403);
     const patched = await t.request({ method: 'PATCH', url: settings(), as: owner, body: { sessionIdleMinutes: 15 } });
-    expect(patched.json()).toEqual({ requireMfa: false, requireSso: false, sessionIdleMinutes: 15 });
-    for (const body of [{}, { sessionIdleMinutes: 1 }, { requireMfa: 'yes' }, { ipAllowlist: [] }]) {
+    expect(patched.json()).toEqual({ requireMfa: false, requireSso: false, sessionIdleMinutes: 15, auditRetentionDays: 365 });
+    // Audit retention: never under 90 days (the database holds the purge to that too).
+    for (const body of [{}, { sessionIdleMinutes: 1 }, { requireMfa: 'yes' }, { ipAllowlist: [] }, { auditRetentionDays: 89 }, { auditRetentionDays: 3651 }, { auditRetentionDays: 120.5 }]) {
       expect((await t.request({ method: 'PATCH', url: settings(), as: owner, body })).statusCode).toBe(400);
     }
     const [event] = await t.admin.query<{ metadata: unknown }>(`select metadata from audit_events where tenant_id = $1 and action = 'settings.updated'`, [tenantId]);
-    expect(event!.metadata).toEqual({ before: { requireMfa: false, requireSso: false, sessionIdleMinutes: 30 }, after: { requireMfa: false, requireSso: false, sessionIdleMinutes: 15 } });
+    expect(event!.metadata).toEqual({ before: { requireMfa: false, requireSso: false, sessionIdleMinutes: 30, auditRetentionDays: 365 }, after: { requireMfa: false, requireSso: false, sessionIdleMinutes: 15, auditRetentionDays: 365 } });
+    const longer = await t.request({ method: 'PATCH', url: settings(), as: owner, body: { auditRetentionDays: 730 } });
+    expect(longer.json()).toMatchObject({ auditRetentionDays: 730 });
+    const [change] = await t.admin.query<{ metadata: { before: { auditRetentionDays: number }; after: { auditRetentionDays: number } } }>(
+      `select metadata from audit_events where tenant_id = $1 and action = 'settings.updated' and metadata->'after'->>'auditRetentionDays' = '730'`,
+      [tenantId],
+    );
+    expect([change!.metadata.before.auditRetentionDays, change!.metadata.after.auditRetentionDays]).toEqual([365, 730]);
   });
 
   it('an admin without MFA cannot require it (409); with MFA on, members without it get 403 until they enroll; API keys are unaffected', async () => {

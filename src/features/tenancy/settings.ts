@@ -1,6 +1,7 @@
 /**
  * The tenant's security settings. Built so far: requireMfa, requireSso and
- * sessionIdleMinutes, all enforced by the guard (cn_enter_tenant). The rest of API.md's
+ * sessionIdleMinutes, all enforced by the guard (cn_enter_tenant), and auditRetentionDays,
+ * which the retention purge reads (and the database itself bounds to at least 90 days). The rest of API.md's
  * settings arrive with the capabilities they govern (IP allow-list, guest sharing, AI).
  */
 import { sql } from 'kysely';
@@ -11,19 +12,28 @@ import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams } from '../../kernel/http/schemas.ts';
 import { BREAK_GLASS_ROLES } from '../access/index.ts';
 
-const Settings = Type.Object({ requireMfa: Type.Boolean(), requireSso: Type.Boolean(), sessionIdleMinutes: Type.Integer() });
+const Settings = Type.Object({ requireMfa: Type.Boolean(), requireSso: Type.Boolean(), sessionIdleMinutes: Type.Integer(), auditRetentionDays: Type.Integer() });
 const SettingsPatch = Type.Object(
   {
     requireMfa: Type.Optional(Type.Boolean()),
     requireSso: Type.Optional(Type.Boolean()),
     sessionIdleMinutes: Type.Optional(Type.Integer({ minimum: 5, maximum: 1440 })),
+    auditRetentionDays: Type.Optional(Type.Integer({ minimum: 90, maximum: 3650 })),
   },
   { additionalProperties: false, minProperties: 1 },
 );
 
+/** The schema's default too (tenant_settings.audit_retention_days). */
+export const DEFAULT_AUDIT_RETENTION_DAYS = 365;
+
 async function readSettings(tx: Tx, tenantId: string) {
-  const row = await tx.selectFrom('tenant_settings').select(['require_mfa', 'require_sso', 'session_idle_minutes']).where('tenant_id', '=', tenantId).executeTakeFirst();
-  return { requireMfa: row?.require_mfa ?? false, requireSso: row?.require_sso ?? false, sessionIdleMinutes: row?.session_idle_minutes ?? 30 };
+  const row = await tx.selectFrom('tenant_settings').select(['require_mfa', 'require_sso', 'session_idle_minutes', 'audit_retention_days']).where('tenant_id', '=', tenantId).executeTakeFirst();
+  return {
+    requireMfa: row?.require_mfa ?? false,
+    requireSso: row?.require_sso ?? false,
+    sessionIdleMinutes: row?.session_idle_minutes ?? 30,
+    auditRetentionDays: row?.audit_retention_days ?? DEFAULT_AUDIT_RETENTION_DAYS,
+  };
 }
 
 /**
@@ -69,7 +79,7 @@ export function settingsRoutes(): RouteDefinition[] {
           if (!caller.mfa_enabled) throw new AppError('auth.mfa_required', { status: 409, detail: 'Turn on two-factor authentication for yourself first' });
         }
         if (after.requireSso && !before.requireSso) await assertSsoCanBeRequired(tx, tenantId);
-        const values = { require_mfa: after.requireMfa, require_sso: after.requireSso, session_idle_minutes: after.sessionIdleMinutes };
+        const values = { require_mfa: after.requireMfa, require_sso: after.requireSso, session_idle_minutes: after.sessionIdleMinutes, audit_retention_days: after.auditRetentionDays };
         await tx
           .insertInto('tenant_settings')
           .values({ tenant_id: tenantId, ...values })

@@ -167,7 +167,7 @@ export async function writeTenantCheckpoint(tx: Tx, signer: AuditSigner, tenantI
   await tx
     .insertInto('audit_checkpoints')
     .values({ tenant_id: tenantId, seq, hash, at: new Date(checkpoint.at), key_id: signer.keyId, signature: signCheckpoint(signer.privateKey, checkpoint), reason })
-    .onConflict((oc) => oc.columns(['tenant_id', 'seq']).doNothing())
+    .onConflict((oc) => oc.columns(['tenant_id', 'seq', 'reason']).doNothing())
     .execute();
   return checkpoint;
 }
@@ -197,7 +197,7 @@ export async function writeDueCheckpoints(db: Database, signer: AuditSigner, pol
       await tx
         .insertInto('platform_audit_checkpoints')
         .values({ seq: checkpoint.seq, hash, at: new Date(checkpoint.at), key_id: signer.keyId, signature: signCheckpoint(signer.privateKey, checkpoint), reason: 'interval' })
-        .onConflict((oc) => oc.column('seq').doNothing())
+        .onConflict((oc) => oc.columns(['seq', 'reason']).doNothing())
         .execute();
     }
     return tenants.length + platform.length;

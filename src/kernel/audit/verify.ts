@@ -34,11 +34,12 @@ function signed(row: CheckpointRow, tenantId: string | null): SignedCheckpoint {
 }
 
 /**
- * Where the walk starts: the genesis, or (after a retention purge) the newest retention
- * checkpoint below the oldest kept event. A gap after it is then reported as missing.
+ * Where the walk starts: the genesis, or (after a retention purge) the newest signed
+ * retention checkpoint below the oldest kept event. A gap after it is then reported as missing.
  */
 function anchorFor(oldest: number | null, checkpoints: readonly SignedCheckpoint[]): { seq: number; hash: Buffer } {
   if (oldest === null || oldest <= 1) return { seq: 0, hash: GENESIS_HASH };
+  // Only a retention checkpoint marks a legitimate cut: events deleted up to an ordinary one are missing.
   const cut = checkpoints.filter((c) => c.reason === 'retention' && c.seq < oldest).sort((a, b) => b.seq - a.seq)[0];
   return cut ? { seq: cut.seq, hash: Buffer.from(cut.hash, 'hex') } : { seq: 0, hash: GENESIS_HASH };
 }

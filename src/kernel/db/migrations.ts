@@ -640,16 +640,17 @@ create table audit_checkpoints (
   key_id text not null,
   signature bytea not null,
   reason text not null check (reason in ('interval', 'retention')),
-  primary key (tenant_id, seq)
+  primary key (tenant_id, seq, reason)
 );
 ${isolate('audit_checkpoints')}
 create table platform_audit_checkpoints (
-  seq bigint primary key,
+  seq bigint not null,
   hash bytea not null,
   at timestamptz not null default date_trunc('milliseconds', now()),
   key_id text not null,
   signature bytea not null,
-  reason text not null check (reason in ('interval', 'retention'))
+  reason text not null check (reason in ('interval', 'retention')),
+  primary key (seq, reason)
 );
 
 create or replace function cn_audit_append_only() returns trigger language plpgsql as $$
@@ -690,8 +691,8 @@ declare
 begin
   perform set_config('app.tenant_id', p_tenant::text, true);
   select greatest(coalesce(max(audit_retention_days), 365), 90) into keep_days from tenant_settings where tenant_id = p_tenant;
-  if not exists (select 1 from audit_checkpoints where tenant_id = p_tenant and seq = p_through) then
-    raise exception 'no signed checkpoint at seq %', p_through using errcode = 'CN409';
+  if not exists (select 1 from audit_checkpoints where tenant_id = p_tenant and seq = p_through and reason = 'retention') then
+    raise exception 'no signed retention checkpoint at seq %', p_through using errcode = 'CN409';
   end if;
   select max(at) into newest from audit_events where tenant_id = p_tenant and seq <= p_through;
   if newest is not null and newest >= now() - make_interval(days => keep_days) then
