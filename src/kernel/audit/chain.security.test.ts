@@ -5,6 +5,7 @@ import { startTestApp, type SessionHandle, type TestApp } from '../../../test/ha
 import { chainHash, GENESIS_HASH } from './chain.ts';
 import { chainRecordOf, sealAllLogs, sealTenantLog, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
+import { verifyPlatformLog } from './verify.ts';
 
 interface Verify {
   ok: boolean;
@@ -165,5 +166,24 @@ describe('the audit hash chain', () => {
       t.db.withTenant(tenantId, (tx) => sql.raw(`update audit_events set action = 'x' where tenant_id = '${tenantId}'`).execute(tx)),
     ).rejects.toMatchObject({ code: '42501' });
     expect(await verify(owner, tenantId)).toMatchObject({ ok: true });
+  });
+
+  it('the platform log is one chain with the same guarantees: sealed without gaps, checkpointed, tampering named', async () => {
+    for (let i = 0; i < 3; i++) {
+      await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: `nobody-${i}@platform-chain.example`, password: 'not the password at all' } });
+    }
+    await sealAllLogs(t.db);
+    await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
+    const system = t.db.systemDb({ reason: 'test: verify the platform chain' });
+    const before = await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys));
+    expect(before).toMatchObject({ ok: true });
+    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from platform_audit_events order by seq')).map((r) => r.seq);
+    expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+    expect(before.count).toBe(seqs.length);
+    const target = (await t.admin.query<{ id: string; seq: number }>('select id, seq::int as seq from platform_audit_events where seq = $1', [seqs[Math.floor(seqs.length / 2)]]))[0]!;
+    await t.admin.query('alter table platform_audit_events disable trigger platform_audit_events_append_only');
+    await t.admin.query(`update platform_audit_events set ip = '203.0.113.9' where id = $1`, [target.id]);
+    await t.admin.query('alter table platform_audit_events enable trigger platform_audit_events_append_only');
+    expect((await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys))).firstBad).toEqual({ seq: target.seq, id: target.id, reason: 'hash_mismatch' });
   });
 });

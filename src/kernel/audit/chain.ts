@@ -185,7 +185,8 @@ export class ChainVerifier {
   /** Feeds the next event (with its stored hash); false once a problem was found. */
   push(record: ChainRecord, storedHash: Buffer | null): boolean {
     if (this.problem) return false;
-    if (record.log !== this.log || record.tenantId !== this.tenantId) return this.fail({ seq: record.seq, id: record.id, reason: 'hash_mismatch' });
+    // A tenant chain holds only that tenant's events (platform events may name a tenant).
+    if (record.log !== this.log || (this.log === 'tenant' && record.tenantId !== this.tenantId)) return this.fail({ seq: record.seq, id: record.id, reason: 'hash_mismatch' });
     if (record.seq > this.expected) return this.fail({ seq: this.expected, id: null, reason: 'missing' });
     if (record.seq < this.expected) return this.fail({ seq: record.seq, id: record.id, reason: 'out_of_order' });
     const hash = chainHash(this.previous, record);
