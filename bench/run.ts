@@ -40,6 +40,7 @@ import pg from 'pg';
 import { hashPassword, type Argon2Parameters } from '../src/features/identity/passwords.ts';
 import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.ts';
 import { exportLine, measureExport, seedAuditEvents, type ExportResult } from './export.ts';
+import { auditWriteLines, chainLine, measureAuditWrites, measureChain, openBenchDatabase, type AuditChainResult, type AuditWriteResult } from './audit.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -97,6 +98,10 @@ const settings = {
   argon2Seconds: intEnv('BENCH_ARGON2_SECONDS', 3, 0, 600),
   /** Events in the log an export downloads (0 skips the export measurement). */
   exportEvents: intEnv('BENCH_EXPORT_EVENTS', 1_000_000, 0, 10_000_000),
+  /** Seconds per audited-write run (0 skips the audit write measurements). */
+  auditSeconds: intEnv('BENCH_AUDIT_SECONDS', 10, 0, 600),
+  auditConcurrency: intEnv('BENCH_AUDIT_CONCURRENCY', 16, 1, 200),
+  auditSealIntervalMs: intEnv('BENCH_AUDIT_SEAL_INTERVAL_MS', 250, 10, 60_000),
 };
 
 type RouteName = 'baseline' | 'secure';
@@ -871,6 +876,8 @@ function resultsSection(
   serverConfig: Config,
   policy: PolicyResult,
   exported: ExportResult | null,
+  auditWrites: AuditWriteResult | null,
+  chain: AuditChainResult | null,
 ): string {
   const ratio = best.secure.reqPerSec / best.baseline.reqPerSec;
   const rows = (ms: Measurement[]) =>
@@ -917,6 +924,18 @@ One connection at a time (${Math.round(serial[0]?.duration ?? 0)} s each, no war
 
 ${floodSection(flood)}
 ${argon2Section(argon2, serverConfig.loginProtection.argon2Concurrency)}
+### Audit log and hash chain
+
+${auditWrites ? `Writes in a tenant transaction through the kernel (${auditWrites.concurrency} at a time, ${auditWrites.seconds} s per run, best of ${settings.rounds}; spread over ${auditWrites.tenants} tenants unless hot):
+
+| kind | writes/s (best) | all runs |
+|---|---|---|
+${(['plain', 'audited', 'chained', 'hot'] as const).map((kind) => `| ${kind} | ${fmt(auditWrites.perSecond[kind])} | ${auditWrites.runs.filter((r) => r.kind === kind).map((r) => fmt(r.perSecond)).join(', ')} |`).join('\n')}
+
+${auditWriteLines(auditWrites).map((line) => `- ${line}.`).join('\n')}` : 'Audit writes skipped (BENCH_AUDIT_SECONDS=0).'}
+
+${chain ? `- ${chainLine(chain)}.` : 'Chain sealing and verification skipped (BENCH_EXPORT_EVENTS=0).'}
+
 **Audit export.** ${exported ? `${exportLine(exported)}.` : 'Skipped (BENCH_EXPORT_EVENTS=0).'}
 
 **Access decision.** ${policyLine(policy)}. The guard's database work is the tenant entry
@@ -1120,12 +1139,37 @@ async function main(): Promise<number> {
     }
 
     const policy = measurePolicyDecision();
+    // The audit measurements run in this process through the kernel, on the same database.
+    const audit = await openBenchDatabase(serverEnv.DATABASE_URL!, serverEnv.DATA_DIR!);
+    let auditWrites: AuditWriteResult | null = null;
+    let chain: AuditChainResult | null = null;
     let exported: ExportResult | null = null;
-    if (settings.exportEvents > 0) {
-      log(`audit export: appending ${fmt(settings.exportEvents)} events to one tenant's log, then downloading it`);
-      const exportTenant = await seedAuditEvents(superPool, 'Bench signup tenant', settings.exportEvents);
-      await waitForQuiet(settings.quietWait);
-      exported = await measureExport({ baseUrl, cookie, tenantId: exportTenant, serverPid, events: settings.exportEvents });
+    try {
+      if (settings.auditSeconds > 0) {
+        await waitForQuiet(settings.quietWait);
+        log(`audit writes: plain, audited, chained and hot-tenant writes, ${settings.auditConcurrency} at a time, ${settings.auditSeconds} s each`);
+        auditWrites = await measureAuditWrites({
+          db: audit.db,
+          signer: audit.signer,
+          superPool,
+          seconds: settings.auditSeconds,
+          rounds: settings.rounds,
+          concurrency: settings.auditConcurrency,
+          tenants: 100,
+          sealIntervalMs: settings.auditSealIntervalMs,
+          log,
+        });
+      }
+      if (settings.exportEvents > 0) {
+        log(`audit chain and export: appending ${fmt(settings.exportEvents)} events to one tenant's log, sealing and verifying it, then downloading it`);
+        const exportTenant = await seedAuditEvents(superPool, 'Bench signup tenant', settings.exportEvents);
+        await waitForQuiet(settings.quietWait);
+        chain = await measureChain(audit.db, audit.signer, exportTenant, settings.exportEvents);
+        await waitForQuiet(settings.quietWait);
+        exported = await measureExport({ baseUrl, cookie, tenantId: exportTenant, serverPid, events: settings.exportEvents });
+      }
+    } finally {
+      await audit.db.close();
     }
     let argon2: Argon2Result | null = null;
     if (settings.argon2Seconds > 0) {
@@ -1166,6 +1210,8 @@ async function main(): Promise<number> {
     }
     log(argon2 ? argon2Line(argon2) : 'argon2id hash rate: skipped (BENCH_ARGON2_SECONDS=0)');
     log(policyLine(policy));
+    for (const line of auditWrites ? auditWriteLines(auditWrites) : ['audit writes: skipped (BENCH_AUDIT_SECONDS=0)']) log(line);
+    log(chain ? chainLine(chain) : 'audit chain: skipped (BENCH_EXPORT_EVENTS=0)');
     log(exported ? exportLine(exported) : 'audit export: skipped (BENCH_EXPORT_EVENTS=0)');
     log(`guard round trips: the secure read made ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} database round trips per request (tenant entry, session, membership and the read in one message)`);
     const argon2Noisy = argon2 && argon2Warning(argon2);
@@ -1183,7 +1229,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, chain));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;

@@ -144,7 +144,7 @@ describe('audit log', () => {
     const [header, ...rows] = csv.body.split('\r\n').filter((line) => line !== '');
     expect(header).toBe('id,seq,at,actorType,actorId,actorEmail,action,targetType,targetId,outcome,ip,userAgent,requestId,metadata,hash');
     expect(rows.length).toBeGreaterThanOrEqual(count); // the JSON export is itself an event now
-    const exported = await t.admin.query<{ metadata: { format: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'audit.exported' order by seq`, [tenantId]);
+    const exported = await t.admin.query<{ metadata: { format: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'audit.exported' order by position`, [tenantId]);
     expect(exported.map((e) => e.metadata.format)).toEqual(['jsonl', 'csv']);
   });
 

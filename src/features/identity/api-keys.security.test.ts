@@ -33,7 +33,7 @@ describe('API keys', () => {
     const created = await withKey(key, 'POST', `/api/v1/tenants/${tenantId}/accounts`, { name: 'By program' });
     expect(created.statusCode).toBe(201);
     const [event] = await t.admin.query<{ actor_type: string; actor_id: string }>(
-      `select actor_type, actor_id from audit_events where tenant_id = $1 and action = 'account.created' order by seq desc limit 1`,
+      `select actor_type, actor_id from audit_events where tenant_id = $1 and action = 'account.created' order by position desc limit 1`,
       [tenantId],
     );
     expect(event).toEqual({ actor_type: 'apikey', actor_id: id });

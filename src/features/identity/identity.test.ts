@@ -90,7 +90,7 @@ describe('signup, login, session and logout', () => {
     await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: 'audited@example.com', password: 'wrong password!!' } });
     await t.login('audited@example.com');
     const tenantEvents = await t.admin.query<{ action: string; outcome: string }>(
-      'select action, outcome from audit_events where tenant_id = $1 order by seq',
+      'select action, outcome from audit_events where tenant_id = $1 order by position',
       [tenantId],
     );
     expect(tenantEvents).toEqual([
@@ -98,7 +98,7 @@ describe('signup, login, session and logout', () => {
       { action: 'auth.login.failed', outcome: 'failure' },
       { action: 'auth.login.succeeded', outcome: 'success' },
     ]);
-    const platform = await t.admin.query<{ action: string }>('select action from platform_audit_events where actor_id = $1 order by seq', [session.userId]);
+    const platform = await t.admin.query<{ action: string }>('select action from platform_audit_events where actor_id = $1 order by position', [session.userId]);
     expect(platform.map((e) => e.action)).toEqual(['auth.signup', 'auth.login.failed', 'auth.login.succeeded']);
   });
 

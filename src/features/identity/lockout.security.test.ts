@@ -27,7 +27,7 @@ describe('login protection', () => {
     const retryAfter = Number(locked.headers['retry-after']);
     expect(retryAfter).toBeGreaterThan(800);
     expect(retryAfter).toBeLessThanOrEqual(900);
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'auth.%' order by seq`, [tenantId]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'auth.%' order by position`, [tenantId]);
     expect(actions.filter((a) => a.action === 'auth.login.failed')).toHaveLength(11);
     expect(actions.filter((a) => a.action === 'auth.lockout')).toHaveLength(1);
   });

@@ -59,7 +59,7 @@ describe('password reset and email verification by mailed token', () => {
     const replay = await confirmReset(token, 'yet another fine passphrase');
     expect(replay.statusCode).toBe(400);
     expect(replay.json().code).toBe('auth.token_invalid');
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'auth.password%' order by seq`, [tenantId]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'auth.password%' order by position`, [tenantId]);
     expect(actions.map((a) => a.action)).toEqual(['auth.password_reset.requested', 'auth.password.reset']);
   });
 

@@ -117,7 +117,7 @@ describe('anomaly rules and security alerts', () => {
     const again = await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'open' } });
     expect(again.statusCode).toBe(400);
     expect((await t.request({ method: 'PATCH', url: `${url}/${alert!.id}`, as: owner, body: { status: 'acknowledged' } })).statusCode).toBe(400);
-    const events = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'alert.%' order by seq`, [tenantId]);
+    const events = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'alert.%' order by position`, [tenantId]);
     expect(events.map((e) => e.action)).toEqual(['alert.acknowledged', 'alert.resolved']);
   });
 

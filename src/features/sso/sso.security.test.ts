@@ -132,7 +132,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(who.json().user).toMatchObject({ email: 'alice@alpha.example', name: 'Alice Alpha', emailVerified: true });
     expect(who.json().memberships).toEqual([{ tenantId: tenantA, tenantName: 'Alpha', role: 'member' }]);
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantA}/accounts`, as: session })).statusCode).toBe(200);
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and actor_email = 'alice@alpha.example' order by seq`, [tenantA]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and actor_email = 'alice@alpha.example' order by position`, [tenantA]);
     expect(actions.map((a) => a.action)).toEqual(['auth.sso.identity_linked', 'member.joined', 'auth.sso.login.succeeded']);
     // The second time, the (issuer, subject) link is used.
     expect((await ssoLogin(tenantA, 'alice')).statusCode).toBe(302);
@@ -157,7 +157,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(await t.admin.query(`select 1 from sso_identities where user_id = $1`, [victim.userId])).toHaveLength(0);
     expect(await t.admin.query(`select 1 from memberships where tenant_id = $1 and user_id = $2`, [tenantB, victim.userId])).toHaveLength(0);
     const [event] = await t.admin.query<{ actor_type: string; metadata: { reason: string } }>(
-      `select actor_type, metadata from audit_events where tenant_id = $1 and action = 'auth.sso.login.failed' order by seq desc limit 1`,
+      `select actor_type, metadata from audit_events where tenant_id = $1 and action = 'auth.sso.login.failed' order by position desc limit 1`,
       [tenantB],
     );
     expect(event).toMatchObject({ actor_type: 'anonymous', metadata: { reason: 'domain alpha.example not verified by this tenant' } });
@@ -387,7 +387,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     const badName = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantC}/domains`, as: ownerC, body: { domain: 'not a domain' } });
     expect(badName.statusCode).toBe(400);
     expect((await t.request({ method: 'DELETE', url: `/api/v1/tenants/${tenantC}/domains/${claim.json().id}`, as: ownerC })).statusCode).toBe(204);
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'sso.domain.%' and metadata->>'domain' = 'charlie.example' order by seq`, [tenantC]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'sso.domain.%' and metadata->>'domain' = 'charlie.example' order by position`, [tenantC]);
     expect(actions.map((a) => a.action)).toEqual(['sso.domain.added', 'sso.domain.verified', 'sso.domain.removed']);
   });
 });

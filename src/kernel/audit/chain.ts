@@ -43,9 +43,9 @@ function jcs(value: unknown): string {
   return text;
 }
 
-/** The bytes hashed for one event (RFC 8785 canonical JSON). */
-export function canonicalRecord(record: ChainRecord): string {
-  return jcs({
+/** The event as a plain object: what JCS canonicalises. */
+export function recordDocument(record: ChainRecord): Record<string, unknown> {
+  return {
     v: CHAIN_VERSION,
     log: record.log,
     tenantId: record.tenantId,
@@ -60,8 +60,24 @@ export function canonicalRecord(record: ChainRecord): string {
     userAgent: record.userAgent,
     requestId: record.requestId,
     metadata: record.metadata,
-  });
+  };
 }
+
+const q = JSON.stringify;
+
+/**
+ * The bytes hashed for one event: JCS (RFC 8785) of recordDocument(record). The envelope's
+ * shape is fixed, so it is written out with its keys already in JCS order and strings and
+ * integers serialised as JCS does (ECMAScript JSON.stringify); only metadata, whose shape
+ * varies, goes through the JCS library. A test holds this equal to JCS of the whole document.
+ */
+export function canonicalRecord(r: ChainRecord): string {
+  if (!Number.isSafeInteger(r.seq)) throw new Error('seq must be a safe integer');
+  return `{"action":${q(r.action)},"actor":{"email":${q(r.actorEmail)},"id":${q(r.actorId)},"type":${q(r.actorType)}},"at":${q(r.at)},"id":${q(r.id)},"ip":${q(r.ip)},"log":${q(r.log)},"metadata":${jcs(r.metadata)},"outcome":${q(r.outcome)},"requestId":${q(r.requestId)},"seq":${r.seq},"target":{"id":${q(r.targetId)},"type":${q(r.targetType)}},"tenantId":${q(r.tenantId)},"userAgent":${q(r.userAgent)},"v":${CHAIN_VERSION}}`;
+}
+
+/** JCS of any value (exported for the equivalence test and for checkpoint messages). */
+export { jcs };
 
 export function chainHash(previous: Buffer, record: ChainRecord): Buffer {
   return createHash('sha256').update(previous).update(canonicalRecord(record), 'utf8').digest();

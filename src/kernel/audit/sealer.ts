@@ -78,20 +78,65 @@ function extend(log: LogName, rows: readonly (TenantRow | PlatformRow)[], head: 
   return { sealed, head: { seq, hash } };
 }
 
-async function sealTenantBatch(tx: Tx, tenantId: string): Promise<number> {
-  // Nothing pending (or no such tenant): no head row to create, no lock to take.
-  const pending = await tx.selectFrom('audit_events').select('id').where('tenant_id', '=', tenantId).where('seq', 'is', null).limit(1).executeTakeFirst();
-  if (!pending) return 0;
-  await tx.insertInto('audit_chain_heads').values({ tenant_id: tenantId }).onConflict((oc) => oc.column('tenant_id').doNothing()).execute();
-  const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).forUpdate().executeTakeFirstOrThrow();
-  const rows = await tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', 'is', null).orderBy('position').limit(SEAL_BATCH).execute();
+/**
+ * One sealing transaction over several tenants at once (a fixed number of round trips
+ * however many tenants wrote): create and lock their heads in tenant order (no deadlock
+ * between sealers), read their pending events, hash, and write seqs, hashes and heads back
+ * in one statement each. skipLocked: the background loop leaves a tenant another sealer is
+ * working on for its next pass; a reader's seal waits for it instead.
+ */
+interface Head {
+  tenant_id: string;
+  seq: string;
+  hash: Uint8Array;
+}
+
+async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean): Promise<number> {
+  if (tenantIds.length === 0) return 0;
+  const ids = JSON.stringify(tenantIds);
+  await sql`
+    insert into audit_chain_heads (tenant_id)
+    select t.id::uuid from jsonb_array_elements_text(${ids}::jsonb) as t(id)
+    where exists (select 1 from tenants where tenants.id = t.id::uuid)
+    on conflict (tenant_id) do nothing`.execute(tx);
+  const wanted = sql`tenant_id in (select value::uuid from jsonb_array_elements_text(${ids}::jsonb))`;
+  const { rows: heads } = skipLocked
+    ? await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update skip locked`.execute(tx)
+    : await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update`.execute(tx);
+  if (heads.length === 0) return 0;
+  const rows = await tx
+    .selectFrom('audit_events')
+    .selectAll()
+    .where('tenant_id', 'in', heads.map((head) => head.tenant_id))
+    .where('seq', 'is', null)
+    .orderBy('tenant_id')
+    .orderBy('position')
+    .limit(SEAL_BATCH)
+    .execute();
   if (rows.length === 0) return 0;
-  const { sealed, head: next } = extend('tenant', rows, { seq: Number(head.seq), hash: asBuffer(head.hash) });
+  const byTenant = new Map<string, TenantRow[]>();
+  for (const row of rows) {
+    const list = byTenant.get(row.tenant_id);
+    if (list) list.push(row);
+    else byTenant.set(row.tenant_id, [row]);
+  }
+  const sealed: { tenant_id: string; id: string; seq: number; hash: string }[] = [];
+  const nextHeads: { tenant_id: string; seq: number; hash: string }[] = [];
+  for (const head of heads) {
+    const pending = byTenant.get(head.tenant_id);
+    if (!pending) continue;
+    const result = extend('tenant', pending, { seq: Number(head.seq), hash: asBuffer(head.hash) });
+    for (const entry of result.sealed) sealed.push({ tenant_id: head.tenant_id, ...entry });
+    nextHeads.push({ tenant_id: head.tenant_id, seq: result.head.seq, hash: result.head.hash.toString('hex') });
+  }
   await sql`
     update audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
-    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(id uuid, seq bigint, hash text)
-    where e.tenant_id = ${tenantId} and e.id = v.id`.execute(tx);
-  await tx.updateTable('audit_chain_heads').set({ seq: next.seq, hash: next.hash, sealed_at: new Date() }).where('tenant_id', '=', tenantId).execute();
+    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(tenant_id uuid, id uuid, seq bigint, hash text)
+    where e.tenant_id = v.tenant_id and e.id = v.id`.execute(tx);
+  await sql`
+    update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
+    from jsonb_to_recordset(${JSON.stringify(nextHeads)}::jsonb) as v(tenant_id uuid, seq bigint, hash text)
+    where h.tenant_id = v.tenant_id`.execute(tx);
   return rows.length;
 }
 
@@ -108,33 +153,43 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
   return rows.length;
 }
 
-async function drain(db: Database, batch: (tx: Tx) => Promise<number>): Promise<number> {
+/** Tenants with unsealed events (the partial index answers it). */
+async function pendingTenants(tx: Tx, among?: string): Promise<string[]> {
+  let query = tx.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null);
+  if (among !== undefined) query = query.where('tenant_id', '=', among);
+  return (await query.execute()).map((row) => row.tenant_id);
+}
+
+/** Seals every pending event of one tenant (waiting for another sealer if need be); returns how many. */
+export async function sealTenantLog(db: Database, tenantId: string): Promise<number> {
   const system = db.systemDb({ reason: 'the audit sealer gives events their place in the hash chain' });
   let total = 0;
   for (;;) {
-    const sealed = await system.transaction(batch);
+    const sealed = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx, tenantId), false));
     total += sealed;
     if (sealed < SEAL_BATCH) return total;
   }
 }
 
-/** Seals every pending event of one tenant; returns how many. */
-export function sealTenantLog(db: Database, tenantId: string): Promise<number> {
-  return drain(db, (tx) => sealTenantBatch(tx, tenantId));
+export async function sealPlatformLog(db: Database): Promise<number> {
+  const system = db.systemDb({ reason: 'the audit sealer gives platform events their place in the hash chain' });
+  let total = 0;
+  for (;;) {
+    const sealed = await system.transaction(sealPlatformBatch);
+    total += sealed;
+    if (sealed < SEAL_BATCH) return total;
+  }
 }
 
-export function sealPlatformLog(db: Database): Promise<number> {
-  return drain(db, sealPlatformBatch);
-}
-
-/** Seals every log with pending events. */
+/** Seals every log with pending events: all tenants together, in batches. */
 export async function sealAllLogs(db: Database): Promise<number> {
-  const tenants = await db
-    .systemDb({ reason: 'the audit sealer finds every log with unsealed events' })
-    .transaction((tx) => tx.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null).execute());
+  const system = db.systemDb({ reason: 'the audit sealer seals every tenant log with pending events' });
   let total = await sealPlatformLog(db);
-  for (const { tenant_id } of tenants) total += await sealTenantLog(db, tenant_id);
-  return total;
+  for (;;) {
+    const sealed = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx), true));
+    total += sealed;
+    if (sealed < SEAL_BATCH) return total;
+  }
 }
 
 /** The key that signs checkpoints, and every public key a checkpoint may have been signed with. */

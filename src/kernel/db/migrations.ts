@@ -598,8 +598,14 @@ alter table audit_events alter column seq drop not null;
 update audit_events set seq = null;
 alter table audit_events drop constraint audit_events_tenant_id_id_key;
 alter table audit_events add primary key (tenant_id, id);
-create unique index audit_events_seq_key on audit_events (tenant_id, seq);
+-- Readers only ever see sealed events, so every read index covers sealed rows only: an
+-- insert touches the primary key and the unsealed index alone; sealing fills the rest.
+create unique index audit_events_seq_key on audit_events (tenant_id, seq) where seq is not null;
 create index audit_events_unsealed_idx on audit_events (tenant_id, position) where seq is null;
+drop index audit_events_action_idx;
+create index audit_events_action_idx on audit_events (tenant_id, action, seq) where seq is not null;
+drop index audit_events_target_idx;
+create index audit_events_target_idx on audit_events (tenant_id, target_type, target_id, seq) where seq is not null;
 alter table audit_events add constraint audit_events_sealed_check
   check ((seq is null) = (hash is null) and (seq is null) = (sealed_at is null));
 alter table audit_events enable trigger audit_events_append_only;
@@ -608,7 +614,7 @@ drop table audit_heads;
 alter table platform_audit_events disable trigger platform_audit_events_append_only;
 alter table platform_audit_events rename column seq to position;
 alter table platform_audit_events add column seq bigint, add column hash bytea, add column sealed_at timestamptz;
-create unique index platform_audit_events_seq_key on platform_audit_events (seq);
+create unique index platform_audit_events_seq_key on platform_audit_events (seq) where seq is not null;
 create index platform_audit_events_unsealed_idx on platform_audit_events (position) where seq is null;
 alter table platform_audit_events add constraint platform_audit_events_sealed_check
   check ((seq is null) = (hash is null) and (seq is null) = (sealed_at is null));

@@ -1,0 +1,156 @@
+/**
+ * What the audit log and its hash chain cost on the write path, in the bench process itself
+ * through the kernel (withTenant as cn_app, the sealer as cn_system) on real PostgreSQL:
+ *
+ *   plain      a write (insert an account) in a tenant transaction, no audit event
+ *   audited    the same write plus its audit event, sealer stopped (no chain work at all)
+ *   chained    the same, with the sealer running every AUDIT_SEAL_INTERVAL_MS as in the server
+ *   hot        chained, every write to one tenant (the prototype's trap: a per-tenant lock)
+ *
+ * Writes are spread over `tenants` tenants except in "hot". Each kind runs `rounds` times,
+ * interleaved, best kept. The backlog a sealer-less run leaves is sealed (untimed) before the
+ * next run. Then commit-to-sealed delay from the chained runs (sealed_at - at), and the
+ * sealing and verification rates over a large log (run.ts seeds it).
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { recordTenantEvent } from '../src/kernel/audit/record.ts';
+import { sealAllLogs, sealTenantLog, startAuditSealer, type AuditSigner } from '../src/kernel/audit/sealer.ts';
+import { loadAuditSigner } from '../src/kernel/audit/signing.ts';
+import { verifyTenantLog } from '../src/kernel/audit/verify.ts';
+import { loadConfig } from '../src/kernel/config/config.ts';
+import { openDatabase, type Database } from '../src/kernel/db/database.ts';
+import pino from 'pino';
+import type pg from 'pg';
+
+type Kind = 'plain' | 'audited' | 'chained' | 'hot';
+const KINDS: readonly Kind[] = ['plain', 'audited', 'chained', 'hot'];
+
+export interface AuditWriteResult {
+  readonly perSecond: Record<Kind, number>;
+  readonly runs: { kind: Kind; round: number; perSecond: number }[];
+  readonly sealDelayMs: { p50: number; p99: number; max: number; events: number };
+  readonly sealIntervalMs: number;
+  readonly concurrency: number;
+  readonly seconds: number;
+  readonly tenants: number;
+}
+
+export interface AuditChainResult {
+  readonly events: number;
+  readonly sealSeconds: number;
+  readonly verifySeconds: number;
+  readonly verifiedOk: boolean;
+}
+
+const ACTOR = { type: 'user' as const, id: '00000000-0000-4000-8000-000000000001', email: 'bench@example.com' };
+const META = { requestId: 'bench', ip: '127.0.0.1', userAgent: 'bench' };
+
+/** Opens the kernel on the bench database (owner URL; requests then run as cn_app). */
+export async function openBenchDatabase(ownerUrl: string, dataDir: string): Promise<{ db: Database; signer: AuditSigner }> {
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: ownerUrl,
+    DATA_DIR: dataDir,
+    DATABASE_POOL_SIZE: '10',
+    AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+  });
+  const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
+  return { db, signer: loadAuditSigner(config, { warn() {} }) };
+}
+
+async function runFor(seconds: number, concurrency: number, op: (worker: number, i: number) => Promise<void>): Promise<number> {
+  const deadline = performance.now() + seconds * 1000;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      for (let i = 0; performance.now() < deadline; i++) {
+        await op(worker, i);
+        done += 1;
+      }
+    }),
+  );
+  return done / seconds;
+}
+
+export async function measureAuditWrites(options: {
+  db: Database;
+  signer: AuditSigner;
+  superPool: pg.Pool;
+  seconds: number;
+  rounds: number;
+  concurrency: number;
+  tenants: number;
+  sealIntervalMs: number;
+  log: (line: string) => void;
+}): Promise<AuditWriteResult> {
+  const { db, signer, seconds, concurrency } = options;
+  const tenantIds = (await options.superPool.query<{ id: string }>('select id from tenants order by id limit $1', [options.tenants])).rows.map((row) => row.id);
+  const write = async (tenantId: string, audited: boolean, n: number) => {
+    await db.withTenant(tenantId, async (tx) => {
+      const row = await tx.insertInto('accounts').values({ tenant_id: tenantId, name: `Audit bench ${n}` }).returning('id').executeTakeFirstOrThrow();
+      if (audited) await recordTenantEvent(tx, tenantId, ACTOR, META, { action: 'account.created', target: { type: 'account', id: row.id }, metadata: { name: `Audit bench ${n}` } });
+    });
+  };
+  const spread = (worker: number, i: number) => tenantIds[(worker * 7919 + i) % tenantIds.length]!;
+  const runs: AuditWriteResult['runs'] = [];
+  const chainedSince: Date[] = [];
+  // Warm-up: connections, plans, JIT.
+  await runFor(2, concurrency, (w, i) => write(spread(w, i), true, i));
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const kind of KINDS) {
+      await sealAllLogs(db); // the backlog of a sealer-less run is not the next run's cost
+      const stop = kind === 'chained' || kind === 'hot' ? startAuditSealer(db, signer, { intervalMs: options.sealIntervalMs, everyEvents: 1000, everySeconds: 60 }, { error: (o) => options.log(`sealer error ${JSON.stringify(o)}`) }) : null;
+      if (kind === 'chained' || kind === 'hot') chainedSince.push(new Date());
+      const perSecond = await runFor(seconds, concurrency, (w, i) => write(kind === 'hot' ? tenantIds[0]! : spread(w, i), kind !== 'plain', i));
+      stop?.();
+      runs.push({ kind, round, perSecond });
+      options.log(`  audit writes round ${round}: ${kind.padEnd(8)} ${Math.round(perSecond)} writes/s`);
+    }
+  }
+  await sealAllLogs(db);
+  // Commit-to-sealed over the chained runs (events written while the sealer ran at its interval).
+  const since = chainedSince[0]!;
+  const { rows } = await options.superPool.query<{ p50: number; p99: number; max: number; n: string }>(
+    `select percentile_cont(0.5) within group (order by d) as p50, percentile_cont(0.99) within group (order by d) as p99, max(d) as max, count(*) as n
+     from (select extract(epoch from sealed_at - at) * 1000 as d from audit_events where at >= $1 and request_id = 'bench' and sealed_at is not null) s`,
+    [since],
+  );
+  const best = (kind: Kind) => Math.max(...runs.filter((r) => r.kind === kind).map((r) => r.perSecond));
+  return {
+    perSecond: { plain: best('plain'), audited: best('audited'), chained: best('chained'), hot: best('hot') },
+    runs,
+    sealDelayMs: { p50: Number(rows[0]?.p50 ?? 0), p99: Number(rows[0]?.p99 ?? 0), max: Number(rows[0]?.max ?? 0), events: Number(rows[0]?.n ?? 0) },
+    sealIntervalMs: options.sealIntervalMs,
+    concurrency,
+    seconds,
+    tenants: tenantIds.length,
+  };
+}
+
+/** Seals a tenant's (seeded, unsealed) log and then verifies the whole chain; both timed. */
+export async function measureChain(db: Database, signer: AuditSigner, tenantId: string, events: number): Promise<AuditChainResult> {
+  let started = performance.now();
+  await sealTenantLog(db, tenantId);
+  const sealSeconds = (performance.now() - started) / 1000;
+  started = performance.now();
+  const result = await db.systemDb({ reason: 'bench: verify one large tenant chain' }).transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys));
+  const verifySeconds = (performance.now() - started) / 1000;
+  return { events: Math.max(events, result.count), sealSeconds, verifySeconds, verifiedOk: result.ok };
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+export function auditWriteLines(r: AuditWriteResult): string[] {
+  const { plain, audited, chained, hot } = r.perSecond;
+  const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
+  return [
+    `audited write / plain write = ${(audited / plain).toFixed(2)} (${fmt(audited)} vs ${fmt(plain)} writes/s; target >= 0.75: ${verdict(audited / plain >= 0.75)})`,
+    `chain cost: chained / audited = ${(chained / audited).toFixed(2)} (${fmt(chained)} writes/s with the sealer running; target >= 0.90, i.e. <= 10 % cost: ${verdict(chained / audited >= 0.9)})`,
+    `one hot tenant / spread over ${r.tenants} tenants = ${(hot / chained).toFixed(2)} (${fmt(hot)} writes/s; target >= 0.90: ${verdict(hot / chained >= 0.9)})`,
+    `commit to sealed (sealer every ${r.sealIntervalMs} ms): p50 ${fmt(r.sealDelayMs.p50)} ms, p99 ${fmt(r.sealDelayMs.p99)} ms, max ${fmt(r.sealDelayMs.max)} ms over ${fmt(r.sealDelayMs.events)} events`,
+  ];
+}
+
+export function chainLine(c: AuditChainResult): string {
+  return `sealing ${fmt(c.events)} events of one tenant: ${c.sealSeconds.toFixed(1)} s (${fmt(c.events / c.sealSeconds)} events/s); verifying the chain: ${c.verifySeconds.toFixed(1)} s (${fmt(c.events / c.verifySeconds)} events/s; target >= 200,000: ${c.events / c.verifySeconds >= 200_000 ? 'met' : 'NOT met'}; ${c.verifiedOk ? 'chain ok' : 'CHAIN BROKEN'})`;
+}
