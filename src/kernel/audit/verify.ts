@@ -23,6 +23,25 @@ function packedColumns(): RawBuilder<string> {
     action, target_type, target_id, outcome, ip, user_agent, request_id, metadata, encode(hash, 'hex'))::text`;
 }
 
+/**
+ * Reads seq ranges [from, upTo] chunk by chunk, asking for the next chunk before checking
+ * the current one, so the database prepares it on the other core meanwhile. Stops at the
+ * first row check returns false for.
+ */
+async function walk<R>(from: number, upTo: number, chunk: (from: number) => Promise<{ rows: R[] }>, check: (row: R) => boolean): Promise<void> {
+  let next = from <= upTo ? chunk(from) : null;
+  for (let start = from; next !== null; start += CHUNK) {
+    const { rows } = await next;
+    next = start + CHUNK <= upTo ? chunk(start + CHUNK) : null;
+    for (const row of rows) {
+      if (!check(row)) {
+        await next?.catch(() => undefined);
+        return;
+      }
+    }
+  }
+}
+
 function unpack(log: LogName, tenantId: string | null, text: string): { record: ChainRecord; hash: Buffer | null } {
   const [seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata, hash] = JSON.parse(text) as Packed;
   return {
@@ -68,18 +87,18 @@ export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMa
   const checkpoints = (await tx.selectFrom('audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).where('tenant_id', '=', tenantId).execute()).map((row) => signed(row, tenantId));
   const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
   const oldest = await tx.selectFrom('audit_events').select((eb) => eb.fn.min('seq').as('seq')).where('tenant_id', '=', tenantId).where('seq', 'is not', null).executeTakeFirst();
-  const verifier = new ChainVerifier('tenant', tenantId, anchorFor(oldest?.seq == null ? null : Number(oldest.seq), checkpoints), checkpoints, keys);
-  let after = 0;
-  while (!verifier.failed) {
-    const { rows } = await sql<{ r: string }>`select ${packedColumns()} as r from audit_events where tenant_id = ${tenantId} and seq > ${after} order by seq limit ${CHUNK}`.execute(tx);
-    for (const row of rows) {
-      const { record, hash } = unpack('tenant', tenantId, row.r);
-      // The row's own tenant is not in the packed array: the query asked for this tenant only.
-      if (!verifier.push(record, hash)) break;
-      after = record.seq;
-    }
-    if (rows.length < CHUNK) break;
-  }
+  const anchor = anchorFor(oldest?.seq == null ? null : Number(oldest.seq), checkpoints);
+  const verifier = new ChainVerifier('tenant', tenantId, anchor, checkpoints, keys);
+  // Read by seq ranges (not "seq > x limit n", which the planner may answer by sorting
+  // everything after x for every chunk) up to the highest seq stored or claimed.
+  const last = await tx.selectFrom('audit_events').select((eb) => eb.fn.max('seq').as('seq')).where('tenant_id', '=', tenantId).executeTakeFirst();
+  const upTo = Math.max(Number(last?.seq ?? 0), Number(head?.seq ?? 0));
+  const chunk = (from: number) => sql<{ r: string }>`select ${packedColumns()} as r from audit_events where tenant_id = ${tenantId} and seq between ${from} and ${from + CHUNK - 1} order by seq`.execute(tx);
+  await walk(anchor.seq + 1, upTo, chunk, (row) => {
+    // The row's own tenant is not in the packed array: the query asked for this tenant only.
+    const { record, hash } = unpack('tenant', tenantId, row.r);
+    return verifier.push(record, hash);
+  });
   return verifier.finish(head ? { seq: Number(head.seq), hash: asBuffer(head.hash) } : { seq: 0, hash: GENESIS_HASH });
 }
 
@@ -87,16 +106,14 @@ export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObj
   const checkpoints = (await tx.selectFrom('platform_audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).execute()).map((row) => signed(row, null));
   const head = await tx.selectFrom('platform_audit_head').select(['seq', 'hash']).executeTakeFirstOrThrow();
   const oldest = await tx.selectFrom('platform_audit_events').select((eb) => eb.fn.min('seq').as('seq')).where('seq', 'is not', null).executeTakeFirst();
-  const verifier = new ChainVerifier('platform', null, anchorFor(oldest?.seq == null ? null : Number(oldest.seq), checkpoints), checkpoints, keys);
-  let after = 0;
-  while (!verifier.failed) {
-    const { rows } = await sql<{ r: string }>`select ${packedColumns()} as r, tenant_id from platform_audit_events where seq > ${after} order by seq limit ${CHUNK}`.execute(tx);
-    for (const row of rows as { r: string; tenant_id: string | null }[]) {
-      const { record, hash } = unpack('platform', row.tenant_id, row.r);
-      if (!verifier.push(record, hash)) break;
-      after = record.seq;
-    }
-    if (rows.length < CHUNK) break;
-  }
+  const anchor = anchorFor(oldest?.seq == null ? null : Number(oldest.seq), checkpoints);
+  const verifier = new ChainVerifier('platform', null, anchor, checkpoints, keys);
+  const last = await tx.selectFrom('platform_audit_events').select((eb) => eb.fn.max('seq').as('seq')).executeTakeFirst();
+  const upTo = Math.max(Number(last?.seq ?? 0), Number(head.seq));
+  const chunk = (from: number) => sql<{ r: string; tenant_id: string | null }>`select ${packedColumns()} as r, tenant_id from platform_audit_events where seq between ${from} and ${from + CHUNK - 1} order by seq`.execute(tx);
+  await walk(anchor.seq + 1, upTo, chunk, (row) => {
+    const { record, hash } = unpack('platform', row.tenant_id, row.r);
+    return verifier.push(record, hash);
+  });
   return verifier.finish({ seq: Number(head.seq), hash: asBuffer(head.hash) });
 }

@@ -664,10 +664,10 @@ begin
   if tg_op = 'DELETE' and current_user = 'cn_audit_purge' and tg_table_name = 'audit_events' then
     return old;
   end if;
-  -- Sealing: the system role gives an unsealed event its seq and hash, once; nothing else changes.
+  -- Sealing: the system role gives an unsealed event its seq and hash, once. Its column
+  -- grant (seq, hash, sealed_at) is what keeps every other column as it was.
   if tg_op = 'UPDATE' and current_user = 'cn_system' and tg_table_name in ('audit_events', 'platform_audit_events') then
-    if old.seq is null and old.hash is null and new.seq is not null and new.hash is not null
-       and (to_jsonb(new) - array['seq', 'hash', 'sealed_at']) = (to_jsonb(old) - array['seq', 'hash', 'sealed_at']) then
+    if old.seq is null and old.hash is null and new.seq is not null and new.hash is not null then
       return new;
     end if;
   end if;
