@@ -132,6 +132,13 @@ describe('customernode audit verify', () => {
     expect(result.stdout).toMatch(/platform: ok/);
   });
 
+  it('alerts list prints the operators view as one JSON document and refuses an unknown status', () => {
+    const result = cli(['alerts', 'list', '--status', 'open', '--json'], env);
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({ items: [] });
+    expect(cli(['alerts', 'list', '--status', 'sleeping'], env).code).toBe(64);
+  });
+
   it('refuses a tenant that is not a UUID', () => {
     const result = cli(['audit', 'verify', '--tenant', 'nope'], env);
     expect(result.code).toBe(64);

@@ -6,6 +6,7 @@
  */
 import pino from 'pino';
 import { ConfigError, loadConfig } from '../kernel/config/config.ts';
+import { listAllAlerts } from '../features/monitoring/index.ts';
 import type { VerifyResult } from '../kernel/audit/chain.ts';
 import { sealAllLogs } from '../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../kernel/audit/signing.ts';
@@ -20,6 +21,8 @@ Commands:
   audit verify [--tenant ID] [--platform]  check the audit hash chains and signed checkpoints
                                            (default: every tenant and the platform log);
                                            non-zero exit naming the first bad event
+  alerts list [--status S]                 security alerts of the platform and of every tenant,
+                                           newest first (S: open, acknowledged or resolved)
   help                                     show this help`;
 
 export class UsageError extends Error {
@@ -34,6 +37,28 @@ export class AuditVerifyError extends Error {
 function describeProblem(log: string, result: VerifyResult): string {
   const bad = result.firstBad!;
   return `${log}: first bad event at seq ${bad.seq}${bad.id ? ` (id ${bad.id})` : ''}: ${bad.reason.replaceAll('_', ' ')}`;
+}
+
+const STATUSES = ['open', 'acknowledged', 'resolved'] as const;
+
+async function alertsList(args: readonly string[], json: boolean, out: (line: string) => void): Promise<void> {
+  let status: (typeof STATUSES)[number] | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const value = args[i] === '--status' ? args[++i] : undefined;
+    if (value === undefined) throw new UsageError(`alerts list: unknown argument "${args[i] ?? ''}"`);
+    if (!STATUSES.includes(value as (typeof STATUSES)[number])) throw new UsageError('--status must be open, acknowledged or resolved');
+    status = value as (typeof STATUSES)[number];
+  }
+  const config = loadConfig();
+  const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
+  try {
+    const items = await listAllAlerts(db, status ? { status } : {});
+    if (json) out(JSON.stringify({ items }));
+    else if (items.length === 0) out('no alerts');
+    else for (const a of items) out(`${a.at}  ${a.severity.padEnd(6)} ${a.status.padEnd(12)} ${a.rule}  ${a.subject}  ${a.scope === 'platform' ? 'platform' : `tenant ${a.tenantId}`}  (${a.id})`);
+  } finally {
+    await db.close();
+  }
 }
 
 async function auditVerify(args: readonly string[], json: boolean, out: (line: string) => void): Promise<void> {
@@ -82,6 +107,12 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     const [sub, ...options] = rest;
     if (sub !== 'verify') throw new UsageError('usage: customernode audit verify [--tenant ID] [--platform] [--json]');
     await auditVerify(options, json, out);
+    return;
+  }
+  if (command === 'alerts') {
+    const [sub, ...options] = rest;
+    if (sub !== 'list') throw new UsageError('usage: customernode alerts list [--status open|acknowledged|resolved] [--json]');
+    await alertsList(options, json, out);
     return;
   }
   if (command !== 'migrate') throw new UsageError(`unknown command "${command}" (try: customernode help)`);

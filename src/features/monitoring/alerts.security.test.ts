@@ -3,7 +3,7 @@ import { PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../
 import { totpFor } from '../identity/mfa.ts';
 import { readOutbox } from '../../../test/support/outbox.ts';
 import { createMailer } from '../../kernel/mail/mailer.ts';
-import { DENIAL_BURST, evaluateAlerts, EXPORT_BURST } from './alerts.ts';
+import { DENIAL_BURST, evaluateAlerts, EXPORT_BURST, listAllAlerts, SPRAY_ACCOUNTS, type NewPlatformAlert } from './alerts.ts';
 import { createAlertNotifier } from './notify.ts';
 
 // Threats the rules watch for: password guessing, probing with denied requests, a quiet
@@ -44,6 +44,19 @@ describe('anomaly rules and security alerts', () => {
     for (let i = 0; i < 11; i++) await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: member.email, password: `guess number ${i} wrong` } });
     await evaluateAlerts(t.db);
     expect(await alertsOf(tenantId)).toEqual([expect.objectContaining({ rule: 'brute_force', severity: 'high', subject: `user:${member.userId}`, status: 'open' })]);
+  });
+
+  it(`failed logins for ${SPRAY_ACCOUNTS} different members from one address raise a password-spraying alert; fewer do not`, async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const members = [];
+    for (let i = 0; i < SPRAY_ACCOUNTS; i++) members.push(await t.addMember(owner, tenantId, 'member'));
+    const fail = (email: string) => t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email, password: 'Spring2026! is not it' } });
+    for (const member of members.slice(0, SPRAY_ACCOUNTS - 1)) await fail(member.email);
+    await evaluateAlerts(t.db);
+    expect(await alertsOf(tenantId)).toEqual([]);
+    await fail(members.at(-1)!.email);
+    await evaluateAlerts(t.db);
+    expect(await alertsOf(tenantId)).toEqual([expect.objectContaining({ rule: 'password_spraying', severity: 'high', subject: 'ip:127.0.0.1' })]);
   });
 
   it(`${DENIAL_BURST} denied requests by one member in minutes raise one alert, with the denials as evidence`, async () => {
@@ -139,5 +152,30 @@ describe('anomaly rules and security alerts', () => {
     expect(raised.map((l) => l.securityAlert)).toEqual([expect.objectContaining({ rule: 'access_denied_burst', tenantId })]);
     const mails = readOutbox(t.config.dataDir).filter((m) => m.subject.includes('access denied burst'));
     expect(mails.map((m) => m.to).sort()).toEqual([owner.email, admin.email].sort());
+  });
+});
+
+describe('platform alerts (operators)', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ env: { LOGIN_STUFFING_ACCOUNTS: '3' } });
+  });
+  afterAll(async () => t?.close());
+
+  it('credential stuffing across accounts and probing of other tenants raise platform alerts, told to the operators and listed with every tenant alert', async () => {
+    for (let i = 0; i < 3; i++) await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: `stuffed-${i}@elsewhere.example`, password: 'leaked password 123' } });
+    const { session: prober } = await t.signup();
+    const { tenantId: victim } = await t.signup();
+    for (let i = 0; i < DENIAL_BURST; i++) await t.request({ method: 'GET', url: `/api/v1/tenants/${victim}/accounts`, as: prober });
+    const told: NewPlatformAlert[] = [];
+    await evaluateAlerts(t.db, undefined, (alert) => told.push(alert));
+    expect(told.map((a) => `${a.rule} ${a.subject}`).sort()).toEqual(['credential_stuffing ip:127.0.0.1', `cross_tenant_probing user:${prober.userId}`]);
+    // The victim tenant learns nothing of the prober (a non-member's denials stay in the platform log).
+    expect(await t.admin.query('select 1 from security_alerts where tenant_id = $1', [victim])).toEqual([]);
+    const listed = await listAllAlerts(t.db, { status: 'open' });
+    expect(listed.filter((a) => a.scope === 'platform').map((a) => a.rule).sort()).toEqual(['credential_stuffing', 'cross_tenant_probing']);
+    // A second pass raises nothing new.
+    await evaluateAlerts(t.db, undefined, (alert) => told.push(alert));
+    expect(told).toHaveLength(2);
   });
 });

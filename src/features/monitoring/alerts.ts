@@ -7,7 +7,7 @@
 import { sql, type Selectable } from 'kysely';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
-import type { AuditEventsTable } from '../../kernel/db/schema.ts';
+import type { AuditEventsTable, PlatformAuditEventsTable } from '../../kernel/db/schema.ts';
 import { isPrivilegedRole } from '../access/index.ts';
 
 export const ALERT_INTERVAL_MS = 2000;
@@ -16,6 +16,9 @@ export const DENIAL_BURST = 20;
 export const DENIAL_WINDOW_MINUTES = 5;
 /** Exports of the audit log by one principal within an hour: bulk extraction. */
 export const EXPORT_BURST = 3;
+/** Failed logins for this many different accounts of a tenant from one address within SPRAY_WINDOW_MINUTES: password spraying. */
+export const SPRAY_ACCOUNTS = 5;
+export const SPRAY_WINDOW_MINUTES = 15;
 /** Events read per tenant and pass (the rest wait for the next pass). */
 const BATCH = 500;
 
@@ -28,7 +31,7 @@ interface Raised {
   readonly details: Record<string, unknown>;
 }
 
-const actorSubject = (event: Event) => `${event.actor_type}:${event.actor_id ?? 'unknown'}`;
+const actorSubject = (event: Event | PlatformEvent) => `${event.actor_type}:${event.actor_id ?? 'unknown'}`;
 
 /** The rules that need one event and nothing else. */
 function singleEventRules(event: Event): Raised | null {
@@ -51,6 +54,18 @@ function singleEventRules(event: Event): Raised | null {
 
 /** The rules that look at recent history too. */
 async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Raised | null> {
+  if (event.action === 'auth.login.failed' && event.ip !== null) {
+    const row = await tx
+      .selectFrom('audit_events')
+      .select((eb) => eb.fn.count<number>('actor_id').distinct().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('action', '=', 'auth.login.failed')
+      .where('ip', '=', event.ip)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${SPRAY_WINDOW_MINUTES})`)
+      .where('seq', '<=', String(event.seq))
+      .executeTakeFirstOrThrow();
+    if (Number(row.n) >= SPRAY_ACCOUNTS) return { rule: 'password_spraying', severity: 'high', subject: `ip:${event.ip}`, details: { accounts: Number(row.n), windowMinutes: SPRAY_WINDOW_MINUTES } };
+  }
   if (event.action === 'access.denied' && event.actor_id !== null) {
     const row = await tx
       .selectFrom('audit_events')
@@ -124,13 +139,67 @@ async function raise(tx: Tx, tenantId: string, alert: Raised, evidence: string):
   return row?.inserted ? row.id : null;
 }
 
+type PlatformEvent = Selectable<PlatformAuditEventsTable>;
+
+export interface NewPlatformAlert extends Raised {
+  readonly id: string;
+}
+
+/** Rules over the operators' log: what no single tenant can see. */
+async function platformRules(tx: Tx, event: PlatformEvent): Promise<Raised | null> {
+  const metadata = event.metadata as Record<string, unknown>;
+  if (event.action === 'auth.credential_stuffing') {
+    return { rule: 'credential_stuffing', severity: 'high', subject: `ip:${String(metadata.ip ?? event.ip)}`, details: { distinctAccounts: metadata.distinctAccounts ?? null, until: metadata.until ?? null } };
+  }
+  if (event.action === 'access.denied' && event.actor_id !== null) {
+    // Denied requests to tenants the caller is not a member of: probing for other tenants' ids.
+    const row = await tx
+      .selectFrom('platform_audit_events')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('action', '=', 'access.denied')
+      .where('actor_id', '=', event.actor_id)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
+      .where('seq', '<=', String(event.seq))
+      .executeTakeFirstOrThrow();
+    if (Number(row.n) >= DENIAL_BURST) return { rule: 'cross_tenant_probing', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
+  }
+  return null;
+}
+
+async function evaluatePlatformAlerts(db: Database): Promise<{ count: number; fresh: NewPlatformAlert[] }> {
+  const system = db.systemDb({ reason: "anomaly rules read the operators' log and raise platform alerts" });
+  return system.transaction(async (tx) => {
+    const cursor = await tx.selectFrom('platform_alert_cursor').select('last_seq').forUpdate().executeTakeFirstOrThrow();
+    const events = await tx.selectFrom('platform_audit_events').selectAll().where('seq', '>', cursor.last_seq).orderBy('seq').limit(BATCH).execute();
+    const fresh: NewPlatformAlert[] = [];
+    let count = 0;
+    for (const event of events) {
+      const alert = await platformRules(tx, event);
+      if (!alert) continue;
+      const { rows } = await sql<{ id: string; inserted: boolean }>`
+        insert into platform_security_alerts (rule, severity, subject, evidence, details)
+        values (${alert.rule}, ${alert.severity}, ${alert.subject}, array[${event.id}]::uuid[], ${JSON.stringify(alert.details)}::jsonb)
+        on conflict (rule, subject) where status <> 'resolved'
+        do update set evidence = (platform_security_alerts.evidence || excluded.evidence)[1:100], updated_at = date_trunc('milliseconds', now())
+        returning id, (xmax = 0) as inserted`.execute(tx);
+      if (rows[0]?.inserted) fresh.push({ ...alert, id: rows[0].id });
+      count++;
+    }
+    const last = events.at(-1);
+    if (last) await tx.updateTable('platform_alert_cursor').set({ last_seq: Number(last.seq) }).execute();
+    return { count, fresh };
+  });
+}
+
 /**
  * One pass over every tenant's new events; returns how many alerts were raised or joined.
  * notify hears of each new alert once its transaction has committed.
  */
-export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) => Promise<void>): Promise<number> {
+export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) => Promise<void>, notifyPlatform?: (alert: NewPlatformAlert) => void): Promise<number> {
   // The rules read the sealed log: seq order there is commit order, with no gaps to miss.
   await sealAllLogs(db);
+  const platform = await evaluatePlatformAlerts(db);
+  for (const alert of platform.fresh) notifyPlatform?.(alert);
   const system = db.systemDb({ reason: 'anomaly rules read every tenant log and raise alerts' });
   const tenants = await system.transaction((tx) =>
     tx
@@ -140,7 +209,7 @@ export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) =>
       .where(sql<boolean>`h.seq > coalesce(c.last_seq, 0)`)
       .execute(),
   );
-  let raised = 0;
+  let raised = platform.count;
   const fresh: NewAlert[] = [];
   for (const tenant of tenants) {
     raised += await system.transaction(async (tx) => {
@@ -171,12 +240,18 @@ export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) =>
 }
 
 /** Runs evaluateAlerts every ALERT_INTERVAL_MS until stopped; a failing pass is logged and retried. */
-export function startAlertLoop(db: Database, log: { error(object: object, message: string): void }, notify?: (alert: NewAlert) => Promise<void>): () => void {
+export function startAlertLoop(
+  db: Database,
+  log: { error(object: object, message: string): void; warn(object: object, message: string): void },
+  notify?: (alert: NewAlert) => Promise<void>,
+): () => void {
+  // Platform alerts go to the operators' log (and from there to their SIEM).
+  const notifyPlatform = (alert: NewPlatformAlert) => log.warn({ platformSecurityAlert: { id: alert.id, rule: alert.rule, severity: alert.severity, subject: alert.subject } }, 'platform security alert raised');
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    evaluateAlerts(db, notify)
+    evaluateAlerts(db, notify, notifyPlatform)
       .catch((error: unknown) => log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'alert rules failed; retrying'))
       .finally(() => {
         running = false;
@@ -184,4 +259,49 @@ export function startAlertLoop(db: Database, log: { error(object: object, messag
   }, ALERT_INTERVAL_MS);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+export interface OperatorAlert {
+  readonly scope: 'platform' | 'tenant';
+  readonly tenantId: string | null;
+  readonly id: string;
+  readonly rule: string;
+  readonly severity: string;
+  readonly subject: string;
+  readonly status: string;
+  readonly at: string;
+  readonly evidence: readonly string[];
+  readonly details: Record<string, unknown>;
+}
+
+/** The operators' view: platform alerts and every tenant's, newest first. */
+export async function listAllAlerts(db: Database, options: { status?: 'open' | 'acknowledged' | 'resolved'; limit?: number } = {}): Promise<OperatorAlert[]> {
+  const limit = options.limit ?? 500;
+  return db.systemDb({ reason: 'operators list the security alerts of the platform and of every tenant' }).transaction(async (tx) => {
+    let platform = tx.selectFrom('platform_security_alerts').selectAll();
+    let tenants = tx.selectFrom('security_alerts').selectAll();
+    if (options.status) {
+      platform = platform.where('status', '=', options.status);
+      tenants = tenants.where('status', '=', options.status);
+    }
+    const rows = [
+      ...(await platform.orderBy('at', 'desc').limit(limit).execute()).map((row) => ({ ...row, scope: 'platform' as const, tenant_id: null })),
+      ...(await tenants.orderBy('at', 'desc').limit(limit).execute()).map((row) => ({ ...row, scope: 'tenant' as const })),
+    ];
+    return rows
+      .sort((a, b) => b.at.getTime() - a.at.getTime())
+      .slice(0, limit)
+      .map((row) => ({
+        scope: row.scope,
+        tenantId: row.tenant_id,
+        id: row.id,
+        rule: row.rule,
+        severity: row.severity,
+        subject: row.subject,
+        status: row.status,
+        at: row.at.toISOString(),
+        evidence: row.evidence,
+        details: row.details,
+      }));
+  });
 }

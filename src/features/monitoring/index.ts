@@ -1,4 +1,4 @@
-export { evaluateAlerts, startAlertLoop } from './alerts.ts';
+export { evaluateAlerts, listAllAlerts, startAlertLoop, type OperatorAlert } from './alerts.ts';
 export { monitoringRoutes } from './routes.ts';
 export { createAlertNotifier } from './notify.ts';
 export type { NewAlert } from './alerts.ts';

@@ -12,6 +12,8 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   platform_audit_events: "the operators' log, including events no tenant may see",
   platform_audit_head: "the head of the operators' log hash chain",
   platform_audit_checkpoints: "signed checkpoints of the operators' log",
+  platform_security_alerts: 'alerts about the platform as a whole (no tenant owns them), for operators',
+  platform_alert_cursor: "how far the alert rules have read the operators' log",
   schema_migrations: 'migration bookkeeping',
   auth_throttles: 'login protection counters, keyed by hashed email or IP before any tenant is known',
   auth_failures: 'recent failed logins per IP, for credential-stuffing detection',

@@ -715,6 +715,30 @@ alter function cn_audit_purge(uuid, bigint) owner to cn_audit_purge;
 revoke create on schema public from cn_audit_purge;
 `,
   },
+  {
+    version: 16,
+    name: 'platform-alerts',
+    // Alerts no single tenant owns (credential stuffing across tenants): operators see them.
+    sql: `
+create table platform_security_alerts (
+  id uuid primary key default gen_random_uuid(),
+  rule text not null,
+  severity text not null check (severity in ('low', 'medium', 'high')),
+  subject text not null,
+  evidence uuid[] not null default '{}',
+  details jsonb not null default '{}',
+  status text not null default 'open' check (status in ('open', 'acknowledged', 'resolved')),
+  at timestamptz not null default date_trunc('milliseconds', now()),
+  updated_at timestamptz not null default date_trunc('milliseconds', now())
+);
+create unique index platform_security_alerts_open_key on platform_security_alerts (rule, subject) where status <> 'resolved';
+create table platform_alert_cursor (
+  id boolean primary key default true check (id),
+  last_seq bigint not null default 0
+);
+insert into platform_alert_cursor default values;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -778,4 +802,6 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   sso_break_glass: 'select, insert',
   security_alerts: 'select, insert, update',
   alert_cursors: 'select, insert, update',
+  platform_security_alerts: 'select',
+  platform_alert_cursor: 'select',
 };

@@ -275,7 +275,26 @@ export interface AlertCursorsTable {
   last_seq: ColumnType<string | number, number | undefined, number>;
 }
 
+export interface PlatformSecurityAlertsTable {
+  id: Generated<string>;
+  rule: string;
+  severity: 'low' | 'medium' | 'high';
+  subject: string;
+  evidence: ColumnType<string[], string[] | undefined, string[]>;
+  details: ColumnType<Record<string, unknown>, string | undefined, string>;
+  status: ColumnType<'open' | 'acknowledged' | 'resolved', 'open' | undefined, 'open' | 'acknowledged' | 'resolved'>;
+  at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface PlatformAlertCursorTable {
+  id: Generated<boolean>;
+  last_seq: ColumnType<string, never, number>;
+}
+
 export interface DB {
+  platform_security_alerts: PlatformSecurityAlertsTable;
+  platform_alert_cursor: PlatformAlertCursorTable;
   security_alerts: SecurityAlertsTable;
   alert_cursors: AlertCursorsTable;
   tenant_sso: TenantSsoTable;
