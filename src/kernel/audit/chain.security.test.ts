@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 import { chainHash, GENESIS_HASH } from './chain.ts';
-import { chainRecordOf, sealAllLogs, sealTenantLog, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
+import { chainRecordOf, sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
 import { verifyPlatformLog } from './verify.ts';
 
@@ -185,5 +185,27 @@ describe('the audit hash chain', () => {
     await t.admin.query(`update platform_audit_events set ip = '203.0.113.9' where id = $1`, [target.id]);
     await t.admin.query('alter table platform_audit_events enable trigger platform_audit_events_append_only');
     expect((await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys))).firstBad).toEqual({ seq: target.seq, id: target.id, reason: 'hash_mismatch' });
+  });
+
+  it('the server loop seals a committed event within its interval and signs the moved head', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const stop = startAuditSealer(t.db, signer, { intervalMs: 20, everyEvents: 1, everySeconds: 3600 }, { error() {} });
+    try {
+      await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: 'Sealed by the loop' } });
+      const deadline = Date.now() + 10_000;
+      let sealed: { unsealed: number; checkpoints: number } = { unsealed: -1, checkpoints: 0 };
+      while (Date.now() < deadline) {
+        [sealed] = await t.admin.query<{ unsealed: number; checkpoints: number }>(
+          `select (select count(*)::int from audit_events where tenant_id = $1 and seq is null) as unsealed,
+                  (select count(*)::int from audit_checkpoints c join audit_chain_heads h using (tenant_id) where c.tenant_id = $1 and c.seq = h.seq) as checkpoints`,
+          [tenantId],
+        ) as [typeof sealed];
+        if (sealed.unsealed === 0 && sealed.checkpoints === 1) break;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      expect(sealed).toEqual({ unsealed: 0, checkpoints: 1 });
+    } finally {
+      stop();
+    }
   });
 });

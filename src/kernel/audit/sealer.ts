@@ -91,8 +91,13 @@ interface Head {
   hash: Uint8Array;
 }
 
-async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean): Promise<number> {
-  if (tenantIds.length === 0) return 0;
+/**
+ * afterPosition: within one drain, later batches start after the previous batch's last
+ * position, so they do not walk the index entries of rows just sealed (dead until vacuum).
+ * A late-committing event below it is sealed by the next drain, which starts from zero.
+ */
+async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, afterPosition = '0'): Promise<{ sealed: number; lastPosition: string }> {
+  if (tenantIds.length === 0) return { sealed: 0, lastPosition: afterPosition };
   const ids = JSON.stringify(tenantIds);
   await sql`
     insert into audit_chain_heads (tenant_id)
@@ -103,17 +108,16 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
   const { rows: heads } = skipLocked
     ? await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update skip locked`.execute(tx)
     : await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update`.execute(tx);
-  if (heads.length === 0) return 0;
-  const rows = await tx
+  if (heads.length === 0) return { sealed: 0, lastPosition: afterPosition };
+  let query = tx
     .selectFrom('audit_events')
     .selectAll()
     .where('tenant_id', 'in', heads.map((head) => head.tenant_id))
-    .where('seq', 'is', null)
-    .orderBy('tenant_id')
-    .orderBy('position')
-    .limit(SEAL_BATCH)
-    .execute();
-  if (rows.length === 0) return 0;
+    .where('seq', 'is', null);
+  // One tenant (a drain): keep to position order past the last batch. Several: one batch, no bound.
+  if (heads.length === 1) query = query.where('position', '>', afterPosition);
+  const rows = await query.orderBy('tenant_id').orderBy('position').limit(SEAL_BATCH).execute();
+  if (rows.length === 0) return { sealed: 0, lastPosition: afterPosition };
   const byTenant = new Map<string, TenantRow[]>();
   for (const row of rows) {
     const list = byTenant.get(row.tenant_id);
@@ -137,7 +141,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
     from jsonb_to_recordset(${JSON.stringify(nextHeads)}::jsonb) as v(tenant_id uuid, seq bigint, hash text)
     where h.tenant_id = v.tenant_id`.execute(tx);
-  return rows.length;
+  return { sealed: rows.length, lastPosition: rows.at(-1)!.position };
 }
 
 async function sealPlatformBatch(tx: Tx): Promise<number> {
@@ -164,9 +168,11 @@ async function pendingTenants(tx: Tx, among?: string): Promise<string[]> {
 export async function sealTenantLog(db: Database, tenantId: string): Promise<number> {
   const system = db.systemDb({ reason: 'the audit sealer gives events their place in the hash chain' });
   let total = 0;
+  let after = '0';
   for (;;) {
-    const sealed = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx, tenantId), false));
+    const { sealed, lastPosition } = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx, tenantId), false, after));
     total += sealed;
+    after = lastPosition;
     if (sealed < SEAL_BATCH) return total;
   }
 }
@@ -186,7 +192,7 @@ export async function sealAllLogs(db: Database): Promise<number> {
   const system = db.systemDb({ reason: 'the audit sealer seals every tenant log with pending events' });
   let total = await sealPlatformLog(db);
   for (;;) {
-    const sealed = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx), true));
+    const { sealed } = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx), true));
     total += sealed;
     if (sealed < SEAL_BATCH) return total;
   }
@@ -271,11 +277,17 @@ export function startAuditSealer(
   log: { error(object: object, message: string): void },
 ): () => void {
   let running = false;
+  let checkedAt = 0;
   const timer = setInterval(() => {
     if (running) return;
     running = true;
     sealAllLogs(db)
-      .then(() => writeDueCheckpoints(db, signer, options))
+      .then(async () => {
+        // Finding the due heads reads every chain head: once a second is plenty.
+        if (Date.now() - checkedAt < 1000) return;
+        checkedAt = Date.now();
+        await writeDueCheckpoints(db, signer, options);
+      })
       .catch((error: unknown) => log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'audit sealing failed; retrying'))
       .finally(() => {
         running = false;
