@@ -7,9 +7,11 @@
  *   chained    the same, with the sealer running every AUDIT_SEAL_INTERVAL_MS as in the server
  *   hot        chained, every write to one tenant (the prototype's trap: a per-tenant lock)
  *
- * Writes are spread over `tenants` tenants except in "hot". Each kind runs `rounds` times,
- * interleaved, best kept. The backlog a sealer-less run leaves is sealed (untimed) before the
- * next run. Then commit-to-sealed delay from the chained runs (sealed_at - at), and the
+ * Writes are spread over `tenants` tenants except in "hot". The kinds take turns in short
+ * slices (SLICE_SECONDS each, `seconds` x `rounds` per kind in all), and each kind's rate is
+ * its writes over its time: a database checkpoint or an autovacuum run then slows every kind
+ * alike instead of whichever run it fell into. The backlog a sealer-less slice leaves is
+ * sealed (untimed) before the next slice. Then the commit-to-sealed delay over the chained slices (sealed_at - at), and the
  * sealing and verification rates over a large log (run.ts seeds it).
  */
 import { generateKeyPairSync } from 'node:crypto';
@@ -23,11 +25,13 @@ import pino from 'pino';
 import type pg from 'pg';
 
 type Kind = 'plain' | 'audited' | 'chained' | 'hot';
+const SLICE_SECONDS = 3;
 const KINDS: readonly Kind[] = ['plain', 'audited', 'chained', 'hot'];
 
 export interface AuditWriteResult {
   readonly perSecond: Record<Kind, number>;
-  readonly runs: { kind: Kind; round: number; perSecond: number }[];
+  /** Per kind: the slowest and fastest slice. */
+  readonly spread: Record<Kind, { min: number; max: number }>;
   readonly sealDelayMs: { p50: number; p99: number; max: number; events: number };
   readonly sealIntervalMs: number;
   readonly concurrency: number;
@@ -92,23 +96,24 @@ export async function measureAuditWrites(options: {
     });
   };
   const spread = (worker: number, i: number) => tenantIds[(worker * 7919 + i) % tenantIds.length]!;
-  const runs: AuditWriteResult['runs'] = [];
+  const slices: { kind: Kind; seconds: number; writes: number }[] = [];
   const chainedWindows: [Date, Date][] = [];
   // Warm-up: connections, plans, JIT.
   await runFor(2, concurrency, (w, i) => write(spread(w, i), true, i));
-  for (let round = 1; round <= options.rounds; round++) {
+  const turns = Math.max(1, Math.round((seconds * options.rounds) / SLICE_SECONDS));
+  for (let turn = 1; turn <= turns; turn++) {
     for (const kind of KINDS) {
-      await sealAllLogs(db); // the backlog of a sealer-less run is not the next run's cost
+      await sealAllLogs(db); // the backlog of a sealer-less slice is not the next slice's cost
       const stop = kind === 'chained' || kind === 'hot' ? startAuditSealer(db, signer, { intervalMs: options.sealIntervalMs, everyEvents: 1000, everySeconds: 60 }, { error: (o) => options.log(`sealer error ${JSON.stringify(o)}`) }) : null;
       const started = new Date();
-      const perSecond = await runFor(seconds, concurrency, (w, i) => write(kind === 'hot' ? tenantIds[0]! : spread(w, i), kind !== 'plain', i));
+      const perSecond = await runFor(SLICE_SECONDS, concurrency, (w, i) => write(kind === 'hot' ? tenantIds[0]! : spread(w, i), kind !== 'plain', i));
       if (stop) chainedWindows.push([started, new Date()]);
-      // Let the loop seal what the run's last writes committed before stopping it.
+      // Let the loop seal what the slice's last writes committed before stopping it.
       if (stop) await new Promise((resolve) => setTimeout(resolve, options.sealIntervalMs * 3));
       stop?.();
-      runs.push({ kind, round, perSecond });
-      options.log(`  audit writes round ${round}: ${kind.padEnd(8)} ${Math.round(perSecond)} writes/s`);
+      slices.push({ kind, seconds: SLICE_SECONDS, writes: perSecond * SLICE_SECONDS });
     }
+    options.log(`  audit writes turn ${turn}/${turns}: ${KINDS.map((kind) => `${kind} ${Math.round(slices.filter((x) => x.kind === kind).at(-1)!.writes / SLICE_SECONDS)}`).join(', ')} writes/s`);
   }
   await sealAllLogs(db);
   // Commit-to-sealed over the events written during the chained runs (the sealer running at its interval).
@@ -119,10 +124,17 @@ export async function measureAuditWrites(options: {
            where e.request_id = 'bench' and e.sealed_at is not null) s`,
     [JSON.stringify(chainedWindows.map(([s, f]) => ({ s, f })))],
   );
-  const best = (kind: Kind) => Math.max(...runs.filter((r) => r.kind === kind).map((r) => r.perSecond));
+  const rate = (kind: Kind) => {
+    const mine = slices.filter((x) => x.kind === kind);
+    return mine.reduce((sum, x) => sum + x.writes, 0) / mine.reduce((sum, x) => sum + x.seconds, 0);
+  };
+  const range = (kind: Kind) => {
+    const rates = slices.filter((x) => x.kind === kind).map((x) => x.writes / x.seconds);
+    return { min: Math.min(...rates), max: Math.max(...rates) };
+  };
   return {
-    perSecond: { plain: best('plain'), audited: best('audited'), chained: best('chained'), hot: best('hot') },
-    runs,
+    perSecond: { plain: rate('plain'), audited: rate('audited'), chained: rate('chained'), hot: rate('hot') },
+    spread: { plain: range('plain'), audited: range('audited'), chained: range('chained'), hot: range('hot') },
     sealDelayMs: { p50: Number(rows[0]?.p50 ?? 0), p99: Number(rows[0]?.p99 ?? 0), max: Number(rows[0]?.max ?? 0), events: Number(rows[0]?.n ?? 0) },
     sealIntervalMs: options.sealIntervalMs,
     concurrency,

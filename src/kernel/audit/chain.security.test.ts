@@ -5,7 +5,7 @@ import { startTestApp, type SessionHandle, type TestApp } from '../../../test/ha
 import { chainHash, GENESIS_HASH } from './chain.ts';
 import { chainRecordOf, sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
-import { verifyPlatformLog } from './verify.ts';
+import { verifyPlatformLog, verifyTenantLog } from './verify.ts';
 
 interface Verify {
   ok: boolean;
@@ -108,6 +108,21 @@ describe('the audit hash chain', () => {
       [tenantId, forged],
     );
     expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 3, id: forged, reason: 'hash_mismatch' });
+  });
+
+  it('worker threads checking the chain in parallel find the same first bad event as one pass', async () => {
+    const { tenantId } = await tenantWithLog(30);
+    const system = t.db.systemDb({ reason: 'test: verify with and without workers' });
+    const both = () => Promise.all([0, Number.MAX_SAFE_INTEGER].map((parallelFrom) => system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys, parallelFrom))));
+    const [parallel, single] = await both();
+    expect(parallel).toEqual(single);
+    expect(parallel).toMatchObject({ ok: true });
+    const id = await idAt(tenantId, 17);
+    await tamper(`update audit_events set ip = '198.51.100.1' where tenant_id = $1 and seq = 17`, [tenantId]);
+    await tamper('delete from audit_events where tenant_id = $1 and seq = 25', [tenantId]);
+    const [brokenParallel, brokenSingle] = await both();
+    expect(brokenParallel).toEqual(brokenSingle);
+    expect(brokenParallel?.firstBad).toEqual({ seq: 17, id, reason: 'hash_mismatch' });
   });
 
   it('detects reordered events', async () => {

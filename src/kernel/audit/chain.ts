@@ -156,6 +156,32 @@ export interface SignedCheckpoint extends Checkpoint {
 }
 
 /**
+ * Checks the signatures of the checkpoints at or after the anchor (the anchor's must name
+ * the anchor's hash) and returns them in seq order, or the first that fails.
+ */
+export function acceptCheckpoints(
+  log: LogName,
+  tenantId: string | null,
+  anchor: { readonly seq: number; readonly hash: Buffer },
+  checkpoints: readonly SignedCheckpoint[],
+  keys: ReadonlyMap<string, KeyObject>,
+): { accepted: SignedCheckpoint[]; problem: ChainProblem | null } {
+  const accepted: SignedCheckpoint[] = [];
+  for (const checkpoint of [...checkpoints].sort((a, b) => a.seq - b.seq)) {
+    if (checkpoint.seq < anchor.seq) continue;
+    const key = keys.get(checkpoint.keyId);
+    if (!key || checkpoint.log !== log || checkpoint.tenantId !== tenantId || !checkpointSignatureValid(key, checkpoint, checkpoint.signature)) {
+      return { accepted, problem: { seq: checkpoint.seq, id: null, reason: 'bad_signature' } };
+    }
+    if (checkpoint.seq === anchor.seq && checkpoint.hash !== anchor.hash.toString('hex')) {
+      return { accepted, problem: { seq: checkpoint.seq, id: null, reason: 'checkpoint_mismatch' } };
+    }
+    accepted.push(checkpoint);
+  }
+  return { accepted, problem: null };
+}
+
+/**
  * Walks a chain in seq order and stops at the first problem. It starts from `anchor` (the
  * genesis, or the retention checkpoint just before the oldest kept event), recomputes
  * every hash, wants seqs without gaps, and checks each signed checkpoint on the way.
@@ -174,19 +200,9 @@ export class ChainVerifier {
     this.tenantId = tenantId;
     this.expected = anchor.seq + 1;
     this.previous = anchor.hash;
-    for (const checkpoint of [...checkpoints].sort((a, b) => a.seq - b.seq)) {
-      if (checkpoint.seq < anchor.seq) continue;
-      const key = keys.get(checkpoint.keyId);
-      if (!key || checkpoint.log !== log || checkpoint.tenantId !== tenantId || !checkpointSignatureValid(key, checkpoint, checkpoint.signature)) {
-        this.fail({ seq: checkpoint.seq, id: null, reason: 'bad_signature' });
-        return;
-      }
-      if (checkpoint.seq === anchor.seq && checkpoint.hash !== anchor.hash.toString('hex')) {
-        this.fail({ seq: checkpoint.seq, id: null, reason: 'checkpoint_mismatch' });
-        return;
-      }
-      this.checkpoints.set(checkpoint.seq, checkpoint);
-    }
+    const checked = acceptCheckpoints(log, tenantId, anchor, checkpoints, keys);
+    if (checked.problem) this.fail(checked.problem);
+    for (const checkpoint of checked.accepted) this.checkpoints.set(checkpoint.seq, checkpoint);
   }
 
   get failed(): boolean {

@@ -158,10 +158,14 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
 }
 
 /** Tenants with unsealed events (the partial index answers it). */
-async function pendingTenants(tx: Tx, among?: string): Promise<string[]> {
-  let query = tx.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null);
-  if (among !== undefined) query = query.where('tenant_id', '=', among);
-  return (await query.execute()).map((row) => row.tenant_id);
+async function pendingTenants(tx: Tx): Promise<string[]> {
+  return (await tx.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null).execute()).map((row) => row.tenant_id);
+}
+
+/** Whether one tenant has unsealed events past a position: a bounded probe, not a scan. */
+async function hasPending(tx: Tx, tenantId: string, afterPosition: string): Promise<boolean> {
+  const row = await tx.selectFrom('audit_events').select('id').where('tenant_id', '=', tenantId).where('seq', 'is', null).where('position', '>', afterPosition).limit(1).executeTakeFirst();
+  return row !== undefined;
 }
 
 /** Seals every pending event of one tenant (waiting for another sealer if need be); returns how many. */
@@ -170,7 +174,7 @@ export async function sealTenantLog(db: Database, tenantId: string): Promise<num
   let total = 0;
   let after = '0';
   for (;;) {
-    const { sealed, lastPosition } = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx, tenantId), false, after));
+    const { sealed, lastPosition } = await system.transaction(async (tx) => ((await hasPending(tx, tenantId, after)) ? sealTenantsBatch(tx, [tenantId], false, after) : { sealed: 0, lastPosition: after }));
     total += sealed;
     after = lastPosition;
     if (sealed < SEAL_BATCH) return total;
@@ -187,15 +191,19 @@ export async function sealPlatformLog(db: Database): Promise<number> {
   }
 }
 
-/** Seals every log with pending events: all tenants together, in batches. */
+/**
+ * Seals every log with pending events: all tenants in one batch, the usual case. A backlog
+ * bigger than a batch (after an outage, say) is drained tenant by tenant, each drain walking
+ * forward in position order.
+ */
 export async function sealAllLogs(db: Database): Promise<number> {
   const system = db.systemDb({ reason: 'the audit sealer seals every tenant log with pending events' });
   let total = await sealPlatformLog(db);
-  for (;;) {
-    const { sealed } = await system.transaction(async (tx) => sealTenantsBatch(tx, await pendingTenants(tx), true));
-    total += sealed;
-    if (sealed < SEAL_BATCH) return total;
-  }
+  const tenants = await system.transaction((tx) => pendingTenants(tx));
+  const { sealed } = await system.transaction((tx) => sealTenantsBatch(tx, tenants, true));
+  total += sealed;
+  if (sealed === SEAL_BATCH) for (const tenantId of tenants) total += await sealTenantLog(db, tenantId);
+  return total;
 }
 
 /** The key that signs checkpoints, and every public key a checkpoint may have been signed with. */
