@@ -98,6 +98,8 @@ const settings = {
   argon2Seconds: intEnv('BENCH_ARGON2_SECONDS', 3, 0, 600),
   /** Events in the log an export downloads (0 skips the export measurement). */
   exportEvents: intEnv('BENCH_EXPORT_EVENTS', 1_000_000, 0, 10_000_000),
+  /** The bench server's V8 old-space cap in MiB (0: Node's default). */
+  serverHeapMiB: intEnv('BENCH_SERVER_HEAP_MIB', 192, 0, 65_536),
   /** Seconds per audited-write run (0 skips the audit write measurements). */
   auditSeconds: intEnv('BENCH_AUDIT_SECONDS', 10, 0, 600),
   auditConcurrency: intEnv('BENCH_AUDIT_CONCURRENCY', 16, 1, 200),
@@ -256,7 +258,9 @@ function withDatabase(url: string, database: string, user?: string): string {
 
 function startServer(env: Record<string, string>): { child: ChildProcess; port: Promise<number> } {
   const profile = settings.serverCpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(settings.serverCpuProfDir)}`] : [];
-  const child = spawn(process.execPath, [...profile, path.join(ROOT, 'bench', 'server.ts')], {
+  // A capped heap makes "bounded memory" a pass/fail fact: an export that held the log would die.
+  const heap = settings.serverHeapMiB > 0 ? [`--max-old-space-size=${settings.serverHeapMiB}`] : [];
+  const child = spawn(process.execPath, [...profile, ...heap, path.join(ROOT, 'bench', 'server.ts')], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
