@@ -23,6 +23,20 @@ const failingWrite = tenantRoute({
   },
 });
 
+// A route whose audit event the database refuses (an outcome the schema does not allow):
+// the event is written with the commit, and its failure must take the change down with it.
+const refusedEvent = tenantRoute({
+  method: 'POST',
+  url: '/api/v1/tenants/:tenantId/test-refused-event',
+  permission: 'records.write',
+  schema: { summary: 'test only', params: TenantParams, response: { 200: Type.Object({}) } },
+  async handler({ tx, tenantId, audit }) {
+    await tx.insertInto('accounts').values({ tenant_id: tenantId, name: 'unrecorded' }).execute();
+    await audit({ action: 'account.created', outcome: 'bogus' as never });
+    return {};
+  },
+});
+
 describe('audit log', () => {
   let t: TestApp;
   let owner: SessionHandle;
@@ -30,7 +44,7 @@ describe('audit log', () => {
   const events = (query = '') => t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events${query}`, as: owner });
 
   beforeAll(async () => {
-    t = await startTestApp({ extraRoutes: [failingWrite] });
+    t = await startTestApp({ extraRoutes: [failingWrite, refusedEvent] });
     ({ session: owner, tenantId } = await t.signup());
     for (const name of ['one', 'two', 'three']) {
       await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name } });
@@ -78,6 +92,16 @@ describe('audit log', () => {
     expect(response.statusCode).toBe(400);
     expect(await t.admin.query(`select 1 from accounts where name = 'doomed'`)).toEqual([]);
     expect((await events('?limit=100')).json().items.length).toBe(before);
+  });
+
+  it('a change whose event the database refuses does not land either (the event travels with the commit)', async () => {
+    const response = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/test-refused-event`, as: owner });
+    expect(response.statusCode).toBe(500);
+    expect(response.headers['content-type']).toMatch(/problem\+json/);
+    expect(await t.admin.query(`select 1 from accounts where name = 'unrecorded'`)).toEqual([]);
+    expect(await t.admin.query(`select 1 from audit_events where outcome = 'bogus'`)).toEqual([]);
+    // The connection is fine afterwards.
+    expect((await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: 'after the refusal' } })).statusCode).toBe(201);
   });
 
   it('the application role can insert and read audit rows but never update or delete them', async () => {
