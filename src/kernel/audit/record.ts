@@ -1,11 +1,11 @@
 /**
  * Records audit events in the transaction of the change they describe (DESIGN.md
  * invariant 6): the event commits with the change or not at all. The write path only
- * inserts (on PostgreSQL in the same message as the COMMIT): no per-tenant lock, no hashing. The sealer (sealer.ts) later gives each committed
+ * inserts: no per-tenant lock, no hashing. The sealer (sealer.ts) later gives each committed
  * event its per-tenant seq and chain hash, in batches, and writes the operator stream line.
  */
 import type { Tx } from '../db/database.ts';
-import { appendAuditRow, isUuid } from '../db/database.ts';
+import { isUuid } from '../db/database.ts';
 import type { ActorType, Outcome } from '../db/schema.ts';
 
 export interface Actor {
@@ -32,7 +32,10 @@ export const ANONYMOUS_ACTOR: Actor = Object.freeze({ type: 'anonymous', id: nul
 
 /** Appends an event to the tenant's log; tx must be a transaction that can see that tenant. */
 export async function recordTenantEvent(tx: Tx, tenantId: string, actor: Actor, meta: RequestMeta, event: AuditEvent): Promise<void> {
-  await appendAuditRow(tx, 'audit_events', { tenant_id: tenantId, ...columns(actor, meta, event) });
+  await tx
+    .insertInto('audit_events')
+    .values({ tenant_id: tenantId, ...columns(actor, meta, event) })
+    .execute();
 }
 
 function columns(actor: Actor, meta: RequestMeta, event: AuditEvent) {
@@ -60,5 +63,8 @@ function targetId(event: AuditEvent): string | null {
 
 /** Appends an event to the platform log (operators' view; tenants never read it). */
 export async function recordPlatformEvent(tx: Tx, actor: Actor, meta: RequestMeta, event: AuditEvent & { readonly tenantId?: string }): Promise<void> {
-  await appendAuditRow(tx, 'platform_audit_events', { tenant_id: event.tenantId ?? null, ...columns(actor, meta, event) });
+  await tx
+    .insertInto('platform_audit_events')
+    .values({ tenant_id: event.tenantId ?? null, ...columns(actor, meta, event) })
+    .execute();
 }

@@ -29,7 +29,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
-import { deferToCommit, LazyBeginPostgresDialect, multiStatementResults, preparedMessages } from './pg-driver.ts';
+import { LazyBeginPostgresDialect, multiStatementResults, preparedMessages } from './pg-driver.ts';
 import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
@@ -122,30 +122,6 @@ const insideTransaction = new AsyncLocalStorage<TransactionContext>();
 interface TransactionContext {
   /** Lines for the audit stream, written only once the transaction has committed. */
   readonly afterCommit: string[];
-  readonly kind: 'embedded' | 'postgres';
-}
-
-const AUDIT_COLUMN = /^[a-z_]{1,40}$/;
-
-/**
- * Appends a row to an audit table in the current transaction. On PostgreSQL it costs no
- * round trip of its own: the row, as one JSON literal escaped by the pg library and expanded
- * by jsonb_populate_record, travels with the transaction's next message, at the latest its
- * COMMIT; if the insert fails the COMMIT is skipped, so the change rolls back with it.
- */
-export async function appendAuditRow(tx: Tx, table: 'audit_events' | 'platform_audit_events', row: Readonly<Record<string, string | null>> & { readonly metadata: string }): Promise<void> {
-  const context = insideTransaction.getStore();
-  if (context?.kind !== 'postgres') {
-    await tx.insertInto(table).values(row as never).execute();
-    return;
-  }
-  const columns = Object.keys(row);
-  if (!columns.every((column) => AUDIT_COLUMN.test(column))) throw new Error('audit column names are lower-case words');
-  const list = columns.join(', ');
-  const literal = pg.escapeLiteral(JSON.stringify({ ...row, metadata: JSON.parse(row.metadata) as unknown }));
-  const compiled = CompiledQuery.raw(`insert into ${table} (${list}) select ${list} from jsonb_populate_record(null::${table}, ${literal}::jsonb)`, []);
-  deferToCommit.add(compiled);
-  await tx.executeQuery(compiled);
 }
 
 /**
@@ -347,7 +323,7 @@ function createKernel(options: {
 
   async function transaction<T>(db: Kysely<DB>, body: (tx: Tx) => Promise<T>): Promise<T> {
     assertNotNested();
-    const context: TransactionContext = { afterCommit: [], kind: options.kind };
+    const context: TransactionContext = { afterCommit: [] };
     const result = await insideTransaction.run(context, () => db.transaction().execute(body));
     for (const line of context.afterCommit) options.auditSink?.(line);
     return result;

@@ -14,12 +14,6 @@
  *
  * Prepared statements: parameterised queries are prepared once per connection (named by
  * a digest of their text), so PostgreSQL skips parsing and analysis on every later call.
- *
- * Writes deferred to COMMIT: a statement marked with deferToCommit (the audit event of a
- * change, self-contained SQL with one escaped literal) is not sent on its own: it travels
- * in front of the transaction's next message, at the latest with its COMMIT ("insert ...;
- * commit" in one message). If it fails, PostgreSQL skips the COMMIT and the transaction
- * rolls back: the change never lands without its event.
  */
 import { createHash } from 'node:crypto';
 import type {
@@ -70,9 +64,6 @@ export interface PreparedStatement {
 }
 export const preparedMessages = new WeakMap<CompiledQuery, readonly PreparedStatement[]>();
 
-/** Parameterless write statements to send with the transaction's next message (see above). */
-export const deferToCommit = new WeakSet<CompiledQuery>();
-
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
   pendingBegin = false;
@@ -84,8 +75,6 @@ class LazyBeginConnection implements DatabaseConnection {
   broken = false;
   commitTimer: NodeJS.Timeout | undefined;
   readonly prepared = new Set<string>();
-  /** Statements of this transaction waiting for its next message (deferToCommit). */
-  deferred: string[] = [];
   /** Statements prepared with SQL PREPARE on this connection (they outlive transactions). */
   readonly sqlPrepared = new Set<string>();
 
@@ -122,8 +111,8 @@ class LazyBeginConnection implements DatabaseConnection {
     return statement.literals.length > 0 ? `execute ${name}(${statement.literals.join(', ')})` : `execute ${name}`;
   }
 
-  /** Whatever must precede the next message: a deferred COMMIT, a deferred BEGIN, then deferred writes. */
-  takePrefix(): string {
+  /** Whatever must precede the next message: a deferred COMMIT, then a deferred BEGIN. */
+  #takePrefix(): string {
     let prefix = '';
     if (this.pendingCommit) {
       clearTimeout(this.commitTimer);
@@ -134,25 +123,15 @@ class LazyBeginConnection implements DatabaseConnection {
       this.pendingBegin = false;
       prefix += 'begin;\n';
     }
-    if (this.deferred.length > 0) {
-      prefix += `${this.deferred.join(';\n')};\n`;
-      this.deferred = [];
-    }
     return prefix;
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const parameters = compiled.parameters as unknown[];
     if (this.inTransaction && !isReadOnlyStatement(compiled.sql)) this.readOnly = false;
-    if (deferToCommit.has(compiled)) {
-      if (!this.inTransaction || parameters.length > 0) throw new Error('only parameterless statements inside a transaction can wait for its commit');
-      this.readOnly = false;
-      this.deferred.push(compiled.sql);
-      return { rows: [] };
-    }
     const statements = parameters.length === 0 ? preparedMessages.get(compiled) : undefined;
     if (statements) await this.#prepare(statements);
-    const prefix = this.takePrefix();
+    const prefix = this.#takePrefix();
     if (parameters.length === 0) {
       // One simple-protocol message: any deferred COMMIT and BEGIN, then the statement(s).
       const text = statements ? statements.map((statement) => this.#execute(statement)).join(';\n') : compiled.sql;
@@ -220,7 +199,7 @@ class LazyBeginDriver implements Driver {
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
     lazy.inTransaction = false;
-    if (lazy.pendingBegin && lazy.deferred.length === 0) {
+    if (lazy.pendingBegin) {
       lazy.pendingBegin = false; // nothing ran: nothing to commit
       return;
     }
@@ -228,9 +207,7 @@ class LazyBeginDriver implements Driver {
       lazy.pendingCommit = true; // nothing to make durable: sent with the next message
       return;
     }
-    // Deferred writes go in the same message; if one fails, PostgreSQL skips the COMMIT.
-    const sent = (await lazy.client.query(`${lazy.takePrefix()}commit`)) as unknown as pg.QueryResult | pg.QueryResult[];
-    const result = Array.isArray(sent) ? sent[sent.length - 1]! : sent;
+    const result = await lazy.client.query('commit');
     // COMMIT of a failed transaction answers ROLLBACK: the caller must not think it landed.
     if (result.command === 'ROLLBACK') throw new Error('the transaction was rolled back by the database');
   }
@@ -238,7 +215,6 @@ class LazyBeginDriver implements Driver {
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
     lazy.inTransaction = false;
-    lazy.deferred = [];
     if (lazy.pendingBegin) {
       lazy.pendingBegin = false;
       return;
@@ -253,7 +229,6 @@ class LazyBeginDriver implements Driver {
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
-    lazy.deferred = [];
     lazy.pendingBegin = false;
     lazy.inTransaction = false;
     lazy.inUse = false;
