@@ -71,16 +71,16 @@ const q = JSON.stringify;
  * integers serialised as JCS does (ECMAScript JSON.stringify); only metadata, whose shape
  * varies, goes through the JCS library. A test holds this equal to JCS of the whole document.
  */
-export function canonicalRecord(r: ChainRecord): string {
+export function canonicalRecord(r: ChainRecord, metadataJcs: string = jcs(r.metadata)): string {
   if (!Number.isSafeInteger(r.seq)) throw new Error('seq must be a safe integer');
-  return `{"action":${q(r.action)},"actor":{"email":${q(r.actorEmail)},"id":${q(r.actorId)},"type":${q(r.actorType)}},"at":${q(r.at)},"id":${q(r.id)},"ip":${q(r.ip)},"log":${q(r.log)},"metadata":${jcs(r.metadata)},"outcome":${q(r.outcome)},"requestId":${q(r.requestId)},"seq":${r.seq},"target":{"id":${q(r.targetId)},"type":${q(r.targetType)}},"tenantId":${q(r.tenantId)},"userAgent":${q(r.userAgent)},"v":${CHAIN_VERSION}}`;
+  return `{"action":${q(r.action)},"actor":{"email":${q(r.actorEmail)},"id":${q(r.actorId)},"type":${q(r.actorType)}},"at":${q(r.at)},"id":${q(r.id)},"ip":${q(r.ip)},"log":${q(r.log)},"metadata":${metadataJcs},"outcome":${q(r.outcome)},"requestId":${q(r.requestId)},"seq":${r.seq},"target":{"id":${q(r.targetId)},"type":${q(r.targetType)}},"tenantId":${q(r.tenantId)},"userAgent":${q(r.userAgent)},"v":${CHAIN_VERSION}}`;
 }
 
 /** JCS of any value (exported for the equivalence test and for checkpoint messages). */
 export { jcs };
 
-export function chainHash(previous: Buffer, record: ChainRecord): Buffer {
-  return createHash('sha256').update(previous).update(canonicalRecord(record), 'utf8').digest();
+export function chainHash(previous: Buffer, record: ChainRecord, metadataJcs?: string): Buffer {
+  return createHash('sha256').update(previous).update(canonicalRecord(record, metadataJcs), 'utf8').digest();
 }
 
 export interface Checkpoint {

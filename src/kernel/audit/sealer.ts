@@ -13,7 +13,7 @@ import { sql, type Selectable } from 'kysely';
 import type { KeyObject } from 'node:crypto';
 import { emitAfterCommit, type Database, type Tx } from '../db/database.ts';
 import type { AuditEventsTable, PlatformAuditEventsTable } from '../db/schema.ts';
-import { chainHash, signCheckpoint, type Checkpoint, type ChainRecord, type LogName } from './chain.ts';
+import { chainHash, jcs, signCheckpoint, type Checkpoint, type ChainRecord, type LogName } from './chain.ts';
 
 /** Events sealed per transaction: large enough to amortise, small enough to keep locks short. */
 export const SEAL_BATCH = 2000;
@@ -67,12 +67,13 @@ function streamLine(record: ChainRecord, hash: Buffer): string {
 function extend(log: LogName, rows: readonly (TenantRow | PlatformRow)[], head: { seq: number; hash: Buffer }) {
   let seq = head.seq;
   let hash = head.hash;
-  const sealed: { id: string; seq: number; hash: string }[] = [];
+  const sealed: { id: string; seq: number; hash: string; meta: string }[] = [];
   for (const row of rows) {
     seq += 1;
     const record = chainRecordOf(log, row, seq);
-    hash = chainHash(hash, record);
-    sealed.push({ id: row.id, seq, hash: hash.toString('hex') });
+    const meta = jcs(record.metadata);
+    hash = chainHash(hash, record, meta);
+    sealed.push({ id: row.id, seq, hash: hash.toString('hex'), meta });
     emitAfterCommit(streamLine(record, hash));
   }
   return { sealed, head: { seq, hash } };
@@ -124,7 +125,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     if (list) list.push(row);
     else byTenant.set(row.tenant_id, [row]);
   }
-  const sealed: { tenant_id: string; id: string; seq: number; hash: string }[] = [];
+  const sealed: { tenant_id: string; id: string; seq: number; hash: string; meta: string }[] = [];
   const nextHeads: { tenant_id: string; seq: number; hash: string }[] = [];
   for (const head of heads) {
     const pending = byTenant.get(head.tenant_id);
@@ -134,8 +135,8 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     nextHeads.push({ tenant_id: head.tenant_id, seq: result.head.seq, hash: result.head.hash.toString('hex') });
   }
   await sql`
-    update audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
-    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(tenant_id uuid, id uuid, seq bigint, hash text)
+    update audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now()), canonical_metadata = v.meta
+    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(tenant_id uuid, id uuid, seq bigint, hash text, meta text)
     where e.tenant_id = v.tenant_id and e.id = v.id`.execute(tx);
   await sql`
     update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
@@ -150,8 +151,8 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
   if (rows.length === 0) return 0;
   const { sealed, head: next } = extend('platform', rows, { seq: Number(head.seq), hash: asBuffer(head.hash) });
   await sql`
-    update platform_audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
-    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(id uuid, seq bigint, hash text)
+    update platform_audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now()), canonical_metadata = v.meta
+    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(id uuid, seq bigint, hash text, meta text)
     where e.id = v.id`.execute(tx);
   await tx.updateTable('platform_audit_head').set({ seq: next.seq, hash: next.hash, sealed_at: new Date() }).execute();
   return rows.length;

@@ -1,18 +1,17 @@
 /**
- * Verifies a chain as stored: checks the checkpoints' signatures, then reads the events in
- * seq ranges (memory stays bounded) and checks each range's links (segment.ts), in worker
- * threads when the log is long, then compares the end with the head and the checkpoints.
+ * Verifies a chain as stored: checks the checkpoints' signatures, then goes through the
+ * events in seq ranges (memory stays bounded): the database recomputes each range's hashes
+ * itself (fast), and a range it finds odd is read and checked link by link in JavaScript
+ * (segment.ts), which names the first bad event; then the end is compared with the head.
  * Tenant logs are read through the caller's transaction (a tenant transaction for the API,
  * the system role for the CLI); the platform log through the system role.
  */
 import { Buffer } from 'node:buffer';
 import type { KeyObject } from 'node:crypto';
-import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import { sql, type RawBuilder } from 'kysely';
 import type { Tx } from '../db/database.ts';
 import { acceptCheckpoints, GENESIS_HASH, type ChainProblem, type LogName, type SignedCheckpoint, type VerifyResult } from './chain.ts';
-import { checkSegment, type SegmentResult, type SegmentTask } from './segment.ts';
+import { checkSegment } from './segment.ts';
 import { asBuffer } from './sealer.ts';
 
 const CHUNK = 5000;
@@ -26,39 +25,7 @@ function packedColumns(): RawBuilder<string> {
     action, target_type, target_id, outcome, ip, user_agent, request_id, metadata, encode(hash, 'hex'), tenant_id)::text`;
 }
 
-/** Logs at least this long are checked by worker threads, in parallel with the reading. */
-const PARALLEL_FROM = 50_000;
-const WORKERS = Math.max(2, Math.min(4, availableParallelism()));
 
-type Check = (task: SegmentTask) => Promise<SegmentResult>;
-
-/** Worker threads that check segments; closed when the verification ends. */
-function workerPool(size: number): { check: Check; close: () => Promise<void> } {
-  const workers = Array.from({ length: size }, () => new Worker(new URL('./verify-worker.ts', import.meta.url)));
-  const waiting = new Map<number, { resolve: (result: SegmentResult) => void; reject: (error: Error) => void }>();
-  for (const worker of workers) {
-    worker.on('message', (message: { id: number; result: SegmentResult }) => {
-      waiting.get(message.id)?.resolve(message.result);
-      waiting.delete(message.id);
-    });
-    worker.on('error', (error) => {
-      for (const entry of waiting.values()) entry.reject(error);
-      waiting.clear();
-    });
-  }
-  let next = 0;
-  return {
-    check: (task) =>
-      new Promise((resolve, reject) => {
-        const id = next++;
-        waiting.set(id, { resolve, reject });
-        workers[id % workers.length]!.postMessage({ id, task });
-      }),
-    close: async () => {
-      await Promise.all(workers.map((worker) => worker.terminate()));
-    },
-  };
-}
 
 /** The stored hash (hex) of a packed row: the link the next segment starts from. */
 function storedHashOf(packed: string | undefined): string {
@@ -76,9 +43,61 @@ interface StoredLog {
   readonly newest: number;
   /** The packed events with seq in [from, to], in seq order. */
   rows(from: number, to: number): Promise<string[]>;
+  /** The database's own check of [from, to] (see fastCheck); null when it could not run. */
+  fast(from: number, to: number, previousHash: string, checkpointSeqs: readonly number[]): Promise<FastResult | null>;
 }
 
-async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObject>, parallelFrom: number): Promise<VerifyResult> {
+interface FastResult {
+  readonly n: number;
+  readonly first: string | null;
+  readonly last: string | null;
+  readonly good: boolean | null;
+  readonly last_hash: string | null;
+  readonly checkpoints: Record<string, string> | null;
+}
+
+/**
+ * The canonical event text (chain.ts), built by PostgreSQL: to_json escapes strings as
+ * JSON.stringify does; metadata is the JCS text the sealer stored beside it, which must
+ * equal metadata itself. Anything this finds odd is checked again in JavaScript, which has
+ * the last word, so a difference between the two encodings can only cost time.
+ */
+function canonicalSql(log: LogName): RawBuilder<string> {
+  const tenant = log === 'tenant' ? sql`'"' || tenant_id::text || '"'` : sql`coalesce('"' || tenant_id::text || '"', 'null')`;
+  return sql<string>`'{"action":' || to_json(action)::text || ',"actor":{"email":' || coalesce(to_json(actor_email)::text, 'null')
+    || ',"id":' || coalesce(to_json(actor_id::text)::text, 'null') || ',"type":' || to_json(actor_type)::text
+    || '},"at":"' || to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '","id":"' || id::text
+    || '","ip":' || coalesce(to_json(ip)::text, 'null') || ',"log":"' || ${log}::text || '","metadata":' || canonical_metadata
+    || ',"outcome":' || to_json(outcome)::text || ',"requestId":' || coalesce(to_json(request_id)::text, 'null') || ',"seq":' || seq::text
+    || ',"target":{"id":' || coalesce(to_json(target_id)::text, 'null') || ',"type":' || coalesce(to_json(target_type)::text, 'null')
+    || '},"tenantId":' || ${tenant} || ',"userAgent":' || coalesce(to_json(user_agent)::text, 'null') || ',"v":1}'`;
+}
+
+/** Runs the database's check of one range inside a savepoint (a malformed stored value must not abort the transaction). */
+async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
+  const table = log === 'tenant' ? sql`audit_events` : sql`platform_audit_events`;
+  await sql`savepoint cn_verify`.execute(tx);
+  try {
+    const { rows } = await sql<FastResult>`
+      with r as (
+        select seq, hash,
+          canonical_metadata is not null and canonical_metadata::jsonb = metadata as meta_ok,
+          sha256(coalesce(lag(hash) over (order by seq), decode(${previousHash}, 'hex')) || convert_to(${canonicalSql(log)}, 'UTF8')) as computed
+        from ${table} where ${scope} and seq between ${from} and ${to}
+      )
+      select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and meta_ok) as good,
+        encode((array_agg(hash order by seq desc))[1], 'hex') as last_hash,
+        jsonb_object_agg(seq::text, encode(hash, 'hex')) filter (where seq in (select value::bigint from jsonb_array_elements_text(${JSON.stringify(checkpointSeqs)}::jsonb))) as checkpoints
+      from r`.execute(tx);
+    await sql`release savepoint cn_verify`.execute(tx);
+    return rows[0] ?? null;
+  } catch {
+    await sql`rollback to savepoint cn_verify`.execute(tx);
+    return null;
+  }
+}
+
+async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObject>, useDatabase: boolean): Promise<VerifyResult> {
   const anchor = anchorFor(stored.oldest, stored.checkpoints);
   const headOf = (fallback: { seq: number; hash: Buffer }) => {
     const head = stored.head ?? fallback;
@@ -88,37 +107,27 @@ async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObje
   if (signatureProblem) return { ok: false, count: 0, head: headOf(anchor), firstBad: signatureProblem };
   const checkpointHashes = new Map(accepted.map((c) => [c.seq, c.hash]));
   const upTo = Math.max(stored.newest, stored.head?.seq ?? 0);
-  const pool = upTo - anchor.seq >= parallelFrom ? workerPool(WORKERS) : null;
-  const check: Check = pool ? pool.check : async (task) => checkSegment(task);
   let count = 0;
-  let lastHash = anchor.hash.toString('hex');
+  let previousHash = anchor.hash.toString('hex');
   let firstBad: ChainProblem | null = null;
-  try {
-    // Segments are read one after another (the next read overlaps the checks in flight) and
-    // their results taken in seq order; at most WORKERS * 2 are in flight at once.
-    const inFlight: Promise<SegmentResult>[] = [];
-    let previousHash = lastHash;
-    let from = anchor.seq + 1;
-    const takeOne = async () => {
-      const result = await inFlight.shift()!;
-      count += result.count;
-      if (result.problem) firstBad ??= result.problem;
-    };
-    while (from <= upTo && !firstBad) {
-      const to = Math.min(from + CHUNK - 1, upTo);
-      const rows = await stored.rows(from, to);
-      const checkpoints: Record<number, string> = {};
-      for (const [seq, hash] of checkpointHashes) if (seq >= from && seq <= to) checkpoints[seq] = hash;
-      inFlight.push(check({ log: stored.log, tenantId: stored.tenantId, from, to, previousHash, rows, checkpoints }));
-      previousHash = storedHashOf(rows.at(-1));
-      from = to + 1;
-      while (inFlight.length >= WORKERS * 2 || (inFlight.length > 0 && firstBad)) await takeOne();
+  for (let from = anchor.seq + 1; from <= upTo && !firstBad; from += CHUNK) {
+    const to = Math.min(from + CHUNK - 1, upTo);
+    const inRange = [...checkpointHashes].filter(([seq]) => seq >= from && seq <= to);
+    // The database checks the range itself; only a range it finds odd is read and checked here.
+    const fast = useDatabase ? await stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)) : null;
+    const expected = to - from + 1;
+    if (fast?.good && fast.n === expected && fast.first === String(from) && fast.last === String(to) && fast.last_hash && inRange.every(([seq, hash]) => fast.checkpoints?.[String(seq)] === hash)) {
+      count += fast.n;
+      previousHash = fast.last_hash;
+      continue;
     }
-    while (inFlight.length > 0) await takeOne();
-    lastHash = previousHash;
-  } finally {
-    await pool?.close();
+    const rows = await stored.rows(from, to);
+    const result = checkSegment({ log: stored.log, tenantId: stored.tenantId, from, to, previousHash, rows, checkpoints: Object.fromEntries(inRange) });
+    count += result.count;
+    firstBad = result.problem;
+    previousHash = storedHashOf(rows.at(-1));
   }
+  const lastHash = previousHash;
   if (firstBad) return { ok: false, count, head: headOf(anchor), firstBad };
   const last = anchor.seq + count;
   const lastBuffer = Buffer.from(lastHash, 'hex');
@@ -164,8 +173,8 @@ function anchorFor(oldest: number | null, checkpoints: readonly SignedCheckpoint
   return cut ? { seq: cut.seq, hash: Buffer.from(cut.hash, 'hex') } : { seq: 0, hash: GENESIS_HASH };
 }
 
-/** parallelFrom: from how many events on worker threads check the segments (tests lower it). */
-export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMap<string, KeyObject>, parallelFrom = PARALLEL_FROM): Promise<VerifyResult> {
+/** useDatabase: false checks every range in JavaScript only (tests compare the two). */
+export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMap<string, KeyObject>, useDatabase = true): Promise<VerifyResult> {
   const checkpoints = (await tx.selectFrom('audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).where('tenant_id', '=', tenantId).execute()).map((row) => signed(row, tenantId));
   const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
   const bounds = await tx
@@ -184,13 +193,14 @@ export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMa
       newest: Number(bounds?.newest ?? 0),
       rows: async (from, to) =>
         (await sql<{ r: string }>`select ${packedColumns()} as r from audit_events where tenant_id = ${tenantId} and seq between ${from} and ${to} order by seq`.execute(tx)).rows.map((row) => row.r),
+      fast: (from, to, previousHash, seqs) => fastCheck(tx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, seqs),
     },
     keys,
-    parallelFrom,
+    useDatabase,
   );
 }
 
-export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObject>, parallelFrom = PARALLEL_FROM): Promise<VerifyResult> {
+export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObject>, useDatabase = true): Promise<VerifyResult> {
   const checkpoints = (await tx.selectFrom('platform_audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).execute()).map((row) => signed(row, null));
   const head = await tx.selectFrom('platform_audit_head').select(['seq', 'hash']).executeTakeFirstOrThrow();
   const bounds = await tx
@@ -207,8 +217,9 @@ export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObj
       oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
       newest: Number(bounds?.newest ?? 0),
       rows: async (from, to) => (await sql<{ r: string }>`select ${packedColumns()} as r from platform_audit_events where seq between ${from} and ${to} order by seq`.execute(tx)).rows.map((row) => row.r),
+      fast: (from, to, previousHash, seqs) => fastCheck(tx, 'platform', sql`true`, from, to, previousHash, seqs),
     },
     keys,
-    parallelFrom,
+    useDatabase,
   );
 }

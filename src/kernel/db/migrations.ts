@@ -588,6 +588,9 @@ ${isolate('alert_cursors')}
 alter table audit_events disable trigger audit_events_append_only;
 create sequence audit_event_position;
 alter table audit_events add column position bigint, add column hash bytea, add column sealed_at timestamptz;
+-- The JCS text of metadata, stored at sealing: lets the database recompute the chain hashes
+-- itself (fast verification); the chain is still defined on metadata, which it must equal.
+alter table audit_events add column canonical_metadata text;
 update audit_events e set position = o.n
   from (select tenant_id, seq, nextval('audit_event_position') as n from (select tenant_id, seq from audit_events order by tenant_id, seq) s) o
   where e.tenant_id = o.tenant_id and e.seq = o.seq;
@@ -613,7 +616,7 @@ drop table audit_heads;
 
 alter table platform_audit_events disable trigger platform_audit_events_append_only;
 alter table platform_audit_events rename column seq to position;
-alter table platform_audit_events add column seq bigint, add column hash bytea, add column sealed_at timestamptz;
+alter table platform_audit_events add column seq bigint, add column hash bytea, add column sealed_at timestamptz, add column canonical_metadata text;
 create unique index platform_audit_events_seq_key on platform_audit_events (seq) where seq is not null;
 create index platform_audit_events_unsealed_idx on platform_audit_events (position) where seq is null;
 alter table platform_audit_events add constraint platform_audit_events_sealed_check
@@ -665,7 +668,7 @@ begin
     return old;
   end if;
   -- Sealing: the system role gives an unsealed event its seq and hash, once. Its column
-  -- grant (seq, hash, sealed_at) is what keeps every other column as it was.
+  -- grant (seq, hash, sealed_at, canonical_metadata) keeps every other column as it was.
   if tg_op = 'UPDATE' and current_user = 'cn_system' and tg_table_name in ('audit_events', 'platform_audit_events') then
     if old.seq is null and old.hash is null and new.seq is not null and new.hash is not null then
       return new;
@@ -754,8 +757,8 @@ export const APP_FUNCTIONS: readonly string[] = [
  * trigger narrows further); checkpoints are append-only.
  */
 export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
-  audit_events: ['select, insert', 'update (seq, hash, sealed_at)'],
-  platform_audit_events: ['select, insert', 'update (seq, hash, sealed_at)'],
+  audit_events: ['select, insert', 'update (seq, hash, sealed_at, canonical_metadata)'],
+  platform_audit_events: ['select, insert', 'update (seq, hash, sealed_at, canonical_metadata)'],
   audit_checkpoints: ['select, insert'],
   platform_audit_checkpoints: ['select, insert'],
   audit_chain_heads: ['select, insert, update'],

@@ -107,6 +107,7 @@ interface SealColumns {
   seq: ColumnType<string | null, never, never>;
   hash: ColumnType<Buffer | null, never, never>;
   sealed_at: ColumnType<Date | null, never, never>;
+  canonical_metadata: ColumnType<string | null, never, never>;
 }
 
 export interface AuditEventsTable extends AuditColumns, SealColumns {
