@@ -2,9 +2,9 @@
  * Checks one stretch of a stored chain on its own: each event's stored hash must equal
  * SHA-256(stored hash of the event before || JCS(event)), seqs must run without gaps from
  * `from` to `to`, and signed checkpoints inside the stretch must name the stored hash.
- * Because every link is checked against the stored hash before it, stretches can be checked
- * in any order and in parallel (verify-worker.ts): the first failing stretch in seq order
- * names the same first bad event a single pass from the anchor would.
+ * Because every link is checked against the stored hash before it, a stretch can be checked
+ * on its own (verify.ts does so for a range the database's own check found odd): the first
+ * failing stretch in seq order names the same first bad event a single pass would.
  */
 import { Buffer } from 'node:buffer';
 import { chainHash, type ChainProblem, type LogName } from './chain.ts';
