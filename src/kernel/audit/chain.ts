@@ -182,6 +182,28 @@ export function acceptCheckpoints(
 }
 
 /**
+ * The checks of one event against the link before it (the one place they live; the
+ * verifier below and segment.ts both walk with it): it belongs to this chain, has the next
+ * seq, its stored hash is SHA-256(previous || JCS(event)), and a checkpoint at its seq names
+ * that hash. Returns the event's hash, or the problem.
+ */
+export function checkLink(
+  at: { readonly log: LogName; readonly tenantId: string | null; readonly expected: number; readonly previous: Buffer },
+  record: ChainRecord,
+  storedHash: Buffer | null,
+  checkpointHash: string | undefined,
+): { readonly hash: Buffer } | { readonly problem: ChainProblem } {
+  // A tenant chain holds only that tenant's events (platform events may name a tenant).
+  if (record.log !== at.log || (at.log === 'tenant' && record.tenantId !== at.tenantId)) return { problem: { seq: record.seq, id: record.id, reason: 'hash_mismatch' } };
+  if (record.seq > at.expected) return { problem: { seq: at.expected, id: null, reason: 'missing' } };
+  if (record.seq < at.expected) return { problem: { seq: record.seq, id: record.id, reason: 'out_of_order' } };
+  const hash = chainHash(at.previous, record);
+  if (storedHash === null || !hash.equals(storedHash)) return { problem: { seq: record.seq, id: record.id, reason: 'hash_mismatch' } };
+  if (checkpointHash !== undefined && checkpointHash !== hash.toString('hex')) return { problem: { seq: record.seq, id: record.id, reason: 'checkpoint_mismatch' } };
+  return { hash };
+}
+
+/**
  * Walks a chain in seq order and stops at the first problem. It starts from `anchor` (the
  * genesis, or the retention checkpoint just before the oldest kept event), recomputes
  * every hash, wants seqs without gaps, and checks each signed checkpoint on the way.
@@ -217,15 +239,9 @@ export class ChainVerifier {
   /** Feeds the next event (with its stored hash); false once a problem was found. */
   push(record: ChainRecord, storedHash: Buffer | null): boolean {
     if (this.problem) return false;
-    // A tenant chain holds only that tenant's events (platform events may name a tenant).
-    if (record.log !== this.log || (this.log === 'tenant' && record.tenantId !== this.tenantId)) return this.fail({ seq: record.seq, id: record.id, reason: 'hash_mismatch' });
-    if (record.seq > this.expected) return this.fail({ seq: this.expected, id: null, reason: 'missing' });
-    if (record.seq < this.expected) return this.fail({ seq: record.seq, id: record.id, reason: 'out_of_order' });
-    const hash = chainHash(this.previous, record);
-    if (storedHash === null || !hash.equals(storedHash)) return this.fail({ seq: record.seq, id: record.id, reason: 'hash_mismatch' });
-    const checkpoint = this.checkpoints.get(record.seq);
-    if (checkpoint && checkpoint.hash !== hash.toString('hex')) return this.fail({ seq: record.seq, id: record.id, reason: 'checkpoint_mismatch' });
-    this.previous = hash;
+    const link = checkLink({ log: this.log, tenantId: this.tenantId, expected: this.expected, previous: this.previous }, record, storedHash, this.checkpoints.get(record.seq)?.hash);
+    if ('problem' in link) return this.fail(link.problem);
+    this.previous = link.hash;
     this.expected += 1;
     this.count += 1;
     return true;

@@ -7,7 +7,7 @@
  * failing stretch in seq order names the same first bad event a single pass would.
  */
 import { Buffer } from 'node:buffer';
-import { chainHash, type ChainProblem, type LogName } from './chain.ts';
+import { checkLink, type ChainProblem, type LogName } from './chain.ts';
 
 /** One event as the database packs it (see verify.ts): JSON array text. */
 type Packed = [number, string, string, string, string | null, string | null, string, string | null, string | null, string, string | null, string | null, string | null, unknown, string, string | null];
@@ -31,21 +31,15 @@ export interface SegmentResult {
 }
 
 export function checkSegment(task: SegmentTask): SegmentResult {
-  let previous = Buffer.from(task.previousHash, 'hex');
+  let previous: Buffer = Buffer.from(task.previousHash, 'hex');
   let expected = task.from;
   let count = 0;
   for (const text of task.rows) {
     const [seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata, hash, tenantId] = JSON.parse(text) as Packed;
-    if (seq > expected) return { count, problem: { seq: expected, id: null, reason: 'missing' } };
-    if (seq < expected) return { count, problem: { seq, id, reason: 'out_of_order' } };
-    // A tenant chain holds only that tenant's events (platform events may name a tenant).
-    if (task.log === 'tenant' && tenantId !== task.tenantId) return { count, problem: { seq, id, reason: 'hash_mismatch' } };
-    const computed = chainHash(previous, { log: task.log, tenantId, seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata });
-    const stored = hash ? Buffer.from(hash, 'hex') : null;
-    if (!stored || !computed.equals(stored)) return { count, problem: { seq, id, reason: 'hash_mismatch' } };
-    const checkpoint = task.checkpoints[seq];
-    if (checkpoint !== undefined && checkpoint !== hash) return { count, problem: { seq, id, reason: 'checkpoint_mismatch' } };
-    previous = stored;
+    const record = { log: task.log, tenantId, seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata };
+    const link = checkLink({ log: task.log, tenantId: task.tenantId, expected, previous }, record, hash ? Buffer.from(hash, 'hex') : null, task.checkpoints[seq]);
+    if ('problem' in link) return { count, problem: link.problem };
+    previous = link.hash;
     expected += 1;
     count += 1;
   }
