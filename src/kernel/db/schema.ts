@@ -258,8 +258,8 @@ export interface SsoBreakGlassTable {
   at: CreatedAt;
 }
 
-export interface SecurityAlertsTable {
-  tenant_id: string;
+/** An alert, a tenant's or the platform's (same shape; tenant alerts carry their tenant). */
+export interface AlertColumns {
   id: Generated<string>;
   rule: string;
   severity: 'low' | 'medium' | 'high';
@@ -271,22 +271,15 @@ export interface SecurityAlertsTable {
   updated_at: Timestamp;
 }
 
+export interface SecurityAlertsTable extends AlertColumns {
+  tenant_id: string;
+}
+
 export interface AlertCursorsTable {
   tenant_id: string;
   last_seq: ColumnType<string | number, number | undefined, number>;
 }
 
-export interface PlatformSecurityAlertsTable {
-  id: Generated<string>;
-  rule: string;
-  severity: 'low' | 'medium' | 'high';
-  subject: string;
-  evidence: ColumnType<string[], string[] | undefined, string[]>;
-  details: ColumnType<Record<string, unknown>, string | undefined, string>;
-  status: ColumnType<'open' | 'acknowledged' | 'resolved', 'open' | undefined, 'open' | 'acknowledged' | 'resolved'>;
-  at: Generated<Date>;
-  updated_at: Generated<Date>;
-}
 
 export interface PlatformAlertCursorTable {
   id: Generated<boolean>;
@@ -294,7 +287,7 @@ export interface PlatformAlertCursorTable {
 }
 
 export interface DB {
-  platform_security_alerts: PlatformSecurityAlertsTable;
+  platform_security_alerts: AlertColumns;
   platform_alert_cursor: PlatformAlertCursorTable;
   security_alerts: SecurityAlertsTable;
   alert_cursors: AlertCursorsTable;
