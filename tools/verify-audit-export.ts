@@ -16,7 +16,7 @@
 import { createReadStream, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Buffer } from 'node:buffer';
-import { ChainVerifier, GENESIS_HASH, publicKeysFromPem, type ChainRecord, type SignedCheckpoint, type VerifyResult } from '../src/kernel/audit/chain.ts';
+import { ChainVerifier, describeProblem, GENESIS_HASH, publicKeysFromPem, type ChainRecord, type SignedCheckpoint, type VerifyResult } from '../src/kernel/audit/chain.ts';
 
 interface ExportLine {
   id: string;
@@ -122,8 +122,7 @@ if (import.meta.main) {
       if (result.ok) {
         process.stdout.write(`ok: ${result.count} events verified, from ${result.anchor} ${result.anchoredAt} to seq ${result.head.seq}\n`);
       } else {
-        const bad = result.firstBad!;
-        process.stderr.write(`BROKEN: first bad event at seq ${bad.seq}${bad.id ? ` (id ${bad.id})` : ''}: ${bad.reason.replaceAll('_', ' ')}\n`);
+        process.stderr.write(`BROKEN: ${describeProblem(result.firstBad!)}\n`);
         process.exit(1);
       }
     },

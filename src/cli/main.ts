@@ -7,7 +7,7 @@
 import pino from 'pino';
 import { ConfigError, loadConfig } from '../kernel/config/config.ts';
 import { listAllAlerts } from '../features/monitoring/index.ts';
-import type { VerifyResult } from '../kernel/audit/chain.ts';
+import { describeProblem, type VerifyResult } from '../kernel/audit/chain.ts';
 import { sealAllLogs } from '../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../kernel/audit/signing.ts';
 import { verifyPlatformLog, verifyTenantLog } from '../kernel/audit/verify.ts';
@@ -34,9 +34,8 @@ export class AuditVerifyError extends Error {
   override name = 'AuditVerifyError';
 }
 
-function describeProblem(log: string, result: VerifyResult): string {
-  const bad = result.firstBad!;
-  return `${log}: first bad event at seq ${bad.seq}${bad.id ? ` (id ${bad.id})` : ''}: ${bad.reason.replaceAll('_', ' ')}`;
+function problemLine(log: string, result: VerifyResult): string {
+  return `${log}: ${describeProblem(result.firstBad!)}`;
 }
 
 const STATUSES = ['open', 'acknowledged', 'resolved'] as const;
@@ -87,9 +86,9 @@ async function auditVerify(args: readonly string[], json: boolean, out: (line: s
     }
     const ok = results.every((entry) => entry.result.ok);
     if (json) out(JSON.stringify({ ok, logs: results.map((entry) => ({ log: entry.tenantId ? 'tenant' : 'platform', tenantId: entry.tenantId, ...entry.result })) }));
-    else for (const entry of results) out(entry.result.ok ? `${entry.log}: ok, ${entry.result.count} events, head seq ${entry.result.head.seq}` : describeProblem(entry.log, entry.result));
+    else for (const entry of results) out(entry.result.ok ? `${entry.log}: ok, ${entry.result.count} events, head seq ${entry.result.head.seq}` : problemLine(entry.log, entry.result));
     const bad = results.find((entry) => !entry.result.ok);
-    if (bad) throw new AuditVerifyError(describeProblem(bad.log, bad.result));
+    if (bad) throw new AuditVerifyError(problemLine(bad.log, bad.result));
   } finally {
     await db.close();
   }

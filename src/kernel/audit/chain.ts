@@ -144,6 +144,11 @@ export interface ChainProblem {
   readonly reason: ProblemReason;
 }
 
+/** "first bad event at seq N (id X): hash mismatch", as the CLI and the export checker print it. */
+export function describeProblem(problem: ChainProblem): string {
+  return `first bad event at seq ${problem.seq}${problem.id ? ` (id ${problem.id})` : ''}: ${problem.reason.replaceAll('_', ' ')}`;
+}
+
 export interface VerifyResult {
   readonly ok: boolean;
   readonly count: number;
