@@ -64,6 +64,19 @@ export interface PreparedStatement {
 }
 export const preparedMessages = new WeakMap<CompiledQuery, readonly PreparedStatement[]>();
 
+const statementNames = new Map<string, string>();
+
+/** A prepared statement's name: a digest of its text, remembered (texts come from code, a bounded set). */
+function statementName(prefix: 's' | 'k', text: string): string {
+  const key = prefix + text;
+  let name = statementNames.get(key);
+  if (name === undefined) {
+    name = `${prefix}${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
+    if (statementNames.size < 16 * MAX_PREPARED_PER_CONNECTION) statementNames.set(key, name);
+  }
+  return name;
+}
+
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
   pendingBegin = false;
@@ -83,7 +96,7 @@ class LazyBeginConnection implements DatabaseConnection {
   }
 
   static #nameOf(statement: PreparedStatement): string {
-    return `s${createHash('sha1').update(statement.sql).digest('hex').slice(0, 24)}`;
+    return statementName('s', statement.sql);
   }
 
   /**
@@ -142,7 +155,7 @@ class LazyBeginConnection implements DatabaseConnection {
       return toQueryResult<R>(results[results.length - 1]!);
     }
     if (prefix !== '') await this.client.query(prefix);
-    const name = `k${createHash('sha1').update(compiled.sql).digest('base64url').slice(0, 20)}`;
+    const name = statementName('k', compiled.sql);
     if (this.prepared.has(name) || this.prepared.size < MAX_PREPARED_PER_CONNECTION) {
       this.prepared.add(name);
       return toQueryResult<R>(await this.client.query({ name, text: compiled.sql, values: parameters }));

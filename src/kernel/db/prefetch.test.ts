@@ -52,6 +52,73 @@ describe('the strict tenant entry (PostgreSQL sends the read along with it)', ()
     for (let i = 0; i < 12; i++) expect((await run(tokenHash(owner.cookie), ['owner'])).rows).toHaveLength(1);
   });
 
+  it.skipIf(inject('testDb').kind !== 'postgres')(
+    'refuses, before the read runs, an idle, revoked or other-tenant SSO session and a member short of the tenant MFA or SSO rule',
+    async () => {
+      const { session: owner, tenantId } = await t.signup();
+      const { tenantId: otherTenant } = await t.signup();
+      const member = await t.addMember(owner, tenantId, 'member');
+      const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: 'Guarded' } });
+      const query = accountRead(tenantId, created.json().id);
+      const run = () =>
+        t.db.withTenantSession(tenantId, tokenHash(member.cookie), 30, async (_tx, caller, rows) => ({ caller, rows }), { roles: ['owner', 'admin', 'member'], query });
+      const refused = () => expect(run()).rejects.toBeInstanceOf(StrictEntryRefusedError);
+      const session = `user_id = '${member.userId}'`;
+      // A tenant has a settings row once an admin first saves one.
+      const settings = async (values: string) => {
+        await t.admin.query(`insert into tenant_settings (tenant_id) values ($1) on conflict (tenant_id) do nothing`, [tenantId]);
+        await t.admin.query(`update tenant_settings set ${values} where tenant_id = $1`, [tenantId]);
+      };
+      expect((await run()).rows).toHaveLength(1);
+
+      await t.admin.query(`update sessions set last_seen_at = now() - interval '31 minutes' where ${session}`);
+      await refused();
+      // The tenant's own idle limit, shorter than the platform's, counts too.
+      await t.admin.query(`update sessions set last_seen_at = now() - interval '6 minutes' where ${session}`);
+      await settings('session_idle_minutes = 5');
+      await refused();
+      await settings('session_idle_minutes = 60');
+      expect((await run()).rows).toHaveLength(1);
+
+      await t.admin.query(`insert into tenant_session_revocations (tenant_id, user_id, revoked_before) values ($1, $2, now())`, [tenantId, member.userId]);
+      await refused();
+      await t.admin.query(`delete from tenant_session_revocations where tenant_id = $1`, [tenantId]);
+
+      await t.admin.query(`update sessions set sso_tenant_id = $1 where ${session}`, [otherTenant]);
+      await refused();
+      await t.admin.query(`update sessions set sso_tenant_id = null where ${session}`);
+
+      await settings('require_mfa = true');
+      await refused();
+      await settings('require_mfa = false, require_sso = true');
+      await refused();
+      await settings('require_sso = false');
+
+      await t.admin.query(`update sessions set revoked_at = now() where ${session}`);
+      await refused();
+    },
+  );
+
+  it.skipIf(inject('testDb').kind !== 'postgres')('stamps a session it lets in once a minute, never one it refuses', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: 'Stamped' } });
+    const query = accountRead(tenantId, created.json().id);
+    const run = (roles: string[]) => t.db.withTenantSession(tenantId, tokenHash(owner.cookie), 30, async (_tx, _caller, rows) => rows, { roles, query });
+    const minutesAgo = async () =>
+      Number((await t.admin.query<{ m: string }>(`select extract(epoch from now() - last_seen_at) / 60 as m from sessions where user_id = $1`, [owner.userId]))[0]!.m);
+
+    await t.admin.query(`update sessions set last_seen_at = now() - interval '10 minutes' where user_id = $1`, [owner.userId]);
+    await expect(run(['viewer'])).rejects.toBeInstanceOf(StrictEntryRefusedError);
+    expect(await minutesAgo()).toBeGreaterThan(9);
+    expect(await run(['owner'])).toHaveLength(1);
+    // The stamp commits with the read-only transaction's deferred COMMIT (pg-driver.ts).
+    await expect.poll(minutesAgo).toBeLessThan(1);
+    // Not due: a read within the minute leaves the stamp alone.
+    await t.admin.query(`update sessions set last_seen_at = now() - interval '30 seconds' where user_id = $1`, [owner.userId]);
+    expect(await run(['owner'])).toHaveLength(1);
+    expect(await minutesAgo()).toBeGreaterThan(0.4);
+  });
+
   it('the query compiler given to prefetch builders compiles but can never run a query', async () => {
     const query = t.db.compiler.selectFrom('accounts').select('id').where('id', '=', A);
     expect(query.compile().sql).toBe('select "id" from "accounts" where "id" = $1');
