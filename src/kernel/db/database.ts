@@ -242,43 +242,85 @@ const ENTER_COLUMNS =
 const KEY_COLUMNS =
   'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole"';
 
+/** The strict entry's columns: prefixed, so that no column of the read sent along can clash with them. */
+const STRICT_PREFIX = 'cn$';
+const STRICT_COLUMNS = ['sessionId', 'userId', 'email', 'name', 'role', 'mfaEnabled', 'requireMfa', 'idle', 'requireSso', 'ssoTenantId'] as const;
+
 /**
- * The strict entry (PostgreSQL), run after app.tenant_id is set: the caller's session, user,
- * membership and the tenant's session rules, in one statement that always yields one row
- * or raises CN403, aborting the transaction before the read sent along runs. It lets in
- * exactly whom the guard would let in without writing or deciding anything (no denial to
- * record, no break-glass): a live, not idle session not revoked for this tenant, of a member
- * whose role is one of $4, not from another tenant's SSO, meeting requireMfa and requireSso.
- * The same rules as cn_enter_tenant and the guard in routes.ts: change them together.
- * Parameters: $1 tenant, $2 token digest, $3 platform idle minutes, $4 roles allowed.
- * Each CASE branch is evaluated only when reached, so neither function runs on the common path.
+ * The strict entry and a read (PostgreSQL), as one statement run after app.tenant_id is set.
+ * The entry finds the caller's session, user, membership and the tenant's session rules and
+ * always yields one row or raises CN403: it lets in exactly whom the guard would let in
+ * without writing or deciding anything (no denial to record, no break-glass): a live, not
+ * idle session not revoked for this tenant, of a member whose role is one of the roles given,
+ * not from another tenant's SSO, meeting requireMfa and requireSso. The same rules as
+ * cn_enter_tenant and the guard in routes.ts: change them together. Each CASE branch is
+ * evaluated only when reached, so neither function runs on the common path.
+ *
+ * The read (its own parameters first, $1..$n, untouched) is joined laterally to the entry's
+ * row, so it runs after the entry has let the caller in; and whatever the plan, a refusal
+ * fails the whole statement, so no row of the read ever reaches a refused caller.
+ * "cn$found" tells a read that found nothing from one that found a row of nulls.
  */
-const STRICT_ENTRY = `select e.session_id as "sessionId", e.user_id as "userId", e.email, e.name, e.role,
-  e.mfa_enabled as "mfaEnabled", e.require_mfa as "requireMfa", e.idle, e.require_sso as "requireSso", e.sso_tenant_id as "ssoTenantId"
-from (select) one left join (
-  select s.id as session_id, u.id as user_id, u.email, u.name, m.role,
-    -- A second factor: our TOTP, or this tenant's IdP saying it asked for more than one.
-    u.mfa_enabled or (s.sso_tenant_id = $1::uuid and s.idp_mfa) as mfa_enabled,
-    coalesce(t.require_mfa, false) as require_mfa, coalesce(t.require_sso, false) as require_sso, s.sso_tenant_id,
-    s.last_seen_at < now() - make_interval(mins => least($3::integer, coalesce(t.session_idle_minutes, $3::integer))) as idle,
-    s.last_seen_at < now() - interval '1 minute' as due
-  from sessions s
-  join users u on u.id = s.user_id
-  left join memberships m on m.tenant_id = $1::uuid and m.user_id = s.user_id
-  left join tenant_settings t on t.tenant_id = $1::uuid
-  where s.token_hash = $2::bytea and s.revoked_at is null and s.expires_at > now()
-    and not exists (select 1 from tenant_session_revocations r
-                    where r.tenant_id = $1::uuid and r.user_id = s.user_id and s.created_at <= r.revoked_before)
-) e on true
-where case
-  when e.session_id is null or e.idle or e.role is null or not (e.role = any ($4::text[]))
-    or (e.sso_tenant_id is not null and e.sso_tenant_id <> $1::uuid)
-    or (e.require_mfa and not e.mfa_enabled)
-    or (e.require_sso and e.sso_tenant_id is distinct from $1::uuid)
-  then cn_refuse_strict_entry()
-  -- Let in; stamp the session when it is due (the function's UPDATE is planned only then).
-  when e.due then coalesce(cn_touch_session(e.session_id), true)
-  else true end`;
+function strictEntryWithRead(readSql: string, readParameters: number): string {
+  const [tenant, token, idle, roles] = [1, 2, 3, 4].map((i) => `$${readParameters + i}`);
+  return `select ${STRICT_COLUMNS.map((column) => `e."${column}" as "${STRICT_PREFIX}${column}"`).join(', ')}, r.*
+from (
+  select e.session_id as "sessionId", e.user_id as "userId", e.email, e.name, e.role,
+    e.mfa_enabled as "mfaEnabled", e.require_mfa as "requireMfa", e.idle, e.require_sso as "requireSso", e.sso_tenant_id as "ssoTenantId"
+  from (select) one left join (
+    select s.id as session_id, u.id as user_id, u.email, u.name, m.role,
+      -- A second factor: our TOTP, or this tenant's IdP saying it asked for more than one.
+      u.mfa_enabled or (s.sso_tenant_id = ${tenant}::uuid and s.idp_mfa) as mfa_enabled,
+      coalesce(t.require_mfa, false) as require_mfa, coalesce(t.require_sso, false) as require_sso, s.sso_tenant_id,
+      s.last_seen_at < now() - make_interval(mins => least(${idle}::integer, coalesce(t.session_idle_minutes, ${idle}::integer))) as idle,
+      s.last_seen_at < now() - interval '1 minute' as due
+    from sessions s
+    join users u on u.id = s.user_id
+    left join memberships m on m.tenant_id = ${tenant}::uuid and m.user_id = s.user_id
+    left join tenant_settings t on t.tenant_id = ${tenant}::uuid
+    where s.token_hash = ${token}::bytea and s.revoked_at is null and s.expires_at > now()
+      and not exists (select 1 from tenant_session_revocations r
+                      where r.tenant_id = ${tenant}::uuid and r.user_id = s.user_id and s.created_at <= r.revoked_before)
+  ) e on true
+  where case
+    when e.session_id is null or e.idle or e.role is null or not (e.role = any (${roles}::text[]))
+      or (e.sso_tenant_id is not null and e.sso_tenant_id <> ${tenant}::uuid)
+      or (e.require_mfa and not e.mfa_enabled)
+      or (e.require_sso and e.sso_tenant_id is distinct from ${tenant}::uuid)
+    then cn_refuse_strict_entry()
+    -- Let in; stamp the session when it is due (the function's UPDATE is planned only then).
+    when e.due then coalesce(cn_touch_session(e.session_id), true)
+    else true end
+) e
+left join lateral (select read.*, true as "${STRICT_PREFIX}found" from (${readSql}) read where e."sessionId" is not null) r on true`;
+}
+
+const strictStatements = new Map<string, string>();
+
+/** The statement for this read, built once per read text (reads come from code: a bounded set). */
+function strictStatement(readSql: string, readParameters: number): string {
+  let statement = strictStatements.get(readSql);
+  if (statement === undefined) {
+    statement = strictEntryWithRead(readSql, readParameters);
+    if (strictStatements.size < 256) strictStatements.set(readSql, statement);
+  }
+  return statement;
+}
+
+/** Splits the strict statement's rows into the caller (the entry's columns) and the read's rows. */
+function splitStrictRows(rows: readonly Record<string, unknown>[]): { callers: TenantCaller[]; rows: unknown[] } {
+  const first = rows[0];
+  if (!first) return { callers: [], rows: [] };
+  const caller: Record<string, unknown> = {};
+  for (const column of STRICT_COLUMNS) caller[column] = first[STRICT_PREFIX + column];
+  const found = rows.filter((row) => row[`${STRICT_PREFIX}found`] === true);
+  const read = found.map((row) => {
+    const own: Record<string, unknown> = {};
+    for (const key in row) if (!key.startsWith(STRICT_PREFIX)) own[key] = row[key];
+    return own;
+  });
+  return { callers: [caller as unknown as TenantCaller], rows: read };
+}
 
 /** PostgreSQL: the server logs in as the app or system role itself; no role switch. */
 const postgresEntry: Entry = {
@@ -302,9 +344,11 @@ const postgresEntry: Entry = {
     const holder: { results?: { rows: unknown[] }[] } = {};
     multiStatementResults.set(message, holder);
     preparedMessages.set(message, [
-      { sql: `select set_config('app.tenant_id', $1, true)`, literals: [literalUuid(tenantId)] },
-      { sql: STRICT_ENTRY, literals: [literalUuid(tenantId), literalDigest(tokenHash), literalMinutes(idleMinutes), literalRoles(prefetch.roles)] },
-      { sql: prefetch.query.sql, literals },
+      { plain: `set local app.tenant_id = ${literalUuid(tenantId)}` },
+      {
+        sql: strictStatement(prefetch.query.sql, literals.length),
+        literals: [...literals, literalUuid(tenantId), literalDigest(tokenHash), literalMinutes(idleMinutes), literalRoles(prefetch.roles)],
+      },
     ]);
     try {
       await tx.executeQuery(message);
@@ -312,11 +356,9 @@ const postgresEntry: Entry = {
       if ((error as { code?: unknown }).code === 'CN403') throw new StrictEntryRefusedError('the strict tenant entry refused the caller', { cause: error });
       throw error;
     }
-    const results = holder.results ?? [];
-    // The SELECT results: the tenant setting's, the entry's, then the read's.
-    const [, entryResult, readResult] = results;
-    if (!entryResult || !readResult) throw new Error('the strict entry message returned too few results');
-    return { callers: entryResult.rows as TenantCaller[], rows: readResult.rows };
+    const [result] = holder.results ?? [];
+    if (!result) throw new Error('the strict entry message returned no result');
+    return splitStrictRows(result.rows as Record<string, unknown>[]);
   },
   async enterTenantKey(tx, tenantId, keyHash) {
     // The leading comment marks a statement that writes (the last-used stamp): its transaction commits in full.

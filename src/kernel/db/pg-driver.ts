@@ -15,7 +15,7 @@
  * Prepared statements: parameterised queries are prepared once per connection (named by
  * a digest of their text), so PostgreSQL skips parsing and analysis on every later call.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type {
   CompiledQuery} from 'kysely';
 import {
@@ -62,17 +62,28 @@ export interface PreparedStatement {
   readonly sql: string;
   readonly literals: readonly string[];
 }
-export const preparedMessages = new WeakMap<CompiledQuery, readonly PreparedStatement[]>();
+/** A utility statement sent as it is (SET LOCAL, nothing to plan), built from validated literals only. */
+export interface PlainStatement {
+  readonly plain: string;
+}
+export type MessageStatement = PreparedStatement | PlainStatement;
+export const preparedMessages = new WeakMap<CompiledQuery, readonly MessageStatement[]>();
 
-const statementNames = new Map<string, string>();
+const isPrepared = (statement: MessageStatement): statement is PreparedStatement => !('plain' in statement);
 
-/** A prepared statement's name: a digest of its text, remembered (texts come from code, a bounded set). */
+const statementNames = { s: new Map<string, string>(), k: new Map<string, string>() };
+
+/**
+ * A prepared statement's name: a digest of its text, remembered (texts come from code, a
+ * bounded set). Keyed by the text itself: V8 keeps a string's hash, so a constant text is
+ * looked up without being read again (a digest per request cost more than the rest of the driver).
+ */
 function statementName(prefix: 's' | 'k', text: string): string {
-  const key = prefix + text;
-  let name = statementNames.get(key);
+  const names = statementNames[prefix];
+  let name = names.get(text);
   if (name === undefined) {
-    name = `${prefix}${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
-    if (statementNames.size < 16 * MAX_PREPARED_PER_CONNECTION) statementNames.set(key, name);
+    name = `${prefix}${hash('sha1', text, 'hex').slice(0, 24)}`;
+    if (names.size < 8 * MAX_PREPARED_PER_CONNECTION) names.set(text, name);
   }
   return name;
 }
@@ -104,8 +115,8 @@ class LazyBeginConnection implements DatabaseConnection {
    * yet (once per connection). On their own, so that a later message that fails part-way
    * never leaves it unclear which were prepared (PREPARE outlives a rolled-back transaction).
    */
-  async #prepare(statements: readonly PreparedStatement[]): Promise<void> {
-    const missing = statements.filter((statement) => !this.sqlPrepared.has(LazyBeginConnection.#nameOf(statement)));
+  async #prepare(statements: readonly MessageStatement[]): Promise<void> {
+    const missing = statements.filter(isPrepared).filter((statement) => !this.sqlPrepared.has(LazyBeginConnection.#nameOf(statement)));
     if (missing.length === 0) return;
     if (this.sqlPrepared.size + missing.length > MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared statements on one connection');
     // The previous request's deferred COMMIT goes first: PREPARE must not run inside its transaction.
@@ -119,7 +130,8 @@ class LazyBeginConnection implements DatabaseConnection {
     for (const statement of missing) this.sqlPrepared.add(LazyBeginConnection.#nameOf(statement));
   }
 
-  #execute(statement: PreparedStatement): string {
+  #execute(statement: MessageStatement): string {
+    if (!isPrepared(statement)) return statement.plain;
     const name = LazyBeginConnection.#nameOf(statement);
     return statement.literals.length > 0 ? `execute ${name}(${statement.literals.join(', ')})` : `execute ${name}`;
   }
