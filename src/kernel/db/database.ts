@@ -273,17 +273,17 @@ from (
       u.mfa_enabled or (s.sso_tenant_id = ${tenant}::uuid and s.idp_mfa) as mfa_enabled,
       coalesce(t.require_mfa, false) as require_mfa, coalesce(t.require_sso, false) as require_sso, s.sso_tenant_id,
       s.last_seen_at < now() - make_interval(mins => least(${idle}::integer, coalesce(t.session_idle_minutes, ${idle}::integer))) as idle,
-      s.last_seen_at < now() - interval '1 minute' as due
+      s.last_seen_at < now() - interval '1 minute' as due,
+      -- The tenant signed this user out after the session began (tenant_session_revocations, copied).
+      coalesce(s.created_at <= m.signed_out_before, false) as signed_out
     from sessions s
     join users u on u.id = s.user_id
     left join memberships m on m.tenant_id = ${tenant}::uuid and m.user_id = s.user_id
     left join tenant_settings t on t.tenant_id = ${tenant}::uuid
     where s.token_hash = ${token}::bytea and s.revoked_at is null and s.expires_at > now()
-      and not exists (select 1 from tenant_session_revocations r
-                      where r.tenant_id = ${tenant}::uuid and r.user_id = s.user_id and s.created_at <= r.revoked_before)
   ) e on true
   where case
-    when e.session_id is null or e.idle or e.role is null or not (e.role = any (${roles}::text[]))
+    when e.session_id is null or e.signed_out or e.idle or e.role is null or not (e.role = any (${roles}::text[]))
       or (e.sso_tenant_id is not null and e.sso_tenant_id <> ${tenant}::uuid)
       or (e.require_mfa and not e.mfa_enabled)
       or (e.require_sso and e.sso_tenant_id is distinct from ${tenant}::uuid)

@@ -768,6 +768,42 @@ $$;
 revoke all on function cn_touch_session(uuid) from public;
 `,
   },
+  {
+    version: 18,
+    name: 'membership-signed-out-before',
+    // The strict entry reads a tenant's sign-out of a user from the membership row it joins
+    // anyway, instead of one more index probe per read. tenant_session_revocations stays the
+    // record (it outlives a removed membership); triggers keep the copy equal to it, in the
+    // same transaction. The copy is taken AFTER a membership insert, with a fresh snapshot, so
+    // a re-added member picks up a sign-out committed while the insert waited on the old row.
+    sql: `
+alter table memberships add column signed_out_before timestamptz;
+update memberships m set signed_out_before = r.revoked_before
+  from tenant_session_revocations r where r.tenant_id = m.tenant_id and r.user_id = m.user_id;
+
+create function cn_copy_sign_out_to_membership() returns trigger language plpgsql security invoker as $$
+begin
+  if tg_op = 'DELETE' then
+    update public.memberships set signed_out_before = null where tenant_id = old.tenant_id and user_id = old.user_id;
+    return old;
+  end if;
+  update public.memberships set signed_out_before = new.revoked_before where tenant_id = new.tenant_id and user_id = new.user_id;
+  return new;
+end $$;
+create trigger tenant_session_revocations_copy after insert or update or delete on tenant_session_revocations
+  for each row execute function cn_copy_sign_out_to_membership();
+
+create function cn_copy_sign_out_from_revocations() returns trigger language plpgsql security invoker as $$
+begin
+  update public.memberships m set signed_out_before = r.revoked_before
+    from public.tenant_session_revocations r
+    where m.tenant_id = new.tenant_id and m.user_id = new.user_id and r.tenant_id = new.tenant_id and r.user_id = new.user_id;
+  return null;
+end $$;
+create trigger memberships_copy_sign_out after insert on memberships
+  for each row execute function cn_copy_sign_out_from_revocations();
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */

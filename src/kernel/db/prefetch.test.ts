@@ -119,6 +119,29 @@ describe('the strict tenant entry (PostgreSQL sends the read along with it)', ()
     expect(await minutesAgo()).toBeGreaterThan(0.4);
   });
 
+  it("keeps each membership's copy of the tenant's sign-out equal to the record, for a re-added member too", async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const member = await t.addMember(owner, tenantId, 'member');
+    const copy = async () =>
+      (await t.admin.query<{ signed_out_before: Date | null }>(`select signed_out_before from memberships where tenant_id = $1 and user_id = $2`, [tenantId, member.userId]))[0]
+        ?.signed_out_before ?? null;
+    const record = async () =>
+      (await t.admin.query<{ revoked_before: Date }>(`select revoked_before from tenant_session_revocations where tenant_id = $1 and user_id = $2`, [tenantId, member.userId]))[0]
+        ?.revoked_before ?? null;
+    expect(await copy()).toBeNull();
+    await t.admin.query(`insert into tenant_session_revocations (tenant_id, user_id, revoked_before) values ($1, $2, now() - interval '1 hour')`, [tenantId, member.userId]);
+    expect(await copy()).toEqual(await record());
+    await t.admin.query(`update tenant_session_revocations set revoked_before = now() where tenant_id = $1 and user_id = $2`, [tenantId, member.userId]);
+    expect(await copy()).toEqual(await record());
+    // Removed, then added again: the sign-out still applies to the sessions from before.
+    await t.admin.query(`delete from memberships where tenant_id = $1 and user_id = $2`, [tenantId, member.userId]);
+    await t.admin.query(`insert into memberships (tenant_id, user_id, role) values ($1, $2, 'member')`, [tenantId, member.userId]);
+    expect(await copy()).toEqual(await record());
+    expect(await copy()).not.toBeNull();
+    await t.admin.query(`delete from tenant_session_revocations where tenant_id = $1 and user_id = $2`, [tenantId, member.userId]);
+    expect(await copy()).toBeNull();
+  });
+
   it('the query compiler given to prefetch builders compiles but can never run a query', async () => {
     const query = t.db.compiler.selectFrom('accounts').select('id').where('id', '=', A);
     expect(query.compile().sql).toBe('select "id" from "accounts" where "id" = $1');

@@ -46,6 +46,8 @@ export interface MembershipsTable {
   user_id: string;
   role: Role;
   created_at: CreatedAt;
+  /** A copy of tenant_session_revocations.revoked_before, kept by triggers (migration 18). */
+  signed_out_before: ColumnType<Date | null, never, never>;
 }
 
 export interface InvitationsTable {
