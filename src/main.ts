@@ -5,6 +5,7 @@ import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
+import { loadKeyProvider } from './kernel/crypto/key-provider.ts';
 import { createMailer } from './kernel/mail/mailer.ts';
 import { ConfigError, loadConfig } from './kernel/config/config.ts';
 import { openDatabase } from './kernel/db/database.ts';
@@ -34,6 +35,11 @@ async function main(): Promise<void> {
     throw error;
   }
   const auditSigner = loadAuditSigner(config, logger);
+  // The key provider must work before anything is served (fail closed, not on first use).
+  const keyProvider = loadKeyProvider(config, logger);
+  const keyHealth = await keyProvider.health();
+  if (!keyHealth.ok) throw new Error(`the key provider is not usable: ${keyHealth.detail}`);
+  logger.info({ provider: keyProvider.kind, keyId: keyProvider.keyId }, 'key provider ready');
   const app = await buildApp({ config, db, auditSigner });
   // Audit events are sealed into their hash chains in batches, outside the request path.
   const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);

@@ -15,6 +15,7 @@ const PROD = {
   SMTP_URL: 'smtps://mailer:mail-password@smtp.example.com:465',
   MAIL_FROM: 'CustomerNode <no-reply@example.com>',
   AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+  KEY_ENCRYPTION_KEY: 'a'.repeat(64),
 };
 
 function errorOf(env: Record<string, string>): ConfigError {
@@ -60,10 +61,25 @@ describe('configuration', () => {
 
   it('production refuses the embedded database, missing secrets and development defaults', () => {
     expect(loadConfig(PROD).isProduction).toBe(true);
-    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL', 'SMTP_URL', 'MAIL_FROM', 'AUDIT_SIGNING_KEY'] as const) {
+    for (const name of ['DATABASE_URL', 'DATABASE_APP_PASSWORD', 'DATABASE_SYSTEM_PASSWORD', 'SECURITY_CONTACT', 'PUBLIC_URL', 'SMTP_URL', 'MAIL_FROM', 'AUDIT_SIGNING_KEY', 'KEY_ENCRYPTION_KEY'] as const) {
       const env = Object.fromEntries(Object.entries(PROD).filter(([key]) => key !== name));
       expect(errorOf(env).variable).toBe(name);
     }
+  });
+
+  it('takes a 256-bit key-encryption key as hex or base64, current and retired, and refuses anything else', () => {
+    const hex = 'ab'.repeat(32);
+    const base64 = Buffer.alloc(32, 7).toString('base64');
+    expect(loadConfig({ KEY_ENCRYPTION_KEY: hex }).keys.localKek).toEqual(Buffer.from(hex, 'hex'));
+    expect(loadConfig({ KEY_ENCRYPTION_KEY: base64 }).keys.localKek).toEqual(Buffer.alloc(32, 7));
+    expect(loadConfig({ KEY_ENCRYPTION_KEYS_RETIRED: `${hex}, ${base64}` }).keys.retiredKeks).toHaveLength(2);
+    expect(loadConfig({}).keys.localKek).toBeUndefined();
+    for (const bad of ['ab'.repeat(31), 'zz'.repeat(32), Buffer.alloc(16).toString('base64'), 'correct horse battery staple']) {
+      const error = errorOf({ KEY_ENCRYPTION_KEY: bad });
+      expect(error.variable).toBe('KEY_ENCRYPTION_KEY');
+      expect(error.message).not.toContain(bad);
+    }
+    expect(errorOf({ KEY_ENCRYPTION_KEYS_RETIRED: 'nope' }).variable).toBe('KEY_ENCRYPTION_KEYS_RETIRED');
   });
 
   it('production refuses http OIDC issuers; mail settings are validated', () => {

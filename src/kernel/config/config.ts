@@ -70,6 +70,15 @@ export interface Config {
     /** How often the retention purge runs. */
     readonly purgeIntervalMinutes: number;
   };
+  readonly keys: {
+    /** The local provider's key-encryption key (32 bytes); undefined: a development key under DATA_DIR. */
+    readonly localKek: Buffer | undefined;
+    /** Earlier key-encryption keys, so data keys wrapped before a KEK rotation still unwrap. */
+    readonly retiredKeks: readonly Buffer[];
+    /** How long an unwrapped data key may stay in memory, and how many at most. */
+    readonly cacheSeconds: number;
+    readonly cacheEntries: number;
+  };
   readonly sso: {
     /** Allow http:// OIDC issuers (tests and local trials only; production refuses it). */
     readonly allowHttpIssuers: boolean;
@@ -167,6 +176,13 @@ function httpsUrl(name: string, value: string | undefined): string | undefined {
   return value;
 }
 
+/** A 256-bit key given as 64 hex digits or 44 base64 characters. */
+function key256(name: string, value: string): Buffer {
+  const bytes = /^[0-9a-fA-F]{64}$/.test(value) ? Buffer.from(value, 'hex') : /^[A-Za-z0-9+/]{43}=$/.test(value) ? Buffer.from(value, 'base64') : undefined;
+  if (bytes?.length !== 32) throw new ConfigError(name, 'must be a 256-bit key: 64 hex digits or 44 base64 characters');
+  return bytes;
+}
+
 function isEd25519PrivateKey(pem: string): boolean {
   try {
     return createPrivateKey(pem).asymmetricKeyType === 'ed25519';
@@ -195,6 +211,12 @@ export function loadConfig(env: Env = process.env): Config {
   if (!/^[^\r\n]{3,320}$/.test(mailFrom) || !mailFrom.includes('@')) throw new ConfigError('MAIL_FROM', 'must be an email address, optionally with a display name');
   const auditSigningKey = secret(env, 'AUDIT_SIGNING_KEY');
   if (auditSigningKey !== undefined && !isEd25519PrivateKey(auditSigningKey)) throw new ConfigError('AUDIT_SIGNING_KEY', 'must be an Ed25519 private key in PKCS#8 PEM');
+  const localKekValue = secret(env, 'KEY_ENCRYPTION_KEY');
+  const localKek = localKekValue === undefined ? undefined : key256('KEY_ENCRYPTION_KEY', localKekValue);
+  const retiredKeks = (secret(env, 'KEY_ENCRYPTION_KEYS_RETIRED') ?? '')
+    .split(/[\s,]+/)
+    .filter((entry) => entry !== '')
+    .map((entry) => key256('KEY_ENCRYPTION_KEYS_RETIRED', entry));
   const allowHttpIssuers = oneOf(env, 'SSO_ALLOW_HTTP_ISSUERS', ['0', '1'], '0') === '1';
   const dnsServers = (raw(env, 'DNS_SERVERS') ?? '')
     .split(',')
@@ -224,6 +246,8 @@ export function loadConfig(env: Env = process.env): Config {
     if (allowHttpIssuers) throw new ConfigError('SSO_ALLOW_HTTP_ISSUERS', 'must not be 1 when NODE_ENV=production');
     // Checkpoints signed by a key lying next to the data prove nothing to a customer.
     if (auditSigningKey === undefined) throw new ConfigError('AUDIT_SIGNING_KEY', 'is required when NODE_ENV=production');
+    // A key-encryption key stored beside the data it protects protects nothing.
+    if (localKek === undefined) throw new ConfigError('KEY_ENCRYPTION_KEY', 'is required when NODE_ENV=production');
   }
 
   const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
@@ -291,6 +315,12 @@ export function loadConfig(env: Env = process.env): Config {
       checkpointEvents: integer(env, 'AUDIT_CHECKPOINT_EVENTS', 1000, 1, 1000000),
       checkpointSeconds: integer(env, 'AUDIT_CHECKPOINT_SECONDS', 60, 1, 86400),
       purgeIntervalMinutes: integer(env, 'AUDIT_PURGE_INTERVAL_MINUTES', 60, 1, 10080),
+    }),
+    keys: Object.freeze({
+      localKek,
+      retiredKeks: Object.freeze(retiredKeks),
+      cacheSeconds: integer(env, 'KEY_CACHE_SECONDS', 300, 1, 86400),
+      cacheEntries: integer(env, 'KEY_CACHE_ENTRIES', 1000, 1, 1000000),
     }),
     sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
     auditStream: Object.freeze(

@@ -34,6 +34,14 @@ import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
 
+/** The tenant each open tenant transaction was entered for (code that caches tenant secrets checks it). */
+const transactionTenants = new WeakMap<Tx, string>();
+
+/** The tenant tx was entered for by withTenant, withTenantSession or withTenantKey; undefined otherwise. */
+export function tenantOfTransaction(tx: Tx): string | undefined {
+  return transactionTenants.get(tx);
+}
+
 /**
  * A read sent in the same message as the tenant entry (PostgreSQL): the strict entry
  * raises unless the caller holds one of roles and needs nothing else from the guard, which
@@ -413,6 +421,7 @@ function createKernel(options: {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {
         await entry.enter(tx, { tenantId: tenantId.toLowerCase() }, 'app');
+        transactionTenants.set(tx, tenantId.toLowerCase());
         return fn(tx);
       });
     },
@@ -424,6 +433,7 @@ function createKernel(options: {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {
         const tenant = tenantId.toLowerCase();
+        transactionTenants.set(tx, tenant);
         const combined = prefetch && entry.enterTenantSessionWithRead ? await entry.enterTenantSessionWithRead(tx, tenant, tokenHash, idleMinutes, prefetch) : null;
         if (combined) return fn(tx, combined.callers[0] ?? null, combined.rows);
         const [caller] = await entry.enterTenantSession(tx, tenant, tokenHash, idleMinutes);
@@ -433,6 +443,7 @@ function createKernel(options: {
     withTenantKey(tenantId, keyHash, fn) {
       if (!isUuid(tenantId)) return Promise.reject(new InvalidTenantIdError('tenant id must be a UUID'));
       return transaction(appDb, async (tx) => {
+        transactionTenants.set(tx, tenantId.toLowerCase());
         const [caller] = await entry.enterTenantKey(tx, tenantId.toLowerCase(), keyHash);
         return fn(tx, caller ?? null);
       });

@@ -804,6 +804,25 @@ create trigger memberships_copy_sign_out after insert on memberships
   for each row execute function cn_copy_sign_out_from_revocations();
 `,
   },
+  {
+    version: 19,
+    name: 'tenant-keys',
+    // Each tenant's keys, stored only wrapped by the key provider's key-encryption key
+    // (kek_id names which), versioned: a rotation adds a version, older versions stay until
+    // no ciphertext uses them. Deleting the tenant deletes its keys (crypto-shredding).
+    sql: `
+create table tenant_keys (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  purpose text not null check (purpose in ('data', 'index')),
+  version integer not null check (version >= 1),
+  kek_id text not null check (length(kek_id) between 1 and 200),
+  wrapped bytea not null check (length(wrapped) between 33 and 512),
+  created_at timestamptz not null default now(),
+  primary key (tenant_id, purpose, version)
+);
+${isolate('tenant_keys')}
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -870,4 +889,5 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   alert_cursors: 'select, insert, update',
   platform_security_alerts: 'select',
   platform_alert_cursor: 'select',
+  tenant_keys: 'select, insert',
 };

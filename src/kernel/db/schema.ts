@@ -41,6 +41,15 @@ export interface SessionsTable {
 
 export type Role = 'owner' | 'admin' | 'member' | 'viewer' | 'guest';
 
+export interface TenantKeysTable {
+  tenant_id: string;
+  purpose: 'data' | 'index';
+  version: number;
+  kek_id: string;
+  wrapped: Buffer;
+  created_at: CreatedAt;
+}
+
 export interface MembershipsTable {
   tenant_id: string;
   user_id: string;
@@ -310,6 +319,7 @@ export interface DB {
   users: UsersTable;
   sessions: SessionsTable;
   memberships: MembershipsTable;
+  tenant_keys: TenantKeysTable;
   invitations: InvitationsTable;
   accounts: AccountsTable;
   contacts: ContactsTable;

@@ -1,0 +1,195 @@
+/**
+ * Envelope encryption of fields. Each tenant has a data key (AES-256-GCM, 256 bits),
+ * stored only wrapped by the key provider (tenant_keys), versioned. A field's ciphertext:
+ *
+ *   [format 1 byte = 1][key version, 4 bytes big-endian][nonce 12][ciphertext][tag 16]
+ *
+ * with associated data binding the header and the field's place (tenant, table, column,
+ * row id): a ciphertext copied to another row, column, table or tenant does not decrypt.
+ * Nonces are random (96 bits); far below 2^32 encryptions per key version.
+ *
+ * Unwrapped keys live only here, as KeyObjects, in a bounded cache with a time to live;
+ * they are never returned, logged or serialised.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { tenantOfTransaction, type Tx } from '../db/database.ts';
+import type { KeyProvider } from './key-provider.ts';
+
+export interface FieldPlace {
+  readonly tenantId: string;
+  readonly table: string;
+  readonly column: string;
+  readonly rowId: string;
+}
+
+/** A ciphertext that does not authenticate in its place, or whose key is gone. Never says which. */
+export class DecryptionError extends Error {
+  override name = 'DecryptionError';
+}
+
+const FORMAT_V1 = 1;
+const HEADER_BYTES = 5;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+
+const MAX_VERSION = 2 ** 31 - 1;
+
+type Purpose = 'data' | 'index';
+
+/**
+ * Cached keys skip the database, and with it row-level security: so a field is encrypted or
+ * decrypted only inside a transaction entered for its own tenant.
+ */
+function assertTenantTransaction(tx: Tx, place: FieldPlace): void {
+  if (tenantOfTransaction(tx) !== place.tenantId.toLowerCase()) throw new Error('a field is encrypted or decrypted only in a transaction of its own tenant');
+}
+
+function fieldAad(header: Buffer, place: FieldPlace): Buffer {
+  for (const part of [place.tenantId, place.table, place.column, place.rowId]) {
+    if (part.length === 0 || part.includes('\0')) throw new Error('a field place is four non-empty names without NUL');
+  }
+  return Buffer.concat([header, Buffer.from(`customernode field v1\0${place.tenantId}\0${place.table}\0${place.column}\0${place.rowId}`, 'utf8')]);
+}
+
+/** Binds a wrapped key to its tenant, purpose and version. */
+export function wrapAad(tenantId: string, purpose: Purpose, version: number): Buffer {
+  return Buffer.from(`customernode tenant key v1\0${tenantId}\0${purpose}\0${version}`, 'utf8');
+}
+
+interface CachedKey {
+  readonly key: KeyObject;
+  readonly expiresAt: number;
+}
+
+export interface KeyringOptions {
+  readonly ttlMs: number;
+  readonly maxEntries: number;
+  /** Tests move time. */
+  readonly now?: () => number;
+}
+
+export class Keyring {
+  readonly #provider: KeyProvider;
+  readonly #cache = new Map<string, CachedKey>();
+  readonly #ttlMs: number;
+  readonly #maxEntries: number;
+  readonly #now: () => number;
+
+  constructor(provider: KeyProvider, options: KeyringOptions) {
+    this.#provider = provider;
+    this.#ttlMs = options.ttlMs;
+    this.#maxEntries = options.maxEntries;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get provider(): KeyProvider {
+    return this.#provider;
+  }
+
+  /** How many unwrapped keys are held now (for tests and health). */
+  get cachedKeys(): number {
+    return this.#cache.size;
+  }
+
+  /** Drops a tenant's unwrapped keys (after its keys are destroyed). */
+  forget(tenantId: string): void {
+    for (const name of this.#cache.keys()) if (name.startsWith(`${tenantId}/`)) this.#cache.delete(name);
+  }
+
+  async encrypt(tx: Tx, place: FieldPlace, plaintext: Buffer | string): Promise<Buffer> {
+    assertTenantTransaction(tx, place);
+    const { version, key } = await this.#currentKey(tx, place.tenantId, 'data');
+    const header = Buffer.alloc(HEADER_BYTES);
+    header.writeUInt8(FORMAT_V1, 0);
+    header.writeUInt32BE(version, 1);
+    const nonce = randomBytes(NONCE_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', key, nonce);
+    cipher.setAAD(fieldAad(header, place));
+    const body = Buffer.concat([cipher.update(typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext), cipher.final()]);
+    return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+  }
+
+  async decrypt(tx: Tx, place: FieldPlace, ciphertext: Buffer): Promise<Buffer> {
+    assertTenantTransaction(tx, place);
+    if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
+      throw new DecryptionError('not a field ciphertext of a known format');
+    }
+    const header = ciphertext.subarray(0, HEADER_BYTES);
+    const version = header.readUInt32BE(1);
+    const key = version >= 1 && version <= MAX_VERSION ? await this.#keyVersion(tx, place.tenantId, 'data', version) : null;
+    if (!key) throw new DecryptionError('the key of this ciphertext does not exist');
+    const decipher = createDecipheriv('aes-256-gcm', key, ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES));
+    decipher.setAAD(fieldAad(header, place));
+    decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_BYTES));
+    try {
+      return Buffer.concat([decipher.update(ciphertext.subarray(HEADER_BYTES + NONCE_BYTES, ciphertext.length - TAG_BYTES)), decipher.final()]);
+    } catch {
+      throw new DecryptionError('the ciphertext does not authenticate in this place');
+    }
+  }
+
+  async decryptText(tx: Tx, place: FieldPlace, ciphertext: Buffer): Promise<string> {
+    return (await this.decrypt(tx, place, ciphertext)).toString('utf8');
+  }
+
+  /** The tenant's newest key of a purpose; made (version 1) on first use. */
+  async #currentKey(tx: Tx, tenantId: string, purpose: Purpose): Promise<{ version: number; key: KeyObject }> {
+    const newest = await tx
+      .selectFrom('tenant_keys')
+      .select(['version', 'kek_id', 'wrapped'])
+      .where('tenant_id', '=', tenantId)
+      .where('purpose', '=', purpose)
+      .orderBy('version', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    if (newest) return { version: newest.version, key: await this.#unwrapCached(tenantId, purpose, newest.version, newest.kek_id, newest.wrapped) };
+    const raw = randomBytes(32);
+    const wrapped = await this.#provider.wrap(raw, wrapAad(tenantId, purpose, 1));
+    raw.fill(0);
+    // Two first uses at once: one insert wins, both then use the winner's key.
+    await tx.insertInto('tenant_keys').values({ tenant_id: tenantId, purpose, version: 1, kek_id: this.#provider.keyId, wrapped }).onConflict((oc) => oc.doNothing()).execute();
+    return this.#currentKey(tx, tenantId, purpose);
+  }
+
+  async #keyVersion(tx: Tx, tenantId: string, purpose: Purpose, version: number): Promise<KeyObject | null> {
+    const cached = this.#cached(`${tenantId}/${purpose}/${version}`);
+    if (cached) return cached;
+    const row = await tx
+      .selectFrom('tenant_keys')
+      .select(['kek_id', 'wrapped'])
+      .where('tenant_id', '=', tenantId)
+      .where('purpose', '=', purpose)
+      .where('version', '=', version)
+      .executeTakeFirst();
+    return row ? this.#unwrapCached(tenantId, purpose, version, row.kek_id, row.wrapped) : null;
+  }
+
+  #cached(name: string): KeyObject | null {
+    const entry = this.#cache.get(name);
+    if (!entry) return null;
+    this.#cache.delete(name);
+    if (entry.expiresAt <= this.#now()) return null;
+    this.#cache.set(name, entry); // most recently used last
+    return entry.key;
+  }
+
+  async #unwrapCached(tenantId: string, purpose: Purpose, version: number, kekId: string, wrapped: Buffer): Promise<KeyObject> {
+    const name = `${tenantId}/${purpose}/${version}`;
+    const cached = this.#cached(name);
+    if (cached) return cached;
+    const raw = await this.#provider.unwrap(wrapped, wrapAad(tenantId, purpose, version), kekId);
+    const key = createSecretKey(raw);
+    raw.fill(0);
+    this.#cache.set(name, { key, expiresAt: this.#now() + this.#ttlMs });
+    while (this.#cache.size > this.#maxEntries) this.#cache.delete(this.#cache.keys().next().value!);
+    return key;
+  }
+
+  toJSON(): string {
+    return `[Keyring ${this.#provider.keyId}, ${this.#cache.size} keys cached]`;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toJSON();
+  }
+}
