@@ -4,7 +4,7 @@
  * what the guard asks the policy for every tenant request. Measured in-process over the
  * live route table's permissions and every role, for a session and for an API key.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { allRoutes } from '../src/app.ts';
 import { authorizer, OWNER_ROLE, ROLES } from '../src/features/access/index.ts';
 import { loadConfig } from '../src/kernel/config/config.ts';
@@ -17,7 +17,13 @@ export interface PolicyResult {
 export const POLICY_TARGET_MICROS = 20;
 
 export function measurePolicyDecision(seconds = 1): PolicyResult {
-  const permissions = allRoutes(loadConfig({ NODE_ENV: 'test', AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() })).flatMap((route) => (route.access.kind === 'tenant' ? [route.access.permission] : []));
+  // Throw-away keys: listing the routes must not leave development key files behind.
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    KEY_ENCRYPTION_KEY: randomBytes(32).toString('hex'),
+  });
+  const permissions = allRoutes(config).flatMap((route) => (route.access.kind === 'tenant' ? [route.access.permission] : []));
   const roles = ROLES;
   let decisions = 0;
   let allowed = 0;

@@ -5,6 +5,7 @@ import type { Database } from './kernel/db/database.ts';
 import { createMailer, type Mailer } from './kernel/mail/mailer.ts';
 import type { AuditSigner } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
+import { createKeyring, type Keyring } from './kernel/crypto/envelope.ts';
 import { buildServer } from './kernel/http/server.ts';
 import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
@@ -16,7 +17,12 @@ import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
 import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
-export function allRoutes(config: Config, mailer: Mailer = createMailer(config), signer: AuditSigner = loadAuditSigner(config, { warn() {} })): RouteDefinition[] {
+export function allRoutes(
+  config: Config,
+  mailer: Mailer = createMailer(config),
+  signer: AuditSigner = loadAuditSigner(config, { warn() {} }),
+  keyring: Keyring = createKeyring(config, { warn() {} }),
+): RouteDefinition[] {
   return [
     ...platformRoutes(config),
     ...identityRoutes(config, mailer),
@@ -24,7 +30,7 @@ export function allRoutes(config: Config, mailer: Mailer = createMailer(config),
     ...apiKeyRoutes(),
     ...tenancyRoutes(),
     ...settingsRoutes(),
-    ...recordsRoutes(),
+    ...recordsRoutes(keyring),
     ...auditLogRoutes(signer),
     ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }) }),
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
@@ -39,6 +45,8 @@ export async function buildApp(options: {
   extraRoutes?: readonly RouteDefinition[];
   /** The checkpoint signing key (main.ts loads it with its logger); loaded from config when absent. */
   auditSigner?: AuditSigner;
+  /** Field encryption (main.ts builds it with its logger); built from config when absent. */
+  keyring?: Keyring;
   /** Tests only: rewrites the route table (the permission matrix proves it notices a weakened guard). */
   alterRoutes?: (routes: RouteDefinition[]) => RouteDefinition[];
 }): Promise<FastifyInstance> {
@@ -48,7 +56,7 @@ export async function buildApp(options: {
     db: options.db,
     authenticator: createSessionAuthenticator({ idleMinutes: options.config.sessionIdleMinutes }),
     authorizer,
-    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer, options.auditSigner), ...(options.extraRoutes ?? [])]),
+    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer, options.auditSigner, options.keyring), ...(options.extraRoutes ?? [])]),
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
   app.addHook('onClose', () => mailer.close());

@@ -5,7 +5,8 @@ import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
-import { loadKeyProvider } from './kernel/crypto/key-provider.ts';
+import { createKeyring } from './kernel/crypto/envelope.ts';
+import { encryptLegacyContacts } from './features/records/contacts-crypto.ts';
 import { createMailer } from './kernel/mail/mailer.ts';
 import { ConfigError, loadConfig } from './kernel/config/config.ts';
 import { openDatabase } from './kernel/db/database.ts';
@@ -36,11 +37,13 @@ async function main(): Promise<void> {
   }
   const auditSigner = loadAuditSigner(config, logger);
   // The key provider must work before anything is served (fail closed, not on first use).
-  const keyProvider = loadKeyProvider(config, logger);
-  const keyHealth = await keyProvider.health();
+  const keyring = createKeyring(config, logger);
+  const keyHealth = await keyring.provider.health();
   if (!keyHealth.ok) throw new Error(`the key provider is not usable: ${keyHealth.detail}`);
-  logger.info({ provider: keyProvider.kind, keyId: keyProvider.keyId }, 'key provider ready');
-  const app = await buildApp({ config, db, auditSigner });
+  logger.info({ provider: keyring.provider.kind, keyId: keyring.provider.keyId }, 'key provider ready');
+  // Contacts written before field encryption get their email and phone encrypted now.
+  await encryptLegacyContacts(db, keyring, logger);
+  const app = await buildApp({ config, db, auditSigner, keyring });
   // Audit events are sealed into their hash chains in batches, outside the request path.
   const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);
   // Anomaly rules read the committed audit log every couple of seconds, outside requests.

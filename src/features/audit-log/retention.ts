@@ -7,7 +7,8 @@
  */
 import { sql } from 'kysely';
 import { recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
-import { asBuffer, sealAllLogs, writeTenantCheckpoint, type AuditSigner } from '../../kernel/audit/sealer.ts';
+import { sealAllLogs, writeTenantCheckpoint, type AuditSigner } from '../../kernel/audit/sealer.ts';
+import { asBuffer } from '../../kernel/db/database.ts';
 import type { Database } from '../../kernel/db/database.ts';
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../tenancy/index.ts';
 

@@ -5,7 +5,7 @@ import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import type { AuditSigner } from '../../kernel/audit/sealer.ts';
-import { asBuffer } from '../../kernel/audit/sealer.ts';
+import { asBuffer } from '../../kernel/db/database.ts';
 import { verifyTenantLog } from '../../kernel/audit/verify.ts';
 import { page, TenantItemParams, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 

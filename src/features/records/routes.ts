@@ -1,8 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import Type from 'typebox';
+import type { Keyring } from '../../kernel/crypto/envelope.ts';
+import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantItemParams, TenantParams, toPage } from '../../kernel/http/schemas.ts';
-import { Account, Contact, CreateAccountBody, CreateContactBody, UpdateAccountBody, UpdateContactBody } from './schemas.ts';
+import { emailIndex, openContactFields, sealContactFields } from './contacts-crypto.ts';
+import { Account, Contact, ContactListQuery, CreateAccountBody, CreateContactBody, UpdateAccountBody, UpdateContactBody } from './schemas.ts';
 import * as store from './store.ts';
 
 type AccountRow = NonNullable<Awaited<ReturnType<typeof store.getAccount>>>;
@@ -17,15 +21,18 @@ const toAccount = (row: AccountRow) => ({
   updatedAt: row.updated_at.toISOString(),
 });
 
-const toContact = (row: ContactRow) => ({
-  id: row.id,
-  accountId: row.account_id,
-  name: row.name,
-  email: row.email,
-  phone: row.phone,
-  createdAt: row.created_at.toISOString(),
-  updatedAt: row.updated_at.toISOString(),
-});
+async function toContact(keyring: Keyring, tx: Tx, tenantId: string, row: ContactRow) {
+  const { email, phone } = await openContactFields(keyring, tx, tenantId, row);
+  return {
+    id: row.id,
+    accountId: row.account_id,
+    name: row.name,
+    email,
+    phone,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}
 
 const normalizeDomain = (domain: string | null | undefined) => (domain == null ? domain : domain.toLowerCase());
 const normalizeEmail = (email: string | null | undefined) => (email == null ? email : email.trim().toLowerCase());
@@ -102,16 +109,29 @@ const accounts: RouteDefinition[] = [
   }),
 ];
 
-const contacts: RouteDefinition[] = [
+const contacts = (keyring: Keyring): RouteDefinition[] => [
   tenantRoute({
     method: 'GET',
     url: '/api/v1/tenants/:tenantId/contacts',
     permission: 'records.read',
-    schema: { summary: 'List contacts', tags: ['records'], params: TenantParams, querystring: ListQuery, response: { 200: page(Contact) } },
+    schema: {
+      summary: 'List contacts',
+      description: 'With email: the contacts whose email is exactly that address (case-insensitive), found by a blind index; emails are stored only encrypted.',
+      tags: ['records'],
+      params: TenantParams,
+      querystring: ContactListQuery,
+      response: { 200: page(Contact) },
+    },
     async handler({ tx, tenantId, query }) {
       const limit = query.limit ?? 50;
       const after = decodeCursor(query.cursor);
-      return toPage(await store.listContacts(tx, tenantId, { limit, ...(after ? { after } : {}) }), limit, toContact);
+      const email = normalizeEmail(query.email);
+      const rows = await store.listContacts(tx, tenantId, { limit, ...(after ? { after } : {}), ...(email ? { emailIndex: await emailIndex(keyring, tx, tenantId, email) } : {}) });
+      const { items, nextCursor } = toPage(rows, limit, (row) => row);
+      // One at a time: the first may load the tenant's key in this transaction.
+      const contacts = [];
+      for (const row of items) contacts.push(await toContact(keyring, tx, tenantId, row));
+      return { items: contacts, nextCursor };
     },
   }),
   tenantRoute({
@@ -122,14 +142,12 @@ const contacts: RouteDefinition[] = [
     schema: { summary: 'Create a contact', tags: ['records'], params: TenantParams, body: CreateContactBody, response: { 201: Contact } },
     async handler({ tx, tenantId, body, audit }) {
       await assertAccountInTenant(tx, tenantId, body.accountId);
-      const row = await store.insertContact(tx, tenantId, {
-        account_id: body.accountId,
-        name: body.name,
-        email: normalizeEmail(body.email) ?? null,
-        phone: body.phone ?? null,
-      });
+      // The id is chosen here: the ciphertexts are bound to it.
+      const id = randomUUID();
+      const sealed = await sealContactFields(keyring, tx, tenantId, id, { email: normalizeEmail(body.email) ?? null, phone: body.phone ?? null });
+      const row = await store.insertContact(tx, tenantId, { id, account_id: body.accountId, name: body.name, ...sealed });
       await audit({ action: 'contact.created', target: { type: 'contact', id: row.id } });
-      return toContact(row);
+      return toContact(keyring, tx, tenantId, row);
     },
   }),
   tenantRoute({
@@ -138,9 +156,9 @@ const contacts: RouteDefinition[] = [
     permission: 'records.read',
     schema: { summary: 'Get a contact', tags: ['records'], params: TenantItemParams, response: { 200: Contact } },
     prefetch: ({ db, tenantId, params }) => store.contactById(db, tenantId, params.id),
-    async handler({ prefetched: [row] }) {
+    async handler({ tx, tenantId, prefetched: [row] }) {
       if (!row) throw new AppError('not_found');
-      return toContact(row);
+      return toContact(keyring, tx, tenantId, row);
     },
   }),
   tenantRoute({
@@ -150,16 +168,19 @@ const contacts: RouteDefinition[] = [
     schema: { summary: 'Update a contact', tags: ['records'], params: TenantItemParams, body: UpdateContactBody, response: { 200: Contact } },
     async handler({ tx, tenantId, params, body, audit }) {
       if (body.accountId !== undefined) await assertAccountInTenant(tx, tenantId, body.accountId);
-      const { accountId, ...rest } = body;
+      const sealed = await sealContactFields(keyring, tx, tenantId, params.id, {
+        ...(body.email !== undefined ? { email: normalizeEmail(body.email) ?? null } : {}),
+        ...(body.phone !== undefined ? { phone: body.phone } : {}),
+      });
       const row = await store.updateContact(tx, tenantId, params.id, {
-        ...rest,
-        ...(accountId !== undefined ? { account_id: accountId } : {}),
-        ...(rest.email !== undefined ? { email: normalizeEmail(rest.email) ?? null } : {}),
+        ...(body.name !== undefined ? { name: body.name } : {}),
+        ...(body.accountId !== undefined ? { account_id: body.accountId } : {}),
+        ...sealed,
       });
       if (!row) throw new AppError('not_found');
       // Field names only: contact values are personal data and stay out of the log.
       await audit({ action: 'contact.updated', target: { type: 'contact', id: row.id }, metadata: { fields: Object.keys(body) } });
-      return toContact(row);
+      return toContact(keyring, tx, tenantId, row);
     },
   }),
   tenantRoute({
@@ -175,6 +196,6 @@ const contacts: RouteDefinition[] = [
   }),
 ];
 
-export function recordsRoutes(): RouteDefinition[] {
-  return [...accounts, ...contacts];
+export function recordsRoutes(keyring: Keyring): RouteDefinition[] {
+  return [...accounts, ...contacts(keyring)];
 }

@@ -42,6 +42,15 @@ export const Contact = Type.Object({
   updatedAt: Timestamp,
 });
 
+export const ContactListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+    cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    email: Type.Optional(Email),
+  },
+  { additionalProperties: false },
+);
+
 export const CreateContactBody = Type.Object(
   { accountId: Uuid, name: Name, email: Type.Optional(Nullable(Email)), phone: Type.Optional(Nullable(Phone)) },
   { additionalProperties: false },

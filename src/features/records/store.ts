@@ -4,7 +4,7 @@ import type { QueryCompiler, Tx } from '../../kernel/db/database.ts';
 import type { Position } from '../../kernel/http/schemas.ts';
 
 const ACCOUNT_COLUMNS = ['id', 'name', 'domain', 'description', 'created_at', 'updated_at'] as const;
-const CONTACT_COLUMNS = ['id', 'account_id', 'name', 'email', 'phone', 'created_at', 'updated_at'] as const;
+const CONTACT_COLUMNS = ['id', 'account_id', 'name', 'email', 'phone', 'email_ct', 'phone_ct', 'created_at', 'updated_at'] as const;
 
 export async function listAccounts(tx: Tx, tenantId: string, options: { limit: number; after?: Position }) {
   let query = tx.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId);
@@ -46,9 +46,10 @@ export async function accountHasContacts(tx: Tx, tenantId: string, id: string): 
   return row !== undefined;
 }
 
-export async function listContacts(tx: Tx, tenantId: string, options: { limit: number; after?: Position }) {
+export async function listContacts(tx: Tx, tenantId: string, options: { limit: number; after?: Position; emailIndex?: Buffer }) {
   let query = tx.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId);
-  const { after } = options;
+  const { after, emailIndex } = options;
+  if (emailIndex) query = query.where('email_index', '=', emailIndex);
   if (after) query = query.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '>', tuple(after.createdAt, after.id)));
   return query.orderBy('created_at').orderBy('id').limit(options.limit + 1).execute();
 }
@@ -62,27 +63,53 @@ export function getContact(tx: Tx, tenantId: string, id: string) {
   return contactById(tx, tenantId, id).executeTakeFirst();
 }
 
-export function insertContact(
-  tx: Tx,
-  tenantId: string,
-  values: { account_id: string; name: string; email: string | null; phone: string | null },
-) {
+/** Sealed fields: ciphertexts and the email's blind index (contacts-crypto.ts). */
+export interface SealedContactFields {
+  email_ct?: Buffer | null;
+  phone_ct?: Buffer | null;
+  email_index?: Buffer | null;
+}
+
+export function insertContact(tx: Tx, tenantId: string, values: { id: string; account_id: string; name: string } & SealedContactFields) {
   return tx.insertInto('contacts').values({ tenant_id: tenantId, ...values }).returning(CONTACT_COLUMNS).executeTakeFirstOrThrow();
 }
 
-export function updateContact(
-  tx: Tx,
-  tenantId: string,
-  id: string,
-  values: { account_id?: string; name?: string; email?: string | null; phone?: string | null },
-) {
+export function updateContact(tx: Tx, tenantId: string, id: string, values: { account_id?: string; name?: string } & SealedContactFields) {
+  // A sealed field replaces any plaintext left from before migration 20.
+  const clear = { ...('email_ct' in values ? { email: null } : {}), ...('phone_ct' in values ? { phone: null } : {}) };
   return tx
     .updateTable('contacts')
-    .set({ ...values, updated_at: sql`date_trunc('milliseconds', now())` })
+    .set({ ...values, ...clear, updated_at: sql`date_trunc('milliseconds', now())` })
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
     .returning(CONTACT_COLUMNS)
     .executeTakeFirst();
+}
+
+/** The backfill's write: sealed fields in, plaintext out; not a change by anyone, so updated_at stays. */
+export async function sealLegacyContact(tx: Tx, tenantId: string, id: string, values: SealedContactFields): Promise<void> {
+  const clear = { ...('email_ct' in values ? { email: null } : {}), ...('phone_ct' in values ? { phone: null } : {}) };
+  await tx.updateTable('contacts').set({ ...values, ...clear }).where('tenant_id', '=', tenantId).where('id', '=', id).execute();
+}
+
+/** The sealed fields of contacts in id order after an id (re-encryption after a key rotation); locked unless lock is false. */
+export function contactsAfter(tx: Tx, tenantId: string, after: string | undefined, limit: number, lock = true) {
+  let query = tx.selectFrom('contacts').select(['id', 'email_ct', 'phone_ct']).where('tenant_id', '=', tenantId);
+  if (after !== undefined) query = query.where('id', '>', after);
+  const ordered = query.orderBy('id').limit(limit);
+  return lock ? ordered.forUpdate().execute() : ordered.execute();
+}
+
+/** Rows still holding plaintext (written before migration 20), for the backfill; locked. */
+export function legacyPlaintextContacts(tx: Tx, tenantId: string, limit: number) {
+  return tx
+    .selectFrom('contacts')
+    .select(['id', 'email', 'phone'])
+    .where('tenant_id', '=', tenantId)
+    .where((eb) => eb.or([eb('email', 'is not', null), eb('phone', 'is not', null)]))
+    .limit(limit)
+    .forUpdate()
+    .execute();
 }
 
 export async function deleteContact(tx: Tx, tenantId: string, id: string): Promise<boolean> {

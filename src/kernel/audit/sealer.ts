@@ -11,7 +11,7 @@
  */
 import { sql, type Selectable } from 'kysely';
 import type { KeyObject } from 'node:crypto';
-import { emitAfterCommit, type Database, type Tx } from '../db/database.ts';
+import { asBuffer, emitAfterCommit, type Database, type Tx } from '../db/database.ts';
 import type { AuditEventsTable, PlatformAuditEventsTable } from '../db/schema.ts';
 import { chainHash, jcs, signCheckpoint, type Checkpoint, type ChainRecord, type LogName } from './chain.ts';
 
@@ -223,9 +223,6 @@ export interface CheckpointPolicy {
 }
 
 /** bytea arrives as a Buffer from pg and as a Uint8Array from PGlite. */
-export function asBuffer(value: Uint8Array): Buffer {
-  return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-}
 
 function nowMs(): Date {
   return new Date(Math.floor(Date.now()));

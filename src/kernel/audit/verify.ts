@@ -9,10 +9,9 @@
 import { Buffer } from 'node:buffer';
 import type { KeyObject } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
-import type { Tx } from '../db/database.ts';
+import { asBuffer, type Tx } from '../db/database.ts';
 import { acceptCheckpoints, GENESIS_HASH, type ChainProblem, type LogName, type SignedCheckpoint, type VerifyResult } from './chain.ts';
 import { checkSegment } from './segment.ts';
-import { asBuffer } from './sealer.ts';
 
 const CHUNK = 5000;
 

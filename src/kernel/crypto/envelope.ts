@@ -11,9 +11,10 @@
  * Unwrapped keys live only here, as KeyObjects, in a bounded cache with a time to live;
  * they are never returned, logged or serialised.
  */
-import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
-import { tenantOfTransaction, type Tx } from '../db/database.ts';
-import type { KeyProvider } from './key-provider.ts';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import type { Config } from '../config/config.ts';
+import { asBuffer, tenantOfTransaction, type Tx } from '../db/database.ts';
+import { loadKeyProvider, type KeyProvider } from './key-provider.ts';
 
 export interface FieldPlace {
   readonly tenantId: string;
@@ -109,8 +110,9 @@ export class Keyring {
     return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
   }
 
-  async decrypt(tx: Tx, place: FieldPlace, ciphertext: Buffer): Promise<Buffer> {
+  async decrypt(tx: Tx, place: FieldPlace, stored: Uint8Array): Promise<Buffer> {
     assertTenantTransaction(tx, place);
+    const ciphertext = asBuffer(stored);
     if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
       throw new DecryptionError('not a field ciphertext of a known format');
     }
@@ -128,8 +130,47 @@ export class Keyring {
     }
   }
 
-  async decryptText(tx: Tx, place: FieldPlace, ciphertext: Buffer): Promise<string> {
+  async decryptText(tx: Tx, place: FieldPlace, ciphertext: Uint8Array): Promise<string> {
     return (await this.decrypt(tx, place, ciphertext)).toString('utf8');
+  }
+
+  /**
+   * A blind index: HMAC-SHA-256 of the value under the tenant's index key (its own key, never
+   * the data key), domain-separated by field. Equal values give equal indexes within a tenant
+   * and nothing across tenants; the index key is not rotated (every index would change).
+   */
+  async blindIndex(tx: Tx, place: Omit<FieldPlace, 'rowId'>, value: string): Promise<Buffer> {
+    assertTenantTransaction(tx, { ...place, rowId: '-' });
+    const key = (await this.#keyVersion(tx, place.tenantId, 'index', 1)) ?? (await this.#currentKey(tx, place.tenantId, 'index')).key;
+    return createHmac('sha256', key).update(`customernode blind index v1\0${place.table}\0${place.column}\0`, 'utf8').update(value, 'utf8').digest();
+  }
+
+  /** The version of the tenant's newest data key (0: none yet). */
+  async currentDataKeyVersion(tx: Tx, tenantId: string): Promise<number> {
+    assertTenantTransaction(tx, { tenantId, table: '-', column: '-', rowId: '-' });
+    const row = await tx.selectFrom('tenant_keys').select((eb) => eb.fn.max('version').as('version')).where('tenant_id', '=', tenantId).where('purpose', '=', 'data').executeTakeFirst();
+    return Number(row?.version ?? 0);
+  }
+
+  /** Adds a data key version (rotation): new ciphertexts use it; older versions still decrypt. */
+  async addDataKeyVersion(tx: Tx, tenantId: string): Promise<number> {
+    const version = (await this.currentDataKeyVersion(tx, tenantId)) + 1;
+    const raw = randomBytes(32);
+    const wrapped = await this.#provider.wrap(raw, wrapAad(tenantId, 'data', version));
+    raw.fill(0);
+    await tx.insertInto('tenant_keys').values({ tenant_id: tenantId, purpose: 'data', version, kek_id: this.#provider.keyId, wrapped }).execute();
+    return version;
+  }
+
+  /** Forgets unwrapped data keys below a version (their rows were just destroyed). */
+  forgetDataKeysBelow(tenantId: string, keep: number): void {
+    for (let version = 1; version < keep; version++) this.#cache.delete(`${tenantId}/data/${version}`);
+  }
+
+  /** The key version a field ciphertext was made with. */
+  static versionOf(ciphertext: Uint8Array): number {
+    const buffer = asBuffer(ciphertext);
+    return buffer.length >= HEADER_BYTES ? buffer.readUInt32BE(1) : 0;
   }
 
   /** The tenant's newest key of a purpose; made (version 1) on first use. */
@@ -177,7 +218,7 @@ export class Keyring {
     const name = `${tenantId}/${purpose}/${version}`;
     const cached = this.#cached(name);
     if (cached) return cached;
-    const raw = await this.#provider.unwrap(wrapped, wrapAad(tenantId, purpose, version), kekId);
+    const raw = await this.#provider.unwrap(asBuffer(wrapped), wrapAad(tenantId, purpose, version), kekId);
     const key = createSecretKey(raw);
     raw.fill(0);
     this.#cache.set(name, { key, expiresAt: this.#now() + this.#ttlMs });
@@ -192,4 +233,9 @@ export class Keyring {
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return this.toJSON();
   }
+}
+
+/** The keyring the configuration describes (main.ts and buildApp; tests may hand in their own). */
+export function createKeyring(config: Pick<Config, 'keys' | 'dataDir'>, log: { warn(object: object, message: string): void }): Keyring {
+  return new Keyring(loadKeyProvider(config, log), { ttlMs: config.keys.cacheSeconds * 1000, maxEntries: config.keys.cacheEntries });
 }

@@ -34,6 +34,11 @@ import type { DB } from './schema.ts';
 
 export type Tx = Transaction<DB>;
 
+/** A bytea value as a Buffer: node-postgres returns Buffers, PGlite plain Uint8Arrays. */
+export function asBuffer(value: Uint8Array): Buffer {
+  return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
 /** The tenant each open tenant transaction was entered for (code that caches tenant secrets checks it). */
 const transactionTenants = new WeakMap<Tx, string>();
 

@@ -27,7 +27,6 @@ const SQL_SEEDED: Readonly<Record<string, string>> = {
   alert_cursors: 'written by the alert loop, not by a request',
   audit_chain_heads: 'written by the audit sealer, not by a request',
   audit_checkpoints: 'written by the audit sealer, not by a request',
-  tenant_keys: 'made on first field encryption, which no route does yet; the row shape is all that matters here',
 };
 
 // A PostgreSQL error that means "the database refused": row-level security or privileges.
@@ -127,7 +126,6 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await t.admin.query('insert into sso_break_glass (tenant_id, session_id) values ($1, $2)', [tenantA, session!.id]);
     await t.admin.query(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', 'matrix')`, [tenantA]);
     await t.admin.query('insert into alert_cursors (tenant_id, last_seq) values ($1, 1)', [tenantA]);
-    await t.admin.query(`insert into tenant_keys (tenant_id, purpose, version, kek_id, wrapped) values ($1, 'data', 1, 'local:matrix', $2)`, [tenantA, Buffer.alloc(60, 1)]);
     await sealAllLogs(t.db);
     await writeDueCheckpoints(t.db, loadAuditSigner(t.config, { warn() {} }), { everyEvents: 1, everySeconds: 60 });
 

@@ -823,6 +823,20 @@ create table tenant_keys (
 ${isolate('tenant_keys')}
 `,
   },
+  {
+    version: 20,
+    name: 'contact-field-encryption',
+    // A contact's email and phone are stored encrypted by the application (envelope.ts),
+    // with a blind index for exact lookups by email. The plaintext columns stay only for rows
+    // written before this version, until the backfill at start encrypts them (contacts-crypto.ts).
+    sql: `
+alter table contacts add column email_ct bytea, add column phone_ct bytea, add column email_index bytea;
+alter table contacts add constraint contacts_email_once check (email is null or email_ct is null);
+alter table contacts add constraint contacts_phone_once check (phone is null or phone_ct is null);
+alter table contacts add constraint contacts_email_index check ((email_ct is null) = (email_index is null));
+create index contacts_email_index_idx on contacts (tenant_id, email_index) where email_index is not null;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */

@@ -87,8 +87,13 @@ export interface ContactsTable {
   id: Generated<string>;
   account_id: string;
   name: string;
-  email: string | null;
-  phone: string | null;
+  /** Plaintext of rows written before migration 20, until the backfill encrypts them; new rows: null. */
+  email: ColumnType<string | null, null | undefined, null>;
+  phone: ColumnType<string | null, null | undefined, null>;
+  /** Field ciphertexts (kernel/crypto/envelope.ts) and the email's blind index. */
+  email_ct: Buffer | null;
+  phone_ct: Buffer | null;
+  email_index: Buffer | null;
   created_at: CreatedAt;
   updated_at: Timestamp;
 }
