@@ -13,6 +13,7 @@ import { loadAuditSigner } from '../kernel/audit/signing.ts';
 import { verifyPlatformLog, verifyTenantLog } from '../kernel/audit/verify.ts';
 import { isUuid, openDatabase, runMigrations } from '../kernel/db/database.ts';
 import { DataDirLockedError } from '../kernel/db/lock.ts';
+import { keysCommand, KeysUsageError, progressTo } from './keys.ts';
 
 const USAGE = `Usage: customernode <command> [--json]
 
@@ -23,6 +24,10 @@ Commands:
                                            non-zero exit naming the first bad event
   alerts list [--status S]                 security alerts of the platform and of every tenant,
                                            newest first (S: open, acknowledged or resolved)
+  keys rotate-kek                          re-wrap every tenant key under KEY_ENCRYPTION_KEY (the
+                                           previous key listed in KEY_ENCRYPTION_KEYS_RETIRED)
+  keys rotate-tenant --tenant ID           new data key version for a tenant, re-encrypt its fields,
+                                           destroy the older versions (resumable; audited)
   help                                     show this help`;
 
 export class UsageError extends Error {
@@ -112,6 +117,15 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     const [sub, ...options] = rest;
     if (sub !== 'list') throw new UsageError('usage: customernode alerts list [--status open|acknowledged|resolved] [--json]');
     await alertsList(options, json, out);
+    return;
+  }
+  if (command === 'keys') {
+    try {
+      await keysCommand(rest, json, out, progressTo(process.stderr));
+    } catch (error) {
+      if (error instanceof KeysUsageError) throw new UsageError(error.message);
+      throw error;
+    }
     return;
   }
   if (command !== 'migrate') throw new UsageError(`unknown command "${command}" (try: customernode help)`);

@@ -1,0 +1,93 @@
+/**
+ * `keys rotate-kek` and `keys rotate-tenant --tenant ID`: key rotation for operators.
+ * Progress goes to stderr: a bar on a terminal, a line per step otherwise.
+ */
+import pino from 'pino';
+import { contactsBelowVersion, reencryptContacts } from '../features/records/contacts-crypto.ts';
+import { loadConfig } from '../kernel/config/config.ts';
+import { createKeyring } from '../kernel/crypto/envelope.ts';
+import { destroyDataKeysBelow, rewrapAllTenantKeys } from '../kernel/crypto/rotation.ts';
+import { recordTenantEvent, SYSTEM_ACTOR } from '../kernel/audit/record.ts';
+import { isUuid, openDatabase } from '../kernel/db/database.ts';
+
+export interface Progress {
+  update(label: string, done: number, total: number): void;
+  end(): void;
+}
+
+/** A progress bar on a terminal; otherwise a line at each tenth, so logs stay short. */
+export function progressTo(stream: NodeJS.WriteStream): Progress {
+  let lastTenth = -1;
+  return {
+    update(label, done, total) {
+      const share = total === 0 ? 1 : done / total;
+      if (stream.isTTY) {
+        const width = 30;
+        const filled = Math.round(share * width);
+        stream.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.round(share * 100)}% ${done}/${total}`);
+        return;
+      }
+      const tenth = Math.floor(share * 10);
+      if (tenth !== lastTenth) {
+        lastTenth = tenth;
+        stream.write(`${label}: ${done}/${total}\n`);
+      }
+    },
+    end() {
+      if (stream.isTTY) stream.write('\n');
+    },
+  };
+}
+
+export class KeysUsageError extends Error {
+  override name = 'KeysUsageError';
+}
+
+const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
+
+export async function keysCommand(args: readonly string[], json: boolean, out: (line: string) => void, progress: Progress): Promise<void> {
+  const [sub, ...options] = args;
+  const config = loadConfig();
+  if (sub === 'rotate-kek') {
+    if (options.length > 0) throw new KeysUsageError('keys rotate-kek takes no arguments');
+    const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
+    try {
+      const keyring = createKeyring(config, { warn() {} });
+      const result = await rewrapAllTenantKeys(db, keyring, (done, total) => progress.update('re-wrapping tenant keys', done, total));
+      progress.end();
+      out(json ? JSON.stringify(result) : `re-wrapped ${result.rewrapped} tenant keys under ${result.kekId}`);
+    } finally {
+      await db.close();
+    }
+    return;
+  }
+  if (sub === 'rotate-tenant') {
+    const tenantId = options[0] === '--tenant' ? options[1] : undefined;
+    if (tenantId === undefined || !isUuid(tenantId) || options.length !== 2) throw new KeysUsageError('usage: customernode keys rotate-tenant --tenant ID [--json]');
+    const tenant = tenantId.toLowerCase();
+    const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
+    try {
+      const keyring = createKeyring(config, { warn() {} });
+      // Resumable: while older versions remain, an interrupted rotation is finished, not started anew.
+      const { version, resumed } = await db.withTenant(tenant, async (tx) => {
+        const versions = await tx.selectFrom('tenant_keys').select('version').where('tenant_id', '=', tenant).where('purpose', '=', 'data').execute();
+        const newest = Math.max(0, ...versions.map((row) => row.version));
+        if (versions.length > 1) return { version: newest, resumed: true };
+        const added = await keyring.addDataKeyVersion(tx, tenant);
+        await recordTenantEvent(tx, tenant, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.data_key_rotated', metadata: { version: added } });
+        return { version: added, resumed: false };
+      });
+      const { reencrypted } = await reencryptContacts(db, keyring, tenant, (done, total) => progress.update('re-encrypting contacts', done, total));
+      progress.end();
+      const left = await contactsBelowVersion(db, tenant, version);
+      if (left > 0) throw new Error(`${left} fields are still under an older key; run the command again`);
+      const destroyed = await destroyDataKeysBelow(db, keyring, tenant, version);
+      const result = { tenantId: tenant, version, resumed, reencrypted, destroyedVersions: destroyed };
+      out(json ? JSON.stringify(result) : `tenant ${tenant}: data key version ${version}${resumed ? ' (resumed)' : ''}, ${reencrypted} contacts re-encrypted, ${destroyed} older versions destroyed`);
+    } finally {
+      await db.close();
+    }
+    return;
+  }
+  throw new KeysUsageError('usage: customernode keys rotate-kek | keys rotate-tenant --tenant ID [--json]');
+}

@@ -1,0 +1,56 @@
+/**
+ * Key rotation that touches keys only (no data): re-wrapping every tenant key under the key
+ * provider's current key-encryption key, and destroying a tenant's retired data key versions.
+ * Re-encrypting data under a new version is the features' part (they own the tables).
+ */
+import { recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../audit/record.ts';
+import type { Database } from '../db/database.ts';
+import { wrapAad, type Keyring } from './envelope.ts';
+
+const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
+
+/**
+ * Re-wraps every tenant key not yet under the current KEK (the previous KEK must still be
+ * configured, as retired). Idempotent and resumable: each key is one UPDATE guarded by its
+ * old kek_id. Recorded in the platform log.
+ */
+export async function rewrapAllTenantKeys(db: Database, keyring: Keyring, onProgress?: (done: number, total: number) => void): Promise<{ rewrapped: number; kekId: string }> {
+  const provider = keyring.provider;
+  const system = db.systemDb({ reason: 'keys rotate-kek re-wraps every tenant key' });
+  const stale = await system.transaction((tx) =>
+    tx.selectFrom('tenant_keys').select(['tenant_id', 'purpose', 'version', 'kek_id', 'wrapped']).where('kek_id', '<>', provider.keyId).orderBy('tenant_id').execute(),
+  );
+  let rewrapped = 0;
+  for (const row of stale) {
+    const aad = wrapAad(row.tenant_id, row.purpose, row.version);
+    const raw = await provider.unwrap(Buffer.from(row.wrapped), aad, row.kek_id);
+    const wrapped = await provider.wrap(raw, aad);
+    raw.fill(0);
+    const result = await system.transaction((tx) =>
+      tx
+        .updateTable('tenant_keys')
+        .set({ kek_id: provider.keyId, wrapped })
+        .where('tenant_id', '=', row.tenant_id)
+        .where('purpose', '=', row.purpose)
+        .where('version', '=', row.version)
+        .where('kek_id', '=', row.kek_id)
+        .executeTakeFirst(),
+    );
+    rewrapped += Number(result.numUpdatedRows);
+    onProgress?.(rewrapped, stale.length);
+  }
+  await system.transaction((tx) => recordPlatformEvent(tx, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.kek_rotated', metadata: { kekId: provider.keyId, rewrapped } }));
+  return { rewrapped, kekId: provider.keyId };
+}
+
+/** Destroys a tenant's data key versions below keep, once nothing is encrypted under them; audited in the tenant's log. */
+export async function destroyDataKeysBelow(db: Database, keyring: Keyring, tenantId: string, keep: number): Promise<number> {
+  const destroyed = await db.systemDb({ reason: 'keys rotate-tenant destroys retired data key versions' }).transaction(async (tx) => {
+    const result = await tx.deleteFrom('tenant_keys').where('tenant_id', '=', tenantId).where('purpose', '=', 'data').where('version', '<', keep).executeTakeFirst();
+    const count = Number(result.numDeletedRows);
+    await recordTenantEvent(tx, tenantId, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.data_key_retired', metadata: { below: keep, destroyed: count } });
+    return count;
+  });
+  keyring.forgetDataKeysBelow(tenantId, keep);
+  return destroyed;
+}
