@@ -25,14 +25,14 @@ export function allRoutes(
 ): RouteDefinition[] {
   return [
     ...platformRoutes(config),
-    ...identityRoutes(config, mailer),
+    ...identityRoutes(config, mailer, keyring),
     ...sessionRoutes(config),
     ...apiKeyRoutes(),
     ...tenancyRoutes(),
     ...settingsRoutes(),
     ...recordsRoutes(keyring),
     ...auditLogRoutes(signer),
-    ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }) }),
+    ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }), keyring }),
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
     ...monitoringRoutes(),
   ];

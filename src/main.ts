@@ -6,7 +6,9 @@ import { createAlertNotifier, startAlertLoop } from './features/monitoring/index
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
+import { encryptLegacyTotpSecrets } from './features/identity/index.ts';
 import { encryptLegacyContacts } from './features/records/contacts-crypto.ts';
+import { encryptLegacySsoSecrets } from './features/sso/index.ts';
 import { createMailer } from './kernel/mail/mailer.ts';
 import { ConfigError, loadConfig } from './kernel/config/config.ts';
 import { openDatabase } from './kernel/db/database.ts';
@@ -41,8 +43,11 @@ async function main(): Promise<void> {
   const keyHealth = await keyring.provider.health();
   if (!keyHealth.ok) throw new Error(`the key provider is not usable: ${keyHealth.detail}`);
   logger.info({ provider: keyring.provider.kind, keyId: keyring.provider.keyId }, 'key provider ready');
-  // Contacts written before field encryption get their email and phone encrypted now.
+  // Secrets and personal data stored before field encryption are encrypted now (idempotent).
   await encryptLegacyContacts(db, keyring, logger);
+  const seeds = await encryptLegacyTotpSecrets(db, keyring);
+  const ssoSecrets = await encryptLegacySsoSecrets(db, keyring);
+  if (seeds + ssoSecrets > 0) logger.info({ totpSeeds: seeds, ssoSecrets }, 'encrypted secrets stored before field encryption');
   const app = await buildApp({ config, db, auditSigner, keyring });
   // Audit events are sealed into their hash chains in batches, outside the request path.
   const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);

@@ -68,6 +68,11 @@ describe('customernode keys', () => {
       });
       await db.withTenant(tenantId, async (tx) => {
         const account = await tx.insertInto('accounts').values({ tenant_id: tenantId, name: 'Acme' }).returning('id').executeTakeFirstOrThrow();
+        // A platform-level secret too (a user's TOTP seed is one): its key must follow a KEK rotation.
+        await keyring.encryptPlatform(tx, { table: 'users', column: 'totp_secret', rowId: randomUUID() }, 'seed');
+        // An SSO client secret under the same data key (the seed writes it as PUT .../sso does).
+        const secret = await keyring.encrypt(tx, { tenantId, table: 'tenant_sso', column: 'client_secret', rowId: tenantId }, 'idp-secret');
+        await tx.insertInto('tenant_sso').values({ tenant_id: tenantId, issuer: 'https://idp.example.com', client_id: 'c', client_secret_ct: secret, allowed_domains: [], default_role: 'member', jit_provisioning: false, enabled: true }).execute();
         for (let i = 0; i < 7; i++) {
           const id = randomUUID();
           const sealed = await sealContactFields(keyring, tx, tenantId, id, { email: `c${i}@example.com`, phone: i % 2 === 0 ? `+1415555010${i}` : null });
@@ -93,10 +98,20 @@ describe('customernode keys', () => {
       });
     });
 
+  const ssoSecretUnder = (kek: string) =>
+    withDb(kek, async (db) => {
+      const keyring = createKeyring(loadConfig({ ...baseEnv, KEY_ENCRYPTION_KEY: kek }), { warn() {} });
+      return db.withTenant(tenantId, async (tx) => {
+        const row = await tx.selectFrom('tenant_sso').select('client_secret_ct').where('tenant_id', '=', tenantId).executeTakeFirstOrThrow();
+        const secret = await keyring.decryptText(tx, { tenantId, table: 'tenant_sso', column: 'client_secret', rowId: tenantId }, row.client_secret_ct!);
+        return { secret, version: Keyring.versionOf(row.client_secret_ct!) };
+      });
+    });
+
   it('rotate-tenant adds a data key version, re-encrypts every field under it, destroys the old one, and records it', async () => {
     const result = cli(['keys', 'rotate-tenant', '--tenant', tenantId, '--json'], { ...baseEnv, KEY_ENCRYPTION_KEY: oldKek });
     expect(result.code, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({ tenantId, version: 2, resumed: false, reencrypted: 7, destroyedVersions: 1 });
+    expect(JSON.parse(result.stdout)).toEqual({ tenantId, version: 2, resumed: false, reencrypted: 8, destroyedVersions: 1 });
     expect(result.stderr).toMatch(/re-encrypting contacts: 7\/7/);
     const keys = await query<{ purpose: string; version: number }>('select purpose, version from tenant_keys where tenant_id = $1 order by purpose, version', [tenantId]);
     expect(keys).toEqual([{ purpose: 'data', version: 2 }, { purpose: 'index', version: 1 }]);
@@ -113,8 +128,9 @@ describe('customernode keys', () => {
     await withDb(oldKek, (db) => db.withTenant(tenantId, (tx) => createKeyring(loadConfig({ ...baseEnv, KEY_ENCRYPTION_KEY: oldKek }), { warn() {} }).addDataKeyVersion(tx, tenantId)));
     const result = cli(['keys', 'rotate-tenant', '--tenant', tenantId, '--json'], { ...baseEnv, KEY_ENCRYPTION_KEY: oldKek });
     expect(result.code, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toMatchObject({ version: 3, resumed: true, reencrypted: 7, destroyedVersions: 1 });
+    expect(JSON.parse(result.stdout)).toMatchObject({ version: 3, resumed: true, reencrypted: 8, destroyedVersions: 1 });
     expect((await contactsUnder(oldKek)).every((c) => c.version === 3)).toBe(true);
+    expect(await ssoSecretUnder(oldKek)).toEqual({ secret: 'idp-secret', version: 3 });
   });
 
   it('rotate-kek re-wraps every tenant key under the new key-encryption key, once; the old one can then go', async () => {
@@ -127,9 +143,11 @@ describe('customernode keys', () => {
     expect(rewrapped).toBeGreaterThanOrEqual(2);
     const after = await query<{ kek_id: string; wrapped: Uint8Array }>('select kek_id, wrapped from tenant_keys where tenant_id = $1 order by purpose', [tenantId]);
     expect(after.every((row) => row.kek_id === kekId)).toBe(true);
+    expect((await query<{ kek_id: string }>('select kek_id from platform_keys')).every((row) => row.kek_id === kekId)).toBe(true);
     expect(Buffer.from(after[0]!.wrapped).equals(Buffer.from(before[0]!.wrapped))).toBe(false);
     // Only the new key is needed now; data itself was not touched.
     expect((await contactsUnder(newKek)).map((c) => c.email)).toContain('c3@example.com');
+    expect((await ssoSecretUnder(newKek)).secret).toBe('idp-secret');
     expect(JSON.parse(cli(['keys', 'rotate-kek', '--json'], env).stdout).rewrapped).toBe(0);
     const events = await query<{ action: string }>(`select action from platform_audit_events where action = 'keys.kek_rotated'`);
     expect(events.length).toBeGreaterThanOrEqual(2);

@@ -4,6 +4,7 @@
  */
 import pino from 'pino';
 import { contactsBelowVersion, reencryptContacts } from '../features/records/contacts-crypto.ts';
+import { reencryptSsoSecret } from '../features/sso/index.ts';
 import { loadConfig } from '../kernel/config/config.ts';
 import { createKeyring } from '../kernel/crypto/envelope.ts';
 import { destroyDataKeysBelow, rewrapAllTenantKeys } from '../kernel/crypto/rotation.ts';
@@ -77,13 +78,16 @@ export async function keysCommand(args: readonly string[], json: boolean, out: (
         await recordTenantEvent(tx, tenant, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.data_key_rotated', metadata: { version: added } });
         return { version: added, resumed: false };
       });
-      const { reencrypted } = await reencryptContacts(db, keyring, tenant, (done, total) => progress.update('re-encrypting contacts', done, total));
+      // Every field encrypted under the tenant's data key: contacts, then the SSO client secret.
+      const { reencrypted: contacts } = await reencryptContacts(db, keyring, tenant, (done, total) => progress.update('re-encrypting contacts', done, total));
       progress.end();
+      const { reencrypted: ssoSecrets } = await reencryptSsoSecret(db, keyring, tenant);
+      const reencrypted = contacts + ssoSecrets;
       const left = await contactsBelowVersion(db, tenant, version);
       if (left > 0) throw new Error(`${left} fields are still under an older key; run the command again`);
       const destroyed = await destroyDataKeysBelow(db, keyring, tenant, version);
       const result = { tenantId: tenant, version, resumed, reencrypted, destroyedVersions: destroyed };
-      out(json ? JSON.stringify(result) : `tenant ${tenant}: data key version ${version}${resumed ? ' (resumed)' : ''}, ${reencrypted} contacts re-encrypted, ${destroyed} older versions destroyed`);
+      out(json ? JSON.stringify(result) : `tenant ${tenant}: data key version ${version}${resumed ? ' (resumed)' : ''}, ${reencrypted} records re-encrypted, ${destroyed} older versions destroyed`);
     } finally {
       await db.close();
     }

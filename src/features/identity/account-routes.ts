@@ -8,7 +8,8 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { recordAuthEvent } from './auth-events.ts';
-import { claimStep, matchingStep } from './mfa.ts';
+import type { Keyring } from '../../kernel/crypto/envelope.ts';
+import { claimStep, matchingStep, openTotpSecret } from './mfa.ts';
 import { assertAcceptablePassword, hashPassword } from './passwords.ts';
 import { assertAccountSession } from './step-up.ts';
 
@@ -20,8 +21,9 @@ export function accountRoutes(options: {
   config: Pick<Config, 'argon2'>;
   confirmPassword: (options: { db: Database; meta: RequestMeta; userId: string; password: string }) => Promise<void>;
   throughGate: <T>(work: () => Promise<T>) => Promise<T>;
+  keyring: Keyring;
 }): RouteDefinition[] {
-  const { config, confirmPassword, throughGate } = options;
+  const { config, confirmPassword, throughGate, keyring } = options;
   return [
     userRoute({
       method: 'POST',
@@ -32,9 +34,10 @@ export function accountRoutes(options: {
         assertAccountSession(principal);
         await confirmPassword({ db, meta, userId: principal.userId, password: body.password });
         const ok = await db.systemDb({ reason: 'step-up authentication recorded in every tenant of the user' }).transaction(async (tx) => {
-          const user = await tx.selectFrom('users').select(['mfa_enabled', 'totp_secret']).where('id', '=', principal.userId).executeTakeFirstOrThrow();
+          const user = await tx.selectFrom('users').select(['mfa_enabled', 'totp_secret', 'totp_secret_ct']).where('id', '=', principal.userId).executeTakeFirstOrThrow();
           if (user.mfa_enabled) {
-            const step = body.code && user.totp_secret ? matchingStep(user.totp_secret, body.code) : null;
+            const secret = await openTotpSecret(keyring, tx, principal.userId, 'totp_secret', { ct: user.totp_secret_ct, plain: user.totp_secret });
+            const step = body.code && secret ? matchingStep(secret, body.code) : null;
             if (step === null || !(await claimStep(tx, principal.userId, step))) {
               await recordAuthEvent(tx, actorOf(principal), meta, { action: 'auth.reauth.failed', outcome: 'failure', metadata: { factor: 'totp' } });
               return false;

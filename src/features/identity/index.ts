@@ -6,3 +6,4 @@ export { apiKeyRoutes, revokeKeysCreatedBy } from './api-keys.ts';
 export { sessionRoutes } from './session-routes.ts';
 export { assertAccountSession, assertRecentAuthentication } from './step-up.ts';
 export { countAttempt, rateLimited } from './throttle.ts';
+export { encryptLegacyTotpSecrets } from './mfa.ts';

@@ -10,7 +10,8 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { recordAuthEvent } from './auth-events.ts';
 import { assertAccountSession, assertRecentAuthentication } from './step-up.ts';
-import { claimStep, issueRecoveryCodes, matchingStep, newTotpSecret, totpFor, useRecoveryCode } from './mfa.ts';
+import type { Keyring } from '../../kernel/crypto/envelope.ts';
+import { claimStep, issueRecoveryCodes, matchingStep, newTotpSecret, openTotpSecret, sealTotpSecret, totpFor, useRecoveryCode } from './mfa.ts';
 import { ActivateBody, ActivateResponse, EnrollResponse, LoginOk, MfaBody, PasswordBody } from './schemas.ts';
 import { createSession, type IssuedSession } from './sessions.ts';
 import { accountKey, clear, countAttempt, lock, rateLimited } from './throttle.ts';
@@ -19,10 +20,11 @@ type MfaConfig = Pick<Config, 'loginProtection' | 'sessionAbsoluteHours'>;
 
 export function mfaRoutes(options: {
   config: MfaConfig;
+  keyring: Keyring;
   confirmPassword: (options: { db: Database; meta: RequestMeta; userId: string; password: string }) => Promise<void>;
   setSessionCookie: (request: FastifyRequest, reply: FastifyReply, session: IssuedSession) => void;
 }): RouteDefinition[] {
-  const { config, setSessionCookie, confirmPassword } = options;
+  const { config, setSessionCookie, confirmPassword, keyring } = options;
   const protection = config.loginProtection;
   return [
     userRoute({
@@ -36,7 +38,8 @@ export function mfaRoutes(options: {
           await assertRecentAuthentication(tx, principal.sessionId);
           const row = await tx.selectFrom('users').select('mfa_enabled').where('id', '=', principal.userId).executeTakeFirstOrThrow();
           if (row.mfa_enabled) throw new AppError('auth.mfa_already_enabled');
-          await tx.updateTable('users').set({ totp_pending_secret: secret }).where('id', '=', principal.userId).execute();
+          const sealed = await sealTotpSecret(keyring, tx, principal.userId, 'totp_pending_secret', secret);
+          await tx.updateTable('users').set({ totp_pending_secret: null, totp_pending_secret_ct: sealed }).where('id', '=', principal.userId).execute();
         });
         return { secret, otpauthUri: totpFor(secret, principal.email).toString() };
       },
@@ -50,14 +53,17 @@ export function mfaRoutes(options: {
         assertAccountSession(principal);
         return db.systemDb({ reason: 'turn on MFA and record it in every tenant of the user' }).transaction(async (tx) => {
           await assertRecentAuthentication(tx, principal.sessionId);
-          const row = await tx.selectFrom('users').select(['mfa_enabled', 'totp_pending_secret']).where('id', '=', principal.userId).forUpdate().executeTakeFirstOrThrow();
+          const row = await tx.selectFrom('users').select(['mfa_enabled', 'totp_pending_secret', 'totp_pending_secret_ct']).where('id', '=', principal.userId).forUpdate().executeTakeFirstOrThrow();
           if (row.mfa_enabled) throw new AppError('auth.mfa_already_enabled');
-          if (!row.totp_pending_secret) throw new AppError('auth.mfa_not_enrolled');
-          const step = matchingStep(row.totp_pending_secret, body.code);
+          const pendingSecret = await openTotpSecret(keyring, tx, principal.userId, 'totp_pending_secret', { ct: row.totp_pending_secret_ct, plain: row.totp_pending_secret });
+          if (!pendingSecret) throw new AppError('auth.mfa_not_enrolled');
+          const step = matchingStep(pendingSecret, body.code);
           if (step === null) throw new AppError('auth.mfa_invalid');
+          // Sealed again for its new column: the column is part of what the ciphertext is bound to.
+          const active = await sealTotpSecret(keyring, tx, principal.userId, 'totp_secret', pendingSecret);
           await tx
             .updateTable('users')
-            .set({ totp_secret: row.totp_pending_secret, totp_pending_secret: null, totp_last_step: step, mfa_enabled: true })
+            .set({ totp_secret: null, totp_secret_ct: active, totp_pending_secret: null, totp_pending_secret_ct: null, totp_last_step: step, mfa_enabled: true })
             .where('id', '=', principal.userId)
             .execute();
           const recoveryCodes = await issueRecoveryCodes(tx, principal.userId);
@@ -79,7 +85,7 @@ export function mfaRoutes(options: {
         await db.systemDb({ reason: 'turn off MFA and record it in every tenant of the user' }).transaction(async (tx) => {
           const updated = await tx
             .updateTable('users')
-            .set({ mfa_enabled: false, totp_secret: null, totp_pending_secret: null, totp_last_step: null })
+            .set({ mfa_enabled: false, totp_secret: null, totp_secret_ct: null, totp_pending_secret: null, totp_pending_secret_ct: null, totp_last_step: null })
             .where('id', '=', principal.userId)
             .where('mfa_enabled', '=', true)
             .returning('id')
@@ -123,7 +129,7 @@ export function mfaRoutes(options: {
           const found = await tx
             .selectFrom('mfa_challenges as c')
             .innerJoin('users as u', 'u.id', 'c.user_id')
-            .select(['c.id', 'u.id as userId', 'u.email', 'u.name', 'u.totp_secret'])
+            .select(['c.id', 'u.id as userId', 'u.email', 'u.name', 'u.totp_secret', 'u.totp_secret_ct'])
             .where('c.token_hash', '=', challengeHash)
             .where('c.consumed_at', 'is', null)
             .where('c.expires_at', '>', new Date())
@@ -142,7 +148,8 @@ export function mfaRoutes(options: {
 
         // 2. Check the code, and on success consume the challenge and open the session, atomically.
         const outcome = await db.systemDb({ reason: 'complete an MFA login and record it in every tenant of the user' }).transaction(async (tx) => {
-          const step = pending.totp_secret ? matchingStep(pending.totp_secret, body.code) : null;
+          const secret = await openTotpSecret(keyring, tx, pending.userId, 'totp_secret', { ct: pending.totp_secret_ct, plain: pending.totp_secret });
+          const step = secret ? matchingStep(secret, body.code) : null;
           const ok = step !== null ? await claimStep(tx, pending.userId, step) : await useRecoveryCode(tx, pending.userId, body.code);
           if (ok) {
             const consumed = await tx

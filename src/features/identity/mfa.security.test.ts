@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cookieFrom, PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
-import { totpFor } from './mfa.ts';
+import { createKeyring } from '../../kernel/crypto/envelope.ts';
+import { encryptLegacyTotpSecrets, totpFor } from './mfa.ts';
 
 // Threats: a stolen password alone opens the account; a seen TOTP code or recovery code
 // is replayed; the second step is guessed online.
@@ -47,6 +48,41 @@ describe('TOTP second factor', () => {
     expect(event).toBeDefined();
     const stored = await t.admin.query<{ code_hash: Buffer }>(`select code_hash from mfa_recovery_codes where user_id = $1`, [session.userId]);
     expect(stored).toHaveLength(10);
+  });
+
+  it('stores the TOTP seed only encrypted, bound to its user and column', async () => {
+    const { session } = await t.signup();
+    const enroll = await t.request({ method: 'POST', url: '/api/v1/auth/totp/enroll', as: session });
+    const { secret } = enroll.json();
+    type Seeds = { totp_secret: string | null; totp_pending_secret: string | null; totp_secret_ct: Uint8Array | null; totp_pending_secret_ct: Uint8Array | null };
+    const seeds = async () => (await t.admin.query<Seeds>('select totp_secret, totp_pending_secret, totp_secret_ct, totp_pending_secret_ct from users where id = $1', [session.userId]))[0]!;
+    const pending = await seeds();
+    expect(pending.totp_pending_secret).toBeNull();
+    expect(Buffer.from(pending.totp_pending_secret_ct!).includes(Buffer.from(secret))).toBe(false);
+    expect((await t.request({ method: 'POST', url: '/api/v1/auth/totp/activate', as: session, body: { code: codeAt(secret, 0) } })).statusCode).toBe(200);
+    const active = await seeds();
+    expect(active).toMatchObject({ totp_secret: null, totp_pending_secret: null, totp_pending_secret_ct: null });
+    expect(Buffer.from(active.totp_secret_ct!).includes(Buffer.from(secret))).toBe(false);
+    // Another user's ciphertext copied over this one's does not open (bound to the user).
+    const other = await enrolled();
+    await t.admin.query('update users set totp_secret_ct = (select totp_secret_ct from users where id = $1) where id = $2', [other.session.userId, session.userId]);
+    const refused = await finish(await startLogin(session.email), codeAt(other.secret, 0));
+    // A tampered database is an integrity failure (500), never a login.
+    expect(refused.statusCode).toBe(500);
+    expect(refused.headers['set-cookie']).toBeUndefined();
+  });
+
+  it('a seed stored in the clear before encryption keeps working and is encrypted by the backfill', async () => {
+    const { session, secret } = await enrolled();
+    // As it was before migration 21: the seed in the clear.
+    // (And the replay guard reset, so that this test can use two more codes of the current window.)
+    await t.admin.query('update users set totp_secret_ct = null, totp_secret = $1, totp_last_step = null where id = $2', [secret, session.userId]);
+    expect((await finish(await startLogin(session.email), codeAt(secret, -1))).statusCode).toBe(200);
+    expect(await encryptLegacyTotpSecrets(t.db, createKeyring(t.config, { warn() {} }))).toBeGreaterThanOrEqual(1);
+    const [row] = await t.admin.query<{ totp_secret: string | null; totp_secret_ct: Uint8Array | null }>('select totp_secret, totp_secret_ct from users where id = $1', [session.userId]);
+    expect(row!.totp_secret).toBeNull();
+    expect(row!.totp_secret_ct).not.toBeNull();
+    expect((await finish(await startLogin(session.email), codeAt(secret, 1))).statusCode).toBe(200);
   });
 
   it('a password alone gives no session; the right code does, and works for the API', async () => {

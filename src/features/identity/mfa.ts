@@ -2,12 +2,14 @@
  * TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s, one step of drift either side)
  * with replay protection (a code's time step is accepted at most once) and 10 single-use
  * recovery codes of 80 bits each, stored as SHA-256 digests.
- * TODO(encryption issue): totp_secret is stored in clear until field encryption lands.
+ * TOTP seeds are stored only encrypted under the platform data key (users are global),
+ * bound to the user and the column; seeds from before migration 21 are encrypted at start.
  */
 import { sql } from 'kysely';
 import { randomBytes } from 'node:crypto';
 import { Secret, TOTP } from 'otpauth';
-import type { Tx } from '../../kernel/db/database.ts';
+import type { Keyring } from '../../kernel/crypto/envelope.ts';
+import type { Database, Tx } from '../../kernel/db/database.ts';
 import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
 
 export const RECOVERY_CODE_COUNT = 10;
@@ -16,6 +18,41 @@ const PERIOD_SECONDS = 30;
 
 export function totpFor(secretBase32: string, label: string): TOTP {
   return new TOTP({ issuer: 'CustomerNode', label, algorithm: 'SHA1', digits: 6, period: PERIOD_SECONDS, secret: Secret.fromBase32(secretBase32) });
+}
+
+type SeedColumn = 'totp_secret' | 'totp_pending_secret';
+
+export function sealTotpSecret(keyring: Keyring, tx: Tx, userId: string, column: SeedColumn, secretBase32: string): Promise<Buffer> {
+  return keyring.encryptPlatform(tx, { table: 'users', column, rowId: userId }, secretBase32);
+}
+
+/** The seed in the clear: from its ciphertext, or the plaintext of a row the backfill has not reached. */
+export async function openTotpSecret(keyring: Keyring, tx: Tx, userId: string, column: SeedColumn, stored: { ct: Uint8Array | null; plain: string | null }): Promise<string | null> {
+  if (stored.ct) return keyring.decryptPlatformText(tx, { table: 'users', column, rowId: userId }, stored.ct);
+  return stored.plain;
+}
+
+/** Encrypts TOTP seeds stored in the clear before migration 21. Idempotent; returns the users done. */
+export async function encryptLegacyTotpSecrets(db: Database, keyring: Keyring): Promise<number> {
+  return db.systemDb({ reason: 'encrypt TOTP seeds stored before field encryption' }).transaction(async (tx) => {
+    const rows = await tx
+      .selectFrom('users')
+      .select(['id', 'totp_secret', 'totp_pending_secret'])
+      .where((eb) => eb.or([eb('totp_secret', 'is not', null), eb('totp_pending_secret', 'is not', null)]))
+      .forUpdate()
+      .execute();
+    for (const row of rows) {
+      await tx
+        .updateTable('users')
+        .set({
+          ...(row.totp_secret !== null ? { totp_secret: null, totp_secret_ct: await sealTotpSecret(keyring, tx, row.id, 'totp_secret', row.totp_secret) } : {}),
+          ...(row.totp_pending_secret !== null ? { totp_pending_secret: null, totp_pending_secret_ct: await sealTotpSecret(keyring, tx, row.id, 'totp_pending_secret', row.totp_pending_secret) } : {}),
+        })
+        .where('id', '=', row.id)
+        .execute();
+    }
+    return rows.length;
+  });
 }
 
 export function newTotpSecret(): string {

@@ -1,3 +1,4 @@
+import type { Keyring } from '../../kernel/crypto/envelope.ts';
 import Type from 'typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
@@ -28,7 +29,7 @@ function isUniqueViolation(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
 }
 
-export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDefinition[] {
+export function identityRoutes(config: IdentityConfig, mailer: Mailer, keyring: Keyring): RouteDefinition[] {
   const { login, throughGate, confirmPassword } = createLogin(config);
 
   function setSessionCookie(request: FastifyRequest, reply: FastifyReply, session: IssuedSession): void {
@@ -36,8 +37,8 @@ export function identityRoutes(config: IdentityConfig, mailer: Mailer): RouteDef
   }
 
   return [
-    ...mfaRoutes({ config, setSessionCookie, confirmPassword }),
-    ...accountRoutes({ config, confirmPassword, throughGate }),
+    ...mfaRoutes({ config, setSessionCookie, confirmPassword, keyring }),
+    ...accountRoutes({ config, confirmPassword, throughGate, keyring }),
     ...recoveryRoutes({ config, mailer, throughGate }),
     publicRoute({
       method: 'POST',

@@ -14,6 +14,7 @@ import Type from 'typebox';
 import type { Actor, RequestMeta } from '../../kernel/audit/record.ts';
 import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/record.ts';
 import type { Config } from '../../kernel/config/config.ts';
+import { Keyring } from '../../kernel/crypto/envelope.ts';
 import { hashToken, safeEqual } from '../../kernel/crypto/tokens.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
 import type { TenantSsoTable } from '../../kernel/db/schema.ts';
@@ -77,16 +78,59 @@ const CallbackQuery = Type.Object(
 
 type SsoConfig = Pick<Config, 'appUrl' | 'isProduction' | 'sessionAbsoluteHours' | 'argon2' | 'sso'>;
 
-type SsoRow = Omit<Selectable<TenantSsoTable>, 'tenant_id'>;
+type StoredSso = Omit<Selectable<TenantSsoTable>, 'tenant_id'>;
+/** A tenant's SSO configuration with its client secret decrypted (in memory only). */
+type SsoRow = Omit<StoredSso, 'client_secret' | 'client_secret_ct'> & { readonly client_secret: string };
+/** What an admin may see of it: everything but the secret. */
+type SsoView = Omit<StoredSso, 'client_secret' | 'client_secret_ct'>;
 
-const SSO_COLUMNS = ['issuer', 'client_id', 'client_secret', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'] as const;
+const SSO_COLUMNS = ['issuer', 'client_id', 'client_secret', 'client_secret_ct', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'] as const;
 
-async function readSso(tx: Tx, tenantId: string): Promise<SsoRow | undefined> {
-  return tx
-    .selectFrom('tenant_sso')
-    .select(SSO_COLUMNS)
-    .where('tenant_id', '=', tenantId)
-    .executeTakeFirst();
+/** The client secret is stored encrypted under the tenant's data key, bound to the tenant's row. */
+const secretPlace = (tenantId: string) => ({ tenantId, table: 'tenant_sso', column: 'client_secret', rowId: tenantId });
+
+async function openSso(keyring: Keyring, tx: Tx, tenantId: string, stored: StoredSso): Promise<SsoRow> {
+  const { client_secret_ct: sealed, client_secret: legacy, ...rest } = stored;
+  // A secret stored before migration 21 reads from its plaintext until the backfill at start reaches it.
+  const secret = sealed ? await keyring.decryptText(tx, secretPlace(tenantId), sealed) : legacy;
+  if (secret === null) throw new Error('an SSO configuration without a client secret');
+  return { ...rest, client_secret: secret };
+}
+
+async function readSso(keyring: Keyring, tx: Tx, tenantId: string): Promise<SsoRow | undefined> {
+  const stored = await tx.selectFrom('tenant_sso').select(SSO_COLUMNS).where('tenant_id', '=', tenantId).executeTakeFirst();
+  return stored && openSso(keyring, tx, tenantId, stored);
+}
+
+/**
+ * After a data key rotation: re-encrypts the tenant's client secret under the newest version.
+ * Returns how many secrets were re-encrypted (0 or 1); idempotent.
+ */
+export async function reencryptSsoSecret(db: Database, keyring: Keyring, tenantId: string): Promise<{ reencrypted: number }> {
+  return db.withTenant(tenantId, async (tx) => {
+    const version = await keyring.currentDataKeyVersion(tx, tenantId);
+    const row = await tx.selectFrom('tenant_sso').select('client_secret_ct').where('tenant_id', '=', tenantId).forUpdate().executeTakeFirst();
+    if (!row?.client_secret_ct || Keyring.versionOf(row.client_secret_ct) >= version) return { reencrypted: 0 };
+    const secret = await keyring.decryptText(tx, secretPlace(tenantId), row.client_secret_ct);
+    await tx.updateTable('tenant_sso').set({ client_secret_ct: await keyring.encrypt(tx, secretPlace(tenantId), secret) }).where('tenant_id', '=', tenantId).execute();
+    return { reencrypted: 1 };
+  });
+}
+
+/** Encrypts SSO client secrets stored in the clear before migration 21. Idempotent; returns the tenants done. */
+export async function encryptLegacySsoSecrets(db: Database, keyring: Keyring): Promise<number> {
+  const tenants = await db.systemDb({ reason: 'find SSO client secrets stored before field encryption' }).transaction((tx) =>
+    tx.selectFrom('tenant_sso').select('tenant_id').where('client_secret', 'is not', null).execute(),
+  );
+  for (const { tenant_id: tenantId } of tenants) {
+    await db.withTenant(tenantId, async (tx) => {
+      const row = await tx.selectFrom('tenant_sso').select('client_secret').where('tenant_id', '=', tenantId).where('client_secret', 'is not', null).forUpdate().executeTakeFirst();
+      if (!row?.client_secret) return;
+      const sealed = await keyring.encrypt(tx, secretPlace(tenantId), row.client_secret);
+      await tx.updateTable('tenant_sso').set({ client_secret: null, client_secret_ct: sealed }).where('tenant_id', '=', tenantId).execute();
+    });
+  }
+  return tenants.length;
 }
 
 function providerOf(tenantId: string, row: SsoRow): ProviderSettings {
@@ -94,7 +138,7 @@ function providerOf(tenantId: string, row: SsoRow): ProviderSettings {
 }
 
 /** The configuration as an admin may see it: never the secret. */
-function describe(row: SsoRow | undefined) {
+function describe(row: SsoView | undefined) {
   return {
     issuer: row?.issuer ?? null,
     clientId: row?.client_id ?? null,
@@ -110,12 +154,12 @@ type Outcome =
   | { readonly ok: true; readonly userId: string; readonly email: string; readonly name: string; readonly idpMfa: boolean }
   | { readonly ok: false; readonly error: AppError; readonly actor: Actor; readonly reason: string };
 
-export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingParty }): RouteDefinition[] {
-  const { config, relyingParty } = options;
+export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingParty; keyring: Keyring }): RouteDefinition[] {
+  const { config, relyingParty, keyring } = options;
   const redirectUriFor = (tenantId: string) => `${config.appUrl}/api/v1/auth/sso/${tenantId}/callback`;
 
   /** The configuration as an admin sees it (never the secret), with the URLs to register at the IdP. */
-  function present(tenantId: string, row: SsoRow | undefined) {
+  function present(tenantId: string, row: SsoView | undefined) {
     return {
       configured: row !== undefined,
       ...describe(row),
@@ -221,7 +265,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       permission: 'sso.manage',
       schema: { summary: "The tenant's single sign-on configuration (the client secret is never returned)", tags: ['sso'], params: TenantParams, response: { 200: SsoConfig } },
       async handler({ tx, tenantId }) {
-        return present(tenantId, await readSso(tx, tenantId));
+        return present(tenantId, await readSso(keyring, tx, tenantId));
       },
     }),
 
@@ -233,7 +277,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       schema: { summary: 'Configure single sign-on (needs a recent authentication)', tags: ['sso'], params: TenantParams, body: SsoConfigBody, response: { 200: SsoConfig } },
       async handler({ tx, tenantId, body, audit }) {
         checkIssuer(body.issuer);
-        const before = await readSso(tx, tenantId);
+        const before = await readSso(keyring, tx, tenantId);
         // The stored secret is kept only for the same IdP and client: never handed to a new issuer.
         const sameClient = before !== undefined && before.issuer === body.issuer && before.client_id === body.clientId;
         const secret = body.clientSecret ?? (sameClient ? before.client_secret : undefined);
@@ -241,7 +285,8 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
         const values = {
           issuer: body.issuer,
           client_id: body.clientId,
-          client_secret: secret,
+          client_secret: null,
+          client_secret_ct: await keyring.encrypt(tx, secretPlace(tenantId), secret),
           allowed_domains: body.allowedDomains.map((d) => d.toLowerCase()),
           default_role: body.defaultRole ?? before?.default_role ?? 'member',
           jit_provisioning: body.jitProvisioning ?? before?.jit_provisioning ?? false,
@@ -252,7 +297,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           .insertInto('tenant_sso')
           .values({ tenant_id: tenantId, ...values })
           .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ ...values, updated_at: sql`date_trunc('milliseconds', now())` }))
-          .returning(SSO_COLUMNS)
+          .returning(SSO_COLUMNS.filter((column) => column !== 'client_secret' && column !== 'client_secret_ct'))
           .executeTakeFirstOrThrow();
         await audit({
           action: 'sso.configured',
@@ -272,7 +317,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       schema: { summary: 'Remove single sign-on (needs a recent authentication; not while the tenant requires it)', tags: ['sso'], params: TenantParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, audit }) {
         await assertNotRequired(tx, tenantId);
-        const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(SSO_COLUMNS).executeTakeFirst();
+        const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(['issuer', 'client_id', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at']).executeTakeFirst();
         if (!row) throw notFound();
         await audit({ action: 'sso.removed', target: { type: 'tenant', id: tenantId }, metadata: { before: describe(row) } });
       },
@@ -286,7 +331,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       schema: { summary: "Start signing in through the tenant's identity provider (redirects there)", tags: ['sso'], params: TenantParams, response: { 302: Type.Null() } },
       async handler({ db, params, request, reply, meta }) {
         const tenantId = params.tenantId.toLowerCase();
-        const sso = await db.withTenant(tenantId, (tx) => readSso(tx, tenantId));
+        const sso = await db.withTenant(tenantId, (tx) => readSso(keyring, tx, tenantId));
         if (!sso?.enabled) throw notFound();
         // Each start stores a pending login: bounded per address and tenant, so nobody can fill the
         // table, and probing other tenants does not use up this tenant's allowance.
@@ -356,7 +401,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
             .where('expires_at', '>', sql<Date>`now()`)
             .returning(['code_verifier', 'nonce'])
             .executeTakeFirst();
-          return login ? { login, sso: await readSso(tx, tenantId) } : null;
+          return login ? { login, sso: await readSso(keyring, tx, tenantId) } : null;
         });
         if (!pending) return fail(new AppError('auth.sso_failed', { detail: 'Unknown, used or expired sign-in; start again' }), 'unknown, used or expired state');
         stage = 'after-state';

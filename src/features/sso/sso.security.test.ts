@@ -1,3 +1,5 @@
+import { createKeyring } from '../../kernel/crypto/envelope.ts';
+import { encryptLegacySsoSecrets } from './routes.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cookieFrom, PASSWORD, startTestApp, type Response, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 import { startDnsServer, type DnsServer } from '../../../test/support/dns-server.ts';
@@ -308,6 +310,22 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     const kept = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA, body: { issuer: idpA.issuer, clientId: 'tenant-a', allowedDomains: ['alpha.example'], jitProvisioning: true } });
     expect(kept.statusCode).toBe(200);
     expect((await ssoLogin(tenantA, 'alice')).statusCode).toBe(302); // the stored secret was kept
+  });
+
+  it('stores the client secret only encrypted; a secret stored in the clear before is encrypted by the backfill and keeps working', async () => {
+    const stored = async () =>
+      (await t.admin.query<{ client_secret: string | null; client_secret_ct: Uint8Array | null }>('select client_secret, client_secret_ct from tenant_sso where tenant_id = $1', [tenantA]))[0]!;
+    const sealed = await stored();
+    expect(sealed.client_secret).toBeNull();
+    expect(Buffer.from(sealed.client_secret_ct!).includes(Buffer.from('secret-a'))).toBe(false);
+    // As before migration 21: the secret in the clear. Sign-in still works, then the backfill seals it.
+    await t.admin.query(`update tenant_sso set client_secret = 'secret-a', client_secret_ct = null where tenant_id = $1`, [tenantA]);
+    expect((await ssoLogin(tenantA, 'alice')).statusCode).toBe(302);
+    expect(await encryptLegacySsoSecrets(t.db, createKeyring(t.config, { warn() {} }))).toBeGreaterThanOrEqual(1);
+    const after = await stored();
+    expect(after.client_secret).toBeNull();
+    expect(after.client_secret_ct).not.toBeNull();
+    expect((await ssoLogin(tenantA, 'alice')).statusCode).toBe(302);
   });
 
   it('the stored client secret is never sent to a new issuer or client: changing them needs the secret again', async () => {

@@ -34,6 +34,8 @@ const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
 const MAX_VERSION = 2 ** 31 - 1;
+/** The owner name of platform-level keys (platform_keys); tenant owners are UUIDs, so never equal. */
+export const PLATFORM = 'platform';
 
 type Purpose = 'data' | 'index';
 
@@ -52,9 +54,9 @@ function fieldAad(header: Buffer, place: FieldPlace): Buffer {
   return Buffer.concat([header, Buffer.from(`customernode field v1\0${place.tenantId}\0${place.table}\0${place.column}\0${place.rowId}`, 'utf8')]);
 }
 
-/** Binds a wrapped key to its tenant, purpose and version. */
-export function wrapAad(tenantId: string, purpose: Purpose, version: number): Buffer {
-  return Buffer.from(`customernode tenant key v1\0${tenantId}\0${purpose}\0${version}`, 'utf8');
+/** Binds a wrapped key to its owner (a tenant id or PLATFORM), purpose and version. */
+export function wrapAad(owner: string, purpose: Purpose, version: number): Buffer {
+  return Buffer.from(`customernode tenant key v1\0${owner}\0${purpose}\0${version}`, 'utf8');
 }
 
 interface CachedKey {
@@ -99,7 +101,25 @@ export class Keyring {
 
   async encrypt(tx: Tx, place: FieldPlace, plaintext: Buffer | string): Promise<Buffer> {
     assertTenantTransaction(tx, place);
-    const { version, key } = await this.#currentKey(tx, place.tenantId, 'data');
+    return this.#seal(tx, place.tenantId, place, plaintext);
+  }
+
+  async decrypt(tx: Tx, place: FieldPlace, stored: Uint8Array): Promise<Buffer> {
+    assertTenantTransaction(tx, place);
+    return this.#open(tx, place.tenantId, place, stored);
+  }
+
+  /** A platform-level field (a user's TOTP secret): the platform's data key, not a tenant's. */
+  async encryptPlatform(tx: Tx, place: Omit<FieldPlace, 'tenantId'>, plaintext: Buffer | string): Promise<Buffer> {
+    return this.#seal(tx, PLATFORM, { ...place, tenantId: PLATFORM }, plaintext);
+  }
+
+  async decryptPlatformText(tx: Tx, place: Omit<FieldPlace, 'tenantId'>, stored: Uint8Array): Promise<string> {
+    return (await this.#open(tx, PLATFORM, { ...place, tenantId: PLATFORM }, stored)).toString('utf8');
+  }
+
+  async #seal(tx: Tx, owner: string, place: FieldPlace, plaintext: Buffer | string): Promise<Buffer> {
+    const { version, key } = await this.#currentKey(tx, owner, 'data');
     const header = Buffer.alloc(HEADER_BYTES);
     header.writeUInt8(FORMAT_V1, 0);
     header.writeUInt32BE(version, 1);
@@ -110,15 +130,14 @@ export class Keyring {
     return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
   }
 
-  async decrypt(tx: Tx, place: FieldPlace, stored: Uint8Array): Promise<Buffer> {
-    assertTenantTransaction(tx, place);
+  async #open(tx: Tx, owner: string, place: FieldPlace, stored: Uint8Array): Promise<Buffer> {
     const ciphertext = asBuffer(stored);
     if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
       throw new DecryptionError('not a field ciphertext of a known format');
     }
     const header = ciphertext.subarray(0, HEADER_BYTES);
     const version = header.readUInt32BE(1);
-    const key = version >= 1 && version <= MAX_VERSION ? await this.#keyVersion(tx, place.tenantId, 'data', version) : null;
+    const key = version >= 1 && version <= MAX_VERSION ? await this.#keyVersion(tx, owner, 'data', version) : null;
     if (!key) throw new DecryptionError('the key of this ciphertext does not exist');
     const decipher = createDecipheriv('aes-256-gcm', key, ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES));
     decipher.setAAD(fieldAad(header, place));
@@ -174,35 +193,41 @@ export class Keyring {
   }
 
   /** The tenant's newest key of a purpose; made (version 1) on first use. */
-  async #currentKey(tx: Tx, tenantId: string, purpose: Purpose): Promise<{ version: number; key: KeyObject }> {
-    const newest = await tx
-      .selectFrom('tenant_keys')
-      .select(['version', 'kek_id', 'wrapped'])
-      .where('tenant_id', '=', tenantId)
-      .where('purpose', '=', purpose)
-      .orderBy('version', 'desc')
-      .limit(1)
-      .executeTakeFirst();
-    if (newest) return { version: newest.version, key: await this.#unwrapCached(tenantId, purpose, newest.version, newest.kek_id, newest.wrapped) };
+  async #currentKey(tx: Tx, owner: string, purpose: Purpose): Promise<{ version: number; key: KeyObject }> {
+    const newest = owner === PLATFORM
+      ? await tx.selectFrom('platform_keys').select(['version', 'kek_id', 'wrapped']).where('purpose', '=', purpose).orderBy('version', 'desc').limit(1).executeTakeFirst()
+      : await tx
+          .selectFrom('tenant_keys')
+          .select(['version', 'kek_id', 'wrapped'])
+          .where('tenant_id', '=', owner)
+          .where('purpose', '=', purpose)
+          .orderBy('version', 'desc')
+          .limit(1)
+          .executeTakeFirst();
+    if (newest) return { version: newest.version, key: await this.#unwrapCached(owner, purpose, newest.version, newest.kek_id, newest.wrapped) };
     const raw = randomBytes(32);
-    const wrapped = await this.#provider.wrap(raw, wrapAad(tenantId, purpose, 1));
+    const wrapped = await this.#provider.wrap(raw, wrapAad(owner, purpose, 1));
     raw.fill(0);
     // Two first uses at once: one insert wins, both then use the winner's key.
-    await tx.insertInto('tenant_keys').values({ tenant_id: tenantId, purpose, version: 1, kek_id: this.#provider.keyId, wrapped }).onConflict((oc) => oc.doNothing()).execute();
-    return this.#currentKey(tx, tenantId, purpose);
+    const values = { purpose, version: 1, kek_id: this.#provider.keyId, wrapped };
+    if (owner === PLATFORM) await tx.insertInto('platform_keys').values(values).onConflict((oc) => oc.doNothing()).execute();
+    else await tx.insertInto('tenant_keys').values({ tenant_id: owner, ...values }).onConflict((oc) => oc.doNothing()).execute();
+    return this.#currentKey(tx, owner, purpose);
   }
 
-  async #keyVersion(tx: Tx, tenantId: string, purpose: Purpose, version: number): Promise<KeyObject | null> {
-    const cached = this.#cached(`${tenantId}/${purpose}/${version}`);
+  async #keyVersion(tx: Tx, owner: string, purpose: Purpose, version: number): Promise<KeyObject | null> {
+    const cached = this.#cached(`${owner}/${purpose}/${version}`);
     if (cached) return cached;
-    const row = await tx
-      .selectFrom('tenant_keys')
-      .select(['kek_id', 'wrapped'])
-      .where('tenant_id', '=', tenantId)
-      .where('purpose', '=', purpose)
-      .where('version', '=', version)
-      .executeTakeFirst();
-    return row ? this.#unwrapCached(tenantId, purpose, version, row.kek_id, row.wrapped) : null;
+    const row = owner === PLATFORM
+      ? await tx.selectFrom('platform_keys').select(['kek_id', 'wrapped']).where('purpose', '=', purpose).where('version', '=', version).executeTakeFirst()
+      : await tx
+          .selectFrom('tenant_keys')
+          .select(['kek_id', 'wrapped'])
+          .where('tenant_id', '=', owner)
+          .where('purpose', '=', purpose)
+          .where('version', '=', version)
+          .executeTakeFirst();
+    return row ? this.#unwrapCached(owner, purpose, version, row.kek_id, row.wrapped) : null;
   }
 
   #cached(name: string): KeyObject | null {
@@ -214,11 +239,11 @@ export class Keyring {
     return entry.key;
   }
 
-  async #unwrapCached(tenantId: string, purpose: Purpose, version: number, kekId: string, wrapped: Buffer): Promise<KeyObject> {
-    const name = `${tenantId}/${purpose}/${version}`;
+  async #unwrapCached(owner: string, purpose: Purpose, version: number, kekId: string, wrapped: Uint8Array): Promise<KeyObject> {
+    const name = `${owner}/${purpose}/${version}`;
     const cached = this.#cached(name);
     if (cached) return cached;
-    const raw = await this.#provider.unwrap(asBuffer(wrapped), wrapAad(tenantId, purpose, version), kekId);
+    const raw = await this.#provider.unwrap(asBuffer(wrapped), wrapAad(owner, purpose, version), kekId);
     const key = createSecretKey(raw);
     raw.fill(0);
     this.#cache.set(name, { key, expiresAt: this.#now() + this.#ttlMs });

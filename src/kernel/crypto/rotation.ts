@@ -5,12 +5,12 @@
  */
 import { recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../audit/record.ts';
 import type { Database } from '../db/database.ts';
-import { wrapAad, type Keyring } from './envelope.ts';
+import { PLATFORM, wrapAad, type Keyring } from './envelope.ts';
 
 const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
 
 /**
- * Re-wraps every tenant key not yet under the current KEK (the previous KEK must still be
+ * Re-wraps every tenant key and platform key not yet under the current KEK (the previous KEK must still be
  * configured, as retired). Idempotent and resumable: each key is one UPDATE guarded by its
  * old kek_id. Recorded in the platform log.
  */
@@ -38,6 +38,18 @@ export async function rewrapAllTenantKeys(db: Database, keyring: Keyring, onProg
     );
     rewrapped += Number(result.numUpdatedRows);
     onProgress?.(rewrapped, stale.length);
+  }
+  // The platform's own keys (user-level secrets) too.
+  const platformStale = await system.transaction((tx) => tx.selectFrom('platform_keys').select(['purpose', 'version', 'kek_id', 'wrapped']).where('kek_id', '<>', provider.keyId).execute());
+  for (const row of platformStale) {
+    const aad = wrapAad(PLATFORM, row.purpose, row.version);
+    const raw = await provider.unwrap(Buffer.from(row.wrapped), aad, row.kek_id);
+    const wrapped = await provider.wrap(raw, aad);
+    raw.fill(0);
+    const result = await system.transaction((tx) =>
+      tx.updateTable('platform_keys').set({ kek_id: provider.keyId, wrapped }).where('purpose', '=', row.purpose).where('version', '=', row.version).where('kek_id', '=', row.kek_id).executeTakeFirst(),
+    );
+    rewrapped += Number(result.numUpdatedRows);
   }
   await system.transaction((tx) => recordPlatformEvent(tx, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.kek_rotated', metadata: { kekId: provider.keyId, rewrapped } }));
   return { rewrapped, kekId: provider.keyId };

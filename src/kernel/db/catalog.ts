@@ -15,6 +15,7 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   platform_security_alerts: 'alerts about the platform as a whole (no tenant owns them), for operators',
   platform_alert_cursor: "how far the alert rules have read the operators' log",
   schema_migrations: 'migration bookkeeping',
+  platform_keys: "the platform's own data keys (for user-level secrets such as TOTP seeds), stored only wrapped",
   auth_throttles: 'login protection counters, keyed by hashed email or IP before any tenant is known',
   auth_failures: 'recent failed logins per IP, for credential-stuffing detection',
   mfa_recovery_codes: "a user's second-factor recovery codes (users are global)",

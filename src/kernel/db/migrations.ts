@@ -837,6 +837,29 @@ alter table contacts add constraint contacts_email_index check ((email_ct is nul
 create index contacts_email_index_idx on contacts (tenant_id, email_index) where email_index is not null;
 `,
   },
+  {
+    version: 21,
+    name: 'platform-keys-and-secret-fields',
+    // Secrets that belong to no tenant (a user's TOTP seed) are encrypted under the platform's
+    // data key, wrapped like a tenant's; an SSO client secret under its tenant's. Plaintext
+    // columns stay for rows written before, until the backfill at start encrypts them.
+    sql: `
+create table platform_keys (
+  purpose text not null check (purpose in ('data', 'index')),
+  version integer not null check (version >= 1),
+  kek_id text not null check (length(kek_id) between 1 and 200),
+  wrapped bytea not null check (length(wrapped) between 33 and 512),
+  created_at timestamptz not null default now(),
+  primary key (purpose, version)
+);
+alter table users add column totp_secret_ct bytea, add column totp_pending_secret_ct bytea;
+alter table users add constraint users_totp_secret_once check (totp_secret is null or totp_secret_ct is null);
+alter table users add constraint users_totp_pending_once check (totp_pending_secret is null or totp_pending_secret_ct is null);
+alter table tenant_sso add column client_secret_ct bytea;
+alter table tenant_sso alter column client_secret drop not null;
+alter table tenant_sso add constraint tenant_sso_secret_present check ((client_secret is null) <> (client_secret_ct is null));
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -904,4 +927,5 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   platform_security_alerts: 'select',
   platform_alert_cursor: 'select',
   tenant_keys: 'select, insert',
+  platform_keys: 'select, insert',
 };

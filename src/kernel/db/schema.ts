@@ -16,8 +16,12 @@ export interface UsersTable {
   name: string;
   password_hash: string;
   mfa_enabled: Generated<boolean>;
-  totp_secret: ColumnType<string | null, string | null | undefined, string | null>;
-  totp_pending_secret: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Plaintext of seeds stored before migration 21, until the backfill encrypts them; written only as null. */
+  totp_secret: ColumnType<string | null, null | undefined, null>;
+  totp_pending_secret: ColumnType<string | null, null | undefined, null>;
+  /** TOTP seeds encrypted under the platform data key (kernel/crypto/envelope.ts). */
+  totp_secret_ct: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
+  totp_pending_secret_ct: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
   totp_last_step: ColumnType<string | number | null, number | null | undefined, number | null>;
   created_at: CreatedAt;
   last_login_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
@@ -43,6 +47,14 @@ export type Role = 'owner' | 'admin' | 'member' | 'viewer' | 'guest';
 
 export interface TenantKeysTable {
   tenant_id: string;
+  purpose: 'data' | 'index';
+  version: number;
+  kek_id: string;
+  wrapped: Buffer;
+  created_at: CreatedAt;
+}
+
+export interface PlatformKeysTable {
   purpose: 'data' | 'index';
   version: number;
   kek_id: string;
@@ -233,7 +245,10 @@ export interface TenantSsoTable {
   tenant_id: string;
   issuer: string;
   client_id: string;
-  client_secret: string;
+  /** Plaintext of secrets stored before migration 21, until the backfill encrypts them; written only as null. */
+  client_secret: ColumnType<string | null, null | undefined, null>;
+  /** The client secret encrypted under the tenant's data key. */
+  client_secret_ct: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
   allowed_domains: string[];
   default_role: 'admin' | 'member' | 'viewer';
   jit_provisioning: boolean;
@@ -325,6 +340,7 @@ export interface DB {
   sessions: SessionsTable;
   memberships: MembershipsTable;
   tenant_keys: TenantKeysTable;
+  platform_keys: PlatformKeysTable;
   invitations: InvitationsTable;
   accounts: AccountsTable;
   contacts: ContactsTable;
