@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -80,6 +81,23 @@ describe('configuration', () => {
       expect(error.message).not.toContain(bad);
     }
     expect(errorOf({ KEY_ENCRYPTION_KEYS_RETIRED: 'nope' }).variable).toBe('KEY_ENCRYPTION_KEYS_RETIRED');
+  });
+
+  it('takes TLS_CERT_FILE and TLS_KEY_FILE together, as a usable pair, and names the bad one', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-config-tls-'));
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')]);
+    expect(made.status).toBe(0);
+    spawnSync('openssl', ['genpkey', '-algorithm', 'RSA', '-out', path.join(dir, 'other.pem')]);
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    expect(loadConfig({}).tls).toBeUndefined();
+    expect(loadConfig({ TLS_CERT_FILE: cert, TLS_KEY_FILE: key }).tls?.certPem).toContain('BEGIN CERTIFICATE');
+    expect(errorOf({ TLS_CERT_FILE: cert }).variable).toBe('TLS_KEY_FILE');
+    expect(errorOf({ TLS_KEY_FILE: key }).variable).toBe('TLS_CERT_FILE');
+    expect(errorOf({ TLS_CERT_FILE: path.join(dir, 'missing.pem'), TLS_KEY_FILE: key }).variable).toBe('TLS_CERT_FILE');
+    const mismatched = errorOf({ TLS_CERT_FILE: cert, TLS_KEY_FILE: path.join(dir, 'other.pem') });
+    expect(mismatched.variable).toBe('TLS_KEY_FILE');
+    expect(mismatched.message).not.toContain('PRIVATE KEY');
   });
 
   it('production refuses http OIDC issuers; mail settings are validated', () => {

@@ -5,6 +5,7 @@
  */
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
@@ -28,6 +29,8 @@ export interface Config {
   readonly signupOpen: boolean;
   /** Proxy addresses whose X-Forwarded-* headers are trusted; empty trusts none. */
   readonly trustProxy: readonly string[];
+  /** Serve HTTPS itself (TLS 1.2+, AEAD suites only) with this certificate chain and key; undefined: plain HTTP behind a proxy. */
+  readonly tls: { readonly certPem: string; readonly keyPem: string } | undefined;
   /** Public origin, e.g. https://app.example.com; used for Origin checks and security.txt. */
   readonly publicUrl: string | undefined;
   readonly securityContact: string;
@@ -183,6 +186,29 @@ function key256(name: string, value: string): Buffer {
   return bytes;
 }
 
+/** TLS_CERT_FILE and TLS_KEY_FILE together or not at all; the pair must load as a TLS context. */
+function tlsFiles(env: Env): { certPem: string; keyPem: string } | undefined {
+  const certFile = raw(env, 'TLS_CERT_FILE');
+  const keyFile = raw(env, 'TLS_KEY_FILE');
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) throw new ConfigError(certFile === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE', 'must be set together with the other TLS file');
+  const read = (name: string, file: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      throw new ConfigError(name, 'names a file that cannot be read');
+    }
+  };
+  const certPem = read('TLS_CERT_FILE', certFile);
+  const keyPem = read('TLS_KEY_FILE', keyFile);
+  try {
+    createSecureContext({ cert: certPem, key: keyPem });
+  } catch {
+    throw new ConfigError('TLS_KEY_FILE', 'and TLS_CERT_FILE do not form a usable certificate and private key');
+  }
+  return { certPem, keyPem };
+}
+
 function isEd25519PrivateKey(pem: string): boolean {
   try {
     return createPrivateKey(pem).asymmetricKeyType === 'ed25519';
@@ -268,6 +294,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (!['stdout', 'off'].includes(auditStreamValue) && !path.isAbsolute(auditStreamValue)) {
     throw new ConfigError('AUDIT_STREAM', 'must be stdout, off, or an absolute file path');
   }
+  const tls = tlsFiles(env);
   const host = raw(env, 'HOST')?.trim() ?? '127.0.0.1';
   const port = integer(env, 'PORT', 3000, 0, 65535);
   const dataDir = path.resolve(raw(env, 'DATA_DIR') ?? './data');
@@ -285,6 +312,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], nodeEnv === 'test' ? 'silent' : 'info'),
     signupOpen: oneOf(env, 'SIGNUP', ['open', 'closed'], 'open') === 'open',
     trustProxy: Object.freeze(trustProxy),
+    tls: tls ? Object.freeze(tls) : undefined,
     publicUrl,
     securityContact,
     securityPolicyUrl: httpsUrl('SECURITY_POLICY_URL', raw(env, 'SECURITY_POLICY_URL')),

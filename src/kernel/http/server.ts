@@ -9,6 +9,8 @@ import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Config } from '../config/config.ts';
 import { InvalidTenantIdError, type Database } from '../db/database.ts';
 import { AppError, toProblem } from './errors.ts';
@@ -34,7 +36,7 @@ export const LOG_REDACT_PATHS = [
 ];
 
 export interface ServerDeps {
-  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction' | 'sessionIdleMinutes'>;
+  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction' | 'sessionIdleMinutes'> & Partial<Pick<Config, 'tls'>>;
   readonly db: Database;
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;
@@ -91,6 +93,22 @@ function toAppError(error: FastifyError | Error): AppError {
   return new AppError('internal', { cause: error });
 }
 
+/** TLS 1.2 suites with forward secrecy and an AEAD cipher; TLS 1.3's suites are all AEAD. */
+export const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+function httpsServerFactory(tls: { readonly certPem: string; readonly keyPem: string }) {
+  return (handler: (request: IncomingMessage, response: ServerResponse) => void) =>
+    // Fastify types its raw server as http.Server; an https.Server serves the same interface.
+    createHttpsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2', ciphers: TLS12_CIPHERS, honorCipherOrder: true }, handler) as unknown as Server;
+}
+
 export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const bodyAjv = makeAjv({ coerceTypes: false });
   const parameterAjv = makeAjv({ coerceTypes: 'array' });
@@ -104,6 +122,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     requestIdHeader: false,
     trustProxy: deps.config.trustProxy.length > 0 ? [...deps.config.trustProxy] : false,
+    // HTTPS served by us: TLS 1.2 or 1.3 only, AEAD suites only (the server's order).
+    ...(deps.config.tls ? { serverFactory: httpsServerFactory(deps.config.tls) } : {}),
     bodyLimit: BODY_LIMIT_BYTES,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
