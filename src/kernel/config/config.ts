@@ -11,6 +11,16 @@ import path from 'node:path';
 
 export type NodeEnv = 'development' | 'test' | 'production';
 
+export interface Pkcs11Settings {
+  /** The PKCS#11 library of the HSM (for SoftHSM2: /usr/lib/softhsm/libsofthsm2.so). */
+  readonly module: string;
+  readonly tokenLabel: string;
+  readonly pin: string;
+  /** The AES-256 key that wraps data keys now, and earlier ones that still unwrap. */
+  readonly keyLabel: string;
+  readonly retiredKeyLabels: readonly string[];
+}
+
 export interface Config {
   readonly nodeEnv: NodeEnv;
   readonly isProduction: boolean;
@@ -74,6 +84,9 @@ export interface Config {
     readonly purgeIntervalMinutes: number;
   };
   readonly keys: {
+    /** Where the key-encryption key lives: in this process (local) or in a PKCS#11 token (an HSM). */
+    readonly provider: 'local' | 'pkcs11';
+    readonly pkcs11: Pkcs11Settings | undefined;
     /** The local provider's key-encryption key (32 bytes); undefined: a development key under DATA_DIR. */
     readonly localKek: Buffer | undefined;
     /** Earlier key-encryption keys, so data keys wrapped before a KEK rotation still unwrap. */
@@ -237,6 +250,29 @@ export function loadConfig(env: Env = process.env): Config {
   if (!/^[^\r\n]{3,320}$/.test(mailFrom) || !mailFrom.includes('@')) throw new ConfigError('MAIL_FROM', 'must be an email address, optionally with a display name');
   const auditSigningKey = secret(env, 'AUDIT_SIGNING_KEY');
   if (auditSigningKey !== undefined && !isEd25519PrivateKey(auditSigningKey)) throw new ConfigError('AUDIT_SIGNING_KEY', 'must be an Ed25519 private key in PKCS#8 PEM');
+  const keyProvider = oneOf<'local' | 'pkcs11'>(env, 'KEY_PROVIDER', ['local', 'pkcs11'], 'local');
+  let pkcs11: Pkcs11Settings | undefined;
+  if (keyProvider === 'pkcs11') {
+    const required = (name: string, value: string | undefined) => {
+      if (value === undefined) throw new ConfigError(name, 'is required when KEY_PROVIDER=pkcs11');
+      return value;
+    };
+    const label = (name: string, value: string) => {
+      if (!/^[\x20-\x7e]{1,32}$/.test(value)) throw new ConfigError(name, 'must be 1 to 32 printable ASCII characters');
+      return value;
+    };
+    pkcs11 = {
+      module: required('PKCS11_MODULE', raw(env, 'PKCS11_MODULE')),
+      tokenLabel: label('PKCS11_TOKEN_LABEL', required('PKCS11_TOKEN_LABEL', raw(env, 'PKCS11_TOKEN_LABEL'))),
+      pin: required('PKCS11_PIN', secret(env, 'PKCS11_PIN')),
+      keyLabel: label('PKCS11_KEY_LABEL', required('PKCS11_KEY_LABEL', raw(env, 'PKCS11_KEY_LABEL'))),
+      retiredKeyLabels: (raw(env, 'PKCS11_RETIRED_KEY_LABELS') ?? '')
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter((entry) => entry !== '')
+        .map((entry) => label('PKCS11_RETIRED_KEY_LABELS', entry)),
+    };
+  }
   const localKekValue = secret(env, 'KEY_ENCRYPTION_KEY');
   const localKek = localKekValue === undefined ? undefined : key256('KEY_ENCRYPTION_KEY', localKekValue);
   const retiredKeks = (secret(env, 'KEY_ENCRYPTION_KEYS_RETIRED') ?? '')
@@ -273,7 +309,7 @@ export function loadConfig(env: Env = process.env): Config {
     // Checkpoints signed by a key lying next to the data prove nothing to a customer.
     if (auditSigningKey === undefined) throw new ConfigError('AUDIT_SIGNING_KEY', 'is required when NODE_ENV=production');
     // A key-encryption key stored beside the data it protects protects nothing.
-    if (localKek === undefined) throw new ConfigError('KEY_ENCRYPTION_KEY', 'is required when NODE_ENV=production');
+    if (keyProvider === 'local' && localKek === undefined) throw new ConfigError('KEY_ENCRYPTION_KEY', 'is required when NODE_ENV=production (or KEY_PROVIDER=pkcs11)');
   }
 
   const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
@@ -345,6 +381,8 @@ export function loadConfig(env: Env = process.env): Config {
       purgeIntervalMinutes: integer(env, 'AUDIT_PURGE_INTERVAL_MINUTES', 60, 1, 10080),
     }),
     keys: Object.freeze({
+      provider: keyProvider,
+      pkcs11: pkcs11 ? Object.freeze({ ...pkcs11, retiredKeyLabels: Object.freeze(pkcs11.retiredKeyLabels) }) : undefined,
       localKek,
       retiredKeks: Object.freeze(retiredKeks),
       cacheSeconds: integer(env, 'KEY_CACHE_SECONDS', 300, 1, 86400),

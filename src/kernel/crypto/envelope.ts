@@ -14,7 +14,8 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Config } from '../config/config.ts';
 import { asBuffer, tenantOfTransaction, type Tx } from '../db/database.ts';
-import { loadKeyProvider, type KeyProvider } from './key-provider.ts';
+import type { KeyProvider } from './key-provider.ts';
+import { loadKeyProvider } from './providers.ts';
 
 export interface FieldPlace {
   readonly tenantId: string;

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../config/config.ts';
-import { KeyUnavailableError, loadKeyProvider, LocalKeyProvider, localKeyId } from './key-provider.ts';
+import { KeyUnavailableError, LocalKeyProvider, localKeyId } from './key-provider.ts';
+import { loadKeyProvider } from './providers.ts';
 
 describe('the local key provider', () => {
   const aad = Buffer.from('tenant A, data key v1');

@@ -10,7 +10,6 @@
 import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Config } from '../config/config.ts';
 
 export interface KeyProvider {
   /** What kind of provider this is (shown by health checks and the CLI). */
@@ -23,6 +22,8 @@ export interface KeyProvider {
   unwrap(wrapped: Buffer, aad: Buffer, keyId: string): Promise<Buffer>;
   /** Whether the provider can wrap and unwrap right now. */
   health(): Promise<{ readonly ok: boolean; readonly detail: string }>;
+  /** Releases a hardware session, if the provider holds one. */
+  close?(): void;
 }
 
 export class KeyUnavailableError extends Error {
@@ -92,7 +93,7 @@ export class LocalKeyProvider implements KeyProvider {
 const DEV_KEK_FILE = 'key-encryption-key';
 
 /** The development KEK under DATA_DIR/keys (0600), made on first use; production never gets here (config refuses). */
-function developmentKek(dataDir: string, log: { warn(object: object, message: string): void }): Buffer {
+export function developmentKek(dataDir: string, log: { warn(object: object, message: string): void }): Buffer {
   const dir = path.join(dataDir, 'keys');
   const file = path.join(dir, DEV_KEK_FILE);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -114,9 +115,4 @@ function developmentKek(dataDir: string, log: { warn(object: object, message: st
   if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`${file} does not hold a 256-bit key in hex`);
   log.warn({ file }, 'DEVELOPMENT key-encryption key in use: it lies beside the data it protects; set KEY_ENCRYPTION_KEY (or a hardware key provider) in production');
   return Buffer.from(hex, 'hex');
-}
-
-export function loadKeyProvider(config: Pick<Config, 'keys' | 'dataDir'>, log: { warn(object: object, message: string): void }): KeyProvider {
-  const kek = config.keys.localKek ?? developmentKek(config.dataDir, log);
-  return new LocalKeyProvider(kek, config.keys.retiredKeks);
 }
