@@ -4,7 +4,7 @@
  */
 import pino from 'pino';
 import { contactsBelowVersion, reencryptContacts } from '../features/records/contacts-crypto.ts';
-import { reencryptSsoSecret } from '../features/sso/index.ts';
+import { reencryptSsoSecret, ssoSecretsBelowVersion } from '../features/sso/index.ts';
 import { loadConfig } from '../kernel/config/config.ts';
 import { createKeyring } from '../kernel/crypto/envelope.ts';
 import { destroyDataKeysBelow, rewrapAllTenantKeys } from '../kernel/crypto/rotation.ts';
@@ -83,9 +83,8 @@ export async function keysCommand(args: readonly string[], json: boolean, out: (
       progress.end();
       const { reencrypted: ssoSecrets } = await reencryptSsoSecret(db, keyring, tenant);
       const reencrypted = contacts + ssoSecrets;
-      const left = await contactsBelowVersion(db, tenant, version);
-      if (left > 0) throw new Error(`${left} fields are still under an older key; run the command again`);
-      const destroyed = await destroyDataKeysBelow(db, keyring, tenant, version);
+      // Destroyed only if, under the key lock, nothing is left under an older version.
+      const destroyed = await destroyDataKeysBelow(db, keyring, tenant, version, async (tx) => (await contactsBelowVersion(tx, tenant, version)) + (await ssoSecretsBelowVersion(tx, tenant, version)));
       const result = { tenantId: tenant, version, resumed, reencrypted, destroyedVersions: destroyed };
       out(json ? JSON.stringify(result) : `tenant ${tenant}: data key version ${version}${resumed ? ' (resumed)' : ''}, ${reencrypted} records re-encrypted, ${destroyed} older versions destroyed`);
     } finally {

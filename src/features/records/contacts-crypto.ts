@@ -119,14 +119,7 @@ export async function reencryptContacts(
   return { reencrypted, version };
 }
 
-/** How many contact fields of the tenant are still under a data key older than version. */
-export async function contactsBelowVersion(db: Database, tenantId: string, version: number): Promise<number> {
-  let count = 0;
-  let after: string | undefined;
-  for (;;) {
-    const rows = await db.withTenant(tenantId, (tx) => store.contactsAfter(tx, tenantId, after, 1000, false));
-    for (const row of rows) for (const ct of [row.email_ct, row.phone_ct]) if (ct !== null && Keyring.versionOf(ct) < version) count += 1;
-    if (rows.length < 1000) return count;
-    after = rows.at(-1)!.id;
-  }
+/** How many of the tenant's contacts still hold a field under a data key older than version (any transaction that sees them). */
+export async function contactsBelowVersion(tx: Tx, tenantId: string, version: number): Promise<number> {
+  return store.countContactsBelowVersion(tx, tenantId, version);
 }

@@ -100,6 +100,24 @@ export function contactsAfter(tx: Tx, tenantId: string, after: string | undefine
   return lock ? ordered.forUpdate().execute() : ordered.execute();
 }
 
+/** Contacts with a field under a data key version below version (the ciphertext's bytes 2-5 hold it, big-endian). */
+export async function countContactsBelowVersion(tx: Tx, tenantId: string, version: number): Promise<number> {
+  const below = Buffer.alloc(4);
+  below.writeUInt32BE(version);
+  const row = await tx
+    .selectFrom('contacts')
+    .select((eb) => eb.fn.countAll().as('n'))
+    .where('tenant_id', '=', tenantId)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('email_ct', 'is not', null), eb(sql`substring(email_ct from 2 for 4)`, '<', below)]),
+        eb.and([eb('phone_ct', 'is not', null), eb(sql`substring(phone_ct from 2 for 4)`, '<', below)]),
+      ]),
+    )
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
 /** Rows still holding plaintext (written before migration 20), for the backfill; locked. */
 export function legacyPlaintextContacts(tx: Tx, tenantId: string, limit: number) {
   return tx

@@ -1,3 +1,3 @@
 export { domainRoutes, createTxtLookup } from './domains.ts';
 export { createRelyingParty } from './oidc.ts';
-export { encryptLegacySsoSecrets, reencryptSsoSecret, ssoRoutes } from './routes.ts';
+export { encryptLegacySsoSecrets, reencryptSsoSecret, ssoRoutes, ssoSecretsBelowVersion } from './routes.ts';

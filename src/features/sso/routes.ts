@@ -117,6 +117,12 @@ export async function reencryptSsoSecret(db: Database, keyring: Keyring, tenantI
   });
 }
 
+/** Whether the tenant's client secret is still under a data key older than version (0 or 1). */
+export async function ssoSecretsBelowVersion(tx: Tx, tenantId: string, version: number): Promise<number> {
+  const row = await tx.selectFrom('tenant_sso').select('client_secret_ct').where('tenant_id', '=', tenantId).executeTakeFirst();
+  return row?.client_secret_ct && Keyring.versionOf(row.client_secret_ct) < version ? 1 : 0;
+}
+
 /** Encrypts SSO client secrets stored in the clear before migration 21. Idempotent; returns the tenants done. */
 export async function encryptLegacySsoSecrets(db: Database, keyring: Keyring): Promise<number> {
   const tenants = await db.systemDb({ reason: 'find SSO client secrets stored before field encryption' }).transaction((tx) =>

@@ -45,6 +45,7 @@ describe('configuration', () => {
     const error = errorOf({ PORT: 'eighty' });
     expect(error.variable).toBe('PORT');
     expect(error.message).not.toContain('eighty');
+    // secretlint-disable-next-line -- a made-up credential: the test proves it is never echoed
     expect(errorOf({ DATABASE_URL: 'mysql://root:hunter2@x/db' }).message).not.toContain('hunter2');
     expect(errorOf({ SIGNUP: 'maybe' }).variable).toBe('SIGNUP');
     expect(errorOf({ ARGON2_MEMORY_KIB: '1024' }).variable).toBe('ARGON2_MEMORY_KIB');
@@ -122,6 +123,7 @@ describe('configuration', () => {
   });
 
   it('an SMTP password never appears in a configuration error', () => {
+    // secretlint-disable-next-line -- a made-up credential: the test proves it is never echoed
     const error = errorOf({ SMTP_URL: 'ftp://mailer:hunter2-secret@smtp.example.com' });
     expect(error.message).not.toContain('hunter2-secret');
   });

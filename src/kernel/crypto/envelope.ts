@@ -11,6 +11,7 @@
  * Unwrapped keys live only here, as KeyObjects, in a bounded cache with a time to live;
  * they are never returned, logged or serialised.
  */
+import { sql } from 'kysely';
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Config } from '../config/config.ts';
 import { asBuffer, tenantOfTransaction, type Tx } from '../db/database.ts';
@@ -53,6 +54,11 @@ function fieldAad(header: Buffer, place: FieldPlace): Buffer {
     if (part.length === 0 || part.includes('\0')) throw new Error('a field place is four non-empty names without NUL');
   }
   return Buffer.concat([header, Buffer.from(`customernode field v1\0${place.tenantId}\0${place.table}\0${place.column}\0${place.rowId}`, 'utf8')]);
+}
+
+/** The advisory lock between encrypting under a tenant's key and retiring that key's versions. */
+export function keyLockName(tenantId: string): string {
+  return `customernode tenant keys ${tenantId}`;
 }
 
 /** Binds a wrapped key to its owner (a tenant id or PLATFORM), purpose and version. */
@@ -199,7 +205,8 @@ export class Keyring {
       ? await tx.selectFrom('platform_keys').select(['version', 'kek_id', 'wrapped']).where('purpose', '=', purpose).orderBy('version', 'desc').limit(1).executeTakeFirst()
       : await tx
           .selectFrom('tenant_keys')
-          .select(['version', 'kek_id', 'wrapped'])
+          // Held until this transaction ends: retiring a version waits for writers that may still use it.
+          .select(['version', 'kek_id', 'wrapped', sql<string>`pg_advisory_xact_lock_shared(hashtext(${keyLockName(owner)}))::text`.as('locked')])
           .where('tenant_id', '=', owner)
           .where('purpose', '=', purpose)
           .orderBy('version', 'desc')

@@ -4,8 +4,9 @@
  * Re-encrypting data under a new version is the features' part (they own the tables).
  */
 import { recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../audit/record.ts';
-import type { Database } from '../db/database.ts';
-import { PLATFORM, wrapAad, type Keyring } from './envelope.ts';
+import { sql } from 'kysely';
+import type { Database, Tx } from '../db/database.ts';
+import { keyLockName, PLATFORM, wrapAad, type Keyring } from './envelope.ts';
 
 const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
 
@@ -55,9 +56,23 @@ export async function rewrapAllTenantKeys(db: Database, keyring: Keyring, onProg
   return { rewrapped, kekId: provider.keyId };
 }
 
-/** Destroys a tenant's data key versions below keep, once nothing is encrypted under them; audited in the tenant's log. */
-export async function destroyDataKeysBelow(db: Database, keyring: Keyring, tenantId: string, keep: number): Promise<number> {
+/**
+ * Destroys a tenant's data key versions below keep, once nothing is encrypted under them;
+ * audited in the tenant's log. It takes the tenant's key lock exclusively, so writers that
+ * read an older version before the rotation began have committed (or rolled back) before it
+ * counts: countStale, run in the same transaction, must find nothing, or nothing is destroyed.
+ */
+export async function destroyDataKeysBelow(
+  db: Database,
+  keyring: Keyring,
+  tenantId: string,
+  keep: number,
+  countStale: (tx: Tx) => Promise<number>,
+): Promise<number> {
   const destroyed = await db.systemDb({ reason: 'keys rotate-tenant destroys retired data key versions' }).transaction(async (tx) => {
+    await sql`select pg_advisory_xact_lock(hashtext(${keyLockName(tenantId)}))`.execute(tx);
+    const stale = await countStale(tx);
+    if (stale > 0) throw new StaleCiphertextError(`${stale} fields are still under an older data key; run the rotation again`);
     const result = await tx.deleteFrom('tenant_keys').where('tenant_id', '=', tenantId).where('purpose', '=', 'data').where('version', '<', keep).executeTakeFirst();
     const count = Number(result.numDeletedRows);
     await recordTenantEvent(tx, tenantId, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.data_key_retired', metadata: { below: keep, destroyed: count } });
@@ -65,4 +80,8 @@ export async function destroyDataKeysBelow(db: Database, keyring: Keyring, tenan
   });
   keyring.forgetDataKeysBelow(tenantId, keep);
   return destroyed;
+}
+
+export class StaleCiphertextError extends Error {
+  override name = 'StaleCiphertextError';
 }

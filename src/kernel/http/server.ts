@@ -35,6 +35,23 @@ export const LOG_REDACT_PATHS = [
   '*.code',
 ];
 
+/**
+ * A request URL as logged: query values replaced, names kept. Query strings carry personal
+ * data (`?email=`) and one-time secrets (an SSO callback's `code` and `state`).
+ */
+export function redactQuery(url: string): string {
+  const start = url.indexOf('?');
+  if (start < 0) return url;
+  const params = url
+    .slice(start + 1)
+    .split('&')
+    .map((param) => {
+      const equals = param.indexOf('=');
+      return equals < 0 ? param : `${param.slice(0, equals)}=[redacted]`;
+    });
+  return `${url.slice(0, start)}?${params.join('&')}`;
+}
+
 export interface ServerDeps {
   readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction' | 'sessionIdleMinutes'> & Partial<Pick<Config, 'tls'>>;
   readonly db: Database;
@@ -117,6 +134,14 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     logger: {
       level: deps.config.logLevel,
       redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' },
+      serializers: {
+        // Fastify's own request fields, with the query values redacted; anything else passed as
+        // `req` is kept as it is (the redact paths above still apply to it).
+        req: (request: FastifyRequest) =>
+          'raw' in request && typeof request.url === 'string'
+            ? { method: request.method, url: redactQuery(request.url), host: request.host, remoteAddress: request.ip, remotePort: request.socket?.remotePort }
+            : (request as unknown as Record<string, unknown>),
+      },
       ...(deps.logStream ? { stream: deps.logStream } : {}),
     },
     genReqId: () => randomUUID(),
