@@ -42,6 +42,13 @@ import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.t
 import { exportLine, measureExport, seedAuditEvents, type ExportResult } from './export.ts';
 import { auditWriteLines, chainLine, measureAuditWrites, measureChain, openBenchDatabase, type AuditChainResult, type AuditWriteResult } from './audit.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
+import { contactReadLine, fieldLine, measureContactReads, measureFieldCrypto, measureStreamCrypto, streamLine, type ContactReadResult, type FieldResult, type StreamResult } from './crypto.ts';
+
+interface CryptoResults {
+  readonly field: FieldResult;
+  readonly stream: StreamResult;
+  readonly contacts: ContactReadResult;
+}
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOC_PATH = path.join(ROOT, 'docs', 'performance.md');
@@ -102,6 +109,8 @@ const settings = {
   serverHeapMiB: intEnv('BENCH_SERVER_HEAP_MIB', 192, 0, 65_536),
   /** Seconds per audited-write run (0 skips the audit write measurements). */
   auditSeconds: intEnv('BENCH_AUDIT_SECONDS', 10, 0, 600),
+  /** Seconds per measured run of the contact-read comparison; 0 skips the encryption benchmarks. */
+  cryptoSeconds: intEnv('BENCH_CRYPTO_SECONDS', 5, 0, 600),
   auditConcurrency: intEnv('BENCH_AUDIT_CONCURRENCY', 16, 1, 200),
   auditSealIntervalMs: intEnv('BENCH_AUDIT_SEAL_INTERVAL_MS', 250, 10, 60_000),
 };
@@ -307,7 +316,7 @@ async function waitForHealth(baseUrl: string): Promise<void> {
 // ---------------------------------------------------------------------------------------
 // Seeding.
 
-async function seed(superPool: pg.Pool, baseUrl: string): Promise<{ cookie: string; pairs: [string, string][] }> {
+async function seed(superPool: pg.Pool, baseUrl: string): Promise<{ cookie: string; csrfToken: string; signupTenantId: string; pairs: [string, string][] }> {
   const started = Date.now();
   await superPool.query(
     `insert into tenants (name) select 'Bench tenant ' || g from generate_series(1, $1::int) g`,
@@ -330,7 +339,7 @@ async function seed(superPool: pg.Pool, baseUrl: string): Promise<{ cookie: stri
     body: JSON.stringify({ email, password, name: 'Bench User', tenantName: 'Bench signup tenant' }),
   });
   if (response.status !== 201) throw new Error(`signup failed: ${response.status} ${await response.text()}`);
-  const signup = (await response.json()) as { user: { id: string }; tenant: { id: string } };
+  const signup = (await response.json()) as { user: { id: string }; tenant: { id: string }; csrfToken: string };
   const cookie = response.headers
     .getSetCookie()
     .map((header) => header.split(';')[0]!)
@@ -354,7 +363,7 @@ async function seed(superPool: pg.Pool, baseUrl: string): Promise<{ cookie: stri
   );
   const c = counts.rows[0]!;
   log(`seeded ${c.tenants} tenants, ${c.accounts} accounts, ${c.memberships} memberships in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  return { cookie, pairs: rows.map((row) => [row.tenant_id, row.id]) };
+  return { cookie, csrfToken: signup.csrfToken, signupTenantId: signup.tenant.id, pairs: rows.map((row) => [row.tenant_id, row.id]) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -882,6 +891,7 @@ function resultsSection(
   exported: ExportResult | null,
   auditWrites: AuditWriteResult | null,
   chain: AuditChainResult | null,
+  crypto: CryptoResults | null,
 ): string {
   const ratio = best.secure.reqPerSec / best.baseline.reqPerSec;
   const rows = (ms: Measurement[]) =>
@@ -941,6 +951,8 @@ ${auditWriteLines(auditWrites).map((line) => `- ${line}.`).join('\n')}` : 'Audit
 ${chain ? `- ${chainLine(chain)}.` : 'Chain sealing and verification skipped (BENCH_EXPORT_EVENTS=0).'}
 
 **Audit export.** ${exported ? `${exportLine(exported)}.` : 'Skipped (BENCH_EXPORT_EVENTS=0).'}
+
+**Encryption.** ${crypto ? `\n\n- ${fieldLine(crypto.field)}.\n- ${streamLine(crypto.stream)}.\n- ${contactReadLine(crypto.contacts)}.` : 'Skipped (BENCH_CRYPTO_SECONDS=0).'}
 
 **Access decision.** ${policyLine(policy)}. The guard's database work is the tenant entry
 alone, which loads session, user, membership and tenant rules and (on prefetching reads)
@@ -1101,7 +1113,7 @@ async function main(): Promise<number> {
     superPool = new pg.Pool({ connectionString: withDatabase(settings.adminUrl, database), max: 2 });
     // Dropping the database with (force) terminates idle connections: not an error here.
     superPool.on('error', () => undefined);
-    const { cookie, pairs } = await seed(superPool, baseUrl);
+    const { cookie, csrfToken, signupTenantId, pairs } = await seed(superPool, baseUrl);
     await sanityCheck(baseUrl, cookie, pairs);
     const serverPid = server.pid!;
     const idleBusy = await waitForQuiet(settings.quietWait);
@@ -1143,6 +1155,16 @@ async function main(): Promise<number> {
     }
 
     const policy = measurePolicyDecision();
+    let crypto: CryptoResults | null = null;
+    if (settings.cryptoSeconds > 0) {
+      await waitForQuiet(settings.quietWait);
+      const field = measureFieldCrypto(3);
+      log(fieldLine(field));
+      const stream = await measureStreamCrypto(256, 3);
+      log(streamLine(stream));
+      const contacts = await measureContactReads({ baseUrl, cookie, csrfToken, tenantId: signupTenantId, connections: settings.connections, seconds: settings.cryptoSeconds, rounds: 2, log });
+      crypto = { field, stream, contacts };
+    }
     // The audit measurements run in this process through the kernel, on the same database.
     const audit = await openBenchDatabase(serverEnv.DATABASE_URL!, serverEnv.DATA_DIR!);
     let auditWrites: AuditWriteResult | null = null;
@@ -1217,6 +1239,7 @@ async function main(): Promise<number> {
     for (const line of auditWrites ? auditWriteLines(auditWrites) : ['audit writes: skipped (BENCH_AUDIT_SECONDS=0)']) log(line);
     log(chain ? chainLine(chain) : 'audit chain: skipped (BENCH_EXPORT_EVENTS=0)');
     log(exported ? exportLine(exported) : 'audit export: skipped (BENCH_EXPORT_EVENTS=0)');
+    for (const line of crypto ? [fieldLine(crypto.field), streamLine(crypto.stream), contactReadLine(crypto.contacts)] : ['encryption: skipped (BENCH_CRYPTO_SECONDS=0)']) log(line);
     log(`guard round trips: the secure read made ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} database round trips per request (tenant entry, session, membership and the read in one message)`);
     const argon2Noisy = argon2 && argon2Warning(argon2);
     if (argon2Noisy) log(`  WARNING: ${argon2Noisy}`);
@@ -1233,7 +1256,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, chain));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, chain, crypto));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;

@@ -66,6 +66,38 @@ export function wrapAad(owner: string, purpose: Purpose, version: number): Buffe
   return Buffer.from(`customernode tenant key v1\0${owner}\0${purpose}\0${version}`, 'utf8');
 }
 
+/** A field ciphertext under a data key (the format above); the keyring supplies key and version. */
+export function sealField(key: KeyObject, version: number, place: FieldPlace, plaintext: Buffer | string): Buffer {
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.writeUInt8(FORMAT_V1, 0);
+  header.writeUInt32BE(version, 1);
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(fieldAad(header, place));
+  const body = Buffer.concat([cipher.update(typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext), cipher.final()]);
+  return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+}
+
+/** The key version a field ciphertext names, after checking its format (DecryptionError otherwise). */
+export function fieldVersion(ciphertext: Buffer): number {
+  if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
+    throw new DecryptionError('not a field ciphertext of a known format');
+  }
+  return ciphertext.readUInt32BE(1);
+}
+
+/** Opens a field ciphertext with the key its version names; DecryptionError if it does not authenticate in this place. */
+export function openField(key: KeyObject, place: FieldPlace, ciphertext: Buffer): Buffer {
+  const decipher = createDecipheriv('aes-256-gcm', key, ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES));
+  decipher.setAAD(fieldAad(ciphertext.subarray(0, HEADER_BYTES), place));
+  decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_BYTES));
+  try {
+    return Buffer.concat([decipher.update(ciphertext.subarray(HEADER_BYTES + NONCE_BYTES, ciphertext.length - TAG_BYTES)), decipher.final()]);
+  } catch {
+    throw new DecryptionError('the ciphertext does not authenticate in this place');
+  }
+}
+
 interface CachedKey {
   readonly key: KeyObject;
   readonly expiresAt: number;
@@ -127,33 +159,15 @@ export class Keyring {
 
   async #seal(tx: Tx, owner: string, place: FieldPlace, plaintext: Buffer | string): Promise<Buffer> {
     const { version, key } = await this.#currentKey(tx, owner, 'data');
-    const header = Buffer.alloc(HEADER_BYTES);
-    header.writeUInt8(FORMAT_V1, 0);
-    header.writeUInt32BE(version, 1);
-    const nonce = randomBytes(NONCE_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', key, nonce);
-    cipher.setAAD(fieldAad(header, place));
-    const body = Buffer.concat([cipher.update(typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext), cipher.final()]);
-    return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+    return sealField(key, version, place, plaintext);
   }
 
   async #open(tx: Tx, owner: string, place: FieldPlace, stored: Uint8Array): Promise<Buffer> {
     const ciphertext = asBuffer(stored);
-    if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
-      throw new DecryptionError('not a field ciphertext of a known format');
-    }
-    const header = ciphertext.subarray(0, HEADER_BYTES);
-    const version = header.readUInt32BE(1);
+    const version = fieldVersion(ciphertext);
     const key = version >= 1 && version <= MAX_VERSION ? await this.#keyVersion(tx, owner, 'data', version) : null;
     if (!key) throw new DecryptionError('the key of this ciphertext does not exist');
-    const decipher = createDecipheriv('aes-256-gcm', key, ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES));
-    decipher.setAAD(fieldAad(header, place));
-    decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_BYTES));
-    try {
-      return Buffer.concat([decipher.update(ciphertext.subarray(HEADER_BYTES + NONCE_BYTES, ciphertext.length - TAG_BYTES)), decipher.final()]);
-    } catch {
-      throw new DecryptionError('the ciphertext does not authenticate in this place');
-    }
+    return openField(key, place, ciphertext);
   }
 
   async decryptText(tx: Tx, place: FieldPlace, ciphertext: Uint8Array): Promise<string> {

