@@ -4,8 +4,7 @@
  * DATA_DIR (0600) and says loudly that it proves nothing: whoever holds the data holds it.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { readOrCreateKeyFile } from '../crypto/dev-key-file.ts';
 import type { Config } from '../config/config.ts';
 import { keyIdOf, publicKeysFromPem } from './chain.ts';
 import type { AuditSigner } from './sealer.ts';
@@ -13,26 +12,9 @@ import type { AuditSigner } from './sealer.ts';
 const DEV_KEY_FILE = 'audit-signing-key.pem';
 
 function developmentKey(dataDir: string, log: { warn(object: object, message: string): void }): KeyObject {
-  const dir = path.join(dataDir, 'keys');
-  const file = path.join(dir, DEV_KEY_FILE);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  let pem: string;
-  try {
-    pem = readFileSync(file, 'utf8');
-  } catch (error) {
-    if ((error as { code?: unknown }).code !== 'ENOENT') throw error;
-    pem = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    // wx: never overwrite a key another process just wrote.
-    try {
-      writeFileSync(file, pem, { mode: 0o600, flag: 'wx' });
-    } catch (writeError) {
-      if ((writeError as { code?: unknown }).code !== 'EEXIST') throw writeError;
-      pem = readFileSync(file, 'utf8');
-    }
-  }
-  chmodSync(file, 0o600);
+  const { file, content } = readOrCreateKeyFile(dataDir, DEV_KEY_FILE, () => generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
   log.warn({ file }, 'DEVELOPMENT audit signing key in use: checkpoints signed with a key stored beside the data prove nothing; set AUDIT_SIGNING_KEY in production');
-  return createPrivateKey(pem);
+  return createPrivateKey(content);
 }
 
 /** Splits a PEM bundle into its PUBLIC KEY blocks. */

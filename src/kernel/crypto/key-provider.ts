@@ -8,8 +8,7 @@
  * associated data, so a wrapped key copied to another tenant or version does not unwrap.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { readOrCreateKeyFile } from './dev-key-file.ts';
 
 export interface KeyProvider {
   /** What kind of provider this is (shown by health checks and the CLI). */
@@ -94,25 +93,8 @@ const DEV_KEK_FILE = 'key-encryption-key';
 
 /** The development KEK under DATA_DIR/keys (0600), made on first use; production never gets here (config refuses). */
 export function developmentKek(dataDir: string, log: { warn(object: object, message: string): void }): Buffer {
-  const dir = path.join(dataDir, 'keys');
-  const file = path.join(dir, DEV_KEK_FILE);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  let hex: string;
-  try {
-    hex = readFileSync(file, 'utf8').trim();
-  } catch (error) {
-    if ((error as { code?: unknown }).code !== 'ENOENT') throw error;
-    hex = randomBytes(32).toString('hex');
-    // wx: never overwrite a key another process just wrote (that would orphan its data keys).
-    try {
-      writeFileSync(file, `${hex}\n`, { mode: 0o600, flag: 'wx' });
-    } catch (writeError) {
-      if ((writeError as { code?: unknown }).code !== 'EEXIST') throw writeError;
-      hex = readFileSync(file, 'utf8').trim();
-    }
-  }
-  chmodSync(file, 0o600);
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`${file} does not hold a 256-bit key in hex`);
+  const { file, content } = readOrCreateKeyFile(dataDir, DEV_KEK_FILE, () => `${randomBytes(32).toString('hex')}\n`);
+  if (!/^[0-9a-f]{64}$/.test(content)) throw new Error(`${file} does not hold a 256-bit key in hex`);
   log.warn({ file }, 'DEVELOPMENT key-encryption key in use: it lies beside the data it protects; set KEY_ENCRYPTION_KEY (or a hardware key provider) in production');
-  return Buffer.from(hex, 'hex');
+  return Buffer.from(content, 'hex');
 }

@@ -18,15 +18,24 @@ const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
 export async function rewrapAllTenantKeys(db: Database, keyring: Keyring, onProgress?: (done: number, total: number) => void): Promise<{ rewrapped: number; kekId: string }> {
   const provider = keyring.provider;
   const system = db.systemDb({ reason: 'keys rotate-kek re-wraps every tenant key' });
-  const stale = await system.transaction((tx) =>
-    tx.selectFrom('tenant_keys').select(['tenant_id', 'purpose', 'version', 'kek_id', 'wrapped']).where('kek_id', '<>', provider.keyId).orderBy('tenant_id').execute(),
-  );
-  let rewrapped = 0;
-  for (const row of stale) {
-    const aad = wrapAad(row.tenant_id, row.purpose, row.version);
+  /** The key under the current KEK, with the same associated data (owner, purpose, version). */
+  const rewrap = async (owner: string, row: { purpose: 'data' | 'index'; version: number; kek_id: string; wrapped: Uint8Array }) => {
+    const aad = wrapAad(owner, row.purpose, row.version);
     const raw = await provider.unwrap(Buffer.from(row.wrapped), aad, row.kek_id);
     const wrapped = await provider.wrap(raw, aad);
     raw.fill(0);
+    return wrapped;
+  };
+  const tenantKeys = await system.transaction((tx) =>
+    tx.selectFrom('tenant_keys').select(['tenant_id', 'purpose', 'version', 'kek_id', 'wrapped']).where('kek_id', '<>', provider.keyId).orderBy('tenant_id').execute(),
+  );
+  // The platform's own keys (user-level secrets) too.
+  const platformKeys = await system.transaction((tx) => tx.selectFrom('platform_keys').select(['purpose', 'version', 'kek_id', 'wrapped']).where('kek_id', '<>', provider.keyId).execute());
+  const total = tenantKeys.length + platformKeys.length;
+  let rewrapped = 0;
+  // Each key is one UPDATE guarded by its old kek_id: a concurrent run re-wraps it once.
+  for (const row of tenantKeys) {
+    const wrapped = await rewrap(row.tenant_id, row);
     const result = await system.transaction((tx) =>
       tx
         .updateTable('tenant_keys')
@@ -38,19 +47,15 @@ export async function rewrapAllTenantKeys(db: Database, keyring: Keyring, onProg
         .executeTakeFirst(),
     );
     rewrapped += Number(result.numUpdatedRows);
-    onProgress?.(rewrapped, stale.length);
+    onProgress?.(rewrapped, total);
   }
-  // The platform's own keys (user-level secrets) too.
-  const platformStale = await system.transaction((tx) => tx.selectFrom('platform_keys').select(['purpose', 'version', 'kek_id', 'wrapped']).where('kek_id', '<>', provider.keyId).execute());
-  for (const row of platformStale) {
-    const aad = wrapAad(PLATFORM, row.purpose, row.version);
-    const raw = await provider.unwrap(Buffer.from(row.wrapped), aad, row.kek_id);
-    const wrapped = await provider.wrap(raw, aad);
-    raw.fill(0);
+  for (const row of platformKeys) {
+    const wrapped = await rewrap(PLATFORM, row);
     const result = await system.transaction((tx) =>
       tx.updateTable('platform_keys').set({ kek_id: provider.keyId, wrapped }).where('purpose', '=', row.purpose).where('version', '=', row.version).where('kek_id', '=', row.kek_id).executeTakeFirst(),
     );
     rewrapped += Number(result.numUpdatedRows);
+    onProgress?.(rewrapped, total);
   }
   await system.transaction((tx) => recordPlatformEvent(tx, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.kek_rotated', metadata: { kekId: provider.keyId, rewrapped } }));
   return { rewrapped, kekId: provider.keyId };
