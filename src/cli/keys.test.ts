@@ -157,5 +157,9 @@ describe('customernode keys', () => {
     expect(cli(['keys', 'rotate-tenant'], baseEnv).code).toBe(64);
     expect(cli(['keys', 'rotate-tenant', '--tenant', 'nope'], baseEnv).code).toBe(64);
     expect(cli(['keys', 'spin'], baseEnv).code).toBe(64);
+    expect(cli(['tenants', 'delete', '--tenant', tenantId], baseEnv).code).toBe(64);
+    const wrongName = cli(['tenants', 'delete', '--tenant', tenantId, '--confirm', 'Not its name'], { ...baseEnv, KEY_ENCRYPTION_KEY: newKek });
+    expect(wrongName.code).toBe(64);
+    expect(wrongName.stderr).toMatch(/does not match/);
   });
 });

@@ -14,6 +14,9 @@ import { verifyPlatformLog, verifyTenantLog } from '../kernel/audit/verify.ts';
 import { isUuid, openDatabase, runMigrations } from '../kernel/db/database.ts';
 import { DataDirLockedError } from '../kernel/db/lock.ts';
 import { keysCommand, KeysUsageError, progressTo } from './keys.ts';
+import { deleteTenant } from '../features/tenancy/index.ts';
+import { createKeyring } from '../kernel/crypto/envelope.ts';
+import { AppError } from '../kernel/http/errors.ts';
 
 const USAGE = `Usage: customernode <command> [--json]
 
@@ -28,6 +31,9 @@ Commands:
                                            previous key listed in KEY_ENCRYPTION_KEYS_RETIRED)
   keys rotate-tenant --tenant ID           new data key version for a tenant, re-encrypt its fields,
                                            destroy the older versions (resumable; audited)
+  tenants delete --tenant ID --confirm NAME
+                                           delete a tenant: destroy its keys (crypto-shredding), then
+                                           its data; its audit log stays until retention (audited)
   help                                     show this help`;
 
 export class UsageError extends Error {
@@ -125,6 +131,26 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     } catch (error) {
       if (error instanceof KeysUsageError) throw new UsageError(error.message);
       throw error;
+    }
+    return;
+  }
+  if (command === 'tenants') {
+    const [sub, ...options] = rest;
+    const tenant = options[0] === '--tenant' ? options[1] : undefined;
+    const confirm = options[2] === '--confirm' ? options[3] : undefined;
+    if (sub !== 'delete' || tenant === undefined || !isUuid(tenant) || confirm === undefined || options.length !== 4) {
+      throw new UsageError('usage: customernode tenants delete --tenant ID --confirm "TENANT NAME" [--json]');
+    }
+    const config = loadConfig();
+    const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
+    try {
+      const result = await deleteTenant(db, createKeyring(config, { warn() {} }), { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
+      out(json ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result }) : `tenant ${tenant.toLowerCase()} deleted: ${result.keysDestroyed} keys destroyed, ${result.rows} rows removed; its audit log stays until retention`);
+    } catch (error) {
+      if (error instanceof AppError) throw new UsageError(error.publicDetail ?? error.message);
+      throw error;
+    } finally {
+      await db.close();
     }
     return;
   }

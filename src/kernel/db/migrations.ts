@@ -860,6 +860,13 @@ alter table tenant_sso alter column client_secret drop not null;
 alter table tenant_sso add constraint tenant_sso_secret_present check ((client_secret is null) <> (client_secret_ct is null));
 `,
   },
+  {
+    version: 22,
+    name: 'tenant-deletion',
+    // A deleted tenant keeps only a tombstone row (its audit log still references it and stays
+    // verifiable until retention removes it); its data and its keys are gone.
+    sql: `alter table tenants add column deleted_at timestamptz;`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */

@@ -8,6 +8,8 @@ export interface TenantsTable {
   id: Generated<string>;
   name: string;
   created_at: CreatedAt;
+  /** Set when the tenant was deleted: only this tombstone and its audit log remain. */
+  deleted_at: ColumnType<Date | null, null | undefined, Date | string>;
 }
 
 export interface UsersTable {
