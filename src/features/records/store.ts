@@ -70,16 +70,19 @@ export interface SealedContactFields {
   email_index?: Buffer | null;
 }
 
+/** A sealed field replaces any plaintext left from before migration 20. */
+function clearedPlaintext(values: SealedContactFields): { email?: null; phone?: null } {
+  return { ...('email_ct' in values ? { email: null } : {}), ...('phone_ct' in values ? { phone: null } : {}) };
+}
+
 export function insertContact(tx: Tx, tenantId: string, values: { id: string; account_id: string; name: string } & SealedContactFields) {
   return tx.insertInto('contacts').values({ tenant_id: tenantId, ...values }).returning(CONTACT_COLUMNS).executeTakeFirstOrThrow();
 }
 
 export function updateContact(tx: Tx, tenantId: string, id: string, values: { account_id?: string; name?: string } & SealedContactFields) {
-  // A sealed field replaces any plaintext left from before migration 20.
-  const clear = { ...('email_ct' in values ? { email: null } : {}), ...('phone_ct' in values ? { phone: null } : {}) };
   return tx
     .updateTable('contacts')
-    .set({ ...values, ...clear, updated_at: sql`date_trunc('milliseconds', now())` })
+    .set({ ...values, ...clearedPlaintext(values), updated_at: sql`date_trunc('milliseconds', now())` })
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
     .returning(CONTACT_COLUMNS)
@@ -88,8 +91,7 @@ export function updateContact(tx: Tx, tenantId: string, id: string, values: { ac
 
 /** The backfill's write: sealed fields in, plaintext out; not a change by anyone, so updated_at stays. */
 export async function sealLegacyContact(tx: Tx, tenantId: string, id: string, values: SealedContactFields): Promise<void> {
-  const clear = { ...('email_ct' in values ? { email: null } : {}), ...('phone_ct' in values ? { phone: null } : {}) };
-  await tx.updateTable('contacts').set({ ...values, ...clear }).where('tenant_id', '=', tenantId).where('id', '=', id).execute();
+  await tx.updateTable('contacts').set({ ...values, ...clearedPlaintext(values) }).where('tenant_id', '=', tenantId).where('id', '=', id).execute();
 }
 
 /** The sealed fields of contacts in id order after an id (re-encryption after a key rotation); locked unless lock is false. */

@@ -195,11 +195,16 @@ export class Keyring {
   /** Adds a data key version (rotation): new ciphertexts use it; older versions still decrypt. */
   async addDataKeyVersion(tx: Tx, tenantId: string): Promise<number> {
     const version = (await this.currentDataKeyVersion(tx, tenantId)) + 1;
-    const raw = randomBytes(32);
-    const wrapped = await this.#provider.wrap(raw, wrapAad(tenantId, 'data', version));
-    raw.fill(0);
-    await tx.insertInto('tenant_keys').values({ tenant_id: tenantId, purpose: 'data', version, kek_id: this.#provider.keyId, wrapped }).execute();
+    await tx.insertInto('tenant_keys').values({ tenant_id: tenantId, ...(await this.#newWrappedKey(tenantId, 'data', version)) }).execute();
     return version;
+  }
+
+  /** A fresh random key, wrapped for its owner, purpose and version: the row to store (the raw key is wiped). */
+  async #newWrappedKey(owner: string, purpose: Purpose, version: number) {
+    const raw = randomBytes(32);
+    const wrapped = await this.#provider.wrap(raw, wrapAad(owner, purpose, version));
+    raw.fill(0);
+    return { purpose, version, kek_id: this.#provider.keyId, wrapped };
   }
 
   /** Forgets unwrapped data keys below a version (their rows were just destroyed). */
@@ -209,8 +214,11 @@ export class Keyring {
 
   /** The key version a field ciphertext was made with. */
   static versionOf(ciphertext: Uint8Array): number {
-    const buffer = asBuffer(ciphertext);
-    return buffer.length >= HEADER_BYTES ? buffer.readUInt32BE(1) : 0;
+    try {
+      return fieldVersion(asBuffer(ciphertext));
+    } catch {
+      return 0; // not a field ciphertext: counts as under no current key
+    }
   }
 
   /** The tenant's newest key of a purpose; made (version 1) on first use. */
@@ -227,11 +235,8 @@ export class Keyring {
           .limit(1)
           .executeTakeFirst();
     if (newest) return { version: newest.version, key: await this.#unwrapCached(owner, purpose, newest.version, newest.kek_id, newest.wrapped) };
-    const raw = randomBytes(32);
-    const wrapped = await this.#provider.wrap(raw, wrapAad(owner, purpose, 1));
-    raw.fill(0);
     // Two first uses at once: one insert wins, both then use the winner's key.
-    const values = { purpose, version: 1, kek_id: this.#provider.keyId, wrapped };
+    const values = await this.#newWrappedKey(owner, purpose, 1);
     if (owner === PLATFORM) await tx.insertInto('platform_keys').values(values).onConflict((oc) => oc.doNothing()).execute();
     else await tx.insertInto('tenant_keys').values({ tenant_id: owner, ...values }).onConflict((oc) => oc.doNothing()).execute();
     return this.#currentKey(tx, owner, purpose);

@@ -29,6 +29,18 @@ export class KeyUnavailableError extends Error {
   override name = 'KeyUnavailableError';
 }
 
+/** A provider's health: wrap and unwrap a random key; any failure is reported, not thrown. */
+export async function roundTripHealth(provider: KeyProvider, detail: string): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const probe = randomBytes(32);
+    const aad = Buffer.from('health');
+    const ok = (await provider.unwrap(await provider.wrap(probe, aad), aad, provider.keyId)).equals(probe);
+    return { ok, detail: ok ? detail : 'wrap/unwrap round trip failed' };
+  } catch (error) {
+    return { ok: false, detail: error instanceof Error ? error.message : String(error) };
+  }
+}
+
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -72,11 +84,8 @@ export class LocalKeyProvider implements KeyProvider {
     }
   }
 
-  async health(): Promise<{ ok: boolean; detail: string }> {
-    const probe = randomBytes(32);
-    const aad = Buffer.from('health');
-    const ok = (await this.unwrap(await this.wrap(probe, aad), aad, this.keyId)).equals(probe);
-    return { ok, detail: ok ? `local key-encryption key ${this.keyId}` : 'wrap/unwrap round trip failed' };
+  health(): Promise<{ ok: boolean; detail: string }> {
+    return roundTripHealth(this, `local key-encryption key ${this.keyId}`);
   }
 
   /** Never serialised or printed with its keys. */

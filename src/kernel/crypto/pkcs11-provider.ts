@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import type * as Pkcs11 from 'pkcs11js';
 import type { AesGCM, Handle, Mechanism } from 'pkcs11js';
 import type { Pkcs11Settings } from '../config/config.ts';
-import { KeyUnavailableError, type KeyProvider } from './key-provider.ts';
+import { KeyUnavailableError, roundTripHealth, type KeyProvider } from './key-provider.ts';
 
 type Pkcs11Module = typeof Pkcs11;
 
@@ -105,15 +105,8 @@ export class Pkcs11KeyProvider implements KeyProvider {
     }
   }
 
-  async health(): Promise<{ ok: boolean; detail: string }> {
-    try {
-      const probe = randomBytes(32);
-      const aad = Buffer.from('health');
-      const ok = (await this.unwrap(await this.wrap(probe, aad), aad, this.keyId)).equals(probe);
-      return { ok, detail: ok ? `PKCS#11 key ${this.keyId}` : 'wrap/unwrap round trip failed' };
-    } catch (error) {
-      return { ok: false, detail: error instanceof Error ? error.message : String(error) };
-    }
+  health(): Promise<{ ok: boolean; detail: string }> {
+    return roundTripHealth(this, `PKCS#11 key ${this.keyId}`);
   }
 
   close(): void {
