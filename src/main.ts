@@ -44,10 +44,8 @@ async function main(): Promise<void> {
   if (!keyHealth.ok) throw new Error(`the key provider is not usable: ${keyHealth.detail}`);
   logger.info({ provider: keyring.provider.kind, keyId: keyring.provider.keyId }, 'key provider ready');
   // Secrets and personal data stored before field encryption are encrypted now (idempotent).
-  await encryptLegacyContacts(db, keyring, logger);
-  const seeds = await encryptLegacyTotpSecrets(db, keyring);
-  const ssoSecrets = await encryptLegacySsoSecrets(db, keyring);
-  if (seeds + ssoSecrets > 0) logger.info({ totpSeeds: seeds, ssoSecrets }, 'encrypted secrets stored before field encryption');
+  const legacy = { contacts: await encryptLegacyContacts(db, keyring), totpSeeds: await encryptLegacyTotpSecrets(db, keyring), ssoSecrets: await encryptLegacySsoSecrets(db, keyring) };
+  if (legacy.contacts + legacy.totpSeeds + legacy.ssoSecrets > 0) logger.info(legacy, 'encrypted data stored before field encryption');
   const app = await buildApp({ config, db, auditSigner, keyring });
   // Audit events are sealed into their hash chains in batches, outside the request path.
   const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);

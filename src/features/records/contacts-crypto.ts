@@ -3,7 +3,6 @@
  * tenant's data key, bound to their row and column, plus a blind index of the normalised
  * email for exact lookups (GET .../contacts?email=). Plaintext exists only in memory.
  */
-import type { Logger } from 'pino';
 import type { Database, Tx } from '../../kernel/db/database.ts';
 import { Keyring } from '../../kernel/crypto/envelope.ts';
 import * as store from './store.ts';
@@ -51,7 +50,7 @@ export async function openContactFields(keyring: Keyring, tx: Tx, tenantId: stri
  * Encrypts the plaintext left in rows written before migration 20, tenant by tenant, in
  * batches (each in its tenant's transaction, rows locked). Idempotent; returns the rows done.
  */
-export async function encryptLegacyContacts(db: Database, keyring: Keyring, logger?: Pick<Logger, 'info'>): Promise<number> {
+export async function encryptLegacyContacts(db: Database, keyring: Keyring): Promise<number> {
   const tenants = await db.systemDb({ reason: 'find tenants whose contacts still hold plaintext' }).transaction((tx) =>
     tx.selectFrom('contacts').select('tenant_id').distinct().where((eb) => eb.or([eb('email', 'is not', null), eb('phone', 'is not', null)])).execute(),
   );
@@ -73,7 +72,6 @@ export async function encryptLegacyContacts(db: Database, keyring: Keyring, logg
       if (batch < 500) break;
     }
   }
-  if (done > 0) logger?.info({ contacts: done, tenants: tenants.length }, 'encrypted contact fields written before field encryption');
   return done;
 }
 

@@ -867,6 +867,16 @@ alter table tenant_sso add constraint tenant_sso_secret_present check ((client_s
     // verifiable until retention removes it); its data and its keys are gone.
     sql: `alter table tenants add column deleted_at timestamptz;`,
   },
+  {
+    version: 23,
+    name: 'legacy-plaintext-indexes',
+    // The backfills at start ask "is any plaintext left?" on every boot: these (nearly always
+    // empty) partial indexes answer that without reading the tables.
+    sql: `
+create index contacts_legacy_plaintext_idx on contacts (tenant_id) where email is not null or phone is not null;
+create index users_legacy_totp_idx on users (id) where totp_secret is not null or totp_pending_secret is not null;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
