@@ -7,8 +7,7 @@ import { contactsBelowVersion, reencryptContacts } from '../features/records/con
 import { reencryptSsoSecret, ssoSecretsBelowVersion } from '../features/sso/index.ts';
 import { loadConfig } from '../kernel/config/config.ts';
 import { createKeyring } from '../kernel/crypto/envelope.ts';
-import { destroyDataKeysBelow, rewrapAllTenantKeys } from '../kernel/crypto/rotation.ts';
-import { recordTenantEvent, SYSTEM_ACTOR } from '../kernel/audit/record.ts';
+import { destroyDataKeysBelow, rewrapAllTenantKeys, startOrResumeRotation } from '../kernel/crypto/rotation.ts';
 import { isUuid, openDatabase } from '../kernel/db/database.ts';
 
 export interface Progress {
@@ -44,8 +43,6 @@ export class KeysUsageError extends Error {
   override name = 'KeysUsageError';
 }
 
-const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
-
 export async function keysCommand(args: readonly string[], json: boolean, out: (line: string) => void, progress: Progress): Promise<void> {
   const [sub, ...options] = args;
   const config = loadConfig();
@@ -70,14 +67,7 @@ export async function keysCommand(args: readonly string[], json: boolean, out: (
     try {
       const keyring = createKeyring(config, { warn() {} });
       // Resumable: while older versions remain, an interrupted rotation is finished, not started anew.
-      const { version, resumed } = await db.withTenant(tenant, async (tx) => {
-        const versions = await tx.selectFrom('tenant_keys').select('version').where('tenant_id', '=', tenant).where('purpose', '=', 'data').execute();
-        const newest = Math.max(0, ...versions.map((row) => row.version));
-        if (versions.length > 1) return { version: newest, resumed: true };
-        const added = await keyring.addDataKeyVersion(tx, tenant);
-        await recordTenantEvent(tx, tenant, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.data_key_rotated', metadata: { version: added } });
-        return { version: added, resumed: false };
-      });
+      const { version, resumed } = await startOrResumeRotation(db, keyring, tenant);
       // Every field encrypted under the tenant's data key: contacts, then the SSO client secret.
       const { reencrypted: contacts } = await reencryptContacts(db, keyring, tenant, (done, total) => progress.update('re-encrypting contacts', done, total));
       progress.end();

@@ -64,7 +64,7 @@ export async function encryptLegacyContacts(db: Database, keyring: Keyring): Pro
             ...(row.email !== null ? { email: row.email } : {}),
             ...(row.phone !== null ? { phone: row.phone } : {}),
           });
-          await store.sealLegacyContact(tx, tenantId, row.id, sealed);
+          await store.writeSealedFields(tx, tenantId, row.id, sealed);
         }
         return rows.length;
       });
@@ -91,6 +91,7 @@ export async function reencryptContacts(
     version: await keyring.currentDataKeyVersion(tx, tenantId),
     total: Number((await tx.selectFrom('contacts').select((eb) => eb.fn.countAll().as('n')).where('tenant_id', '=', tenantId).executeTakeFirstOrThrow()).n),
   }));
+  const stale = (ct: Uint8Array | null) => ct !== null && Keyring.versionOf(ct) < version;
   let after: string | undefined;
   let seen = 0;
   let reencrypted = 0;
@@ -98,13 +99,12 @@ export async function reencryptContacts(
     const batch = await db.withTenant(tenantId, async (tx) => {
       const rows = await store.contactsAfter(tx, tenantId, after, 500);
       for (const row of rows) {
-        const stale = (ct: Uint8Array | null) => ct !== null && Keyring.versionOf(ct) < version;
         if (!stale(row.email_ct) && !stale(row.phone_ct)) continue;
         const open = await openContactFields(keyring, tx, tenantId, { ...row, email: null, phone: null });
         const sealed: store.SealedContactFields = {};
         if (stale(row.email_ct)) sealed.email_ct = await keyring.encrypt(tx, place(tenantId, row.id, 'email'), open.email!);
         if (stale(row.phone_ct)) sealed.phone_ct = await keyring.encrypt(tx, place(tenantId, row.id, 'phone'), open.phone!);
-        await store.sealLegacyContact(tx, tenantId, row.id, sealed);
+        await store.writeSealedFields(tx, tenantId, row.id, sealed);
         reencrypted += 1;
       }
       return rows;

@@ -89,8 +89,8 @@ export function updateContact(tx: Tx, tenantId: string, id: string, values: { ac
     .executeTakeFirst();
 }
 
-/** The backfill's write: sealed fields in, plaintext out; not a change by anyone, so updated_at stays. */
-export async function sealLegacyContact(tx: Tx, tenantId: string, id: string, values: SealedContactFields): Promise<void> {
+/** Sealed fields in, plaintext out, by the backfill or a re-encryption: not a change by anyone, so updated_at stays. */
+export async function writeSealedFields(tx: Tx, tenantId: string, id: string, values: SealedContactFields): Promise<void> {
   await tx.updateTable('contacts').set({ ...values, ...clearedPlaintext(values) }).where('tenant_id', '=', tenantId).where('id', '=', id).execute();
 }
 

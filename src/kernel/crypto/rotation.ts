@@ -62,6 +62,20 @@ export async function rewrapAllTenantKeys(db: Database, keyring: Keyring, onProg
 }
 
 /**
+ * Starts a tenant's data key rotation (a new version, recorded) or, while older versions still
+ * exist, resumes the unfinished one: either way, the version everything must move to.
+ */
+export async function startOrResumeRotation(db: Database, keyring: Keyring, tenantId: string): Promise<{ version: number; resumed: boolean }> {
+  return db.withTenant(tenantId, async (tx) => {
+    const versions = await tx.selectFrom('tenant_keys').select('version').where('tenant_id', '=', tenantId).where('purpose', '=', 'data').execute();
+    if (versions.length > 1) return { version: Math.max(...versions.map((row) => row.version)), resumed: true };
+    const version = await keyring.addDataKeyVersion(tx, tenantId);
+    await recordTenantEvent(tx, tenantId, SYSTEM_ACTOR, NO_REQUEST, { action: 'keys.data_key_rotated', metadata: { version } });
+    return { version, resumed: false };
+  });
+}
+
+/**
  * Destroys a tenant's data key versions below keep, once nothing is encrypted under them;
  * audited in the tenant's log. It takes the tenant's key lock exclusively, so writers that
  * read an older version before the rotation began have committed (or rolled back) before it
