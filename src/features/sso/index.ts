@@ -1,3 +1,4 @@
 export { domainRoutes, createTxtLookup } from './domains.ts';
 export { createRelyingParty } from './oidc.ts';
-export { encryptLegacySsoSecrets, reencryptSsoSecret, ssoRoutes, ssoSecretsBelowVersion } from './routes.ts';
+export { encryptLegacySsoSecrets, reencryptSsoSecret, ssoSecretsBelowVersion } from './client-secret.ts';
+export { ssoRoutes } from './routes.ts';

@@ -9,19 +9,19 @@
  * - a session the IdP opens reaches only this tenant, and cannot change the account's
  *   password or second factor.
  */
-import { sql, type Selectable } from 'kysely';
+import { sql } from 'kysely';
 import Type from 'typebox';
 import type { Actor, RequestMeta } from '../../kernel/audit/record.ts';
 import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/record.ts';
 import type { Config } from '../../kernel/config/config.ts';
-import { Keyring } from '../../kernel/crypto/envelope.ts';
+import type { Keyring } from '../../kernel/crypto/envelope.ts';
 import { hashToken, safeEqual } from '../../kernel/crypto/tokens.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
-import type { TenantSsoTable } from '../../kernel/db/schema.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
 import { countAttempt, createSession, NO_PASSWORD, rateLimited } from '../identity/index.ts';
+import { openSso, sealSsoSecret, type SsoRow, type SsoView } from './client-secret.ts';
 import { isVerifiedDomain } from './domains.ts';
 import { failureReason, type ProviderSettings, type RelyingParty } from './oidc.ts';
 
@@ -78,65 +78,18 @@ const CallbackQuery = Type.Object(
 
 type SsoConfig = Pick<Config, 'appUrl' | 'isProduction' | 'sessionAbsoluteHours' | 'argon2' | 'sso'>;
 
-type StoredSso = Omit<Selectable<TenantSsoTable>, 'tenant_id'>;
-/** A tenant's SSO configuration with its client secret decrypted (in memory only). */
-type SsoRow = Omit<StoredSso, 'client_secret' | 'client_secret_ct'> & { readonly client_secret: string };
-/** What an admin may see of it: everything but the secret. */
-type SsoView = Omit<StoredSso, 'client_secret' | 'client_secret_ct'>;
 
-const SSO_COLUMNS = ['issuer', 'client_id', 'client_secret', 'client_secret_ct', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'] as const;
-
-/** The client secret is stored encrypted under the tenant's data key, bound to the tenant's row. */
-const secretPlace = (tenantId: string) => ({ tenantId, table: 'tenant_sso', column: 'client_secret', rowId: tenantId });
-
-async function openSso(keyring: Keyring, tx: Tx, tenantId: string, stored: StoredSso): Promise<SsoRow> {
-  const { client_secret_ct: sealed, client_secret: legacy, ...rest } = stored;
-  // A secret stored before migration 21 reads from its plaintext until the backfill at start reaches it.
-  const secret = sealed ? await keyring.decryptText(tx, secretPlace(tenantId), sealed) : legacy;
-  if (secret === null) throw new Error('an SSO configuration without a client secret');
-  return { ...rest, client_secret: secret };
-}
+const SSO_VIEW_COLUMNS = ['issuer', 'client_id', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at'] as const;
+const SSO_COLUMNS = [...SSO_VIEW_COLUMNS, 'client_secret', 'client_secret_ct'] as const;
 
 async function readSso(keyring: Keyring, tx: Tx, tenantId: string): Promise<SsoRow | undefined> {
   const stored = await tx.selectFrom('tenant_sso').select(SSO_COLUMNS).where('tenant_id', '=', tenantId).executeTakeFirst();
   return stored && openSso(keyring, tx, tenantId, stored);
 }
 
-/**
- * After a data key rotation: re-encrypts the tenant's client secret under the newest version.
- * Returns how many secrets were re-encrypted (0 or 1); idempotent.
- */
-export async function reencryptSsoSecret(db: Database, keyring: Keyring, tenantId: string): Promise<{ reencrypted: number }> {
-  return db.withTenant(tenantId, async (tx) => {
-    const version = await keyring.currentDataKeyVersion(tx, tenantId);
-    const row = await tx.selectFrom('tenant_sso').select('client_secret_ct').where('tenant_id', '=', tenantId).forUpdate().executeTakeFirst();
-    if (!row?.client_secret_ct || Keyring.versionOf(row.client_secret_ct) >= version) return { reencrypted: 0 };
-    const secret = await keyring.decryptText(tx, secretPlace(tenantId), row.client_secret_ct);
-    await tx.updateTable('tenant_sso').set({ client_secret_ct: await keyring.encrypt(tx, secretPlace(tenantId), secret) }).where('tenant_id', '=', tenantId).execute();
-    return { reencrypted: 1 };
-  });
-}
-
-/** Whether the tenant's client secret is still under a data key older than version (0 or 1). */
-export async function ssoSecretsBelowVersion(tx: Tx, tenantId: string, version: number): Promise<number> {
-  const row = await tx.selectFrom('tenant_sso').select('client_secret_ct').where('tenant_id', '=', tenantId).executeTakeFirst();
-  return row?.client_secret_ct && Keyring.versionOf(row.client_secret_ct) < version ? 1 : 0;
-}
-
-/** Encrypts SSO client secrets stored in the clear before migration 21. Idempotent; returns the tenants done. */
-export async function encryptLegacySsoSecrets(db: Database, keyring: Keyring): Promise<number> {
-  const tenants = await db.systemDb({ reason: 'find SSO client secrets stored before field encryption' }).transaction((tx) =>
-    tx.selectFrom('tenant_sso').select('tenant_id').where('client_secret', 'is not', null).execute(),
-  );
-  for (const { tenant_id: tenantId } of tenants) {
-    await db.withTenant(tenantId, async (tx) => {
-      const row = await tx.selectFrom('tenant_sso').select('client_secret').where('tenant_id', '=', tenantId).where('client_secret', 'is not', null).forUpdate().executeTakeFirst();
-      if (!row?.client_secret) return;
-      const sealed = await keyring.encrypt(tx, secretPlace(tenantId), row.client_secret);
-      await tx.updateTable('tenant_sso').set({ client_secret: null, client_secret_ct: sealed }).where('tenant_id', '=', tenantId).execute();
-    });
-  }
-  return tenants.length;
+/** The configuration without its secret: what GET shows an admin (nothing to decrypt). */
+async function readSsoView(tx: Tx, tenantId: string): Promise<SsoView | undefined> {
+  return tx.selectFrom('tenant_sso').select(SSO_VIEW_COLUMNS).where('tenant_id', '=', tenantId).executeTakeFirst();
 }
 
 function providerOf(tenantId: string, row: SsoRow): ProviderSettings {
@@ -271,7 +224,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       permission: 'sso.manage',
       schema: { summary: "The tenant's single sign-on configuration (the client secret is never returned)", tags: ['sso'], params: TenantParams, response: { 200: SsoConfig } },
       async handler({ tx, tenantId }) {
-        return present(tenantId, await readSso(keyring, tx, tenantId));
+        return present(tenantId, await readSsoView(tx, tenantId));
       },
     }),
 
@@ -292,7 +245,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           issuer: body.issuer,
           client_id: body.clientId,
           client_secret: null,
-          client_secret_ct: await keyring.encrypt(tx, secretPlace(tenantId), secret),
+          client_secret_ct: await sealSsoSecret(keyring, tx, tenantId, secret),
           allowed_domains: body.allowedDomains.map((d) => d.toLowerCase()),
           default_role: body.defaultRole ?? before?.default_role ?? 'member',
           jit_provisioning: body.jitProvisioning ?? before?.jit_provisioning ?? false,
@@ -303,7 +256,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           .insertInto('tenant_sso')
           .values({ tenant_id: tenantId, ...values })
           .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ ...values, updated_at: sql`date_trunc('milliseconds', now())` }))
-          .returning(SSO_COLUMNS.filter((column) => column !== 'client_secret' && column !== 'client_secret_ct'))
+          .returning(SSO_VIEW_COLUMNS)
           .executeTakeFirstOrThrow();
         await audit({
           action: 'sso.configured',
@@ -323,7 +276,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
       schema: { summary: 'Remove single sign-on (needs a recent authentication; not while the tenant requires it)', tags: ['sso'], params: TenantParams, response: { 204: Type.Null() } },
       async handler({ tx, tenantId, audit }) {
         await assertNotRequired(tx, tenantId);
-        const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(['issuer', 'client_id', 'allowed_domains', 'default_role', 'jit_provisioning', 'enabled', 'updated_at']).executeTakeFirst();
+        const row = await tx.deleteFrom('tenant_sso').where('tenant_id', '=', tenantId).returning(SSO_VIEW_COLUMNS).executeTakeFirst();
         if (!row) throw notFound();
         await audit({ action: 'sso.removed', target: { type: 'tenant', id: tenantId }, metadata: { before: describe(row) } });
       },

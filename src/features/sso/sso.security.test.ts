@@ -1,5 +1,5 @@
 import { createKeyring } from '../../kernel/crypto/envelope.ts';
-import { encryptLegacySsoSecrets } from './routes.ts';
+import { encryptLegacySsoSecrets } from './client-secret.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cookieFrom, PASSWORD, startTestApp, type Response, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 import { startDnsServer, type DnsServer } from '../../../test/support/dns-server.ts';
