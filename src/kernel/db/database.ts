@@ -250,14 +250,25 @@ function literalMinutes(minutes: number): string {
   return String(minutes);
 }
 
-const ENTER_COLUMNS =
-  'session_id as "sessionId", user_id as "userId", email, name, role, mfa_enabled as "mfaEnabled", require_mfa as "requireMfa", idle, require_sso as "requireSso", sso_tenant_id as "ssoTenantId"';
+/** A TenantCaller's fields, as the tenant entries name them (snake_case) and as the caller object does. */
+const CALLER_COLUMNS = [
+  ['session_id', 'sessionId'],
+  ['user_id', 'userId'],
+  ['email', 'email'],
+  ['name', 'name'],
+  ['role', 'role'],
+  ['mfa_enabled', 'mfaEnabled'],
+  ['require_mfa', 'requireMfa'],
+  ['idle', 'idle'],
+  ['require_sso', 'requireSso'],
+  ['sso_tenant_id', 'ssoTenantId'],
+] as const;
+const ENTER_COLUMNS = CALLER_COLUMNS.map(([column, field]) => `${column} as "${field}"`).join(', ');
 const KEY_COLUMNS =
   'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole"';
 
 /** The strict entry's columns: prefixed, so that no column of the read sent along can clash with them. */
 const STRICT_PREFIX = 'cn$';
-const STRICT_COLUMNS = ['sessionId', 'userId', 'email', 'name', 'role', 'mfaEnabled', 'requireMfa', 'idle', 'requireSso', 'ssoTenantId'] as const;
 
 /**
  * The strict entry and a read (PostgreSQL), as one statement run after app.tenant_id is set.
@@ -276,11 +287,9 @@ const STRICT_COLUMNS = ['sessionId', 'userId', 'email', 'name', 'role', 'mfaEnab
  */
 function strictEntryWithRead(readSql: string, readParameters: number): string {
   const [tenant, token, idle, roles] = [1, 2, 3, 4].map((i) => `$${readParameters + i}`);
-  return `select ${STRICT_COLUMNS.map((column) => `e."${column}" as "${STRICT_PREFIX}${column}"`).join(', ')}, r.*
+  return `select ${CALLER_COLUMNS.map(([column, field]) => `e.${column} as "${STRICT_PREFIX}${field}"`).join(', ')}, r.*
 from (
-  select e.session_id as "sessionId", e.user_id as "userId", e.email, e.name, e.role,
-    e.mfa_enabled as "mfaEnabled", e.require_mfa as "requireMfa", e.idle, e.require_sso as "requireSso", e.sso_tenant_id as "ssoTenantId"
-  from (select) one left join (
+  select e.* from (select) one left join (
     select s.id as session_id, u.id as user_id, u.email, u.name, m.role,
       -- A second factor: our TOTP, or this tenant's IdP saying it asked for more than one.
       u.mfa_enabled or (s.sso_tenant_id = ${tenant}::uuid and s.idp_mfa) as mfa_enabled,
@@ -305,7 +314,7 @@ from (
     when e.due then coalesce(cn_touch_session(e.session_id), true)
     else true end
 ) e
-left join lateral (select read.*, true as "${STRICT_PREFIX}found" from (${readSql}) read where e."sessionId" is not null) r on true`;
+left join lateral (select read.*, true as "${STRICT_PREFIX}found" from (${readSql}) read where e.session_id is not null) r on true`;
 }
 
 const strictStatements = new Map<string, string>();
@@ -325,7 +334,7 @@ function splitStrictRows(rows: readonly Record<string, unknown>[]): { callers: T
   const first = rows[0];
   if (!first) return { callers: [], rows: [] };
   const caller: Record<string, unknown> = {};
-  for (const column of STRICT_COLUMNS) caller[column] = first[STRICT_PREFIX + column];
+  for (const [, field] of CALLER_COLUMNS) caller[field] = first[STRICT_PREFIX + field];
   const found = rows.filter((row) => row[`${STRICT_PREFIX}found`] === true);
   const read = found.map((row) => {
     const own: Record<string, unknown> = {};
