@@ -2,13 +2,12 @@
  * `keys rotate-kek` and `keys rotate-tenant --tenant ID`: key rotation for operators.
  * Progress goes to stderr: a bar on a terminal, a line per step otherwise.
  */
-import pino from 'pino';
 import { contactsBelowVersion, reencryptContacts } from '../features/records/contacts-crypto.ts';
 import { reencryptSsoSecret, ssoSecretsBelowVersion } from '../features/sso/index.ts';
-import { loadConfig } from '../kernel/config/config.ts';
 import { createKeyring } from '../kernel/crypto/envelope.ts';
 import { destroyDataKeysBelow, rewrapAllTenantKeys, startOrResumeRotation } from '../kernel/crypto/rotation.ts';
-import { isUuid, openDatabase } from '../kernel/db/database.ts';
+import { isUuid } from '../kernel/db/database.ts';
+import { UsageError, withCliDatabase } from './support.ts';
 
 export interface Progress {
   update(label: string, done: number, total: number): void;
@@ -39,32 +38,23 @@ export function progressTo(stream: NodeJS.WriteStream): Progress {
   };
 }
 
-export class KeysUsageError extends Error {
-  override name = 'KeysUsageError';
-}
-
 export async function keysCommand(args: readonly string[], json: boolean, out: (line: string) => void, progress: Progress): Promise<void> {
   const [sub, ...options] = args;
-  const config = loadConfig();
   if (sub === 'rotate-kek') {
-    if (options.length > 0) throw new KeysUsageError('keys rotate-kek takes no arguments');
-    const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
-    try {
+    if (options.length > 0) throw new UsageError('keys rotate-kek takes no arguments');
+    await withCliDatabase(async (db, config) => {
       const keyring = createKeyring(config, { warn() {} });
       const result = await rewrapAllTenantKeys(db, keyring, (done, total) => progress.update('re-wrapping tenant keys', done, total));
       progress.end();
       out(json ? JSON.stringify(result) : `re-wrapped ${result.rewrapped} tenant keys under ${result.kekId}`);
-    } finally {
-      await db.close();
-    }
+    });
     return;
   }
   if (sub === 'rotate-tenant') {
     const tenantId = options[0] === '--tenant' ? options[1] : undefined;
-    if (tenantId === undefined || !isUuid(tenantId) || options.length !== 2) throw new KeysUsageError('usage: customernode keys rotate-tenant --tenant ID [--json]');
+    if (tenantId === undefined || !isUuid(tenantId) || options.length !== 2) throw new UsageError('usage: customernode keys rotate-tenant --tenant ID [--json]');
     const tenant = tenantId.toLowerCase();
-    const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
-    try {
+    await withCliDatabase(async (db, config) => {
       const keyring = createKeyring(config, { warn() {} });
       // Resumable: while older versions remain, an interrupted rotation is finished, not started anew.
       const { version, resumed } = await startOrResumeRotation(db, keyring, tenant);
@@ -77,10 +67,8 @@ export async function keysCommand(args: readonly string[], json: boolean, out: (
       const destroyed = await destroyDataKeysBelow(db, keyring, tenant, version, async (tx) => (await contactsBelowVersion(tx, tenant, version)) + (await ssoSecretsBelowVersion(tx, tenant, version)));
       const result = { tenantId: tenant, version, resumed, reencrypted, destroyedVersions: destroyed };
       out(json ? JSON.stringify(result) : `tenant ${tenant}: data key version ${version}${resumed ? ' (resumed)' : ''}, ${reencrypted} records re-encrypted, ${destroyed} older versions destroyed`);
-    } finally {
-      await db.close();
-    }
+    });
     return;
   }
-  throw new KeysUsageError('usage: customernode keys rotate-kek | keys rotate-tenant --tenant ID [--json]');
+  throw new UsageError('usage: customernode keys rotate-kek | keys rotate-tenant --tenant ID [--json]');
 }

@@ -11,9 +11,10 @@ import { describeProblem, type VerifyResult } from '../kernel/audit/chain.ts';
 import { sealAllLogs } from '../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../kernel/audit/signing.ts';
 import { verifyPlatformLog, verifyTenantLog } from '../kernel/audit/verify.ts';
-import { isUuid, openDatabase, runMigrations } from '../kernel/db/database.ts';
+import { isUuid, runMigrations } from '../kernel/db/database.ts';
 import { DataDirLockedError } from '../kernel/db/lock.ts';
-import { keysCommand, KeysUsageError, progressTo } from './keys.ts';
+import { keysCommand, progressTo } from './keys.ts';
+import { UsageError, withCliDatabase } from './support.ts';
 import { deleteTenant } from '../features/tenancy/index.ts';
 import { createKeyring } from '../kernel/crypto/envelope.ts';
 import { AppError } from '../kernel/http/errors.ts';
@@ -36,9 +37,7 @@ Commands:
                                            its data; its audit log stays until retention (audited)
   help                                     show this help`;
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { UsageError };
 
 /** A chain that does not verify: the message names the log and the first bad event. */
 export class AuditVerifyError extends Error {
@@ -59,16 +58,12 @@ async function alertsList(args: readonly string[], json: boolean, out: (line: st
     if (!STATUSES.includes(value as (typeof STATUSES)[number])) throw new UsageError('--status must be open, acknowledged or resolved');
     status = value as (typeof STATUSES)[number];
   }
-  const config = loadConfig();
-  const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
-  try {
+  await withCliDatabase(async (db) => {
     const items = await listAllAlerts(db, status ? { status } : {});
     if (json) out(JSON.stringify({ items }));
     else if (items.length === 0) out('no alerts');
     else for (const a of items) out(`${a.at}  ${a.severity.padEnd(6)} ${a.status.padEnd(12)} ${a.rule}  ${a.subject}  ${a.scope === 'platform' ? 'platform' : `tenant ${a.tenantId}`}  (${a.id})`);
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 async function auditVerify(args: readonly string[], json: boolean, out: (line: string) => void): Promise<void> {
@@ -82,9 +77,7 @@ async function auditVerify(args: readonly string[], json: boolean, out: (line: s
     } else if (arg === '--platform') platformOnly = true;
     else throw new UsageError(`audit verify: unknown argument "${arg}"`);
   }
-  const config = loadConfig();
-  const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
-  try {
+  await withCliDatabase(async (db, config) => {
     const keys = loadAuditSigner(config, { warn() {} }).publicKeys;
     // Events committed but not yet sealed would not be covered: seal them first.
     await sealAllLogs(db);
@@ -100,9 +93,7 @@ async function auditVerify(args: readonly string[], json: boolean, out: (line: s
     else for (const entry of results) out(entry.result.ok ? `${entry.log}: ok, ${entry.result.count} events, head seq ${entry.result.head.seq}` : problemLine(entry.log, entry.result));
     const bad = results.find((entry) => !entry.result.ok);
     if (bad) throw new AuditVerifyError(problemLine(bad.log, bad.result));
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function runCli(argv: readonly string[], out: (line: string) => void): Promise<void> {
@@ -126,12 +117,7 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     return;
   }
   if (command === 'keys') {
-    try {
-      await keysCommand(rest, json, out, progressTo(process.stderr));
-    } catch (error) {
-      if (error instanceof KeysUsageError) throw new UsageError(error.message);
-      throw error;
-    }
+    await keysCommand(rest, json, out, progressTo(process.stderr));
     return;
   }
   if (command === 'tenants') {
@@ -141,17 +127,15 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     if (sub !== 'delete' || tenant === undefined || !isUuid(tenant) || confirm === undefined || options.length !== 4) {
       throw new UsageError('usage: customernode tenants delete --tenant ID --confirm "TENANT NAME" [--json]');
     }
-    const config = loadConfig();
-    const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
-    try {
-      const result = await deleteTenant(db, createKeyring(config, { warn() {} }), { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
-      out(json ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result }) : `tenant ${tenant.toLowerCase()} deleted: ${result.keysDestroyed} keys destroyed, ${result.rows} rows removed; its audit log stays until retention`);
-    } catch (error) {
-      if (error instanceof AppError) throw new UsageError(error.publicDetail ?? error.message);
-      throw error;
-    } finally {
-      await db.close();
-    }
+    await withCliDatabase(async (db, config) => {
+      try {
+        const result = await deleteTenant(db, createKeyring(config, { warn() {} }), { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
+        out(json ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result }) : `tenant ${tenant.toLowerCase()} deleted: ${result.keysDestroyed} keys destroyed, ${result.rows} rows removed; its audit log stays until retention`);
+      } catch (error) {
+        if (error instanceof AppError) throw new UsageError(error.publicDetail ?? error.message);
+        throw error;
+      }
+    });
     return;
   }
   if (command !== 'migrate') throw new UsageError(`unknown command "${command}" (try: customernode help)`);
