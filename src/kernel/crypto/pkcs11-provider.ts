@@ -25,15 +25,20 @@ function loadPkcs11(): Pkcs11Module {
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
-function trimmed(label: string): string {
-  return label.replace(/[\s\0]+$/, '');
+type Pkcs11Instance = InstanceType<Pkcs11Module['PKCS11']>;
+
+/** The slot of the token with this label (token labels are blank-padded to 32 bytes). */
+function slotOf(module: Pkcs11Instance, tokenLabel: string): Handle {
+  const slot = module.C_GetSlotList(true).find((candidate) => module.C_GetTokenInfo(candidate).label.replace(/[\s\0]+$/, '') === tokenLabel);
+  if (slot === undefined) throw new KeyUnavailableError(`no PKCS#11 token labelled "${tokenLabel}"`);
+  return slot;
 }
 
 export class Pkcs11KeyProvider implements KeyProvider {
   readonly kind = 'pkcs11';
   readonly keyId: string;
   readonly #lib: Pkcs11Module;
-  readonly #module: InstanceType<Pkcs11Module['PKCS11']>;
+  readonly #module: Pkcs11Instance;
   readonly #session: Handle;
   readonly #tokenLabel: string;
   readonly #keys = new Map<string, Handle>();
@@ -46,8 +51,7 @@ export class Pkcs11KeyProvider implements KeyProvider {
     this.#module.load(settings.module);
     this.#module.C_Initialize();
     try {
-      const slot = this.#module.C_GetSlotList(true).find((candidate) => trimmed(this.#module.C_GetTokenInfo(candidate).label) === settings.tokenLabel);
-      if (slot === undefined) throw new KeyUnavailableError(`no PKCS#11 token labelled "${settings.tokenLabel}"`);
+      const slot = slotOf(this.#module, settings.tokenLabel);
       this.#tokenLabel = settings.tokenLabel;
       this.#session = this.#module.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
       try {
@@ -139,8 +143,7 @@ export function generatePkcs11Key(settings: Omit<Pkcs11Settings, 'keyLabel' | 'r
   module.load(settings.module);
   module.C_Initialize();
   try {
-    const slot = module.C_GetSlotList(true).find((candidate) => trimmed(module.C_GetTokenInfo(candidate).label) === settings.tokenLabel);
-    if (slot === undefined) throw new KeyUnavailableError(`no PKCS#11 token labelled "${settings.tokenLabel}"`);
+    const slot = slotOf(module, settings.tokenLabel);
     const session = module.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
     module.C_Login(session, pkcs11js.CKU_USER, settings.pin);
     module.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
