@@ -14,6 +14,9 @@ import { verifyPlatformLog, verifyTenantLog } from '../kernel/audit/verify.ts';
 import { isUuid, runMigrations } from '../kernel/db/database.ts';
 import { DataDirLockedError } from '../kernel/db/lock.ts';
 import { keysCommand, progressTo } from './keys.ts';
+import { BackupCheckError, backupCommand, backupTarget } from './backup.ts';
+import { BackupIntegrityError, BackupNotFoundError, forgetTenantKeys } from '../features/backup/index.ts';
+import { SnapshotError } from '../kernel/db/snapshot.ts';
 import { UsageError, withCliDatabase } from './support.ts';
 import { deleteTenant } from '../features/tenancy/index.ts';
 import { createKeyring } from '../kernel/crypto/envelope.ts';
@@ -32,6 +35,14 @@ Commands:
                                            previous key listed in KEY_ENCRYPTION_KEYS_RETIRED)
   keys rotate-tenant --tenant ID           new data key version for a tenant, re-encrypt its fields,
                                            destroy the older versions (resumable; audited)
+  backup create                            write an encrypted backup (database, stored files) to BACKUP_DIR
+  backup list                              backups in the target, newest first
+  backup restore ID --to DATA_DIR_OR_DATABASE_URL [--force]
+                                           restore into a new database, checked, then switched into place
+                                           (a non-empty target needs --force and is kept, renamed)
+  backup verify ID                         restore drill: restore into a scratch database, compare with the
+                                           manifest, verify audit chains, decrypt a sample; recorded
+  backup drills                            the recorded restore drills, newest first
   tenants delete --tenant ID --confirm NAME
                                            delete a tenant: destroy its keys (crypto-shredding), then
                                            its data; its audit log stays until retention (audited)
@@ -116,6 +127,10 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     await alertsList(options, json, out);
     return;
   }
+  if (command === 'backup') {
+    await backupCommand(rest, json, out);
+    return;
+  }
   if (command === 'keys') {
     await keysCommand(rest, json, out, progressTo(process.stderr));
     return;
@@ -129,8 +144,15 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     }
     await withCliDatabase(async (db, config) => {
       try {
-        const result = await deleteTenant(db, createKeyring(config, { warn() {} }), { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
-        out(json ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result }) : `tenant ${tenant.toLowerCase()} deleted: ${result.keysDestroyed} keys destroyed, ${result.rows} rows removed; its audit log stays until retention`);
+        const keyring = createKeyring(config, { warn() {} });
+        const result = await deleteTenant(db, keyring, { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
+        // The keystore beside the backups loses the tenant's keys too: older backups are shredded as well.
+        const backupKeysRemoved = config.backup.dir === undefined ? null : (await forgetTenantKeys(backupTarget(config), keyring.provider, tenant.toLowerCase())).removed;
+        out(
+          json
+            ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result, backupKeysRemoved })
+            : `tenant ${tenant.toLowerCase()} deleted: ${result.keysDestroyed} keys destroyed${backupKeysRemoved === null ? '' : ` (and ${backupKeysRemoved} in the backup keystore)`}, ${result.rows} rows removed; its audit log stays until retention`,
+        );
       } catch (error) {
         if (error instanceof AppError) throw new UsageError(error.publicDetail ?? error.message);
         throw error;
@@ -147,7 +169,15 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
 
 if (import.meta.main) {
   runCli(process.argv.slice(2), (line) => process.stdout.write(`${line}\n`)).catch((error: unknown) => {
-    const known = error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof UsageError || error instanceof AuditVerifyError;
+    const known =
+      error instanceof ConfigError ||
+      error instanceof DataDirLockedError ||
+      error instanceof UsageError ||
+      error instanceof AuditVerifyError ||
+      error instanceof BackupCheckError ||
+      error instanceof BackupIntegrityError ||
+      error instanceof BackupNotFoundError ||
+      error instanceof SnapshotError;
     const message = known ? (error as Error).message : `failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`;
     process.stderr.write(`customernode: ${message}\n`);
     process.exit(known && error instanceof UsageError ? 64 : 1);

@@ -8,8 +8,7 @@ export class UsageError extends Error {
 }
 
 /** Opens the database the environment names (quietly), runs fn, and closes it whatever happens. */
-export async function withCliDatabase<T>(fn: (db: Database, config: Config) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+export async function withCliDatabase<T>(fn: (db: Database, config: Config) => Promise<T>, config: Config = loadConfig()): Promise<T> {
   const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
   try {
     return await fn(db, config);

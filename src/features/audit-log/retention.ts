@@ -6,7 +6,7 @@
  * all of that again itself) and records the purge in the tenant's log and the platform log.
  */
 import { sql } from 'kysely';
-import { recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
+import { NO_REQUEST, recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
 import { sealAllLogs, writeTenantCheckpoint, type AuditSigner } from '../../kernel/audit/sealer.ts';
 import { asBuffer } from '../../kernel/db/database.ts';
 import type { Database } from '../../kernel/db/database.ts';
@@ -19,7 +19,6 @@ export interface PurgeReport {
   readonly retentionDays: number;
 }
 
-const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
 
 /** One pass over every tenant; returns what was purged. */
 export async function purgeExpiredAuditEvents(db: Database, signer: AuditSigner): Promise<PurgeReport[]> {

@@ -4,7 +4,7 @@
  * data, in one transaction. The tenants row stays as a tombstone, with its audit log, which
  * other rows reference and which stays verifiable until the retention purge removes it.
  */
-import { recordPlatformEvent, recordTenantEvent, type Actor } from '../../kernel/audit/record.ts';
+import { NO_REQUEST, recordPlatformEvent, recordTenantEvent, type Actor } from '../../kernel/audit/record.ts';
 import type { Keyring } from '../../kernel/crypto/envelope.ts';
 import type { Database } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
@@ -35,7 +35,6 @@ export const TENANT_DATA_TABLES = [
 /** Tenant tables that stay: the audit log and its chain, until retention. */
 export const TENANT_AUDIT_TABLES = ['audit_events', 'audit_chain_heads', 'audit_checkpoints'] as const;
 
-const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
 
 export async function deleteTenant(
   db: Database,

@@ -29,6 +29,8 @@ export interface AuditEvent {
 
 export const SYSTEM_ACTOR: Actor = Object.freeze({ type: 'system', id: null });
 export const ANONYMOUS_ACTOR: Actor = Object.freeze({ type: 'anonymous', id: null });
+/** The request metadata of work no request caused (jobs, commands). */
+export const NO_REQUEST: RequestMeta = Object.freeze({ requestId: null, ip: null, userAgent: null });
 
 /** Appends an event to the tenant's log; tx must be a transaction that can see that tenant. */
 export async function recordTenantEvent(tx: Tx, tenantId: string, actor: Actor, meta: RequestMeta, event: AuditEvent): Promise<void> {

@@ -4,10 +4,11 @@
  * throws a ConfigError naming the variable (never its value, which may be a secret).
  */
 import { createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import { Cron } from 'croner';
 
 export type NodeEnv = 'development' | 'test' | 'production';
 
@@ -94,6 +95,24 @@ export interface Config {
     /** How long an unwrapped data key may stay in memory, and how many at most. */
     readonly cacheSeconds: number;
     readonly cacheEntries: number;
+  };
+  readonly backup: {
+    /** Where backups are written: a directory outside DATA_DIR; undefined: none configured. */
+    readonly dir: string | undefined;
+    /**
+     * pg_dump's connection: a role that reads past row-level security (superuser or BYPASSRLS),
+     * because every tenant table forces RLS even for its owner. Default: DATABASE_URL.
+     */
+    readonly databaseUrl: string | undefined;
+    /** Stored files that belong in every backup (DATA_DIR/files). */
+    readonly filesDir: string;
+    /** Cron expression of scheduled backups in the server; undefined: only by command. */
+    readonly schedule: string | undefined;
+    /** Cron expression of scheduled restore drills (backup verify of the newest backup). */
+    readonly verifySchedule: string;
+    /** Retention: the newest retainCount backups are kept, older ones once older than retainDays. */
+    readonly retainCount: number;
+    readonly retainDays: number;
   };
   readonly sso: {
     /** Allow http:// OIDC issuers (tests and local trials only; production refuses it). */
@@ -197,6 +216,37 @@ function key256(name: string, value: string): Buffer {
   const bytes = /^[0-9a-fA-F]{64}$/.test(value) ? Buffer.from(value, 'hex') : /^[A-Za-z0-9+/]{43}=$/.test(value) ? Buffer.from(value, 'base64') : undefined;
   if (bytes?.length !== 32) throw new ConfigError(name, 'must be a 256-bit key: 64 hex digits or 44 base64 characters');
   return bytes;
+}
+
+/** A cron expression (5 or 6 fields, as croner reads it). */
+function cron(env: Env, name: string, fallback: string | undefined): string | undefined {
+  const value = raw(env, name)?.trim() ?? fallback;
+  if (value === undefined) return undefined;
+  try {
+    new Cron(value, { paused: true }).stop();
+  } catch {
+    throw new ConfigError(name, 'must be a cron expression such as "0 2 * * *"');
+  }
+  return value;
+}
+
+/** BACKUP_DIR: absolute once resolved, and never inside DATA_DIR (a backup must not share the data's fate). */
+function backupDir(env: Env, dataDir: string): string | undefined {
+  const value = raw(env, 'BACKUP_DIR');
+  if (value === undefined) return undefined;
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return p;
+    }
+  };
+  const dir = real(path.resolve(value));
+  const relative = path.relative(real(dataDir), dir);
+  if (relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative))) {
+    throw new ConfigError('BACKUP_DIR', 'must not be DATA_DIR or inside it: backups are kept apart from the data');
+  }
+  return dir;
 }
 
 /** TLS_CERT_FILE and TLS_KEY_FILE together or not at all; the pair must load as a TLS context. */
@@ -389,6 +439,15 @@ export function loadConfig(env: Env = process.env): Config {
       cacheEntries: integer(env, 'KEY_CACHE_ENTRIES', 1000, 1, 1000000),
     }),
     sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
+    backup: Object.freeze({
+      dir: backupDir(env, dataDir),
+      databaseUrl: postgresUrl('BACKUP_DATABASE_URL', secret(env, 'BACKUP_DATABASE_URL')) ?? databaseUrl,
+      filesDir: path.join(dataDir, 'files'),
+      schedule: cron(env, 'BACKUP_SCHEDULE', undefined),
+      verifySchedule: cron(env, 'BACKUP_VERIFY_SCHEDULE', '30 4 * * 0')!,
+      retainCount: integer(env, 'BACKUP_RETAIN_COUNT', 14, 1, 10000),
+      retainDays: integer(env, 'BACKUP_RETAIN_DAYS', 35, 1, 3650),
+    }),
     auditStream: Object.freeze(
       auditStreamValue === 'stdout' ? { kind: 'stdout' as const } : auditStreamValue === 'off' ? { kind: 'off' as const } : { kind: 'file' as const, path: auditStreamValue },
     ),

@@ -3,12 +3,11 @@
  * provider's current key-encryption key, and destroying a tenant's retired data key versions.
  * Re-encrypting data under a new version is the features' part (they own the tables).
  */
-import { recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../audit/record.ts';
+import { NO_REQUEST, recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../audit/record.ts';
 import { sql } from 'kysely';
 import type { Database, Tx } from '../db/database.ts';
 import { keyLockName, PLATFORM, wrapAad, type Keyring } from './envelope.ts';
 
-const NO_REQUEST = { requestId: null, ip: null, userAgent: null };
 
 /**
  * Re-wraps every tenant key and platform key not yet under the current KEK (the previous KEK must still be

@@ -21,6 +21,7 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   mfa_recovery_codes: "a user's second-factor recovery codes (users are global)",
   mfa_challenges: 'the pending second step of a login, before any tenant is chosen',
   sso_identities: "links of IdP identities (issuer, subject) to global users; the linking tenant is kept for evidence",
+  restore_tests: 'recorded restore drills (backup verify): evidence for operators, no tenant data',
   user_tokens: "mailed password-reset and email-verification tokens of a user (users are global)",
 };
 

@@ -31,6 +31,7 @@ import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
 import { LazyBeginPostgresDialect, multiStatementResults, preparedMessages } from './pg-driver.ts';
 import type { DB } from './schema.ts';
+import { dumpEmbedded, dumpPostgres, type AddPart, type SnapshotInfo } from './snapshot.ts';
 
 export type Tx = Transaction<DB>;
 
@@ -123,6 +124,12 @@ export interface Database {
   withGlobal<T>(fn: (tx: Tx) => Promise<T>, options?: { userId?: string }): Promise<T>;
   /** Cross-tenant access as the system role, for a stated reason that is logged on every use. */
   systemDb(options: { reason: string }): SystemDb;
+  /**
+   * A consistent snapshot of the whole database for a backup, key tables' rows excepted:
+   * the embedded database copies itself; PostgreSQL is dumped by pg_dump through backupUrl,
+   * a role that reads past row-level security.
+   */
+  snapshot(addPart: AddPart, backupUrl: string | undefined): Promise<SnapshotInfo>;
   close(): Promise<void>;
 }
 
@@ -416,6 +423,7 @@ function createKernel(options: {
   systemKysely: Kysely<DB>;
   logger: Logger;
   auditSink: ((line: string) => void) | null;
+  snapshot: Database['snapshot'];
   close: () => Promise<void>;
 }): Database {
   const { appDb, systemKysely, logger } = options;
@@ -483,6 +491,7 @@ function createKernel(options: {
         },
       };
     },
+    snapshot: options.snapshot,
     close: options.close,
   };
 }
@@ -568,6 +577,7 @@ async function openEmbedded(options: OpenDatabaseOptions): Promise<Database> {
     systemKysely: db,
     logger: options.logger,
     auditSink: sink.write,
+    snapshot: (addPart) => dumpEmbedded(instance, addPart),
     async close() {
       await db.destroy();
       await sink.close();
@@ -630,6 +640,9 @@ async function openPostgres(options: OpenDatabaseOptions, databaseUrl: string): 
     systemKysely,
     logger,
     auditSink: sink.write,
+    snapshot(addPart, backupUrl) {
+      return dumpPostgres(backupUrl ?? databaseUrl, addPart);
+    },
     async close() {
       await Promise.allSettled([appDb.destroy(), systemKysely.destroy()]);
       await sink.close();

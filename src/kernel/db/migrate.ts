@@ -64,7 +64,7 @@ function grantsScript(appUser: string): string {
   return lines.join('\n');
 }
 
-async function run(runner: Runner, appUser: string, appCanLogin: boolean): Promise<number[]> {
+async function run(runner: Runner, appUser: string, appCanLogin: boolean, upTo = Infinity): Promise<number[]> {
   await runner.exec(rolesScript(appUser, appCanLogin));
   await runner.exec(
     'create table if not exists schema_migrations (version integer primary key, name text not null, applied_at timestamptz not null default now())',
@@ -72,13 +72,14 @@ async function run(runner: Runner, appUser: string, appCanLogin: boolean): Promi
   const applied = await runner.appliedVersions();
   const done: number[] = [];
   for (const migration of MIGRATIONS) {
-    if (applied.has(migration.version)) continue;
+    if (applied.has(migration.version) || migration.version > upTo) continue;
     await runner.exec(
       `${migration.sql}\ninsert into schema_migrations (version, name) values (${migration.version}, '${migration.name}');`,
     );
     done.push(migration.version);
   }
-  await runner.exec(grantsScript(appUser));
+  // A partial migration (a restore at an older schema) grants later, when it migrates the rest.
+  if (MIGRATIONS.every((migration) => migration.version <= upTo)) await runner.exec(grantsScript(appUser));
   return done;
 }
 
@@ -116,8 +117,11 @@ export async function migratePostgres(ownerPool: pg.Pool, appUser: string): Prom
   }
 }
 
-/** Migrates the embedded database (one session, so no lock is needed). */
-export async function migrateEmbedded(pglite: PGlite): Promise<number[]> {
+/**
+ * Migrates the embedded database (one session, so no lock is needed); upTo stops at a version
+ * (a restore recreates the schema a backup was taken with before loading its rows).
+ */
+export async function migrateEmbedded(pglite: PGlite, upTo = Infinity): Promise<number[]> {
   return run(
     {
       async exec(script) {
@@ -132,5 +136,6 @@ export async function migrateEmbedded(pglite: PGlite): Promise<number[]> {
     },
     'cn_app',
     false,
+    upTo,
   );
 }

@@ -877,6 +877,23 @@ create index contacts_legacy_plaintext_idx on contacts (tenant_id) where email i
 create index users_legacy_totp_idx on users (id) where totp_secret is not null or totp_pending_secret is not null;
 `,
   },
+  {
+    version: 24,
+    name: 'restore-tests',
+    // Evidence of restore drills (backup verify): append-only for the system role.
+    sql: `
+create table restore_tests (
+  id uuid primary key default gen_random_uuid(),
+  backup_id text not null check (length(backup_id) between 1 and 64),
+  started_at timestamptz not null,
+  finished_at timestamptz not null default now(),
+  ok boolean not null,
+  restore_ms integer not null check (restore_ms >= 0),
+  detail jsonb not null
+);
+create index restore_tests_started_idx on restore_tests (started_at desc);
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -899,6 +916,7 @@ export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
   platform_audit_checkpoints: ['select, insert'],
   audit_chain_heads: ['select, insert, update'],
   platform_audit_head: ['select, update'],
+  restore_tests: ['select, insert'],
 };
 
 /** The purge function's owner reads what it checks and deletes old events, nothing else. */
@@ -945,4 +963,6 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   platform_alert_cursor: 'select',
   tenant_keys: 'select, insert',
   platform_keys: 'select, insert',
+  // Operators' evidence, no tenant data; requests never write it.
+  restore_tests: 'select',
 };

@@ -56,6 +56,17 @@ export interface TenantKeysTable {
   created_at: CreatedAt;
 }
 
+/** A recorded restore drill (backup verify): the operators' evidence that backups restore. */
+export interface RestoreTestsTable {
+  id: Generated<string>;
+  backup_id: string;
+  started_at: Date;
+  finished_at: Generated<Date>;
+  ok: boolean;
+  restore_ms: number;
+  detail: unknown;
+}
+
 export interface PlatformKeysTable {
   purpose: 'data' | 'index';
   version: number;
@@ -342,6 +353,7 @@ export interface DB {
   sessions: SessionsTable;
   memberships: MembershipsTable;
   tenant_keys: TenantKeysTable;
+  restore_tests: RestoreTestsTable;
   platform_keys: PlatformKeysTable;
   invitations: InvitationsTable;
   accounts: AccountsTable;

@@ -1,0 +1,18 @@
+/** Backup and recovery: encrypted backups kept apart, restores, restore drills, the keystore. */
+export { BackupIntegrityError } from './archive.ts';
+export {
+  createBackup,
+  isBackupId,
+  listBackups,
+  listRestoreTests,
+  pruneBackups,
+  restoreBackup,
+  verifyBackup,
+  type BackupContext,
+  type BackupDescriptor,
+  type RestoreContext,
+  type RestoreResult,
+  type VerifyReport,
+} from './backups.ts';
+export { forgetTenantKeys, readKeystore } from './keystore.ts';
+export { BackupNotFoundError, DirectoryTarget, type BackupTarget } from './targets.ts';
