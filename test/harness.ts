@@ -34,6 +34,8 @@ export interface TestDatabase {
   readonly config: Config;
   /** The env used to build config; a child server process can reuse it. */
   readonly env: Record<string, string>;
+  /** Somewhere new to restore a backup into (a data directory, or a database on the test server); cleaned up at close. */
+  newRestoreTarget(): string;
   close(): Promise<void>;
 }
 
@@ -46,11 +48,17 @@ export async function openTestDatabase(extraEnv: Record<string, string> = {}): P
     const env = { NODE_ENV: 'test', DATA_DIR: dataDir, ...extraEnv };
     const config = loadConfig(env);
     const db = await openDatabase({ config, logger, pglite });
+    const targets: string[] = [];
     return {
       kind: 'embedded',
       db,
       config,
       env,
+      newRestoreTarget() {
+        const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-restore-'));
+        targets.push(dir);
+        return dir;
+      },
       admin: {
         async query<T>(text: string, params?: unknown[]) {
           return (await pglite.query<T>(text, params)).rows;
@@ -61,6 +69,7 @@ export async function openTestDatabase(extraEnv: Record<string, string> = {}): P
       },
       async close() {
         await db.close();
+        for (const dir of targets) rmSync(dir, { recursive: true, force: true });
         rmSync(dataDir, { recursive: true, force: true });
       },
     };
@@ -77,7 +86,8 @@ export async function openTestDatabase(extraEnv: Record<string, string> = {}): P
   const superUrl = new URL(spec.adminUrl);
   superUrl.pathname = `/${name}`;
   const superPool = new pg.Pool({ connectionString: superUrl.toString(), max: 2 });
-  const env = { NODE_ENV: 'test', DATA_DIR: dataDir, DATABASE_URL: ownerUrl.toString(), DATABASE_POOL_SIZE: '5', ...extraEnv };
+  // Backups read past row-level security: like an operator's BYPASSRLS role, the superuser here.
+  const env = { NODE_ENV: 'test', DATA_DIR: dataDir, DATABASE_URL: ownerUrl.toString(), BACKUP_DATABASE_URL: superUrl.toString(), DATABASE_POOL_SIZE: '5', ...extraEnv };
   const config = loadConfig(env);
   const db = await openDatabase({ config, logger });
   return {
@@ -85,6 +95,12 @@ export async function openTestDatabase(extraEnv: Record<string, string> = {}): P
     db,
     config,
     env,
+    newRestoreTarget() {
+      // Named with the run id: the global teardown drops it (and its renamed leftovers).
+      const url = new URL(spec.adminUrl);
+      url.pathname = `/cn_r_${spec.runId}_${randomBytes(4).toString('hex')}`;
+      return url.toString();
+    },
     admin: {
       async query<T>(text: string, params?: unknown[]) {
         return (await superPool.query(text, params)).rows as T[];

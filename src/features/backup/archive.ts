@@ -13,11 +13,10 @@
  * truncated chunk. Each backup has its own random content key, wrapped by the key provider
  * (the KEK or the HSM) and bound to the backup id, so it is a key apart from every data key.
  */
-import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createSecretKey, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
-import { PassThrough, Writable, type Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { KeyProvider } from '../../kernel/crypto/key-provider.ts';
 import { createDecryptStream, createEncryptStream, StreamDecryptionError } from '../../kernel/crypto/file-stream.ts';
 
 export const ARCHIVE_FORMAT = 1;
@@ -51,18 +50,20 @@ export interface Manifest {
   readonly durationMs: number;
 }
 
-export function backupAad(id: string): Buffer {
-  return Buffer.from(`customernode backup v${ARCHIVE_FORMAT}\0${id}`, 'utf8');
+/** What the wrapped backup key is bound to: a descriptor with any of these changed does not unwrap. */
+export interface BackupBinding {
+  readonly id: string;
+  readonly source: string;
+  readonly schemaVersion: number;
+  readonly ownerRole: string | null;
+}
+
+export function backupAad(binding: BackupBinding): Buffer {
+  return Buffer.from(`customernode backup v${ARCHIVE_FORMAT}\0${binding.id}\0${binding.source}\0${binding.schemaVersion}\0${binding.ownerRole ?? ''}`, 'utf8');
 }
 
 export function archiveContext(id: string): string {
   return `backup/${id}`;
-}
-
-/** A fresh content key for one backup and its wrapped form (stored beside the archive). */
-export async function newBackupKey(provider: KeyProvider, id: string): Promise<{ key: Buffer; wrapped: Buffer; kekId: string }> {
-  const key = randomBytes(32);
-  return { key, wrapped: await provider.wrap(key, backupAad(id)), kekId: provider.keyId };
 }
 
 /**
@@ -298,18 +299,4 @@ function parseManifest(text: string): Manifest {
 /** Drains a part the caller does not need (its digest still counts). */
 export async function drain(data: AsyncIterable<Buffer>): Promise<void> {
   for await (const piece of data) void piece;
-}
-
-/** A Writable that hashes and counts what passes (the stored ciphertext). */
-export function digestSink(): { sink: Writable; result: () => { bytes: number; sha256: string } } {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      callback();
-    },
-  });
-  return { sink, result: () => ({ bytes, sha256: hash.digest('hex') }) };
 }

@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import type { Config } from '../../kernel/config/config.ts';
 import { NO_REQUEST, recordPlatformEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
+import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../../kernel/audit/signing.ts';
 import { verifyPlatformLog, verifyTenantLog } from '../../kernel/audit/verify.ts';
 import { describeProblem } from '../../kernel/audit/chain.ts';
@@ -23,7 +24,7 @@ import { Keyring } from '../../kernel/crypto/envelope.ts';
 import type { KeyProvider } from '../../kernel/crypto/key-provider.ts';
 import type { Database } from '../../kernel/db/database.ts';
 import { openRestoreStage, SnapshotError, type RestoreStage, type RestoreTarget } from '../../kernel/db/snapshot.ts';
-import { ARCHIVE_FORMAT, ArchiveReader, ArchiveWriter, backupAad, BackupIntegrityError, drain, newBackupKey, type Manifest } from './archive.ts';
+import { ARCHIVE_FORMAT, ArchiveReader, ArchiveWriter, backupAad, BackupIntegrityError, drain, type Manifest } from './archive.ts';
 import { readKeystore, refreshKeystore } from './keystore.ts';
 import { BackupNotFoundError, type BackupTarget } from './targets.ts';
 
@@ -130,12 +131,14 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
   const started = Date.now();
   const createdAt = new Date(started);
   const id = newBackupId(createdAt);
-  const { key, wrapped, kekId } = await newBackupKey(ctx.provider, id);
+  // The backup's own content key, apart from every data key; wrapped once the descriptor it is bound to is known.
+  const key = randomBytes(32);
   const writer = new ArchiveWriter(key, id);
-  key.fill(0);
   const upload = ctx.target.write(archiveName(id), Readable.from(counting(ctx.onProgress)(writer.encrypted)));
   let files = 0;
   try {
+    // Committed events are sealed first, so the backup's audit chains reach as far as possible.
+    await sealAllLogs(ctx.db);
     const info = await ctx.db.snapshot((name, data) => writer.addPart(name, data), ctx.config.backup.databaseUrl);
     for (const file of await listFiles(ctx.config.backup.filesDir)) {
       await writer.addPart(`files/${file}`, createReadStream(path.join(ctx.config.backup.filesDir, file)));
@@ -157,6 +160,8 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
     const oldest = existing.reduce((min, backup) => (backup.createdAt < min ? backup.createdAt : min), createdAt.toISOString());
     // The keystore must hold every key this backup needs before the backup counts as taken.
     await refreshKeystore(ctx.db, ctx.target, ctx.provider, new Date(oldest));
+    const binding = { id, source: info.kind, schemaVersion: info.schemaVersion, ownerRole: info.ownerRole ?? null };
+    const wrapped = await ctx.provider.wrap(key, backupAad(binding));
     const descriptor: BackupDescriptor = {
       format: ARCHIVE_FORMAT,
       id,
@@ -166,7 +171,7 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
       ownerRole: info.ownerRole ?? null,
       sizeBytes: stored.bytes,
       sha256: stored.sha256,
-      kekId,
+      kekId: ctx.provider.keyId,
       wrappedKey: wrapped.toString('base64'),
       rows: Object.values(info.tables).reduce<number>((sum, n) => sum + (n ?? 0), 0),
       files,
@@ -180,6 +185,8 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
     await upload.catch(() => {});
     await ctx.target.remove(archiveName(id)).catch(() => {});
     throw error;
+  } finally {
+    key.fill(0);
   }
 }
 
@@ -189,7 +196,7 @@ async function recordBackupEvent(db: Database, action: string, metadata: Record<
 
 async function unwrapBackupKey(provider: KeyProvider, descriptor: BackupDescriptor): Promise<Buffer> {
   try {
-    return await provider.unwrap(Buffer.from(descriptor.wrappedKey, 'base64'), backupAad(descriptor.id), descriptor.kekId);
+    return await provider.unwrap(Buffer.from(descriptor.wrappedKey, 'base64'), backupAad(descriptor), descriptor.kekId);
   } catch {
     throw new BackupIntegrityError(`the key of backup ${descriptor.id} does not unwrap: a different key-encryption key (KEY_ENCRYPTION_KEY, retired keys, HSM key) or a tampered descriptor`);
   }
@@ -332,7 +339,8 @@ export async function verifyBackup(ctx: BackupContext, id: string): Promise<Veri
         const platform = await verifyPlatformLog(tx, publicKeys);
         auditLogs += 1;
         if (!platform.ok) problems.push(`platform audit log: ${describeProblem(platform.firstBad!)}`);
-        for (const { tenant_id: tenantId } of await tx.selectFrom('audit_chain_heads').select('tenant_id').orderBy('tenant_id').execute()) {
+        const tenants = await tx.selectFrom('tenants').select('id as tenant_id').union(tx.selectFrom('audit_chain_heads').select('tenant_id')).orderBy('tenant_id').execute();
+        for (const { tenant_id: tenantId } of tenants) {
           const result = await verifyTenantLog(tx, tenantId, publicKeys);
           auditLogs += 1;
           if (!result.ok) problems.push(`audit log of tenant ${tenantId}: ${describeProblem(result.firstBad!)}`);
@@ -351,12 +359,8 @@ export async function verifyBackup(ctx: BackupContext, id: string): Promise<Veri
             .limit(SAMPLE)
             .execute();
           for (const row of sample) {
-            try {
-              await keyring.decryptText(tx, { tenantId: row.tenant_id, table: 'contacts', column: 'email', rowId: row.id }, row.email_ct!);
-              decryptedFields += 1;
-            } catch {
-              problems.push(`an encrypted field of tenant ${row.tenant_id} (contact ${row.id}) does not decrypt with the keystore's keys`);
-            }
+            if (await keyring.opens(tx, { tenantId: row.tenant_id, table: 'contacts', column: 'email', rowId: row.id }, row.email_ct!)) decryptedFields += 1;
+            else problems.push(`an encrypted field of tenant ${row.tenant_id} (contact ${row.id}) does not decrypt with the keystore's keys`);
           }
         }
       });

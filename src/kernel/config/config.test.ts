@@ -131,4 +131,21 @@ describe('configuration', () => {
   it('SIGNUP=closed turns self-service signup off', () => {
     expect(loadConfig({ SIGNUP: 'closed' }).signupOpen).toBe(false);
   });
+
+  it('keeps backups apart from the data: BACKUP_DIR inside DATA_DIR (or equal to it) is refused', () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'cn-config-data-'));
+    for (const dir of [dataDir, path.join(dataDir, 'backups'), `${dataDir}/./nested/../backups`]) {
+      expect(() => loadConfig({ NODE_ENV: 'test', DATA_DIR: dataDir, BACKUP_DIR: dir })).toThrow(/BACKUP_DIR must not be DATA_DIR or inside it/);
+    }
+    const apart = mkdtempSync(path.join(os.tmpdir(), 'cn-config-backups-'));
+    expect(loadConfig({ NODE_ENV: 'test', DATA_DIR: dataDir, BACKUP_DIR: apart }).backup.dir).toBe(apart);
+    // A sibling whose name merely starts like DATA_DIR is outside it.
+    expect(loadConfig({ NODE_ENV: 'test', DATA_DIR: dataDir, BACKUP_DIR: `${dataDir}-backups` }).backup.dir).toBe(`${dataDir}-backups`);
+  });
+
+  it('refuses a schedule that is not a cron expression, naming the variable', () => {
+    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_SCHEDULE: 'every night' })).toThrow(/BACKUP_SCHEDULE must be a cron expression/);
+    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_VERIFY_SCHEDULE: '61 * * * *' })).toThrow(/BACKUP_VERIFY_SCHEDULE/);
+    expect(loadConfig({ NODE_ENV: 'test', BACKUP_SCHEDULE: '0 2 * * *' }).backup.schedule).toBe('0 2 * * *');
+  });
 });

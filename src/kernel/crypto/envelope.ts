@@ -170,6 +170,19 @@ export class Keyring {
     return openField(key, place, ciphertext);
   }
 
+  /**
+   * Whether a ciphertext opens in its place, without handing out the plaintext: for restore
+   * drills, which check a restored copy outside any tenant's transaction.
+   */
+  async opens(tx: Tx, place: FieldPlace, stored: Uint8Array): Promise<boolean> {
+    try {
+      (await this.#open(tx, place.tenantId, place, stored)).fill(0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async decryptText(tx: Tx, place: FieldPlace, ciphertext: Uint8Array): Promise<string> {
     return (await this.decrypt(tx, place, ciphertext)).toString('utf8');
   }

@@ -645,6 +645,8 @@ async function openPostgres(options: OpenDatabaseOptions, databaseUrl: string): 
     },
     async close() {
       await Promise.allSettled([appDb.destroy(), systemKysely.destroy()]);
+      // Kysely ends a pool only if a query ran through it; the role checks above used both directly.
+      await Promise.allSettled([appPool, systemPool].filter((pool) => !pool.ended).map((pool) => pool.end()));
       await sink.close();
     },
   });
