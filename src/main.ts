@@ -3,6 +3,7 @@ import pino from 'pino';
 import { buildApp } from './app.ts';
 import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
+import { DirectoryTarget, startBackupSchedule } from './features/backup/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
@@ -54,6 +55,8 @@ async function main(): Promise<void> {
   const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }));
   // Events past each tenant's retention are purged at a signed cut, hourly by default.
   const stopPurge = startRetentionPurge(db, auditSigner, config.audit.purgeIntervalMinutes, logger);
+  // Scheduled backups, retention and restore drills (BACKUP_SCHEDULE); failures become alerts.
+  const backups = config.backup.dir === undefined ? null : startBackupSchedule({ db, config, target: new DirectoryTarget(config.backup.dir), provider: keyring.provider }, logger);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -64,6 +67,7 @@ async function main(): Promise<void> {
     stopAlerts();
     stopSealer();
     stopPurge();
+    backups?.stop();
     alertMailer.close();
     await app.close();
     await db.close();

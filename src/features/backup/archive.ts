@@ -80,6 +80,9 @@ export class ArchiveWriter {
   constructor(key: Buffer, id: string) {
     const encrypt = createEncryptStream({ key: createSecretKey(key), context: archiveContext(id) });
     this.#plain.on('error', (error) => encrypt.destroy(error));
+    // Whoever reads `encrypted` sees its errors; with no reader left (the target already
+    // failed) an abandoned archive must not crash the process.
+    encrypt.on('error', () => {});
     this.encrypted = this.#plain.pipe(encrypt);
   }
 
@@ -88,6 +91,8 @@ export class ArchiveWriter {
   }
 
   async #write(chunk: Buffer): Promise<void> {
+    if (this.#plain.destroyed) throw this.#plain.errored ?? new Error('the archive was abandoned');
+    // once() rejects on 'error': a target that failed stops the writer instead of stalling it.
     if (!this.#plain.write(chunk)) await once(this.#plain, 'drain');
   }
 

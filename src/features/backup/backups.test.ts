@@ -8,7 +8,7 @@ import { startTestApp, type SessionHandle, type TestApp } from '../../../test/ha
 import { loadConfig, type Config } from '../../kernel/config/config.ts';
 import { createKeyring } from '../../kernel/crypto/envelope.ts';
 import { LocalKeyProvider } from '../../kernel/crypto/key-provider.ts';
-import { deleteTenant } from '../tenancy/deletion.ts';
+import { deleteTenant } from '../tenancy/index.ts';
 import { createBackup, listBackups, listRestoreTests, restoreBackup, verifyBackup, type BackupContext } from './backups.ts';
 import { forgetTenantKeys } from './keystore.ts';
 import { DirectoryTarget } from './targets.ts';

@@ -135,6 +135,8 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
   const key = randomBytes(32);
   const writer = new ArchiveWriter(key, id);
   const upload = ctx.target.write(archiveName(id), Readable.from(counting(ctx.onProgress)(writer.encrypted)));
+  // A target that fails (full, unreachable) stops the dump at once rather than leaving it waiting.
+  upload.catch((error: unknown) => writer.abort(error instanceof Error ? error : new Error(String(error))));
   let files = 0;
   try {
     // Committed events are sealed first, so the backup's audit chains reach as far as possible.

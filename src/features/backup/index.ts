@@ -15,4 +15,5 @@ export {
   type VerifyReport,
 } from './backups.ts';
 export { forgetTenantKeys, readKeystore } from './keystore.ts';
+export { findMissedBackup, startBackupSchedule, type BackupScheduler } from './schedule.ts';
 export { BackupNotFoundError, DirectoryTarget, type BackupTarget } from './targets.ts';

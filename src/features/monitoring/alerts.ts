@@ -151,6 +151,11 @@ async function platformRules(tx: Tx, event: PlatformEvent): Promise<Raised | nul
   if (event.action === 'auth.credential_stuffing') {
     return { rule: 'credential_stuffing', severity: 'high', subject: `ip:${String(metadata.ip ?? event.ip)}`, details: { distinctAccounts: metadata.distinctAccounts ?? null, until: metadata.until ?? null } };
   }
+  // Backups that failed, did not happen, or did not restore in a drill: recovery is at risk.
+  if (event.action === 'backup.failed' || event.action === 'backup.missed' || (event.action === 'backup.verified' && event.outcome === 'failure')) {
+    const rule = event.action === 'backup.failed' ? 'backup_failed' : event.action === 'backup.missed' ? 'backup_missed' : 'restore_drill_failed';
+    return { rule, severity: 'high', subject: 'backups', details: { ...metadata } };
+  }
   if (event.action === 'access.denied' && event.actor_id !== null) {
     // Denied requests to tenants the caller is not a member of: probing for other tenants' ids.
     const row = await tx

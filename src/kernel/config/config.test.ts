@@ -144,8 +144,11 @@ describe('configuration', () => {
   });
 
   it('refuses a schedule that is not a cron expression, naming the variable', () => {
-    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_SCHEDULE: 'every night' })).toThrow(/BACKUP_SCHEDULE must be a cron expression/);
-    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_VERIFY_SCHEDULE: '61 * * * *' })).toThrow(/BACKUP_VERIFY_SCHEDULE/);
-    expect(loadConfig({ NODE_ENV: 'test', BACKUP_SCHEDULE: '0 2 * * *' }).backup.schedule).toBe('0 2 * * *');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-config-schedule-'));
+    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_DIR: dir, BACKUP_SCHEDULE: 'every night' })).toThrow(/BACKUP_SCHEDULE must be a cron expression/);
+    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_DIR: dir, BACKUP_VERIFY_SCHEDULE: '61 * * * *' })).toThrow(/BACKUP_VERIFY_SCHEDULE/);
+    expect(loadConfig({ NODE_ENV: 'test', BACKUP_DIR: dir, BACKUP_SCHEDULE: '0 2 * * *' }).backup.schedule).toBe('0 2 * * *');
+    // A schedule with nowhere to put the backups is refused, not silently idle.
+    expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_SCHEDULE: '0 2 * * *' })).toThrow(/BACKUP_SCHEDULE needs BACKUP_DIR/);
   });
 });

@@ -362,6 +362,8 @@ export function loadConfig(env: Env = process.env): Config {
     if (keyProvider === 'local' && localKek === undefined) throw new ConfigError('KEY_ENCRYPTION_KEY', 'is required when NODE_ENV=production (or KEY_PROVIDER=pkcs11)');
   }
 
+  if (raw(env, 'BACKUP_SCHEDULE') !== undefined && raw(env, 'BACKUP_DIR') === undefined) throw new ConfigError('BACKUP_SCHEDULE', 'needs BACKUP_DIR (where the scheduled backups go)');
+
   const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(appUser)) {
     throw new ConfigError('DATABASE_APP_USER', 'must be a lower-case PostgreSQL identifier');

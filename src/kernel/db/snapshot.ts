@@ -84,7 +84,7 @@ function withDatabase(url: string, name: string): string {
 }
 
 /** Runs a PostgreSQL client program; stdin/stdout are streams, stderr's last line names a failure. */
-function runTool(tool: string, args: string[], url: string, io: { stdin?: AsyncIterable<Buffer> }): { stdout: Readable; done: Promise<void> } {
+function runTool(tool: string, args: string[], url: string, io: { stdin?: AsyncIterable<Buffer> }): { stdout: Readable; done: Promise<void>; kill: () => void } {
   const { url: bare, password } = splitPassword(url);
   const child = spawn(tool, [...args, `--dbname=${bare}`], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGPASSWORD: password, PGCONNECT_TIMEOUT: '10', LC_ALL: 'C' },
@@ -119,7 +119,7 @@ function runTool(tool: string, args: string[], url: string, io: { stdin?: AsyncI
     child.kill('SIGTERM');
     throw error;
   })]).then(() => undefined);
-  return { stdout: child.stdout!, done };
+  return { stdout: child.stdout!, done, kill: () => child.kill('SIGTERM') };
 }
 
 async function countRows(query: (text: string) => Promise<{ rows: { n: string | number }[] }>, tables: readonly string[]): Promise<Record<string, number | null>> {
@@ -160,7 +160,14 @@ export async function dumpPostgres(url: string, addPart: AddPart): Promise<Snaps
       {},
     );
     // Counting runs on our connection while pg_dump streams: both read the same snapshot.
-    const [counts] = await Promise.all([countRows((text) => client.query(text), tables), addPart('database.pgdump', dump.stdout).then(() => dump.done)]);
+    const [counted, dumped] = await Promise.allSettled([countRows((text) => client.query(text), tables), addPart('database.pgdump', dump.stdout).then(() => dump.done)]);
+    if (counted.status === 'rejected' || dumped.status === 'rejected') {
+      // A failed target or count stops pg_dump too; its own failure then says nothing new.
+      dump.kill();
+      await dump.done.catch(() => {});
+      throw counted.status === 'rejected' ? counted.reason : (dumped as PromiseRejectedResult).reason;
+    }
+    const counts = counted.value;
     await client.query('commit');
     return { kind: 'postgres', serverVersion: meta.server, schemaVersion: Number(meta.v), ownerRole: meta.owner, tables: counts };
   } finally {
