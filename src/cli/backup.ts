@@ -2,7 +2,8 @@
  * `backup create | list | restore ID --to TARGET [--force] | verify ID | drills`.
  * Progress goes to stderr: a running count on a terminal, a quiet line per 256 MiB otherwise.
  */
-import { createBackup, DirectoryTarget, isBackupId, listBackups, listRestoreTests, restoreBackup, verifyBackup, type BackupTarget, type RestoreContext } from '../features/backup/index.ts';
+import { createBackup, DirectoryTarget, isBackupId, listBackups, listRestoreTests, restoreBackup, restoreTenantRecords, verifyBackup, type BackupTarget, type RestoreContext } from '../features/backup/index.ts';
+import { isUuid } from '../kernel/db/database.ts';
 import { loadConfig, type Config } from '../kernel/config/config.ts';
 import { loadKeyProvider } from '../kernel/crypto/providers.ts';
 import { UsageError, withCliDatabase } from './support.ts';
@@ -12,7 +13,7 @@ export class BackupCheckError extends Error {
   override name = 'BackupCheckError';
 }
 
-const USAGE = 'usage: customernode backup create | list | restore ID --to DATA_DIR_OR_DATABASE_URL [--force] | verify ID | drills [--json]';
+const USAGE = 'usage: customernode backup create | list | restore ID --to DATA_DIR_OR_DATABASE_URL [--force] | restore-tenant ID --tenant TENANT_ID | verify ID | drills [--json]';
 
 export function backupTarget(config: Config): BackupTarget {
   if (config.backup.dir === undefined) throw new UsageError('no backup target is configured: set BACKUP_DIR (a directory outside DATA_DIR)');
@@ -72,6 +73,19 @@ export async function backupCommand(args: readonly string[], json: boolean, out:
       if (json) out(JSON.stringify(report));
       else out(report.ok ? `backup ${id}: ok (restored in ${report.restoreMs} ms; ${report.rows} rows in ${report.tables} tables; ${report.auditLogs} audit logs verified; ${report.decryptedFields} encrypted fields decrypted)` : `backup ${id}: FAILED`);
       if (!report.ok) throw new BackupCheckError(`backup ${id} failed verification: ${report.problems[0]}`);
+    }, config);
+    return;
+  }
+  if (sub === 'restore-tenant') {
+    const [id, flag, tenant, ...extra] = options;
+    if (id === undefined || !isBackupId(id) || flag !== '--tenant' || tenant === undefined || !isUuid(tenant) || extra.length > 0) {
+      throw new UsageError('usage: customernode backup restore-tenant ID --tenant TENANT_ID [--json]');
+    }
+    const config = loadConfig();
+    backupTarget(config);
+    await withCliDatabase(async (db) => {
+      const result = await restoreTenantRecords({ ...restoreContext(config), db }, id, tenant.toLowerCase());
+      out(json ? JSON.stringify(result) : `tenant ${result.tenantId}: ${result.accountsRestored} accounts and ${result.contactsRestored} contacts put back from backup ${id} (existing records untouched)`);
     }, config);
     return;
   }

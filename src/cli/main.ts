@@ -40,6 +40,8 @@ Commands:
   backup restore ID --to DATA_DIR_OR_DATABASE_URL [--force]
                                            restore into a new database, checked, then switched into place
                                            (a non-empty target needs --force and is kept, renamed)
+  backup restore-tenant ID --tenant TID    put back one tenant's records missing now (accounts, contacts) from
+                                           a backup; other tenants and existing records untouched (audited)
   backup verify ID                         restore drill: restore into a scratch database, compare with the
                                            manifest, verify audit chains, decrypt a sample; recorded
   backup drills                            the recorded restore drills, newest first

@@ -22,6 +22,7 @@ export const PERMISSIONS = [
   'alerts.read',
   'alerts.manage',
   'tenant.delete',
+  'tenant.export',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
@@ -42,7 +43,7 @@ const ADMIN: readonly Permission[] = [
 ];
 // sso.configure: choosing the identity provider. It vouches for every account in the tenant's
 // verified domains, owners' included, so an admin who could choose it could sign in as an owner.
-const OWNER: readonly Permission[] = [...ADMIN, 'sso.configure', 'tenant.delete'];
+const OWNER: readonly Permission[] = [...ADMIN, 'sso.configure', 'tenant.delete', 'tenant.export'];
 
 export const ROLE_PERMISSIONS: Readonly<Record<Role, ReadonlySet<Permission>>> = Object.freeze({
   owner: new Set(OWNER),

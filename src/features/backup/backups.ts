@@ -15,7 +15,8 @@ import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import type { Config } from '../../kernel/config/config.ts';
-import { NO_REQUEST, recordPlatformEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
+import { NO_REQUEST, recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
+import { insertMissingRecords, storedRecords } from '../records/index.ts';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../../kernel/audit/signing.ts';
 import { verifyPlatformLog, verifyTenantLog } from '../../kernel/audit/verify.ts';
@@ -376,6 +377,61 @@ export async function verifyBackup(ctx: BackupContext, id: string): Promise<Veri
   const report: VerifyReport = { backupId: id, ok: problems.length === 0, restoreMs, totalMs: Date.now() - started, rows, tables, auditLogs, decryptedFields, shreddedTenants, problems };
   await recordVerification(ctx.db, report, new Date(started));
   return report;
+}
+
+export interface TenantRestoreResult {
+  readonly backupId: string;
+  readonly tenantId: string;
+  readonly accountsRestored: number;
+  readonly contactsRestored: number;
+  /** Data key versions the restored records need that only the keystore still had. */
+  readonly keyVersionsRestored: readonly number[];
+  readonly durationMs: number;
+}
+
+/**
+ * Puts back one tenant's records (accounts, contacts) that are missing now, from a backup,
+ * without touching any other tenant or any record that exists now. Access state (members,
+ * API keys, sessions, SSO) is never rolled back: a restore must not re-grant revoked access.
+ * The backup is staged in a scratch database; the live one changes in one transaction, audited.
+ */
+export async function restoreTenantRecords(ctx: BackupContext, id: string, tenantId: string): Promise<TenantRestoreResult> {
+  const started = Date.now();
+  const tenant = await ctx.db
+    .systemDb({ reason: 'a single-tenant restore checks that the tenant exists' })
+    .transaction((tx) => tx.selectFrom('tenants').select(['id', 'deleted_at']).where('id', '=', tenantId).executeTakeFirst());
+  if (!tenant) throw new SnapshotError(`no tenant ${tenantId} in this database`);
+  if (tenant.deleted_at !== null) throw new SnapshotError(`tenant ${tenantId} was deleted: its keys are destroyed, so its records cannot be restored`);
+  const descriptor = await readDescriptor(ctx.target, id);
+  const target: RestoreTarget = descriptor.source === 'postgres' ? { kind: 'postgres-scratch', url: ctx.config.backup.databaseUrl ?? ctx.config.databaseUrl ?? missingUrl() } : { kind: 'embedded-scratch' };
+  const { stage } = await loadIntoStage(ctx, descriptor, target, null);
+  let records;
+  try {
+    records = await stage.inspect((tx) => storedRecords(tx, tenantId));
+  } finally {
+    await stage.discard();
+  }
+  const needed = new Set<number>();
+  for (const row of records.contacts) for (const value of [row.email_ct, row.phone_ct]) if (value) needed.add(Keyring.versionOf(value));
+  const keystore = (await readKeystore(ctx.target, ctx.provider)).filter((entry) => entry.owner === tenantId && entry.purpose === 'data');
+  const result = await ctx.db.withTenant(tenantId, async (tx) => {
+    const have = new Set((await tx.selectFrom('tenant_keys').select('version').where('tenant_id', '=', tenantId).where('purpose', '=', 'data').execute()).map((row) => row.version));
+    const keyVersionsRestored: number[] = [];
+    for (const version of [...needed].filter((v) => !have.has(v)).sort((a, b) => a - b)) {
+      const entry = keystore.find((key) => key.version === version);
+      if (!entry) throw new BackupIntegrityError(`the records need data key version ${version} of tenant ${tenantId}, which neither the database nor the keystore holds`);
+      await tx.insertInto('tenant_keys').values({ tenant_id: tenantId, purpose: 'data', version, kek_id: entry.kekId, wrapped: entry.wrapped }).execute();
+      keyVersionsRestored.push(version);
+    }
+    const put = await insertMissingRecords(tx, tenantId, records);
+    await recordTenantEvent(tx, tenantId, SYSTEM_ACTOR, NO_REQUEST, {
+      action: 'tenant.restored',
+      metadata: { backupId: id, backupCreatedAt: descriptor.createdAt, accounts: put.accounts.length, contacts: put.contacts.length, keyVersionsRestored },
+    });
+    return { accountsRestored: put.accounts.length, contactsRestored: put.contacts.length, keyVersionsRestored };
+  });
+  await recordBackupEvent(ctx.db, 'backup.tenant_restored', { backupId: id, tenantId, ...result });
+  return { backupId: id, tenantId, ...result, durationMs: Date.now() - started };
 }
 
 function missingUrl(): never {

@@ -7,11 +7,13 @@ export {
   listRestoreTests,
   pruneBackups,
   restoreBackup,
+  restoreTenantRecords,
   verifyBackup,
   type BackupContext,
   type BackupDescriptor,
   type RestoreContext,
   type RestoreResult,
+  type TenantRestoreResult,
   type VerifyReport,
 } from './backups.ts';
 export { forgetTenantKeys, readKeystore } from './keystore.ts';

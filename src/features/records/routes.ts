@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
 import Type from 'typebox';
 import type { Keyring } from '../../kernel/crypto/envelope.ts';
 import type { Tx } from '../../kernel/db/database.ts';
@@ -196,6 +197,53 @@ const contacts = (keyring: Keyring): RouteDefinition[] => [
   }),
 ];
 
+/** Rows per read of a tenant export: memory stays bounded however large the tenant. */
+const EXPORT_CHUNK = 500;
+
+/**
+ * A tenant owner's copy of their tenant's records (JSON lines, streamed): a header line, then
+ * every account and every contact, with encrypted fields decrypted. Audited before the first byte.
+ */
+const tenantExport = (keyring: Keyring): RouteDefinition =>
+  tenantRoute({
+    method: 'GET',
+    url: '/api/v1/tenants/:tenantId/export',
+    permission: 'tenant.export',
+    stepUp: true,
+    noHead: true, // a HEAD would record an export that never happened
+    schema: {
+      summary: "Download this tenant's records as JSON lines (accounts, then contacts, decrypted); owners only, after a recent authentication; audited",
+      tags: ['records'],
+      params: TenantParams,
+      response: { 200: Type.String() },
+    },
+    async handler({ tenantId, reply, audit, readLater }) {
+      const exportedAt = new Date().toISOString();
+      await audit({ action: 'tenant.exported', metadata: { format: 'jsonl', at: exportedAt } });
+      async function* lines(): AsyncGenerator<string> {
+        yield `${JSON.stringify({ type: 'export', format: 1, tenantId, exportedAt })}\n`;
+        for (let after = ''; ; ) {
+          const rows = await readLater((chunkTx) => store.exportAccounts(chunkTx, tenantId, after, EXPORT_CHUNK));
+          if (rows.length === 0) break;
+          yield rows.map((row) => `${JSON.stringify({ type: 'account', ...toAccount(row) })}\n`).join('');
+          after = rows.at(-1)!.id;
+        }
+        for (let after = ''; ; ) {
+          const chunk = await readLater(async (chunkTx) => {
+            const rows = await store.exportContacts(chunkTx, tenantId, after, EXPORT_CHUNK);
+            return { last: rows.at(-1)?.id, lines: await Promise.all(rows.map(async (row) => `${JSON.stringify({ type: 'contact', ...(await toContact(keyring, chunkTx, tenantId, row)) })}\n`)) };
+          });
+          if (chunk.last === undefined) break;
+          yield chunk.lines.join('');
+          after = chunk.last;
+        }
+      }
+      void reply.type('application/x-ndjson');
+      void reply.header('content-disposition', `attachment; filename="tenant-${tenantId}.jsonl"`);
+      return Readable.from(lines());
+    },
+  });
+
 export function recordsRoutes(keyring: Keyring): RouteDefinition[] {
-  return [...accounts, ...contacts(keyring)];
+  return [...accounts, ...contacts(keyring), tenantExport(keyring)];
 }

@@ -102,6 +102,20 @@ export function contactsAfter(tx: Tx, tenantId: string, after: string | undefine
   return lock ? ordered.forUpdate().execute() : ordered.execute();
 }
 
+/** Accounts in id order after an id (a tenant export reads them in chunks). */
+export function exportAccounts(tx: Tx, tenantId: string, after: string, limit: number) {
+  let query = tx.selectFrom('accounts').select(ACCOUNT_COLUMNS).where('tenant_id', '=', tenantId);
+  if (after !== '') query = query.where('id', '>', after);
+  return query.orderBy('id').limit(limit).execute();
+}
+
+/** Contacts in id order after an id, every column a contact view needs (a tenant export). */
+export function exportContacts(tx: Tx, tenantId: string, after: string, limit: number) {
+  let query = tx.selectFrom('contacts').select(CONTACT_COLUMNS).where('tenant_id', '=', tenantId);
+  if (after !== '') query = query.where('id', '>', after);
+  return query.orderBy('id').limit(limit).execute();
+}
+
 /** Contacts with a field under a data key version below version (the ciphertext's bytes 2-5 hold it, big-endian). */
 export async function countContactsBelowVersion(tx: Tx, tenantId: string, version: number): Promise<number> {
   const below = Buffer.alloc(4);
@@ -135,4 +149,42 @@ export function legacyPlaintextContacts(tx: Tx, tenantId: string, limit: number)
 export async function deleteContact(tx: Tx, tenantId: string, id: string): Promise<boolean> {
   const result = await tx.deleteFrom('contacts').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
   return result.numDeletedRows > 0n;
+}
+
+/** A tenant's records as stored (ciphertexts and blind index included): what a single-tenant restore copies. */
+export async function storedRecords(tx: Tx, tenantId: string) {
+  return {
+    accounts: await tx.selectFrom('accounts').select([...ACCOUNT_COLUMNS]).where('tenant_id', '=', tenantId).orderBy('id').execute(),
+    contacts: await tx
+      .selectFrom('contacts')
+      .select(['id', 'account_id', 'name', 'email_ct', 'phone_ct', 'email_index', 'created_at', 'updated_at'])
+      .where('tenant_id', '=', tenantId)
+      .orderBy('id')
+      .execute(),
+  };
+}
+
+export type StoredRecords = Awaited<ReturnType<typeof storedRecords>>;
+
+/**
+ * Puts back the records that are missing (by id), accounts before their contacts; records
+ * that exist now are left as they are. Returns the ids put back.
+ */
+export async function insertMissingRecords(tx: Tx, tenantId: string, records: StoredRecords): Promise<{ accounts: string[]; contacts: string[] }> {
+  const accounts: string[] = [];
+  for (const row of records.accounts) {
+    const inserted = await tx.insertInto('accounts').values({ tenant_id: tenantId, ...row }).onConflict((oc) => oc.columns(['tenant_id', 'id']).doNothing()).returning('id').executeTakeFirst();
+    if (inserted) accounts.push(inserted.id);
+  }
+  const contacts: string[] = [];
+  for (const row of records.contacts) {
+    const inserted = await tx
+      .insertInto('contacts')
+      .values({ tenant_id: tenantId, ...row, email_ct: row.email_ct && Buffer.from(row.email_ct), phone_ct: row.phone_ct && Buffer.from(row.phone_ct), email_index: row.email_index && Buffer.from(row.email_index) })
+      .onConflict((oc) => oc.columns(['tenant_id', 'id']).doNothing())
+      .returning('id')
+      .executeTakeFirst();
+    if (inserted) contacts.push(inserted.id);
+  }
+  return { accounts, contacts };
 }
