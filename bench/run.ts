@@ -23,7 +23,7 @@
  *     database, even on failure.
  *
  * Knobs (environment): BENCH_ADMIN_URL, BENCH_CONNECTIONS, BENCH_DURATION, BENCH_WARMUP,
- * BENCH_ROUNDS, BENCH_POOL_SIZE, BENCH_QUIET_WAIT, BENCH_BASELINE_PREPARED, BENCH_WRITE_DOC=0 (print only),
+ * BENCH_ROUNDS, BENCH_BACKUP_MB (0 skips the backup benchmark, bench/backup.ts), BENCH_POOL_SIZE, BENCH_QUIET_WAIT, BENCH_BASELINE_PREPARED, BENCH_WRITE_DOC=0 (print only),
  * BENCH_SERVER_CPU_PROF=<dir> (profile the server with --cpu-prof), BENCH_LOGIN_FLOOD=0 (skip the
  * flood), BENCH_FLOOD_DURATION, BENCH_ARGON2_SECONDS (0 skips the hash rate); ARGON2_MEMORY_KIB,
  * ARGON2_ITERATIONS, ARGON2_PARALLELISM and ARGON2_CONCURRENCY, when set, are passed on to the
@@ -42,6 +42,7 @@ import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.t
 import { exportLine, measureExport, seedAuditEvents, type ExportResult } from './export.ts';
 import { auditWriteLines, chainLine, measureAuditWrites, measureChain, openBenchDatabase, type AuditChainResult, type AuditWriteResult } from './audit.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
+import { backupLine, measureBackup, type BackupBenchResult } from './backup.ts';
 import { contactReadLine, fieldLine, measureContactReads, measureFieldCrypto, measureStreamCrypto, streamLine, type ContactReadResult, type FieldResult, type StreamResult } from './crypto.ts';
 
 interface CryptoResults {
@@ -111,6 +112,8 @@ const settings = {
   auditSeconds: intEnv('BENCH_AUDIT_SECONDS', 10, 0, 600),
   /** Seconds per measured run of the contact-read comparison; 0 skips the encryption benchmarks. */
   cryptoSeconds: intEnv('BENCH_CRYPTO_SECONDS', 5, 0, 600),
+  /** Size of the generated database the backup benchmark dumps and restores (0 skips it). */
+  backupMB: intEnv('BENCH_BACKUP_MB', 1024, 0, 100_000),
   auditConcurrency: intEnv('BENCH_AUDIT_CONCURRENCY', 16, 1, 200),
   auditSealIntervalMs: intEnv('BENCH_AUDIT_SEAL_INTERVAL_MS', 250, 10, 60_000),
 };
@@ -892,6 +895,7 @@ function resultsSection(
   auditWrites: AuditWriteResult | null,
   chain: AuditChainResult | null,
   crypto: CryptoResults | null,
+  backup: BackupBenchResult | null,
 ): string {
   const ratio = best.secure.reqPerSec / best.baseline.reqPerSec;
   const rows = (ms: Measurement[]) =>
@@ -953,6 +957,8 @@ ${chain ? `- ${chainLine(chain)}.` : 'Chain sealing and verification skipped (BE
 **Audit export.** ${exported ? `${exportLine(exported)}.` : 'Skipped (BENCH_EXPORT_EVENTS=0).'}
 
 **Encryption.** ${crypto ? `\n\n- ${fieldLine(crypto.field)}.\n- ${streamLine(crypto.stream)}.\n- ${contactReadLine(crypto.contacts)}.` : 'Skipped (BENCH_CRYPTO_SECONDS=0).'}
+
+**Backup and recovery.** ${backup ? `${backupLine(backup)}.` : 'Skipped (BENCH_BACKUP_MB=0).'}
 
 **Access decision.** ${policyLine(policy)}. The guard's database work is the tenant entry
 alone, which loads session, user, membership and tenant rules and (on prefetching reads)
@@ -1240,6 +1246,12 @@ async function main(): Promise<number> {
     log(chain ? chainLine(chain) : 'audit chain: skipped (BENCH_EXPORT_EVENTS=0)');
     log(exported ? exportLine(exported) : 'audit export: skipped (BENCH_EXPORT_EVENTS=0)');
     for (const line of crypto ? [fieldLine(crypto.field), streamLine(crypto.stream), contactReadLine(crypto.contacts)] : ['encryption: skipped (BENCH_CRYPTO_SECONDS=0)']) log(line);
+    // Last: it generates and restores databases of its own, GBs of I/O that must not disturb the rest.
+    let backup: BackupBenchResult | null = null;
+    if (settings.backupMB > 0) {
+      backup = await measureBackup({ adminUrl: settings.adminUrl, megabytes: settings.backupMB, rounds: 2, log });
+      log(backupLine(backup));
+    } else log('backup: skipped (BENCH_BACKUP_MB=0)');
     log(`guard round trips: the secure read made ${best.secure.queriesPerRequest === null ? 'n/a' : fmt(best.secure.queriesPerRequest, 2)} database round trips per request (tenant entry, session, membership and the read in one message)`);
     const argon2Noisy = argon2 && argon2Warning(argon2);
     if (argon2Noisy) log(`  WARNING: ${argon2Noisy}`);
@@ -1256,7 +1268,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, chain, crypto));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, chain, crypto, backup));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;

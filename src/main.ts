@@ -3,7 +3,7 @@ import pino from 'pino';
 import { buildApp } from './app.ts';
 import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
-import { DirectoryTarget, startBackupSchedule } from './features/backup/index.ts';
+import { startBackupSchedule, targetFromConfig } from './features/backup/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
@@ -56,7 +56,8 @@ async function main(): Promise<void> {
   // Events past each tenant's retention are purged at a signed cut, hourly by default.
   const stopPurge = startRetentionPurge(db, auditSigner, config.audit.purgeIntervalMinutes, logger);
   // Scheduled backups, retention and restore drills (BACKUP_SCHEDULE); failures become alerts.
-  const backups = config.backup.dir === undefined ? null : startBackupSchedule({ db, config, target: new DirectoryTarget(config.backup.dir), provider: keyring.provider }, logger);
+  const backupTarget = targetFromConfig(config);
+  const backups = backupTarget === undefined ? null : startBackupSchedule({ db, config, target: backupTarget, provider: keyring.provider }, logger);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

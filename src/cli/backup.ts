@@ -2,7 +2,7 @@
  * `backup create | list | restore ID --to TARGET [--force] | verify ID | drills`.
  * Progress goes to stderr: a running count on a terminal, a quiet line per 256 MiB otherwise.
  */
-import { createBackup, DirectoryTarget, isBackupId, listBackups, listRestoreTests, restoreBackup, restoreTenantRecords, verifyBackup, type BackupTarget, type RestoreContext } from '../features/backup/index.ts';
+import { createBackup, isBackupId, targetFromConfig, listBackups, listRestoreTests, restoreBackup, restoreTenantRecords, verifyBackup, type BackupTarget, type RestoreContext } from '../features/backup/index.ts';
 import { isUuid } from '../kernel/db/database.ts';
 import { loadConfig, type Config } from '../kernel/config/config.ts';
 import { loadKeyProvider } from '../kernel/crypto/providers.ts';
@@ -16,8 +16,9 @@ export class BackupCheckError extends Error {
 const USAGE = 'usage: customernode backup create | list | restore ID --to DATA_DIR_OR_DATABASE_URL [--force] | restore-tenant ID --tenant TENANT_ID | verify ID | drills [--json]';
 
 export function backupTarget(config: Config): BackupTarget {
-  if (config.backup.dir === undefined) throw new UsageError('no backup target is configured: set BACKUP_DIR (a directory outside DATA_DIR)');
-  return new DirectoryTarget(config.backup.dir);
+  const target = targetFromConfig(config);
+  if (target === undefined) throw new UsageError('no backup target is configured: set BACKUP_DIR (a directory outside DATA_DIR) or BACKUP_S3_BUCKET');
+  return target;
 }
 
 function bytesProgress(stream: NodeJS.WriteStream, label: string, total?: number): { update: (bytes: number) => void; end: () => void } {

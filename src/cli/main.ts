@@ -15,7 +15,7 @@ import { isUuid, runMigrations } from '../kernel/db/database.ts';
 import { DataDirLockedError } from '../kernel/db/lock.ts';
 import { keysCommand, progressTo } from './keys.ts';
 import { BackupCheckError, backupCommand, backupTarget } from './backup.ts';
-import { BackupIntegrityError, BackupNotFoundError, forgetTenantKeys } from '../features/backup/index.ts';
+import { BackupIntegrityError, BackupNotFoundError, forgetTenantKeys, targetFromConfig } from '../features/backup/index.ts';
 import { SnapshotError } from '../kernel/db/snapshot.ts';
 import { UsageError, withCliDatabase } from './support.ts';
 import { deleteTenant } from '../features/tenancy/index.ts';
@@ -149,7 +149,7 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
         const keyring = createKeyring(config, { warn() {} });
         const result = await deleteTenant(db, keyring, { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
         // The keystore beside the backups loses the tenant's keys too: older backups are shredded as well.
-        const backupKeysRemoved = config.backup.dir === undefined ? null : (await forgetTenantKeys(backupTarget(config), keyring.provider, tenant.toLowerCase())).removed;
+        const backupKeysRemoved = targetFromConfig(config) === undefined ? null : (await forgetTenantKeys(backupTarget(config), keyring.provider, tenant.toLowerCase())).removed;
         out(
           json
             ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result, backupKeysRemoved })

@@ -18,4 +18,4 @@ export {
 } from './backups.ts';
 export { forgetTenantKeys, readKeystore } from './keystore.ts';
 export { findMissedBackup, startBackupSchedule, type BackupScheduler } from './schedule.ts';
-export { BackupNotFoundError, DirectoryTarget, type BackupTarget } from './targets.ts';
+export { BackupNotFoundError, DirectoryTarget, S3Target, targetFromConfig, type BackupTarget } from './targets.ts';

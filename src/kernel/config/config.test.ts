@@ -151,4 +151,13 @@ describe('configuration', () => {
     // A schedule with nowhere to put the backups is refused, not silently idle.
     expect(() => loadConfig({ NODE_ENV: 'test', BACKUP_SCHEDULE: '0 2 * * *' })).toThrow(/BACKUP_SCHEDULE needs BACKUP_DIR/);
   });
+
+  it('reads an S3-compatible backup bucket with explicit credentials, and refuses two targets or missing credentials', () => {
+    const s3 = { NODE_ENV: 'test', BACKUP_S3_BUCKET: 'cn-backups', BACKUP_S3_ENDPOINT: 'http://127.0.0.1:9000', BACKUP_S3_ACCESS_KEY_ID: 'id', BACKUP_S3_SECRET_ACCESS_KEY: 'backup-secret' };
+    expect(loadConfig(s3).backup.s3).toMatchObject({ bucket: 'cn-backups', prefix: '', region: 'us-east-1', forcePathStyle: true });
+    expect(() => loadConfig({ ...s3, BACKUP_DIR: mkdtempSync(path.join(os.tmpdir(), 'cn-config-two-')) })).toThrow(/choose one backup target/);
+    expect(() => loadConfig({ ...s3, BACKUP_S3_SECRET_ACCESS_KEY: '' })).toThrow(/BACKUP_S3_SECRET_ACCESS_KEY is required/);
+    expect(() => loadConfig({ ...s3, BACKUP_S3_PREFIX: '../x' })).toThrow(/BACKUP_S3_PREFIX/);
+    expect(() => loadConfig({ ...s3, BACKUP_S3_BUCKET: 'Not A Bucket' })).toThrow(/BACKUP_S3_BUCKET must be an S3 bucket name/);
+  });
 });

@@ -22,6 +22,18 @@ export interface Pkcs11Settings {
   readonly retiredKeyLabels: readonly string[];
 }
 
+export interface S3Settings {
+  readonly bucket: string;
+  /** Key prefix inside the bucket ('' or ending in '/'). */
+  readonly prefix: string;
+  readonly region: string;
+  /** An S3-compatible service's endpoint (MinIO, Ceph, a local test server); undefined: AWS. */
+  readonly endpoint: string | undefined;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly forcePathStyle: boolean;
+}
+
 export interface Config {
   readonly nodeEnv: NodeEnv;
   readonly isProduction: boolean;
@@ -99,6 +111,8 @@ export interface Config {
   readonly backup: {
     /** Where backups are written: a directory outside DATA_DIR; undefined: none configured. */
     readonly dir: string | undefined;
+    /** Or an S3-compatible bucket (never both). */
+    readonly s3: S3Settings | undefined;
     /**
      * pg_dump's connection: a role that reads past row-level security (superuser or BYPASSRLS),
      * because every tenant table forces RLS even for its owner. Default: DATABASE_URL.
@@ -228,6 +242,30 @@ function cron(env: Env, name: string, fallback: string | undefined): string | un
     throw new ConfigError(name, 'must be a cron expression such as "0 2 * * *"');
   }
   return value;
+}
+
+/** BACKUP_S3_*: a bucket, credentials (never the SDK's own environment lookup), an optional endpoint. */
+function s3Settings(env: Env): S3Settings | undefined {
+  const bucket = raw(env, 'BACKUP_S3_BUCKET')?.trim();
+  if (bucket === undefined) return undefined;
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw new ConfigError('BACKUP_S3_BUCKET', 'must be an S3 bucket name');
+  const prefix = raw(env, 'BACKUP_S3_PREFIX')?.trim() ?? '';
+  if (!/^([A-Za-z0-9._-]+\/)*$/.test(prefix)) throw new ConfigError('BACKUP_S3_PREFIX', "must be empty or path segments ending in '/'");
+  const endpoint = raw(env, 'BACKUP_S3_ENDPOINT')?.trim();
+  if (endpoint !== undefined && !(URL.canParse(endpoint) && ['http:', 'https:'].includes(new URL(endpoint).protocol))) throw new ConfigError('BACKUP_S3_ENDPOINT', 'must be an http(s) URL');
+  const accessKeyId = raw(env, 'BACKUP_S3_ACCESS_KEY_ID')?.trim();
+  if (accessKeyId === undefined) throw new ConfigError('BACKUP_S3_ACCESS_KEY_ID', 'is required with BACKUP_S3_BUCKET');
+  const secretAccessKey = secret(env, 'BACKUP_S3_SECRET_ACCESS_KEY');
+  if (secretAccessKey === undefined) throw new ConfigError('BACKUP_S3_SECRET_ACCESS_KEY', 'is required with BACKUP_S3_BUCKET');
+  return Object.freeze({
+    bucket,
+    prefix,
+    region: raw(env, 'BACKUP_S3_REGION')?.trim() ?? 'us-east-1',
+    endpoint,
+    accessKeyId,
+    secretAccessKey,
+    forcePathStyle: oneOf(env, 'BACKUP_S3_FORCE_PATH_STYLE', ['0', '1'], endpoint === undefined ? '0' : '1') === '1',
+  });
 }
 
 /** BACKUP_DIR: absolute once resolved, and never inside DATA_DIR (a backup must not share the data's fate). */
@@ -362,7 +400,10 @@ export function loadConfig(env: Env = process.env): Config {
     if (keyProvider === 'local' && localKek === undefined) throw new ConfigError('KEY_ENCRYPTION_KEY', 'is required when NODE_ENV=production (or KEY_PROVIDER=pkcs11)');
   }
 
-  if (raw(env, 'BACKUP_SCHEDULE') !== undefined && raw(env, 'BACKUP_DIR') === undefined) throw new ConfigError('BACKUP_SCHEDULE', 'needs BACKUP_DIR (where the scheduled backups go)');
+  if (raw(env, 'BACKUP_SCHEDULE') !== undefined && raw(env, 'BACKUP_DIR') === undefined && raw(env, 'BACKUP_S3_BUCKET') === undefined) {
+    throw new ConfigError('BACKUP_SCHEDULE', 'needs BACKUP_DIR or BACKUP_S3_BUCKET (where the scheduled backups go)');
+  }
+  if (raw(env, 'BACKUP_DIR') !== undefined && raw(env, 'BACKUP_S3_BUCKET') !== undefined) throw new ConfigError('BACKUP_S3_BUCKET', 'and BACKUP_DIR are both set; choose one backup target');
 
   const appUser = raw(env, 'DATABASE_APP_USER')?.trim() ?? 'cn_app';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(appUser)) {
@@ -443,6 +484,7 @@ export function loadConfig(env: Env = process.env): Config {
     sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
     backup: Object.freeze({
       dir: backupDir(env, dataDir),
+      s3: s3Settings(env),
       databaseUrl: postgresUrl('BACKUP_DATABASE_URL', secret(env, 'BACKUP_DATABASE_URL')) ?? databaseUrl,
       filesDir: path.join(dataDir, 'files'),
       schedule: cron(env, 'BACKUP_SCHEDULE', undefined),
