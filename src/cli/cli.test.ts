@@ -21,7 +21,8 @@ function cli(args: string[], env: Record<string, string>) {
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-describe('customernode migrate', () => {
+// Each command is a process that opens the database; creating and migrating an embedded one takes seconds.
+describe('customernode migrate', { timeout: 120_000 }, () => {
   let t: TestDatabase;
   let dataDir: string;
   beforeAll(async () => {
@@ -68,7 +69,7 @@ describe('customernode migrate', () => {
   });
 });
 
-describe('customernode audit verify', () => {
+describe('customernode audit verify', { timeout: 120_000 }, () => {
   let t: TestDatabase | undefined;
   let env: Record<string, string>;
   let superQuery: (text: string, params?: unknown[]) => Promise<unknown>;

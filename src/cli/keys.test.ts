@@ -21,7 +21,8 @@ function cli(args: string[], env: Record<string, string>) {
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-describe('customernode keys', () => {
+// Each command is a process that opens the database (seconds on the embedded one).
+describe('customernode keys', { timeout: 120_000 }, () => {
   const oldKek = randomBytes(32).toString('hex');
   const newKek = randomBytes(32).toString('hex');
   let t: TestDatabase | undefined;

@@ -9,6 +9,7 @@ import { loadConfig, type Config } from '../../kernel/config/config.ts';
 import { createKeyring } from '../../kernel/crypto/envelope.ts';
 import { LocalKeyProvider } from '../../kernel/crypto/key-provider.ts';
 import { deleteTenant } from '../tenancy/index.ts';
+import { totpFor } from '../identity/mfa.ts';
 import { createBackup, listBackups, listRestoreTests, restoreBackup, restoreTenantRecords, verifyBackup, type BackupContext } from './backups.ts';
 import { reencryptContacts, contactsBelowVersion } from '../records/contacts-crypto.ts';
 import { destroyDataKeysBelow, startOrResumeRotation } from '../../kernel/crypto/rotation.ts';
@@ -117,10 +118,14 @@ describe('backup and recovery', { timeout: 120_000 }, () => {
   });
 
   it('records every restore drill with its measured restore time, in restore_tests and the platform log', async () => {
+    // A second-factor seed: a field under the platform's key, sampled by the drill too.
+    const { session: secondFactor } = await t.signup({ tenantName: 'With MFA' });
+    const { secret } = (await t.request({ method: 'POST', url: '/api/v1/auth/totp/enroll', as: secondFactor })).json<{ secret: string }>();
+    expect((await t.request({ method: 'POST', url: '/api/v1/auth/totp/activate', as: secondFactor, body: { code: totpFor(secret, 'x').generate() } })).statusCode).toBe(200);
     const backup = await createBackup(ctx);
     const report = await verifyBackup(ctx, backup.id);
     expect(report.ok, report.problems.join('; ')).toBe(true);
-    expect(report.decryptedFields).toBeGreaterThanOrEqual(1);
+    expect(report.decryptedFields).toBeGreaterThanOrEqual(2); // a contact's email and the seed
     expect(report.auditLogs).toBeGreaterThanOrEqual(2); // the platform log and the tenant's
     expect(report.restoreMs).toBeGreaterThan(0);
     const drills = await listRestoreTests(t.db);

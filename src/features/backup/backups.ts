@@ -282,8 +282,10 @@ export async function restoreBackup(ctx: RestoreContext, id: string, to: string,
   }
   const { replaced } = await stage.promote();
   const fileCount = manifest.parts.filter((part) => part.name.startsWith('files/')).length;
-  await rm(`${filesDir}.replaced`, { recursive: true, force: true });
-  await rename(filesDir, `${filesDir}.replaced`).catch(() => {});
+  // The files the restore replaces are kept, like the replaced database (never deleted here).
+  await rename(filesDir, `${filesDir}.replaced-${Date.now().toString(36)}`).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
   await rename(`${filesDir}.restoring`, filesDir);
   return {
     backupId: id,
@@ -365,6 +367,12 @@ export async function verifyBackup(ctx: BackupContext, id: string): Promise<Veri
             if (await keyring.opens(tx, { tenantId: row.tenant_id, table: 'contacts', column: 'email', rowId: row.id }, row.email_ct!)) decryptedFields += 1;
             else problems.push(`an encrypted field of tenant ${row.tenant_id} (contact ${row.id}) does not decrypt with the keystore's keys`);
           }
+        }
+        // Fields under the platform's key: users' second-factor seeds.
+        const seeds = await tx.selectFrom('users').select(['id', 'totp_secret_ct']).where('totp_secret_ct', 'is not', null).orderBy((eb) => eb.fn('random')).limit(SAMPLE).execute();
+        for (const row of seeds) {
+          if (await keyring.opensPlatform(tx, { table: 'users', column: 'totp_secret', rowId: row.id }, row.totp_secret_ct!)) decryptedFields += 1;
+          else problems.push(`the second-factor seed of user ${row.id} does not decrypt with the keystore's platform keys`);
         }
       });
     } finally {

@@ -175,8 +175,17 @@ export class Keyring {
    * drills, which check a restored copy outside any tenant's transaction.
    */
   async opens(tx: Tx, place: FieldPlace, stored: Uint8Array): Promise<boolean> {
+    return this.#opensAs(tx, place.tenantId, place, stored);
+  }
+
+  /** The same for a platform-level field (a user's TOTP seed). */
+  async opensPlatform(tx: Tx, place: Omit<FieldPlace, 'tenantId'>, stored: Uint8Array): Promise<boolean> {
+    return this.#opensAs(tx, PLATFORM, { ...place, tenantId: PLATFORM }, stored);
+  }
+
+  async #opensAs(tx: Tx, owner: string, place: FieldPlace, stored: Uint8Array): Promise<boolean> {
     try {
-      (await this.#open(tx, place.tenantId, place, stored)).fill(0);
+      (await this.#open(tx, owner, place, stored)).fill(0);
       return true;
     } catch {
       return false;
