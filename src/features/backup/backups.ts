@@ -7,16 +7,14 @@
  * Keys are never inside a backup; they are in the keystore (keystore.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
 import type { Config } from '../../kernel/config/config.ts';
 import { NO_REQUEST, recordPlatformEvent, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
-import { insertMissingRecords, storedRecords } from '../records/index.ts';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../../kernel/audit/signing.ts';
 import { verifyPlatformLog, verifyTenantLog } from '../../kernel/audit/verify.ts';
@@ -26,6 +24,7 @@ import type { KeyProvider } from '../../kernel/crypto/key-provider.ts';
 import type { Database } from '../../kernel/db/database.ts';
 import { openRestoreStage, SnapshotError, type RestoreStage, type RestoreTarget } from '../../kernel/db/snapshot.ts';
 import { ARCHIVE_FORMAT, ArchiveReader, ArchiveWriter, backupAad, BackupIntegrityError, drain, type Manifest } from './archive.ts';
+import { insertMissingRecords, storedRecords } from '../records/index.ts';
 import { readKeystore, refreshKeystore } from './keystore.ts';
 import { BackupNotFoundError, type BackupTarget } from './targets.ts';
 
