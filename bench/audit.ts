@@ -18,7 +18,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { recordTenantEvent } from '../src/kernel/audit/record.ts';
 import { sealAllLogs, sealTenantLog, startAuditSealer, type AuditSigner } from '../src/kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../src/kernel/audit/signing.ts';
-import { verifyTenantLog } from '../src/kernel/audit/verify.ts';
+import { verifyLogInParallel } from '../src/kernel/audit/verify.ts';
 import { loadConfig } from '../src/kernel/config/config.ts';
 import { openDatabase, type Database } from '../src/kernel/db/database.ts';
 import pino from 'pino';
@@ -149,7 +149,8 @@ export async function measureChain(db: Database, signer: AuditSigner, tenantId: 
   await sealTenantLog(db, tenantId);
   const sealSeconds = (performance.now() - started) / 1000;
   started = performance.now();
-  const result = await db.systemDb({ reason: 'bench: verify one large tenant chain' }).transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys));
+  // The operators' check (`audit verify`): ranges checked two at a time by the database.
+  const result = await verifyLogInParallel(db, { tenantId }, signer.publicKeys);
   const verifySeconds = (performance.now() - started) / 1000;
   return { events: Math.max(events, result.count), sealSeconds, verifySeconds, verifiedOk: result.ok };
 }

@@ -5,7 +5,7 @@ import { startTestApp, type SessionHandle, type TestApp } from '../../../test/ha
 import { chainHash, GENESIS_HASH } from './chain.ts';
 import { chainRecordOf, sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
-import { verifyPlatformLog, verifyTenantLog } from './verify.ts';
+import { verifyLogInParallel, verifyPlatformLog, verifyTenantLog } from './verify.ts';
 
 interface Verify {
   ok: boolean;
@@ -127,6 +127,28 @@ describe('the audit hash chain', () => {
     const [brokenParallel, brokenSingle] = await both();
     expect(brokenParallel).toEqual(brokenSingle);
     expect(brokenParallel?.firstBad).toEqual({ seq: 17, id, reason: 'hash_mismatch' });
+  });
+
+  it('the operators\' check of many ranges at once finds what the one-transaction check finds, also across range edges', async () => {
+    const { tenantId } = await tenantWithLog(30);
+    const system = t.db.systemDb({ reason: 'test: verify in one transaction' });
+    const single = () => system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys, false));
+    // Ranges of 4 events: 30-odd events make 8 or more ranges, checked two at a time on PostgreSQL.
+    const parallel = () => verifyLogInParallel(t.db, { tenantId }, signer.publicKeys, 4);
+    expect(await parallel()).toEqual(await single());
+    expect(await parallel()).toMatchObject({ ok: true });
+    // seq 8 ends a range and 9 starts the next: the next range starts from the stored hash before it.
+    const id = await idAt(tenantId, 21);
+    await tamper(`update audit_events set ip = '198.51.100.7' where tenant_id = $1 and seq = 21`, [tenantId]);
+    expect(await parallel()).toEqual(await single());
+    expect((await parallel()).firstBad).toEqual({ seq: 21, id, reason: 'hash_mismatch' });
+    await tamper('delete from audit_events where tenant_id = $1 and seq = 9', [tenantId]);
+    expect(await parallel()).toEqual(await single());
+    expect((await parallel()).firstBad).toMatchObject({ seq: 9, reason: 'missing' });
+    await tamper('delete from audit_events where tenant_id = $1 and seq = 8', [tenantId]);
+    expect(await parallel()).toEqual(await single());
+    expect((await parallel()).firstBad).toMatchObject({ seq: 8, reason: 'missing' });
+    expect(await verifyLogInParallel(t.db, 'platform', signer.publicKeys, 4)).toEqual(await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys, false)));
   });
 
   it('detects reordered events', async () => {

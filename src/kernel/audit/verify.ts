@@ -9,7 +9,7 @@
 import { Buffer } from 'node:buffer';
 import type { KeyObject } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
-import { asBuffer, type Tx } from '../db/database.ts';
+import { asBuffer, type Database, type Tx } from '../db/database.ts';
 import { acceptCheckpoints, GENESIS_HASH, type ChainProblem, type LogName, type SignedCheckpoint, type VerifyResult } from './chain.ts';
 import { checkSegment } from './segment.ts';
 
@@ -43,7 +43,9 @@ interface StoredLog {
   /** The packed events with seq in [from, to], in seq order. */
   rows(from: number, to: number): Promise<string[]>;
   /** The database's own check of [from, to] (see fastCheck); null when it could not run. */
-  fast(from: number, to: number, previousHash: string, checkpointSeqs: readonly number[]): Promise<FastResult | null>;
+  fast(from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null>;
+  /** How many range checks may run at once (each then starts from the stored hash before it). */
+  readonly concurrency: number;
 }
 
 interface FastResult {
@@ -73,15 +75,18 @@ function canonicalSql(log: LogName): RawBuilder<string> {
 }
 
 /** Runs the database's check of one range inside a savepoint (a malformed stored value must not abort the transaction). */
-async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
+async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
   const table = log === 'tenant' ? sql`audit_events` : sql`platform_audit_events`;
+  // Without a known previous hash (ranges checked in parallel), the first link starts from the
+  // stored hash before the range, which the previous range's own check vouches for.
+  const previous = previousHash === null ? sql`(select p.hash from ${table} p where ${scope} and p.seq = ${from - 1})` : sql`decode(${previousHash}, 'hex')`;
   await sql`savepoint cn_verify`.execute(tx);
   try {
     const { rows } = await sql<FastResult>`
       with r as (
         select seq, hash,
           canonical_metadata is not null and canonical_metadata::jsonb = metadata as meta_ok,
-          sha256(coalesce(lag(hash) over (order by seq), decode(${previousHash}, 'hex')) || convert_to(${canonicalSql(log)}, 'UTF8')) as computed
+          sha256(coalesce(lag(hash) over (order by seq), ${previous}) || convert_to(${canonicalSql(log)}, 'UTF8')) as computed
         from ${table} where ${scope} and seq between ${from} and ${to}
       )
       select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and meta_ok) as good,
@@ -96,7 +101,7 @@ async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from:
   }
 }
 
-async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObject>, useDatabase: boolean): Promise<VerifyResult> {
+async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObject>, useDatabase: boolean, chunk = CHUNK): Promise<VerifyResult> {
   const anchor = anchorFor(stored.oldest, stored.checkpoints);
   const headOf = (fallback: { seq: number; hash: Buffer }) => {
     const head = stored.head ?? fallback;
@@ -109,15 +114,36 @@ async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObje
   let count = 0;
   let previousHash = anchor.hash.toString('hex');
   let firstBad: ChainProblem | null = null;
-  for (let from = anchor.seq + 1; from <= upTo && !firstBad; from += CHUNK) {
-    const to = Math.min(from + CHUNK - 1, upTo);
-    const inRange = [...checkpointHashes].filter(([seq]) => seq >= from && seq <= to);
+  const ranges: [number, number][] = [];
+  for (let from = anchor.seq + 1; from <= upTo; from += chunk) ranges.push([from, Math.min(from + chunk - 1, upTo)]);
+  const checkpointsIn = (from: number, to: number) => [...checkpointHashes].filter(([seq]) => seq >= from && seq <= to);
+  // With concurrency, the next ranges' database checks are already running while this one is judged.
+  const pending: (Promise<FastResult | null> | undefined)[] = [];
+  const launch = (k: number) => {
+    if (!useDatabase || stored.concurrency <= 1 || k >= ranges.length || pending[k]) return;
+    const [from, to] = ranges[k]!;
+    pending[k] = stored.fast(from, to, k === 0 ? previousHash : null, checkpointsIn(from, to).map(([seq]) => seq));
+    pending[k].catch(() => {}); // judged in order below
+  };
+  for (let k = 0; k < ranges.length && !firstBad; k++) {
+    for (let ahead = k; ahead < k + stored.concurrency; ahead++) launch(ahead);
+    const [from, to] = ranges[k]!;
+    const inRange = checkpointsIn(from, to);
     // The database checks the range itself; only a range it finds odd is read and checked here.
-    const fast = useDatabase ? await stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)) : null;
+    const fast = !useDatabase ? null : (pending[k] ?? stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)));
+    pending[k] = undefined;
+    const fastResult = await fast;
     const expected = to - from + 1;
-    if (fast?.good && fast.n === expected && fast.first === String(from) && fast.last === String(to) && fast.last_hash && inRange.every(([seq, hash]) => fast.checkpoints?.[String(seq)] === hash)) {
-      count += fast.n;
-      previousHash = fast.last_hash;
+    if (
+      fastResult?.good &&
+      fastResult.n === expected &&
+      fastResult.first === String(from) &&
+      fastResult.last === String(to) &&
+      fastResult.last_hash &&
+      inRange.every(([seq, hash]) => fastResult.checkpoints?.[String(seq)] === hash)
+    ) {
+      count += fastResult.n;
+      previousHash = fastResult.last_hash;
       continue;
     }
     const rows = await stored.rows(from, to);
@@ -172,8 +198,10 @@ function anchorFor(oldest: number | null, checkpoints: readonly SignedCheckpoint
   return cut ? { seq: cut.seq, hash: Buffer.from(cut.hash, 'hex') } : { seq: 0, hash: GENESIS_HASH };
 }
 
-/** useDatabase: false checks every range in JavaScript only (tests compare the two). */
-export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMap<string, KeyObject>, useDatabase = true): Promise<VerifyResult> {
+/** Where range reads run: the caller's transaction, or (in parallel) transactions of their own. */
+type RangeRunner = <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>;
+
+async function tenantStored(tx: Tx, tenantId: string, run: RangeRunner, concurrency: number): Promise<StoredLog> {
   const checkpoints = (await tx.selectFrom('audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).where('tenant_id', '=', tenantId).execute()).map((row) => signed(row, tenantId));
   const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
   const bounds = await tx
@@ -182,24 +210,21 @@ export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMa
     .where('tenant_id', '=', tenantId)
     .where('seq', 'is not', null)
     .executeTakeFirst();
-  return verifyStored(
-    {
-      log: 'tenant',
-      tenantId,
-      checkpoints,
-      head: head ? { seq: Number(head.seq), hash: asBuffer(head.hash) } : { seq: 0, hash: GENESIS_HASH },
-      oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
-      newest: Number(bounds?.newest ?? 0),
-      rows: async (from, to) =>
-        (await sql<{ r: string }>`select ${packedColumns()} as r from audit_events where tenant_id = ${tenantId} and seq between ${from} and ${to} order by seq`.execute(tx)).rows.map((row) => row.r),
-      fast: (from, to, previousHash, seqs) => fastCheck(tx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, seqs),
-    },
-    keys,
-    useDatabase,
-  );
+  return {
+    log: 'tenant',
+    tenantId,
+    checkpoints,
+    head: head ? { seq: Number(head.seq), hash: asBuffer(head.hash) } : { seq: 0, hash: GENESIS_HASH },
+    oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
+    newest: Number(bounds?.newest ?? 0),
+    rows: (from, to) =>
+      run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns()} as r from audit_events where tenant_id = ${tenantId} and seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
+    fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, seqs)),
+    concurrency,
+  };
 }
 
-export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObject>, useDatabase = true): Promise<VerifyResult> {
+async function platformStored(tx: Tx, run: RangeRunner, concurrency: number): Promise<StoredLog> {
   const checkpoints = (await tx.selectFrom('platform_audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).execute()).map((row) => signed(row, null));
   const head = await tx.selectFrom('platform_audit_head').select(['seq', 'hash']).executeTakeFirstOrThrow();
   const bounds = await tx
@@ -207,18 +232,40 @@ export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObj
     .select((eb) => [eb.fn.min('seq').as('oldest'), eb.fn.max('seq').as('newest')])
     .where('seq', 'is not', null)
     .executeTakeFirst();
-  return verifyStored(
-    {
-      log: 'platform',
-      tenantId: null,
-      checkpoints,
-      head: { seq: Number(head.seq), hash: asBuffer(head.hash) },
-      oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
-      newest: Number(bounds?.newest ?? 0),
-      rows: async (from, to) => (await sql<{ r: string }>`select ${packedColumns()} as r from platform_audit_events where seq between ${from} and ${to} order by seq`.execute(tx)).rows.map((row) => row.r),
-      fast: (from, to, previousHash, seqs) => fastCheck(tx, 'platform', sql`true`, from, to, previousHash, seqs),
-    },
-    keys,
-    useDatabase,
-  );
+  return {
+    log: 'platform',
+    tenantId: null,
+    checkpoints,
+    head: { seq: Number(head.seq), hash: asBuffer(head.hash) },
+    oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
+    newest: Number(bounds?.newest ?? 0),
+    rows: (from, to) => run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns()} as r from platform_audit_events where seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
+    fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, 'platform', sql`true`, from, to, previousHash, seqs)),
+    concurrency,
+  };
+}
+
+/** useDatabase: false checks every range in JavaScript only (tests compare the two). */
+export async function verifyTenantLog(tx: Tx, tenantId: string, keys: ReadonlyMap<string, KeyObject>, useDatabase = true): Promise<VerifyResult> {
+  return verifyStored(await tenantStored(tx, tenantId, (fn) => fn(tx), 1), keys, useDatabase);
+}
+
+export async function verifyPlatformLog(tx: Tx, keys: ReadonlyMap<string, KeyObject>, useDatabase = true): Promise<VerifyResult> {
+  return verifyStored(await platformStored(tx, (fn) => fn(tx), 1), keys, useDatabase);
+}
+
+/**
+ * The same check for operators (the CLI): on PostgreSQL the database checks PARALLEL_RANGES
+ * ranges at once, each in a transaction of the system role (sealed events never change, and the
+ * walk stops at the head read first). Embedded: one session, so one range at a time.
+ */
+const PARALLEL_RANGES = 2;
+
+/** chunk: events per range (tests make ranges small to have many). */
+export async function verifyLogInParallel(db: Database, log: { tenantId: string } | 'platform', keys: ReadonlyMap<string, KeyObject>, chunk = CHUNK): Promise<VerifyResult> {
+  const system = db.systemDb({ reason: 'audit verification checks a chain range by range' });
+  const concurrency = db.kind === 'postgres' ? PARALLEL_RANGES : 1;
+  const run: RangeRunner = (fn) => system.transaction(fn);
+  const stored = await system.transaction((tx) => (log === 'platform' ? platformStored(tx, run, concurrency) : tenantStored(tx, log.tenantId, run, concurrency)));
+  return verifyStored(stored, keys, true, chunk);
 }
