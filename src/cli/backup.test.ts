@@ -102,4 +102,18 @@ describe('customernode backup (the command)', { timeout: 180_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/cannot read past row-level security: set BACKUP_DATABASE_URL to a role with BYPASSRLS/);
   });
+
+  it.runIf(process.env.TEST_DATABASE_URL)('works through a least-privileged backup role (BYPASSRLS, CREATEDB, pg_read_all_data): dump and drill, no superuser', async () => {
+    await t.admin.query(`do $$ begin if not exists (select 1 from pg_roles where rolname = 'cn_test_backup') then create role cn_test_backup login bypassrls createdb nosuperuser; end if; end $$`);
+    await t.admin.query('grant pg_read_all_data to cn_test_backup');
+    const url = new URL(env.BACKUP_DATABASE_URL!);
+    url.username = 'cn_test_backup';
+    url.password = '';
+    const roleEnv = { ...env, BACKUP_DATABASE_URL: url.toString() };
+    const created = cli(['backup', 'create', '--json'], roleEnv);
+    expect(created.code, created.stderr).toBe(0);
+    const verified = cli(['backup', 'verify', (JSON.parse(created.stdout) as { id: string }).id, '--json'], roleEnv);
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ ok: true });
+  });
 });

@@ -265,7 +265,9 @@ async function stagePostgres(target: Extract<RestoreTarget, { kind: 'postgres' |
     // A restore killed earlier left its stage behind: it was never in use, so it goes.
     await drop(stageName);
     await ensureRoles(admin, [info.ownerRole ?? 'postgres', info.appRole ?? 'cn_app', 'cn_system', 'cn_audit_purge']);
-    await admin.query(`create database ${quoteIdent(stageName)}${info.ownerRole ? ` owner ${quoteIdent(info.ownerRole)}` : ''}`);
+    // A scratch database (a drill) belongs to the restoring role, with no ownership or grants
+    // restored: the backup role then needs only CREATEDB and BYPASSRLS, not superuser.
+    await admin.query(`create database ${quoteIdent(stageName)}${info.ownerRole && targetName !== null ? ` owner ${quoteIdent(info.ownerRole)}` : ''}`);
   } catch (error) {
     await admin.end().catch(() => {});
     throw error;
@@ -283,7 +285,8 @@ async function stagePostgres(target: Extract<RestoreTarget, { kind: 'postgres' |
   return {
     accepts: (name) => name === 'database.pgdump',
     async load(_name, data) {
-      const restore = runTool('pg_restore', ['--exit-on-error', '--single-transaction', '--no-password'], stageUrl, { stdin: data });
+      const scratch = targetName === null ? ['--no-owner', '--no-privileges'] : [];
+      const restore = runTool('pg_restore', ['--exit-on-error', '--single-transaction', '--no-password', ...scratch], stageUrl, { stdin: data });
       restore.stdout.resume();
       await restore.done;
       loaded = true;
