@@ -50,9 +50,10 @@ export async function backupCommand(args: readonly string[], json: boolean, out:
   if (sub === 'create' || sub === 'verify' || sub === 'drills') {
     const id = sub === 'verify' ? options[0] : undefined;
     if (sub === 'verify' ? options.length !== 1 || !isBackupId(id!) : options.length !== 0) throw new UsageError(sub === 'verify' ? 'usage: customernode backup verify ID [--json] (ID as backup list shows it)' : USAGE);
-    // Checked before the database opens: a missing target is a usage error, not a failure halfway.
     const config = loadConfig();
-    if (sub !== 'drills') backupTarget(config);
+    const progress = bytesProgress(stderr, sub === 'create' ? 'backup' : 'verify');
+    // Built before the database opens: a missing target is a usage error, not a failure halfway.
+    const context = sub === 'drills' ? null : restoreContext(config, progress.update);
     await withCliDatabase(async (db) => {
       if (sub === 'drills') {
         const items = await listRestoreTests(db);
@@ -61,8 +62,7 @@ export async function backupCommand(args: readonly string[], json: boolean, out:
         else for (const item of items) out(`${item.startedAt}  ${item.ok ? 'ok    ' : 'FAILED'}  backup ${item.backupId}  restore ${item.restoreMs} ms`);
         return;
       }
-      const progress = bytesProgress(stderr, sub === 'create' ? 'backup' : 'verify');
-      const ctx = { ...restoreContext(config, progress.update), db };
+      const ctx = { ...context!, db };
       if (sub === 'create') {
         const descriptor = await createBackup(ctx);
         progress.end();
@@ -83,9 +83,9 @@ export async function backupCommand(args: readonly string[], json: boolean, out:
       throw new UsageError('usage: customernode backup restore-tenant ID --tenant TENANT_ID [--json]');
     }
     const config = loadConfig();
-    backupTarget(config);
+    const context = restoreContext(config);
     await withCliDatabase(async (db) => {
-      const result = await restoreTenantRecords({ ...restoreContext(config), db }, id, tenant.toLowerCase());
+      const result = await restoreTenantRecords({ ...context, db }, id, tenant.toLowerCase());
       out(json ? JSON.stringify(result) : `tenant ${result.tenantId}: ${result.accountsRestored} accounts and ${result.contactsRestored} contacts put back from backup ${id} (existing records untouched)`);
     }, config);
     return;

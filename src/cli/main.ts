@@ -14,7 +14,7 @@ import { verifyLogInParallel } from '../kernel/audit/verify.ts';
 import { isUuid, runMigrations } from '../kernel/db/database.ts';
 import { DataDirLockedError } from '../kernel/db/lock.ts';
 import { keysCommand, progressTo } from './keys.ts';
-import { BackupCheckError, backupCommand, backupTarget } from './backup.ts';
+import { BackupCheckError, backupCommand } from './backup.ts';
 import { BackupIntegrityError, BackupNotFoundError, forgetTenantKeys, targetFromConfig } from '../features/backup/index.ts';
 import { SnapshotError } from '../kernel/db/snapshot.ts';
 import { UsageError, withCliDatabase } from './support.ts';
@@ -150,7 +150,8 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
         const keyring = createKeyring(config, { warn() {} });
         const result = await deleteTenant(db, keyring, { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
         // The keystore beside the backups loses the tenant's keys too: older backups are shredded as well.
-        const backupKeysRemoved = targetFromConfig(config) === undefined ? null : (await forgetTenantKeys(backupTarget(config), keyring.provider, tenant.toLowerCase())).removed;
+        const target = targetFromConfig(config);
+        const backupKeysRemoved = target === undefined ? null : (await forgetTenantKeys(target, keyring.provider, tenant.toLowerCase())).removed;
         out(
           json
             ? JSON.stringify({ tenantId: tenant.toLowerCase(), ...result, backupKeysRemoved })

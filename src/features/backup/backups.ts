@@ -89,6 +89,11 @@ async function listFiles(dir: string): Promise<string[]> {
   return out;
 }
 
+/** Rows in a snapshot's tables (the key tables, not dumped, count as none). */
+function totalRows(tables: Readonly<Record<string, number | null>>): number {
+  return Object.values(tables).reduce<number>((sum, n) => sum + (n ?? 0), 0);
+}
+
 function counting(onProgress: ((bytes: number) => void) | undefined) {
   let bytes = 0;
   return async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
@@ -175,7 +180,7 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
       sha256: stored.sha256,
       kekId: ctx.provider.keyId,
       wrappedKey: wrapped.toString('base64'),
-      rows: Object.values(info.tables).reduce<number>((sum, n) => sum + (n ?? 0), 0),
+      rows: totalRows(info.tables),
       files,
       durationMs: Date.now() - started,
     };
@@ -192,7 +197,8 @@ export async function createBackup(ctx: BackupContext): Promise<BackupDescriptor
   }
 }
 
-async function recordBackupEvent(db: Database, action: string, metadata: Record<string, unknown>, outcome: 'success' | 'failure' = 'success'): Promise<void> {
+/** A backup event in the platform log (the alert rules read the failures there). */
+export async function recordBackupEvent(db: Database, action: string, metadata: Record<string, unknown>, outcome: 'success' | 'failure' = 'success'): Promise<void> {
   await db.systemDb({ reason: 'backups are recorded in the platform audit log' }).transaction((tx) => recordPlatformEvent(tx, SYSTEM_ACTOR, NO_REQUEST, { action, outcome, metadata }));
 }
 
@@ -290,7 +296,7 @@ export async function restoreBackup(ctx: RestoreContext, id: string, to: string,
     backupId: id,
     target: isUrl ? new URL(to).pathname.slice(1) : path.resolve(to),
     replaced,
-    rows: Object.values(manifest.tables).reduce<number>((sum, n) => sum + (n ?? 0), 0),
+    rows: totalRows(manifest.tables),
     files: fileCount,
     durationMs: Date.now() - started,
   };
@@ -330,12 +336,10 @@ export async function verifyBackup(ctx: BackupContext, id: string): Promise<Veri
   let shreddedTenants = 0;
   try {
     const descriptor = await readDescriptor(ctx.target, id);
-    const target: RestoreTarget =
-      descriptor.source === 'postgres' ? { kind: 'postgres-scratch', url: ctx.config.backup.databaseUrl ?? ctx.config.databaseUrl ?? missingUrl() } : { kind: 'embedded-scratch' };
-    const { stage, manifest } = await loadIntoStage(ctx, descriptor, target, null);
+    const { stage, manifest } = await loadIntoStage(ctx, descriptor, scratchTarget(ctx.config, descriptor), null);
     restoreMs = Date.now() - started;
     try {
-      rows = Object.values(manifest.tables).reduce<number>((sum, n) => sum + (n ?? 0), 0);
+      rows = totalRows(manifest.tables);
       tables = Object.keys(manifest.tables).length;
       const publicKeys = loadAuditSigner(ctx.config, { warn() {} }).publicKeys;
       const keyring = new Keyring(ctx.provider, { ttlMs: 60_000, maxEntries: 10_000 });
@@ -410,8 +414,7 @@ export async function restoreTenantRecords(ctx: BackupContext, id: string, tenan
   if (!tenant) throw new SnapshotError(`no tenant ${tenantId} in this database`);
   if (tenant.deleted_at !== null) throw new SnapshotError(`tenant ${tenantId} was deleted: its keys are destroyed, so its records cannot be restored`);
   const descriptor = await readDescriptor(ctx.target, id);
-  const target: RestoreTarget = descriptor.source === 'postgres' ? { kind: 'postgres-scratch', url: ctx.config.backup.databaseUrl ?? ctx.config.databaseUrl ?? missingUrl() } : { kind: 'embedded-scratch' };
-  const { stage } = await loadIntoStage(ctx, descriptor, target, null);
+  const { stage } = await loadIntoStage(ctx, descriptor, scratchTarget(ctx.config, descriptor), null);
   let records;
   try {
     records = await stage.inspect((tx) => storedRecords(tx, tenantId));
@@ -441,8 +444,12 @@ export async function restoreTenantRecords(ctx: BackupContext, id: string, tenan
   return { backupId: id, tenantId, ...result, durationMs: Date.now() - started };
 }
 
-function missingUrl(): never {
-  throw new SnapshotError('a PostgreSQL backup is verified on a PostgreSQL server: set BACKUP_DATABASE_URL or DATABASE_URL');
+/** Where a drill or a single-tenant restore stages a backup: a scratch database of the backup's kind. */
+function scratchTarget(config: Config, descriptor: BackupDescriptor): RestoreTarget {
+  if (descriptor.source === 'embedded') return { kind: 'embedded-scratch' };
+  // BACKUP_DATABASE_URL already falls back to DATABASE_URL (config.ts).
+  if (config.backup.databaseUrl === undefined) throw new SnapshotError('a PostgreSQL backup is staged on a PostgreSQL server: set BACKUP_DATABASE_URL or DATABASE_URL');
+  return { kind: 'postgres-scratch', url: config.backup.databaseUrl };
 }
 
 async function recordVerification(db: Database, report: VerifyReport, startedAt: Date): Promise<void> {

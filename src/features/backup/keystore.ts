@@ -79,7 +79,7 @@ export async function writeKeystore(target: BackupTarget, provider: KeyProvider,
  * rotation retired it) stays until no stored backup is older than its retirement; a deleted
  * tenant's keys go.
  */
-export async function refreshKeystore(db: Database, target: BackupTarget, provider: KeyProvider, oldestBackup: Date | null): Promise<{ keys: number }> {
+export async function refreshKeystore(db: Database, target: BackupTarget, provider: KeyProvider, oldestBackup: Date): Promise<{ keys: number }> {
   const { live, tenants } = await db.systemDb({ reason: 'the backup keystore copies every wrapped data key' }).transaction(async (tx) => ({
     live: [
       ...(await tx.selectFrom('tenant_keys').select(['tenant_id as owner', 'purpose', 'version', 'kek_id', 'wrapped']).execute()),
@@ -98,8 +98,7 @@ export async function refreshKeystore(db: Database, target: BackupTarget, provid
     const tenantGone = previous.owner !== PLATFORM && (!tenants.has(previous.owner) || tenants.get(previous.owner) !== null);
     if (tenantGone) continue;
     const retiredAt = previous.retiredAt ?? now;
-    if (oldestBackup !== null && new Date(retiredAt) < oldestBackup) continue;
-    if (oldestBackup === null && previous.retiredAt !== null) continue;
+    if (new Date(retiredAt) < oldestBackup) continue;
     entries.set(entryName(previous), { ...previous, retiredAt });
   }
   await writeKeystore(target, provider, [...entries.values()]);

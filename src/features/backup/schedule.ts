@@ -7,17 +7,12 @@
  */
 import { Cron } from 'croner';
 import type { Logger } from 'pino';
-import { NO_REQUEST, recordPlatformEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
-import { createBackup, listBackups, pruneBackups, verifyBackup, type BackupContext } from './backups.ts';
+import { createBackup, listBackups, pruneBackups, recordBackupEvent, verifyBackup, type BackupContext } from './backups.ts';
 
 /** How late a scheduled backup may be before it counts as missed. */
 const GRACE_MS = 30 * 60_000;
 /** How often the watchdog looks for a missed backup. */
 const WATCHDOG = '*/10 * * * *';
-
-async function recordProblem(ctx: BackupContext, action: 'backup.failed' | 'backup.missed', metadata: Record<string, unknown>): Promise<void> {
-  await ctx.db.systemDb({ reason: 'a backup problem is recorded in the platform log' }).transaction((tx) => recordPlatformEvent(tx, SYSTEM_ACTOR, NO_REQUEST, { action, outcome: 'failure', metadata }));
-}
 
 /** The newest scheduled time at least GRACE_MS ago that has no backup after it, if any. */
 export async function findMissedBackup(ctx: BackupContext, schedule: string, now: Date): Promise<Date | null> {
@@ -47,7 +42,7 @@ export function startBackupSchedule(ctx: BackupContext, log: Logger): BackupSche
     } catch (error) {
       const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
       log.error({ err: { message } }, 'scheduled backup failed');
-      await recordProblem(ctx, 'backup.failed', { error: message, target: ctx.target.description }).catch((recordError: unknown) => log.error({ err: recordError }, 'the failed backup could not be recorded'));
+      await recordBackupEvent(ctx.db, 'backup.failed', { error: message, target: ctx.target.description }, 'failure').catch((recordError: unknown) => log.error({ err: recordError }, 'the failed backup could not be recorded'));
     }
   };
   const runWatchdog = async (now = new Date()) => {
@@ -57,7 +52,7 @@ export function startBackupSchedule(ctx: BackupContext, log: Logger): BackupSche
       if (missed && missed.getTime() !== reportedMiss) {
         reportedMiss = missed.getTime();
         log.error({ expectedAt: missed.toISOString() }, 'a scheduled backup is missing');
-        await recordProblem(ctx, 'backup.missed', { expectedAt: missed.toISOString(), target: ctx.target.description });
+        await recordBackupEvent(ctx.db, 'backup.missed', { expectedAt: missed.toISOString(), target: ctx.target.description }, 'failure');
       }
     } catch (error) {
       log.error({ err: error }, 'the backup watchdog failed');

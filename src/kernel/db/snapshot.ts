@@ -256,9 +256,13 @@ async function stagePostgres(target: Extract<RestoreTarget, { kind: 'postgres' |
         const used = await connections(targetName);
         if (used > 0) throw new SnapshotError(`the target database ${targetName} is in use (${used} connections): stop the server first`);
         const probe = new pg.Client({ connectionString: target.url });
-        await probe.connect();
-        const tables = Number((await probe.query<{ n: string }>(`select count(*) as n from pg_tables where schemaname = 'public'`)).rows[0]!.n);
-        await probe.end();
+        let tables: number;
+        try {
+          await probe.connect();
+          tables = Number((await probe.query<{ n: string }>(`select count(*) as n from pg_tables where schemaname = 'public'`)).rows[0]!.n);
+        } finally {
+          await probe.end().catch(() => {});
+        }
         if (tables > 0 && !target.force) throw new SnapshotError(`the target database ${targetName} is not empty: add --force to replace it (it is kept, renamed)`);
       }
     }
