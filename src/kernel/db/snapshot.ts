@@ -137,6 +137,7 @@ const SCHEMA_VERSION_SQL = `select coalesce(max(version), 0) as v from schema_mi
 /** pg_dump of one exported snapshot, row counts from the same snapshot. Needs a role that reads past RLS. */
 export async function dumpPostgres(url: string, addPart: AddPart): Promise<SnapshotInfo> {
   const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {}); // a lost connection fails the next query instead of the process
   await client.connect().catch((error: Error) => {
     throw new SnapshotError(`cannot connect for the backup: ${error.message}`);
   });
@@ -238,6 +239,7 @@ async function stagePostgres(target: Extract<RestoreTarget, { kind: 'postgres' |
   const targetName = target.kind === 'postgres' ? databaseName(target.url) : null;
   const stageName = targetName === null ? `cn_verify_${randomBytes(6).toString('hex')}` : `${targetName.slice(0, 48)}__restoring`;
   const admin = new pg.Client({ connectionString: withDatabase(target.url, 'postgres') });
+  admin.on('error', () => {}); // a lost connection fails the next query instead of the process
   await admin.connect().catch((error: Error) => {
     throw new SnapshotError(`cannot connect to the target server: ${error.message}`);
   });
@@ -278,7 +280,14 @@ async function stagePostgres(target: Extract<RestoreTarget, { kind: 'postgres' |
   }
   let loaded = false;
   let pool: pg.Pool | undefined;
-  const poolOf = () => (pool ??= new pg.Pool({ connectionString: stageUrl, max: 2 }));
+  const poolOf = () => {
+    if (!pool) {
+      pool = new pg.Pool({ connectionString: stageUrl, max: 2 });
+      // Dropping the stage terminates any connection still closing; that must not crash the process.
+      pool.on('error', () => {});
+    }
+    return pool;
+  };
   const open = () => (kysely ??= new Kysely<DB>({ dialect: new PostgresDialect({ pool: poolOf() }) }));
   const close = async () => {
     if (kysely) await kysely.destroy();
