@@ -77,7 +77,7 @@ class CompileOnlyDriver implements Driver {
   async destroy(): Promise<void> {}
 }
 
-const compileOnly: QueryCompiler = new Kysely<DB>({
+export const compileOnly: QueryCompiler = new Kysely<DB>({
   dialect: {
     createAdapter: () => new PostgresAdapter(),
     createDriver: () => new CompileOnlyDriver(),

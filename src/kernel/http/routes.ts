@@ -12,6 +12,7 @@ import { StrictEntryRefusedError, type Database, type QueryCompiler, type Tenant
 import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, type RequestMeta } from '../audit/record.ts';
 import { csrfTokenFor, generateToken, hashToken, isIssuedToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
+import { compilePrefetch, type PrefetchTemplate } from './prefetch-template.ts';
 import {
   actorOf,
   type Authenticator,
@@ -202,6 +203,10 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
   const { db } = deps;
   for (const route of routes) {
     assertAccess(route.method, route.url, route.access);
+    const prefetch =
+      route.access.kind === 'tenant' && 'prefetch' in route && route.prefetch
+        ? compilePrefetch(`${route.method} ${route.url}`, route.prefetch as unknown as Parameters<typeof compilePrefetch>[1], db.compiler, !deps.config.isProduction)
+        : undefined;
     const { summary, tags, response, ...validation } = route.schema;
     app.route({
       method: route.method,
@@ -230,6 +235,7 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
             base,
             request.credential!,
             deps,
+            prefetch,
           );
           if ('denied' in outcome) throw outcome.denied;
           value = outcome.value;
@@ -340,6 +346,7 @@ async function runTenantRoute(
   base: BaseContext<RouteSchema>,
   credential: Credential,
   deps: RegistryDeps,
+  prefetch: PrefetchTemplate | undefined,
 ): Promise<Outcome> {
   const tenantId = (base.params as unknown as { tenantId: string }).tenantId.toLowerCase();
   const { permission } = route.access;
@@ -369,7 +376,7 @@ async function runTenantRoute(
           }),
     );
   };
-  const prefetchQuery = route.prefetch?.({ db: deps.db.compiler, tenantId, params: base.params, query: base.query }).compile();
+  const prefetchQuery = prefetch?.(tenantId, base.params as unknown as Record<string, string>, base.query);
   const body = async (tx: Tx, caller: Caller, prefetched?: readonly unknown[]): Promise<Outcome> => {
     if (caller === null) return { denied: new AppError('auth.unauthenticated') };
     if (caller.role === null) {

@@ -30,6 +30,12 @@ describe('HTTP plumbing', () => {
     expect(missing.statusCode).toBe(404);
     expect(missing.headers['content-type']).toMatch(/^application\/problem\+json/);
     expect(missing.json()).toEqual({ type: expect.any(String), title: 'Not found', status: 404, code: 'not_found' });
+    // Refusals carry the security headers too.
+    expect(missing.headers['content-security-policy']).toMatch(/^default-src 'self';/);
+    const refused = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts` });
+    expect(refused.statusCode).toBe(401);
+    expect(refused.headers['content-security-policy']).toMatch(/^default-src 'self';/);
+    expect(refused.headers['x-content-type-options']).toBe('nosniff');
     const huge = await t.request({
       method: 'POST',
       url: `/api/v1/tenants/${tenantId}/accounts`,

@@ -3,10 +3,10 @@
  * schema validation, problem+json errors, the OpenAPI document and the route registry.
  */
 import cookie from '@fastify/cookie';
-import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
+import helmet from 'helmet';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -186,7 +186,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
 
   await app.register(cookie);
-  await app.register(helmet, {
+  // Built once: @fastify/helmet rebuilt the middleware (parsing the CSP) on every request.
+  const securityHeaders = helmet({
     // A strict CSP of our own: helmet's defaults allow inline styles.
     contentSecurityPolicy: {
       useDefaults: false,
@@ -205,6 +206,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     },
     crossOriginEmbedderPolicy: true,
   });
+  app.addHook('onRequest', (request, reply, done) => securityHeaders(request.raw, reply.raw, (error) => done(error as Error | undefined)));
   // After helmet, so that a refused request still carries the security headers.
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
