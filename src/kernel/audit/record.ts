@@ -5,7 +5,7 @@
  * event its per-tenant seq and chain hash, in batches, and writes the operator stream line.
  */
 import type { Tx } from '../db/database.ts';
-import { isUuid } from '../db/database.ts';
+import { deferUntilCommit, isUuid } from '../db/database.ts';
 import type { ActorType, Outcome } from '../db/schema.ts';
 
 export interface Actor {
@@ -34,10 +34,8 @@ export const NO_REQUEST: RequestMeta = Object.freeze({ requestId: null, ip: null
 
 /** Appends an event to the tenant's log; tx must be a transaction that can see that tenant. */
 export async function recordTenantEvent(tx: Tx, tenantId: string, actor: Actor, meta: RequestMeta, event: AuditEvent): Promise<void> {
-  await tx
-    .insertInto('audit_events')
-    .values({ tenant_id: tenantId, ...columns(actor, meta, event) })
-    .execute();
+  // Nothing reads the insert's result: it travels with the transaction's COMMIT (pg-driver.ts).
+  await tx.executeQuery(deferUntilCommit(tx.insertInto('audit_events').values({ tenant_id: tenantId, ...columns(actor, meta, event) }).compile()));
 }
 
 function columns(actor: Actor, meta: RequestMeta, event: AuditEvent) {
@@ -65,8 +63,5 @@ function targetId(event: AuditEvent): string | null {
 
 /** Appends an event to the platform log (operators' view; tenants never read it). */
 export async function recordPlatformEvent(tx: Tx, actor: Actor, meta: RequestMeta, event: AuditEvent & { readonly tenantId?: string }): Promise<void> {
-  await tx
-    .insertInto('platform_audit_events')
-    .values({ tenant_id: event.tenantId ?? null, ...columns(actor, meta, event) })
-    .execute();
+  await tx.executeQuery(deferUntilCommit(tx.insertInto('platform_audit_events').values({ tenant_id: event.tenantId ?? null, ...columns(actor, meta, event) }).compile()));
 }

@@ -30,6 +30,7 @@ import type { Config } from '../config/config.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { migrateEmbedded, migratePostgres } from './migrate.ts';
 import { LazyBeginPostgresDialect, multiStatementResults, preparedMessages } from './pg-driver.ts';
+export { deferUntilCommit } from './pg-driver.ts';
 import type { DB } from './schema.ts';
 import { dumpEmbedded, dumpPostgres, type AddPart, type SnapshotInfo } from './snapshot.ts';
 

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
+import { recordTenantEvent, type AuditEvent, type RequestMeta } from '../audit/record.ts';
 import { isReadOnlyStatement, READ_ONLY_COMMIT_DELAY_MS } from './pg-driver.ts';
 
 describe('read-only statement detection', () => {
@@ -71,5 +73,102 @@ describe.skipIf(inject('testDb').kind !== 'postgres')('the PostgreSQL driver', (
     }
     await t.db.withTenant(a, (tx) => tx.updateTable('accounts').set({ name: 'after reads' }).execute());
     expect(await t.admin.query('select name from accounts where tenant_id = $1', [a])).toEqual([{ name: 'after reads' }]);
+  });
+
+  // Threat: an event that rides the COMMIT is lost, lands without its change, or is mangled on the way.
+  describe('audit events sent with the COMMIT', () => {
+    const META: RequestMeta = { requestId: 'req-1', ip: '203.0.113.9', userAgent: 'agent' };
+    const ACTOR = { type: 'system' as const, id: null };
+    let sent = 0;
+    const clientPrototype = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
+    const original = clientPrototype.query;
+    beforeAll(() => {
+      clientPrototype.query = function counted(this: unknown, ...args: unknown[]) {
+        sent += 1;
+        return original.apply(this, args);
+      };
+    });
+    afterAll(() => {
+      clientPrototype.query = original;
+    });
+    const newTenant = async () => {
+      const id = randomUUID();
+      await t.admin.query('insert into tenants (id, name) values ($1, $2)', [id, 'deferred events']);
+      return id;
+    };
+    const writeAccount = (tenantId: string, name: string, event?: AuditEvent) =>
+      t.db.withTenant(tenantId, async (tx) => {
+        await tx.insertInto('accounts').values({ tenant_id: tenantId, name }).execute();
+        if (event) await recordTenantEvent(tx, tenantId, ACTOR, META, event);
+      });
+    const events = (tenantId: string) =>
+      t.admin.query<{ action: string; metadata: unknown; user_agent: string | null; actor_email: string | null }>(
+        'select action, metadata, user_agent, actor_email from audit_events where tenant_id = $1 order by position',
+        [tenantId],
+      );
+
+    it('an audited write takes no more round trips than the same write without its event, and both land', async () => {
+      const tenantId = await newTenant();
+      // Warm up: statements are prepared once per connection.
+      await writeAccount(tenantId, 'warm', { action: 'account.created' });
+      await new Promise((resolve) => setTimeout(resolve, READ_ONLY_COMMIT_DELAY_MS * 3));
+      sent = 0;
+      await writeAccount(tenantId, 'plain');
+      const plain = sent;
+      sent = 0;
+      await writeAccount(tenantId, 'audited', { action: 'account.created', metadata: { name: 'audited' } });
+      expect(sent).toBe(plain);
+      expect((await t.admin.query<{ name: string }>('select name from accounts where tenant_id = $1 order by name', [tenantId])).map((r) => r.name)).toEqual([
+        'audited',
+        'plain',
+        'warm',
+      ]);
+      expect((await events(tenantId)).map((e) => e.action)).toEqual(['account.created', 'account.created']);
+    });
+
+    it('an event that fails at the COMMIT rolls its change back, and a change that fails after its event leaves neither', async () => {
+      const tenantId = await newTenant();
+      // outcome has a CHECK constraint: the deferred insert fails inside the COMMIT's message.
+      await expect(writeAccount(tenantId, 'doomed', { action: 'account.created', outcome: 'bogus' as never })).rejects.toThrow(/check constraint/);
+      await expect(
+        t.db.withTenant(tenantId, async (tx) => {
+          await recordTenantEvent(tx, tenantId, ACTOR, META, { action: 'account.created' });
+          await tx.insertInto('accounts').values({ tenant_id: tenantId, name: null as never }).execute();
+        }),
+      ).rejects.toThrow(/not-null|null value/);
+      await expect(
+        t.db.withTenant(tenantId, async (tx) => {
+          await tx.insertInto('accounts').values({ tenant_id: tenantId, name: 'thrown' }).execute();
+          await recordTenantEvent(tx, tenantId, ACTOR, META, { action: 'account.created' });
+          throw new Error('the change failed after its event');
+        }),
+      ).rejects.toThrow('the change failed after its event');
+      expect(await t.admin.query('select id from accounts where tenant_id = $1', [tenantId])).toEqual([]);
+      expect(await events(tenantId)).toEqual([]);
+      // The connection (pool of one) is usable afterwards.
+      await writeAccount(tenantId, 'after', { action: 'account.created' });
+      expect(await events(tenantId)).toHaveLength(1);
+    });
+
+    it('a statement after the event in the same transaction sees it', async () => {
+      const tenantId = await newTenant();
+      const seen = await t.db.withTenant(tenantId, async (tx) => {
+        await recordTenantEvent(tx, tenantId, ACTOR, META, { action: 'account.created' });
+        return tx.selectFrom('audit_events').select('action').execute();
+      });
+      expect(seen).toEqual([{ action: 'account.created' }]);
+    });
+
+    it('stores quotes, backslashes, parameter-like text and any Unicode exactly as given', async () => {
+      const tenantId = await newTenant();
+      const awkward = { quote: "it's", backslash: 'C:\\temp\\', marker: '$1 $$ $2', sql: "'); drop table accounts; --", text: 'ünïcødé 😀 \u2028' };
+      await t.db.withTenant(tenantId, (tx) =>
+        recordTenantEvent(tx, tenantId, { type: 'user', id: null, email: "o'brien@example.com" }, { ...META, userAgent: 'Agent\\1.0 "quoted"' }, {
+          action: 'account.created',
+          metadata: awkward,
+        }),
+      );
+      expect(await events(tenantId)).toEqual([{ action: 'account.created', metadata: awkward, user_agent: 'Agent\\1.0 "quoted"', actor_email: "o'brien@example.com" }]);
+    });
   });
 });

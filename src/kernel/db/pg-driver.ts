@@ -14,6 +14,12 @@
  *
  * Prepared statements: parameterised queries are prepared once per connection (named by
  * a digest of their text), so PostgreSQL skips parsing and analysis on every later call.
+ *
+ * Statements deferred to the COMMIT: an insert whose result nobody reads (an audit event)
+ * is held by the connection and sent in the same message as the transaction's next
+ * statement or its COMMIT ("execute <insert>(...); commit"), so recording an event costs
+ * no round trip of its own. It is still inside the transaction: if it fails, PostgreSQL
+ * skips the COMMIT in that message and the change rolls back with it.
  */
 import { hash } from 'node:crypto';
 import type {
@@ -29,7 +35,9 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from 'kysely';
-import type pg from 'pg';
+import pg from 'pg';
+
+const { escapeLiteral } = pg;
 
 /** Per connection; beyond this, queries run unnamed (bounded server-side memory). */
 const MAX_PREPARED_PER_CONNECTION = 256;
@@ -71,6 +79,40 @@ export const preparedMessages = new WeakMap<CompiledQuery, readonly MessageState
 
 const isPrepared = (statement: MessageStatement): statement is PreparedStatement => !('plain' in statement);
 
+/** Inserts the caller marked (deferUntilCommit): sent with the transaction's next message, results unread. */
+const deferrable = new WeakSet<CompiledQuery>();
+
+/**
+ * Marks an INSERT whose result the caller will not read, to travel with the transaction's
+ * next statement or its COMMIT (PostgreSQL; elsewhere it runs at once). Its values become
+ * literals (pg's escapeLiteral; the connection's client_encoding is UTF8), so only text,
+ * null, booleans and safe integers qualify; anything else runs at once, as does text with
+ * a quote in it (a parameter marker must not hide in a string literal).
+ */
+export function deferUntilCommit(query: CompiledQuery): CompiledQuery {
+  if (/^insert into "[a-z_]+" \(/.test(query.sql) && !query.sql.includes("'") && !query.sql.includes('$$')) deferrable.add(query);
+  return query;
+}
+
+function literalOf(value: unknown): string | null {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'string') return value.includes('\0') ? null : escapeLiteral(value);
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return value < 0 ? `(${value})` : String(value);
+  return null;
+}
+
+/** The statement with its values as literals, or null when one cannot be written as one. */
+function asLiteralStatement(query: CompiledQuery): PreparedStatement | null {
+  const literals: string[] = [];
+  for (const value of query.parameters) {
+    const literal = literalOf(value);
+    if (literal === null) return null;
+    literals.push(literal);
+  }
+  return { sql: query.sql, literals };
+}
+
 const statementNames = { s: new Map<string, string>(), k: new Map<string, string>() };
 
 /**
@@ -99,6 +141,8 @@ class LazyBeginConnection implements DatabaseConnection {
   broken = false;
   commitTimer: NodeJS.Timeout | undefined;
   readonly prepared = new Set<string>();
+  /** Inserts of the open transaction not sent yet (deferUntilCommit). */
+  deferred: PreparedStatement[] = [];
   /** Statements prepared with SQL PREPARE on this connection (they outlive transactions). */
   readonly sqlPrepared = new Set<string>();
 
@@ -148,12 +192,31 @@ class LazyBeginConnection implements DatabaseConnection {
       this.pendingBegin = false;
       prefix += 'begin;\n';
     }
+    if (this.deferred.length > 0) {
+      prefix += this.deferred.map((statement) => `${this.#execute(statement)};\n`).join('');
+      this.deferred = [];
+    }
     return prefix;
+  }
+
+  /** Sends the transaction's deferred inserts (and what must precede them) with its COMMIT. */
+  async commitWithDeferred(): Promise<void> {
+    const results = (await this.client.query(`${this.#takePrefix()}commit`)) as unknown as pg.QueryResult[];
+    // COMMIT of a failed transaction answers ROLLBACK: the caller must not think it landed.
+    if (results[results.length - 1]?.command !== 'COMMIT') throw new Error('the transaction was rolled back by the database');
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const parameters = compiled.parameters as unknown[];
     if (this.inTransaction && !isReadOnlyStatement(compiled.sql)) this.readOnly = false;
+    if (this.inTransaction && deferrable.has(compiled)) {
+      const statement = asLiteralStatement(compiled);
+      if (statement) {
+        await this.#prepare([statement]);
+        this.deferred.push(statement);
+        return { rows: [] };
+      }
+    }
     const statements = parameters.length === 0 ? preparedMessages.get(compiled) : undefined;
     if (statements) await this.#prepare(statements);
     const prefix = this.#takePrefix();
@@ -224,6 +287,7 @@ class LazyBeginDriver implements Driver {
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
     lazy.inTransaction = false;
+    if (lazy.deferred.length > 0) return lazy.commitWithDeferred();
     if (lazy.pendingBegin) {
       lazy.pendingBegin = false; // nothing ran: nothing to commit
       return;
@@ -240,6 +304,7 @@ class LazyBeginDriver implements Driver {
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     const lazy = connection as LazyBeginConnection;
     lazy.inTransaction = false;
+    lazy.deferred = []; // never sent: nothing of them to undo
     if (lazy.pendingBegin) {
       lazy.pendingBegin = false;
       return;
@@ -257,6 +322,7 @@ class LazyBeginDriver implements Driver {
     lazy.pendingBegin = false;
     lazy.inTransaction = false;
     lazy.inUse = false;
+    lazy.deferred = [];
     if (lazy.broken) {
       this.#connections.delete(lazy.client);
       lazy.client.release(true);
