@@ -11,11 +11,11 @@ import type { RouteDefinition } from './kernel/http/routes.ts';
 import { authorizer } from './features/access/index.ts';
 import { auditLogRoutes } from './features/audit-log/index.ts';
 import { apiKeyRoutes, createSessionAuthenticator, identityRoutes, sessionRoutes } from './features/identity/index.ts';
-import { monitoringRoutes } from './features/monitoring/index.ts';
+import { monitoringRoutes, reportRoutes } from './features/monitoring/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
-import { settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
+import { deletionRoutes, settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 
 export function allRoutes(
   config: Config,
@@ -28,13 +28,15 @@ export function allRoutes(
     ...identityRoutes(config, mailer, keyring),
     ...sessionRoutes(config),
     ...apiKeyRoutes(),
-    ...tenancyRoutes(),
+    ...tenancyRoutes({ mailer, appUrl: config.appUrl }),
     ...settingsRoutes(),
+    ...deletionRoutes({ mailer, appUrl: config.appUrl }),
     ...recordsRoutes(keyring),
     ...auditLogRoutes(signer),
     ...ssoRoutes({ config, relyingParty: createRelyingParty({ allowHttpIssuers: config.sso.allowHttpIssuers }), keyring }),
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
     ...monitoringRoutes(),
+    ...reportRoutes(),
   ];
 }
 

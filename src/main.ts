@@ -3,7 +3,8 @@ import pino from 'pino';
 import { buildApp } from './app.ts';
 import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
-import { startBackupSchedule, targetFromConfig } from './features/backup/index.ts';
+import { forgetTenantKeys, startBackupSchedule, targetFromConfig } from './features/backup/index.ts';
+import { startDeletionPurge } from './features/tenancy/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
@@ -58,6 +59,9 @@ async function main(): Promise<void> {
   // Scheduled backups, retention and restore drills (BACKUP_SCHEDULE); failures become alerts.
   const backupTarget = targetFromConfig(config);
   const backups = backupTarget === undefined ? null : startBackupSchedule({ db, config, target: backupTarget, provider: keyring.provider }, logger);
+  // Tenants whose owners scheduled their deletion are purged once the grace period has passed;
+  // their keys also leave the backup keystore (older backups are shredded too).
+  const stopDeletions = startDeletionPurge(db, keyring, 15, logger, backupTarget === undefined ? undefined : (tenantId) => forgetTenantKeys(backupTarget, keyring.provider, tenantId));
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -69,6 +73,7 @@ async function main(): Promise<void> {
     stopSealer();
     stopPurge();
     backups?.stop();
+    stopDeletions();
     alertMailer.close();
     await app.close();
     await db.close();

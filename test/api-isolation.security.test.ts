@@ -30,6 +30,8 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'PUT /api/v1/tenants/:tenantId/sso': () => ({ issuer: 'https://idp.intruder.example', clientId: 'intruder', clientSecret: 'intruder-secret', allowedDomains: ['intruder.example'] }),
   'POST /api/v1/tenants/:tenantId/domains': () => ({ domain: 'intruder.example' }),
   'PATCH /api/v1/tenants/:tenantId/security-alerts/:id': () => ({ status: 'resolved' }),
+  'POST /api/v1/tenants/:tenantId/security-reports': () => ({ what: 'Intruder report' }),
+  'POST /api/v1/tenants/:tenantId/deletion': () => ({ confirmName: 'Alpha' }),
 };
 
 /** Required query strings, so the answer is the guard's and not validation's. */
@@ -110,9 +112,10 @@ describe('tenant isolation through the API', () => {
     viewerA = await t.addMember(ownerA, a.tenantId, 'viewer');
     const accountB = await post(ownerB, b.tenantId, 'accounts', { name: 'Bravo Account' });
     const contactB = await post(ownerB, b.tenantId, 'contacts', { accountId: accountB, name: 'Bravo Contact' });
+    const invitationB = await post(ownerB, b.tenantId, 'invitations', { email: 'pending@bravo.example', role: 'member' });
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,
@@ -167,7 +170,7 @@ describe('tenant isolation through the API', () => {
     }
   });
 
-  it("answers A's viewer 403 access.forbidden on every route beyond records.read, and 200 on the record reads", async () => {
+  it("answers A's viewer 403 access.forbidden on every route beyond records.read and security.report, and 2xx on those", async () => {
     const accounts = await t.request({ method: 'GET', url: `/api/v1/tenants/${idsA.tenantId}/accounts`, as: viewerA });
     expect(accounts.statusCode).toBe(200);
     expect(accounts.json<{ items: { id: string }[] }>().items.map((item) => item.id)).toContain(idsA.objects['accounts/:id']);
@@ -176,6 +179,8 @@ describe('tenant isolation through the API', () => {
       const response = await send(route, idsA, viewerA);
       if (route.access.kind === 'tenant' && route.access.permission === 'records.read') {
         expect.soft(response.statusCode, `${label} -> ${response.body}`).toBe(200);
+      } else if (route.access.kind === 'tenant' && route.access.permission === 'security.report') {
+        expect.soft(response.statusCode, `${label} -> ${response.body}`).toBe(201); // anyone in the tenant may report
       } else {
         expectProblem(response, 403, 'access.forbidden', label);
       }

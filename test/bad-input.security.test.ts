@@ -48,6 +48,8 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => Record<string, unknow
   'PUT /api/v1/tenants/:tenantId/sso': () => ({ issuer: 'https://idp.example.com', clientId: 'client', clientSecret: 'secret', allowedDomains: ['example.com'] }),
   'POST /api/v1/tenants/:tenantId/domains': () => ({ domain: 'fresh.example' }),
   'PATCH /api/v1/tenants/:tenantId/security-alerts/:id': () => ({ status: 'acknowledged' }),
+  'POST /api/v1/tenants/:tenantId/security-reports': () => ({ what: 'Something odd' }),
+  'POST /api/v1/tenants/:tenantId/deletion': () => ({ confirmName: 'Test Tenant' }),
 };
 
 function pathFor(url: string, ids: Ids, bad?: { param: string; value: string }): string {
@@ -153,8 +155,9 @@ describe('bad input is refused cleanly', () => {
     const other = await t.addMember(owner, signedUp.tenantId, 'member'); // the target of the member routes
     const keyId = await post('api-keys', { name: 'Seed key', role: 'member' });
     const domainId = await post('domains', { domain: 'seeded.example' });
+    const invitationId = await post('invitations', { email: 'seeded-invitee@example.com', role: 'viewer' });
     const [alert] = await t.admin.query<{ id: string }>(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'seed', 'low', 'seed') returning id`, [signedUp.tenantId]);
-    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id } };
+    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId } };
     before = await snapshot();
   });
   afterAll(async () => t?.close());

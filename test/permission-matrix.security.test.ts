@@ -20,7 +20,7 @@ const DOC = path.resolve(import.meta.dirname, '../docs/permission-matrix.md');
 
 type Principal =
   | { readonly label: string; readonly kind: 'anonymous' }
-  | { readonly label: string; readonly kind: 'session'; readonly role: Role | 'outsider' | 'removed' }
+  | { readonly label: string; readonly kind: 'session'; readonly role: Role | 'outsider' | 'removed' | 'suspended' }
   | { readonly label: string; readonly kind: 'apikey'; readonly role: Role };
 
 const PRINCIPALS: readonly Principal[] = [
@@ -29,10 +29,11 @@ const PRINCIPALS: readonly Principal[] = [
   ...ROLES.map((role) => ({ label: `key:${role}`, kind: 'apikey' as const, role })),
   { label: 'other tenant', kind: 'session', role: 'outsider' },
   { label: 'removed member', kind: 'session', role: 'removed' },
+  { label: 'suspended member', kind: 'session', role: 'suspended' },
 ];
 
 /** What a caller should get: through (2xx or a 4xx about the request itself), or refused. */
-type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '404';
+type Outcome = 'allowed' | '401' | '403' | '403 step-up' | '403 suspended' | '404';
 
 /** Query strings a route needs to get past validation (so the guard and handler rules are what answers). */
 const SAMPLE_QUERIES: Readonly<Record<string, string>> = { 'GET /api/v1/tenants/:tenantId/audit-events/export': 'format=jsonl' };
@@ -47,6 +48,8 @@ function expectedOutcome(route: RouteDefinition, principal: Principal): Outcome 
   // Routes outside a tenant take a session (any signed-in person); API keys work on tenant routes only.
   if (access.kind === 'authenticated') return principal.kind === 'apikey' ? '401' : 'allowed';
   if (principal.kind === 'session' && (principal.role === 'outsider' || principal.role === 'removed')) return '404';
+  // Still a member, so told why (not a 404), but nothing gets through.
+  if (principal.kind === 'session' && principal.role === 'suspended') return '403 suspended';
   const role = principal.role as Role;
   // A key acts with its own role and never beyond its creator's (the owner, here).
   if (!can(role, access.permission) || (principal.kind === 'apikey' && !can('owner', access.permission))) return '403';
@@ -65,6 +68,8 @@ function matches(response: Response, outcome: Outcome): boolean {
       return response.statusCode === 403 && code === 'access.forbidden';
     case '403 step-up':
       return response.statusCode === 403 && code === 'auth.reauth_required';
+    case '403 suspended':
+      return response.statusCode === 403 && code === 'member.suspended';
     case '404':
       return response.statusCode === 404 && code === 'not_found';
   }
@@ -104,6 +109,11 @@ describe('permission matrix: every live route x every caller, expectations from 
     const removed = await t.addMember(owner, tenantA, 'member');
     await t.request({ method: 'DELETE', url: `/api/v1/tenants/${tenantA}/members/${removed.userId}`, as: owner });
     sessions.set('removed member', removed);
+    const suspended = await t.addMember(owner, tenantA, 'admin');
+    const suspension = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/members/${suspended.userId}/suspend`, as: owner });
+    if (suspension.statusCode !== 200) throw new Error(`suspend: ${suspension.body}`);
+    // The session they held when suspended: revoked here, yet told why on its very next request.
+    sessions.set('suspended member', suspended);
     for (const role of ROLES) {
       const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/api-keys`, as: owner, body: { name: `Matrix key ${role}`, role } });
       if (created.statusCode !== 201) throw new Error(`key ${role}: ${created.body}`);
@@ -142,6 +152,11 @@ describe('permission matrix: every live route x every caller, expectations from 
       'domains/:id': await one(`insert into tenant_domains (tenant_id, domain, challenge) values ($1, $2, 'c') returning id`, [tenantId, `matrix-${n}.example`]),
       'security-alerts/:id': await one(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', $2) returning id`, [tenantId, `matrix:${n}`]),
       'sessions/:id': randomUUID(),
+      'audit-events/:id': await one(`insert into audit_events (tenant_id, actor_type, action, outcome) values ($1, 'system', 'matrix.seeded', 'success') returning id`, [tenantId]),
+      'invitations/:invitationId': await one(
+        `insert into invitations (tenant_id, email, role, token_hash, invited_by, expires_at) values ($1, $2, 'viewer', $3, $4, now() + interval '7 days') returning id`,
+        [tenantId, `pending-${n}@example.com`, hashToken(generateToken()), owner.userId],
+      ),
     };
   }
 
@@ -161,6 +176,9 @@ describe('permission matrix: every live route x every caller, expectations from 
     const samples: Record<string, unknown> = {
       'POST /api/v1/tenants/:tenantId/api-keys': { name: `Made by matrix ${n}`, role: 'guest' },
       'POST /api/v1/tenants/:tenantId/invitations': { email: `invitee-${n}@example.com`, role: 'viewer' },
+      'POST /api/v1/tenants/:tenantId/security-reports': { what: `Matrix report ${n}` },
+      // Never the real name: a permitted caller gets 400, and tenant A is not scheduled for deletion.
+      'POST /api/v1/tenants/:tenantId/deletion': { confirmName: `Not the tenant name ${n}` },
       'PATCH /api/v1/tenants/:tenantId/members/:userId': { role: 'viewer' },
       'PATCH /api/v1/tenants/:tenantId/settings': { sessionIdleMinutes: 30 },
       'POST /api/v1/tenants/:tenantId/accounts': { name: `Matrix new account ${n}` },
@@ -185,7 +203,7 @@ describe('permission matrix: every live route x every caller, expectations from 
   async function send(
     route: RouteDefinition,
     principal: Principal,
-    target: { tenantId: string; ids: Record<string, string>; accountId: string; body?: Record<string, string>; query?: string },
+    target: { tenantId: string; ids: Record<string, string>; accountId: string; body?: Record<string, unknown>; query?: string },
   ): Promise<Response> {
     let url = route.url.replace(/([^/]+)\/:(\w+)/g, (_w, collection: string, param: string) => {
       if (param === 'tenantId') return `${collection}/${target.tenantId}`;
@@ -200,7 +218,7 @@ describe('permission matrix: every live route x every caller, expectations from 
     if (principal.kind === 'apikey') {
       return t.request({ method: route.method, url, body: payload, headers: { authorization: `Bearer ${keys.get(principal.label)!}` } });
     }
-    const as = principal.kind === 'session' ? sessions.get(principal.label === 'other tenant' || principal.label === 'removed member' ? principal.label : principal.role)! : null;
+    const as = principal.kind === 'session' ? sessions.get(['other tenant', 'removed member', 'suspended member'].includes(principal.label) ? principal.label : principal.role)! : null;
     // Each caller acts on a copy of their handle: a renewed token must not leak into the next case.
     return t.request({ method: route.method, url, body: payload, as: as ? { ...as } : null });
   }
@@ -226,7 +244,7 @@ describe('permission matrix: every live route x every caller, expectations from 
         if (!matches(response, expected)) failures.push(`${principal.label} -> ${key(route)}: expected ${expected}, got ${response.statusCode} ${response.body.slice(0, 200)}`);
         // Denials are evidence: a member's (or key's) 403 lands in the tenant's log, a stranger's 404 in the platform log.
         const after = await denials();
-        if (expected === '403') {
+        if (expected === '403' || expected === '403 suspended') {
           if (after.tenant !== before.tenant + 1) failures.push(`${principal.label} -> ${key(route)}: the 403 left no access.denied in the tenant log`);
         } else if (expected === '404') {
           if (after.platform !== before.platform + 1 || after.tenant !== before.tenant) failures.push(`${principal.label} -> ${key(route)}: the 404 was not recorded in the platform log only`);
@@ -261,19 +279,19 @@ describe('permission matrix: every live route x every caller, expectations from 
   }, 300_000);
 
   /** Every id-typed field of a request, found from the route's schemas (path, query, body, arrays). */
-  function idFields(route: RouteDefinition): { where: 'params' | 'querystring' | 'body'; name: string }[] {
-    const found: { where: 'params' | 'querystring' | 'body'; name: string }[] = [];
+  function idFields(route: RouteDefinition): { where: 'params' | 'querystring' | 'body'; name: string; array: boolean }[] {
+    const found: { where: 'params' | 'querystring' | 'body'; name: string; array: boolean }[] = [];
     for (const where of ['params', 'querystring', 'body'] as const) {
       const schema = route.schema[where] as { properties?: Record<string, { format?: string; items?: { format?: string } }> } | undefined;
       for (const [name, property] of Object.entries(schema?.properties ?? {})) {
         if (name === 'tenantId') continue;
-        if (property.format === 'uuid' || property.items?.format === 'uuid') found.push({ where, name });
+        if (property.format === 'uuid' || property.items?.format === 'uuid') found.push({ where, name, array: property.items?.format === 'uuid' });
       }
     }
     return found;
   }
   /** Which kind of object a body or query id names (path ids are named by their collection). */
-  const ID_KINDS: Readonly<Record<string, string>> = { accountId: 'accounts/:id', actorId: 'members/:userId' };
+  const ID_KINDS: Readonly<Record<string, string>> = { accountId: 'accounts/:id', actorId: 'members/:userId', eventIds: 'audit-events/:id' };
 
   it("every id-typed field anywhere in a request, given the other tenant's real id, gets the same 404 as an id that exists nowhere", async () => {
     const problems: string[] = [];
@@ -294,7 +312,7 @@ describe('permission matrix: every live route x every caller, expectations from 
             tenantId: tenantA,
             ids: field.where === 'params' ? { ...ids, [kind]: value } : ids,
             accountId: seedAccountA,
-            ...(field.where === 'body' ? { body: { [field.name]: value } } : {}),
+            ...(field.where === 'body' ? { body: { [field.name]: field.array ? [value] : value } } : {}),
             ...(field.where === 'querystring' ? { query: `${field.name}=${value}` } : {}),
           });
         };
@@ -321,6 +339,7 @@ describe('permission matrix: every live route x every caller, expectations from 
     'GET /api/v1/tenants/:tenantId/domains': { table: 'tenant_domains', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/security-alerts': { table: 'security_alerts', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/audit-events/checkpoints': { table: 'audit_checkpoints', id: 'seq', itemId: 'seq' },
+    'GET /api/v1/tenants/:tenantId/invitations': { table: 'invitations', id: 'id', itemId: 'id' },
   };
 
   it('every list returns to each caller exactly the items the caller may read one by one: all of its tenant, none of another', async () => {
@@ -392,9 +411,11 @@ and checks. Do not edit: run \`UPDATE_PERMISSION_MATRIX=1 npx vitest run test/pe
 and review the diff (a diff here is a permission change).
 
 Callers: the roles of tenant A as members (sessions) and as API keys (created by an owner),
-an owner of another tenant, and a member removed from A. Cells: **yes** = the request gets
+an owner of another tenant, a member removed from A, and an admin of A whose membership is
+suspended. Cells: **yes** = the request gets
 through (2xx, or a 4xx about the request itself); **401** not authenticated; **403**
 \`access.forbidden\`; **403 step-up** \`auth.reauth_required\` (API keys can never re-authenticate);
+**403 suspended** \`member.suspended\`;
 **404** not a
 member (the same answer as a tenant that does not exist). On tenant routes every member and
 key also gets 404 on another tenant's path, and 404 for another tenant's object ids through

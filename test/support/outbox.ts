@@ -38,7 +38,8 @@ export async function waitForToken(dataDir: string, to: string, subjectIncludes:
   for (let i = 0; i < 200; i++) {
     const mails = readOutbox(dataDir).filter((m) => m.to.includes(to) && m.subject.includes(subjectIncludes));
     const mail = mails[after];
-    const token = mail ? /#token=([A-Za-z0-9_-]{43})/.exec(mail.text)?.[1] : undefined;
+    // Invitation tokens name their tenant: "<tenant uuid>.<secret>".
+    const token = mail ? /#token=((?:[0-9a-f-]{36}\.)?[A-Za-z0-9_-]{43})/.exec(mail.text)?.[1] : undefined;
     if (token) return token;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }

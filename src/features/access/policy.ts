@@ -23,10 +23,13 @@ export const PERMISSIONS = [
   'alerts.manage',
   'tenant.delete',
   'tenant.export',
+  'security.report',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-const VIEWER: readonly Permission[] = ['records.read'];
+// Everyone in a tenant, guests too, can report what looks wrong.
+const GUEST: readonly Permission[] = ['security.report'];
+const VIEWER: readonly Permission[] = [...GUEST, 'records.read'];
 const MEMBER: readonly Permission[] = [...VIEWER, 'records.write'];
 const ADMIN: readonly Permission[] = [
   ...MEMBER,
@@ -51,7 +54,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<Role, ReadonlySet<Permission>>> =
   member: new Set(MEMBER),
   viewer: new Set(VIEWER),
   // Guests reach only rooms shared with them (the Sharing capability), no tenant-wide data.
-  guest: new Set<Permission>(),
+  guest: new Set(GUEST),
 });
 
 /** The role a tenant's creator gets, and that a tenant must always have at least one holder of. */

@@ -119,6 +119,7 @@ export function identityRoutes(config: IdentityConfig, mailer: Mailer, keyring: 
               .innerJoin('tenants as t', 't.id', 'm.tenant_id')
               .select(['m.tenant_id as tenantId', 't.name as tenantName', 'm.role'])
               .where('m.user_id', '=', principal.userId)
+              .where('m.suspended_at', 'is', null)
               .$if(principal.ssoTenantId !== null, (qb) => qb.where('m.tenant_id', '=', principal.ssoTenantId))
               .orderBy('t.name')
               .execute(),

@@ -45,6 +45,9 @@ function singleEventRules(event: Event): Raised | null {
       return isPrivilegedRole(metadata.after) && !isPrivilegedRole(metadata.before) ? { rule: 'privileged_grant', severity: 'medium', subject: `user:${event.target_id}`, details: { before: metadata.before, after: metadata.after, by: actorSubject(event) } } : null;
     case 'member.joined':
       return isPrivilegedRole(metadata.role) ? { rule: 'privileged_grant', severity: 'medium', subject: `user:${event.target_id}`, details: { role: metadata.role, via: metadata.via ?? 'invitation' } } : null;
+    // A person in the tenant reported something: always an alert, one per report.
+    case 'security.reported':
+      return { rule: 'reported_activity', severity: 'high', subject: `report:${event.target_id}`, details: { what: metadata.what ?? null, when: metadata.when ?? null, eventIds: metadata.eventIds ?? [], by: actorSubject(event) } };
     case 'apikey.created':
       return isPrivilegedRole(metadata.role) ? { rule: 'privileged_api_key', severity: 'medium', subject: `apikey:${event.target_id}`, details: { role: metadata.role, by: actorSubject(event) } } : null;
     default:
@@ -148,6 +151,9 @@ export interface NewPlatformAlert extends Raised {
 /** Rules over the operators' log: what no single tenant can see. */
 async function platformRules(tx: Tx, event: PlatformEvent): Promise<Raised | null> {
   const metadata = event.metadata as Record<string, unknown>;
+  if (event.action === 'security.reported') {
+    return { rule: 'reported_activity', severity: 'high', subject: `report:${event.tenant_id}:${event.target_id}`, details: { tenantId: event.tenant_id, what: metadata.what ?? null, when: metadata.when ?? null, by: actorSubject(event) } };
+  }
   if (event.action === 'auth.credential_stuffing') {
     return { rule: 'credential_stuffing', severity: 'high', subject: `ip:${String(metadata.ip ?? event.ip)}`, details: { distinctAccounts: metadata.distinctAccounts ?? null, until: metadata.until ?? null } };
   }

@@ -36,15 +36,23 @@ export const TENANT_DATA_TABLES = [
 export const TENANT_AUDIT_TABLES = ['audit_events', 'audit_chain_heads', 'audit_checkpoints'] as const;
 
 
+type DeleteOptions = { tenantId: string; confirmName: string; actor: Actor };
+type Deleted = { rows: number; keysDestroyed: number };
+
+/** Deletes now (operators), or with onlyIfDue only when an owner's scheduled deletion is due (null otherwise). */
+export async function deleteTenant(db: Database, keyring: Keyring, options: DeleteOptions & { onlyIfDue?: false }): Promise<Deleted>;
+export async function deleteTenant(db: Database, keyring: Keyring, options: DeleteOptions & { onlyIfDue: true }): Promise<Deleted | null>;
 export async function deleteTenant(
   db: Database,
   keyring: Keyring,
-  options: { tenantId: string; confirmName: string; actor: Actor },
-): Promise<{ rows: number; keysDestroyed: number }> {
+  options: DeleteOptions & { onlyIfDue?: boolean },
+): Promise<Deleted | null> {
   const { tenantId } = options;
   const result = await db.systemDb({ reason: 'delete a tenant: destroy its keys, then its data' }).transaction(async (tx) => {
-    const tenant = await tx.selectFrom('tenants').select(['name', 'deleted_at']).where('id', '=', tenantId).forUpdate().executeTakeFirst();
+    const tenant = await tx.selectFrom('tenants').select(['name', 'deleted_at', 'deletion_due_at']).where('id', '=', tenantId).forUpdate().executeTakeFirst();
     if (!tenant || tenant.deleted_at !== null) throw new AppError('not_found', { detail: 'No such tenant' });
+    // The owners' scheduled deletion: only when still due under this lock (a cancellation may have won).
+    if (options.onlyIfDue && (tenant.deletion_due_at === null || tenant.deletion_due_at.getTime() > Date.now())) return null;
     // The name typed back: deleting the wrong tenant cannot be undone.
     if (options.confirmName !== tenant.name) throw new AppError('validation.failed', { detail: 'The confirmation does not match the tenant name' });
     let rows = 0;
@@ -62,6 +70,6 @@ export async function deleteTenant(
     await recordPlatformEvent(tx, options.actor, NO_REQUEST, { ...event, tenantId });
     return { rows, keysDestroyed };
   });
-  keyring.forget(tenantId);
+  if (result !== null) keyring.forget(tenantId);
   return result;
 }

@@ -17,30 +17,55 @@ export function assertMayAssign(options: { actorRole: string; targetCurrentRole:
 
 /** Locks the tenant's owner rows and refuses if userId is the only owner (no race between two demotions). */
 export async function assertNotLastOwner(tx: Tx, tenantId: string, userId: string): Promise<void> {
+  // Owners who can still act: a suspended owner does not count.
   const owners = await tx
     .selectFrom('memberships')
     .select('user_id')
     .where('tenant_id', '=', tenantId)
     .where('role', '=', OWNER_ROLE)
+    .where('suspended_at', 'is', null)
     .forUpdate()
     .execute();
   if (owners.length <= 1 && owners.some((owner) => owner.user_id === userId)) throw new AppError('member.last_owner');
 }
 
-export async function findMembership(tx: Tx, tenantId: string, userId: string): Promise<{ role: Role } | undefined> {
-  return tx
+export async function findMembership(tx: Tx, tenantId: string, userId: string): Promise<{ role: Role; suspended: boolean } | undefined> {
+  const row = await tx
     .selectFrom('memberships')
-    .select('role')
+    .select(['role', 'suspended_at'])
     .where('tenant_id', '=', tenantId)
     .where('user_id', '=', userId)
     .executeTakeFirst();
+  return row ? { role: row.role, suspended: row.suspended_at !== null } : undefined;
+}
+
+export async function suspendMembership(tx: Tx, tenantId: string, userId: string, by: string): Promise<void> {
+  await tx.updateTable('memberships').set({ suspended_at: sql`now()`, suspended_by: by }).where('tenant_id', '=', tenantId).where('user_id', '=', userId).execute();
+}
+
+export async function reactivateMembership(tx: Tx, tenantId: string, userId: string): Promise<void> {
+  await tx.updateTable('memberships').set({ suspended_at: null, suspended_by: null }).where('tenant_id', '=', tenantId).where('user_id', '=', userId).execute();
+}
+
+/** An invitation that can still be accepted, resent or revoked (404 when there is none; 409 when it is settled). */
+export async function pendingInvitation(tx: Tx, tenantId: string, id: string) {
+  const invitation = await tx
+    .selectFrom('invitations')
+    .select(['id', 'email', 'role', 'accepted_at', 'revoked_at'])
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst();
+  if (!invitation) throw new AppError('not_found');
+  if (invitation.accepted_at !== null || invitation.revoked_at !== null) throw new AppError('invitation.not_pending');
+  return invitation;
 }
 
 export function memberRow(tx: Tx, tenantId: string) {
   return tx
     .selectFrom('memberships as m')
     .innerJoin('users as u', 'u.id', 'm.user_id')
-    .select(['m.user_id as id', 'm.created_at', 'u.email', 'u.name', 'm.role', 'u.mfa_enabled', 'u.last_login_at'])
+    .select(['m.user_id as id', 'm.created_at', 'u.email', 'u.name', 'm.role', 'u.mfa_enabled', 'u.last_login_at', 'm.suspended_at'])
     .where('m.tenant_id', '=', tenantId);
 }
 
@@ -53,7 +78,7 @@ export const now = () => sql<Date>`now()`;
 export async function findManageableMember(
   tx: Tx,
   options: { tenantId: string; actor: { role: string; userId: string }; targetUserId: string; newRole: Role | null; selfCounts: boolean },
-): Promise<{ role: Role }> {
+): Promise<{ role: Role; suspended: boolean }> {
   const target = await findMembership(tx, options.tenantId, options.targetUserId);
   if (!target) throw new AppError('not_found');
   assertMayAssign({

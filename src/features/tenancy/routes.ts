@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import Type from 'typebox';
-import { isUuid } from '../../kernel/db/database.ts';
+import { isUuid, runAfterCommit, type Tx } from '../../kernel/db/database.ts';
 import { recordTenantEvent } from '../../kernel/audit/record.ts';
 import { generateToken, hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
@@ -9,7 +9,18 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
 import { assertAccountSession, revokeKeysCreatedBy } from '../identity/index.ts';
-import { assertMayAssign, assertNotLastOwner, findManageableMember, findMembership, memberRow, signOutOfTenant } from './members.ts';
+import {
+  assertMayAssign,
+  assertNotLastOwner,
+  findManageableMember,
+  findMembership,
+  memberRow,
+  pendingInvitation,
+  reactivateMembership,
+  signOutOfTenant,
+  suspendMembership,
+} from './members.ts';
+import type { Mailer } from '../../kernel/mail/mailer.ts';
 import { isPromotion, OWNER_ROLE } from '../access/index.ts';
 import {
   AcceptBody,
@@ -18,6 +29,8 @@ import {
   CreateTenantBody,
   Invitation,
   InvitationBody,
+  InvitationParams,
+  InvitationSummary,
   Member,
   MemberParams,
   Tenant,
@@ -26,7 +39,7 @@ import {
 
 const INVITATION_TTL_MS = 7 * 24 * 3_600_000;
 
-function toMember(row: { id: string; email: string; name: string; role: string; mfa_enabled: boolean; last_login_at: Date | null }) {
+function toMember(row: { id: string; email: string; name: string; role: string; mfa_enabled: boolean; last_login_at: Date | null; suspended_at: Date | null }) {
   return {
     userId: row.id,
     email: row.email,
@@ -34,7 +47,41 @@ function toMember(row: { id: string; email: string; name: string; role: string; 
     role: row.role,
     mfaEnabled: row.mfa_enabled,
     lastLoginAt: row.last_login_at ? row.last_login_at.toISOString() : null,
+    status: row.suspended_at ? ('suspended' as const) : ('active' as const),
+    suspendedAt: row.suspended_at ? row.suspended_at.toISOString() : null,
   };
+}
+
+function invitationStatus(row: { accepted_at: Date | null; revoked_at: Date | null; expires_at: Date }) {
+  if (row.accepted_at) return 'accepted' as const;
+  if (row.revoked_at) return 'revoked' as const;
+  return row.expires_at.getTime() <= Date.now() ? ('expired' as const) : ('pending' as const);
+}
+
+function invitationMail(appUrl: string, to: string, tenantName: string, inviter: string, token: string, expiresAt: Date) {
+  return {
+    to,
+    subject: `You are invited to ${tenantName.slice(0, 100)} on CustomerNode`,
+    // The token rides in the fragment: browsers never send it to a server or in a Referer.
+    text: `${inviter} invited you to join ${tenantName} on CustomerNode.\n\nAccept (sign in or sign up with this address first):\n\n${appUrl}/invitations/accept#token=${token}\n\nThe link works once, until ${expiresAt.toISOString()}. If you did not expect this invitation, ignore this mail.\n`,
+  };
+}
+
+/** The tenant's allowedEmailDomains policy (empty: any domain). */
+async function assertEmailDomainAllowed(tx: Tx, tenantId: string, email: string): Promise<void> {
+  const row = await tx.selectFrom('tenant_settings').select('allowed_email_domains').where('tenant_id', '=', tenantId).executeTakeFirst();
+  const allowed = row?.allowed_email_domains ?? [];
+  const domain = email.slice(email.lastIndexOf('@') + 1);
+  if (allowed.length > 0 && !allowed.includes(domain)) {
+    throw new AppError('invitation.domain_not_allowed', { detail: `Allowed domains: ${allowed.join(', ')}` });
+  }
+}
+
+/** Everything that stops a member's access here, in the caller's transaction: sessions for this tenant and the API keys they created. */
+async function cutAccess(tx: Tx, tenantId: string, userId: string): Promise<{ revokedKeys: number }> {
+  await signOutOfTenant(tx, tenantId, userId);
+  // Guest shares are revoked here too once rooms exist (they are not built yet).
+  return { revokedKeys: await revokeKeysCreatedBy(tx, tenantId, userId) };
 }
 
 /**
@@ -47,7 +94,16 @@ function parseInvitationToken(token: string): { tenantId: string } | null {
   return { tenantId: tenantId.toLowerCase() };
 }
 
-export function tenancyRoutes(): RouteDefinition[] {
+export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): RouteDefinition[] {
+  const { mailer, appUrl } = options;
+  const issueInvitationToken = (tenantId: string) => `${tenantId}.${generateToken()}`;
+  const mailInvitation = async (tx: Tx, tenantId: string, inviter: { name: string; email: string }, email: string, token: string, expiresAt: Date, log: Parameters<Mailer['sendInBackground']>[1]) => {
+    const tenant = await tx.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow();
+    // Once committed (never a link that does not work), in the background: a slow or failing
+    // mail server never blocks the admin; the failure is logged, and resend exists.
+    const mail = invitationMail(appUrl, email, tenant.name, `${inviter.name} (${inviter.email})`, token, expiresAt);
+    runAfterCommit(() => mailer.sendInBackground(mail, log));
+  };
   return [
     userRoute({
       method: 'GET',
@@ -62,7 +118,8 @@ export function tenancyRoutes(): RouteDefinition[] {
               .selectFrom('memberships as m')
               .innerJoin('tenants as t', 't.id', 'm.tenant_id')
               .select(['t.id', 't.name', 'm.role', 'm.created_at'])
-              .where('m.user_id', '=', principal.userId);
+              .where('m.user_id', '=', principal.userId)
+              .where('m.suspended_at', 'is', null);
             // A session from a tenant's IdP speaks for that tenant only.
             if (principal.ssoTenantId !== null) builder = builder.where('m.tenant_id', '=', principal.ssoTenantId);
             if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 't.id'), '>', tuple(after.createdAt, after.id)));
@@ -98,10 +155,11 @@ export function tenancyRoutes(): RouteDefinition[] {
       permission: 'members.manage',
       status: 201,
       schema: { summary: 'Invite someone by email', tags: ['members'], params: TenantParams, body: InvitationBody, response: { 201: Invitation } },
-      async handler({ tx, tenantId, principal, body, audit }) {
+      async handler({ tx, tenantId, principal, body, audit, request }) {
         assertMayAssign({ actorRole: principal.role, targetCurrentRole: null, targetNewRole: body.role, isSelf: false });
-        const token = `${tenantId}.${generateToken()}`;
         const email = body.email.trim().toLowerCase();
+        await assertEmailDomainAllowed(tx, tenantId, email);
+        const token = issueInvitationToken(tenantId);
         const row = await tx
           .insertInto('invitations')
           .values({
@@ -115,7 +173,78 @@ export function tenancyRoutes(): RouteDefinition[] {
           .returning(['id', 'email', 'role', 'expires_at'])
           .executeTakeFirstOrThrow();
         await audit({ action: 'member.invited', target: { type: 'invitation', id: row.id }, metadata: { email, role: body.role } });
+        await mailInvitation(tx, tenantId, principal, email, token, row.expires_at, request.log);
         return { id: row.id, email: row.email, role: row.role, token, expiresAt: row.expires_at.toISOString() };
+      },
+    }),
+
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/invitations',
+      permission: 'members.read',
+      schema: { summary: 'Invitations of the tenant, newest first, with their status', tags: ['members'], params: TenantParams, querystring: ListQuery, response: { 200: page(InvitationSummary) } },
+      async handler({ tx, tenantId, query }) {
+        const limit = query.limit ?? 50;
+        const after = decodeCursor(query.cursor);
+        let builder = tx
+          .selectFrom('invitations')
+          .select(['id', 'email', 'role', 'invited_by', 'created_at', 'expires_at', 'accepted_at', 'revoked_at', 'resent_at'])
+          .where('tenant_id', '=', tenantId);
+        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '<', tuple(after.createdAt, after.id)));
+        const rows = await builder.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
+        return toPage(rows, limit, (row) => ({
+          id: row.id,
+          email: row.email,
+          role: row.role,
+          status: invitationStatus(row),
+          invitedBy: row.invited_by,
+          createdAt: row.created_at.toISOString(),
+          expiresAt: row.expires_at.toISOString(),
+          resentAt: row.resent_at ? row.resent_at.toISOString() : null,
+        }));
+      },
+    }),
+
+    tenantRoute({
+      method: 'POST',
+      url: '/api/v1/tenants/:tenantId/invitations/:invitationId/resend',
+      permission: 'members.manage',
+      schema: {
+        summary: 'Resend an invitation: a new link, valid 7 days from now; the old link stops working',
+        tags: ['members'],
+        params: InvitationParams,
+        response: { 200: Invitation },
+      },
+      async handler({ tx, tenantId, principal, params, audit, request }) {
+        const invitation = await pendingInvitation(tx, tenantId, params.invitationId);
+        assertMayAssign({ actorRole: principal.role, targetCurrentRole: null, targetNewRole: invitation.role, isSelf: false });
+        await assertEmailDomainAllowed(tx, tenantId, invitation.email);
+        const token = issueInvitationToken(tenantId);
+        const row = await tx
+          .updateTable('invitations')
+          .set({ token_hash: hashToken(token), expires_at: new Date(Date.now() + INVITATION_TTL_MS), resent_at: sql`now()` })
+          .where('tenant_id', '=', tenantId)
+          .where('id', '=', invitation.id)
+          .returning(['id', 'email', 'role', 'expires_at'])
+          .executeTakeFirstOrThrow();
+        await audit({ action: 'member.invitation_resent', target: { type: 'invitation', id: row.id }, metadata: { email: row.email, role: row.role } });
+        await mailInvitation(tx, tenantId, principal, row.email, token, row.expires_at, request.log);
+        return { id: row.id, email: row.email, role: row.role, token, expiresAt: row.expires_at.toISOString() };
+      },
+    }),
+
+    tenantRoute({
+      method: 'DELETE',
+      url: '/api/v1/tenants/:tenantId/invitations/:invitationId',
+      permission: 'members.manage',
+      status: 204,
+      schema: { summary: 'Revoke a pending invitation: its link stops working', tags: ['members'], params: InvitationParams, response: { 204: Type.Null() } },
+      async handler({ tx, tenantId, principal, params, audit }) {
+        const invitation = await pendingInvitation(tx, tenantId, params.invitationId);
+        // Whoever could not have issued it (an admin and an owner's invitation) cannot revoke it either.
+        assertMayAssign({ actorRole: principal.role, targetCurrentRole: null, targetNewRole: invitation.role, isSelf: false });
+        await tx.updateTable('invitations').set({ revoked_at: sql`now()` }).where('tenant_id', '=', tenantId).where('id', '=', invitation.id).execute();
+        await audit({ action: 'member.invitation_revoked', target: { type: 'invitation', id: invitation.id }, metadata: { email: invitation.email, role: invitation.role } });
       },
     }),
 
@@ -130,13 +259,13 @@ export function tenancyRoutes(): RouteDefinition[] {
         return db.withTenant(parsed.tenantId, async (tx) => {
           const invitation = await tx
             .selectFrom('invitations')
-            .select(['id', 'email', 'role', 'expires_at', 'accepted_at'])
+            .select(['id', 'email', 'role', 'expires_at', 'accepted_at', 'revoked_at'])
             .where('tenant_id', '=', parsed.tenantId)
             .where('token_hash', '=', hashToken(body.token))
             .forUpdate()
             .executeTakeFirst();
           // Anyone but the invited address, and any used token, sees the same 404.
-          if (!invitation || invitation.accepted_at !== null || invitation.email !== principal.email) throw new AppError('not_found');
+          if (!invitation || invitation.accepted_at !== null || invitation.revoked_at !== null || invitation.email !== principal.email) throw new AppError('not_found');
           if (invitation.expires_at.getTime() <= Date.now()) throw new AppError('invitation.expired');
           if (await findMembership(tx, parsed.tenantId, principal.userId)) throw new AppError('member.already_member');
           await tx.insertInto('memberships').values({ tenant_id: parsed.tenantId, user_id: principal.userId, role: invitation.role }).execute();
@@ -214,9 +343,50 @@ export function tenancyRoutes(): RouteDefinition[] {
         const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: true });
         if (target.role === OWNER_ROLE) await assertNotLastOwner(tx, tenantId, params.userId);
         await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
-        // Same transaction: the keys they created stop working with their membership.
-        const revokedKeys = await revokeKeysCreatedBy(tx, tenantId, params.userId);
+        // Same transaction: their sessions here and the keys they created stop working with their membership.
+        const { revokedKeys } = await cutAccess(tx, tenantId, params.userId);
         await audit({ action: 'member.removed', target: { type: 'user', id: params.userId }, metadata: { role: target.role, revokedKeys } });
+      },
+    }),
+
+    tenantRoute({
+      method: 'POST',
+      url: '/api/v1/tenants/:tenantId/members/:userId/suspend',
+      permission: 'members.manage',
+      schema: {
+        summary: "Suspend a member: the membership stays, access ends on their next request (sessions here and the API keys they created are revoked)",
+        tags: ['members'],
+        params: MemberParams,
+        response: { 200: Member },
+      },
+      async handler({ tx, tenantId, principal, params, audit }) {
+        if (params.userId.toLowerCase() === principal.userId) throw new AppError('access.forbidden', { detail: 'You cannot suspend yourself' });
+        const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: true });
+        if (target.suspended) throw new AppError('member.already_suspended');
+        if (target.role === OWNER_ROLE) await assertNotLastOwner(tx, tenantId, params.userId);
+        await suspendMembership(tx, tenantId, params.userId, principal.userId);
+        const { revokedKeys } = await cutAccess(tx, tenantId, params.userId);
+        await audit({ action: 'member.suspended', target: { type: 'user', id: params.userId }, metadata: { role: target.role, revokedKeys } });
+        return toMember(await memberRow(tx, tenantId).where('m.user_id', '=', params.userId).executeTakeFirstOrThrow());
+      },
+    }),
+
+    tenantRoute({
+      method: 'POST',
+      url: '/api/v1/tenants/:tenantId/members/:userId/reactivate',
+      permission: 'members.manage',
+      schema: {
+        summary: 'Reactivate a suspended member (they sign in again; revoked API keys stay revoked)',
+        tags: ['members'],
+        params: MemberParams,
+        response: { 200: Member },
+      },
+      async handler({ tx, tenantId, principal, params, audit }) {
+        const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: true });
+        if (!target.suspended) throw new AppError('member.not_suspended');
+        await reactivateMembership(tx, tenantId, params.userId);
+        await audit({ action: 'member.reactivated', target: { type: 'user', id: params.userId }, metadata: { role: target.role } });
+        return toMember(await memberRow(tx, tenantId).where('m.user_id', '=', params.userId).executeTakeFirstOrThrow());
       },
     }),
   ];

@@ -28,6 +28,20 @@ export const Member = Type.Object({
   role: RoleSchema,
   mfaEnabled: Type.Boolean(),
   lastLoginAt: Type.Union([Timestamp, Type.Null()]),
+  status: Type.Union([Type.Literal('active'), Type.Literal('suspended')]),
+  suspendedAt: Type.Union([Timestamp, Type.Null()]),
 });
 export const MemberParams = Type.Object({ tenantId: Uuid, userId: Uuid }, { additionalProperties: false });
 export const ChangeRoleBody = Type.Object({ role: RoleSchema }, { additionalProperties: false });
+
+export const InvitationParams = Type.Object({ tenantId: Uuid, invitationId: Uuid }, { additionalProperties: false });
+export const InvitationSummary = Type.Object({
+  id: Uuid,
+  email: Type.String(),
+  role: RoleSchema,
+  status: Type.Union([Type.Literal('pending'), Type.Literal('accepted'), Type.Literal('revoked'), Type.Literal('expired')]),
+  invitedBy: Uuid,
+  createdAt: Timestamp,
+  expiresAt: Timestamp,
+  resentAt: Type.Union([Timestamp, Type.Null()]),
+});

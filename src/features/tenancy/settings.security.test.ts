@@ -4,6 +4,17 @@ import { totpFor } from '../identity/mfa.ts';
 
 // Threats: a tenant's members reach its data with a password alone although the tenant
 // requires a second factor; an abandoned session stays usable for hours.
+const DEFAULTS = {
+  requireMfa: false,
+  requireSso: false,
+  sessionIdleMinutes: 30,
+  auditRetentionDays: 365,
+  guestSharing: false,
+  aiEnabled: false,
+  ipAllowlist: [],
+  allowedEmailDomains: [],
+};
+
 describe('tenant security settings', () => {
   let t: TestApp;
   let owner: SessionHandle;
@@ -24,17 +35,17 @@ describe('tenant security settings', () => {
   afterAll(async () => t?.close());
 
   it('reads defaults; only settings.manage may change them; each change is audited with before and after', async () => {
-    expect((await t.request({ method: 'GET', url: settings(), as: owner })).json()).toEqual({ requireMfa: false, requireSso: false, sessionIdleMinutes: 30, auditRetentionDays: 365 });
+    expect((await t.request({ method: 'GET', url: settings(), as: owner })).json()).toEqual(DEFAULTS);
     const member = await t.addMember(owner, tenantId, 'member');
     expect((await t.request({ method: 'PATCH', url: settings(), as: member, body: { sessionIdleMinutes: 10 } })).statusCode).toBe(403);
     const patched = await t.request({ method: 'PATCH', url: settings(), as: owner, body: { sessionIdleMinutes: 15 } });
-    expect(patched.json()).toEqual({ requireMfa: false, requireSso: false, sessionIdleMinutes: 15, auditRetentionDays: 365 });
+    expect(patched.json()).toEqual({ ...DEFAULTS, sessionIdleMinutes: 15 });
     // Audit retention: never under 90 days (the database holds the purge to that too).
-    for (const body of [{}, { sessionIdleMinutes: 1 }, { requireMfa: 'yes' }, { ipAllowlist: [] }, { auditRetentionDays: 89 }, { auditRetentionDays: 3651 }, { auditRetentionDays: 120.5 }]) {
+    for (const body of [{}, { sessionIdleMinutes: 1 }, { requireMfa: 'yes' }, { ipAllowlist: 'x' }, { aiEnabled: 1 }, { allowedEmailDomains: ['not a domain'] }, { favouriteColour: 'red' }, { auditRetentionDays: 89 }, { auditRetentionDays: 3651 }, { auditRetentionDays: 120.5 }]) {
       expect((await t.request({ method: 'PATCH', url: settings(), as: owner, body })).statusCode).toBe(400);
     }
     const [event] = await t.admin.query<{ metadata: unknown }>(`select metadata from audit_events where tenant_id = $1 and action = 'settings.updated'`, [tenantId]);
-    expect(event!.metadata).toEqual({ before: { requireMfa: false, requireSso: false, sessionIdleMinutes: 30, auditRetentionDays: 365 }, after: { requireMfa: false, requireSso: false, sessionIdleMinutes: 15, auditRetentionDays: 365 } });
+    expect(event!.metadata).toEqual({ before: DEFAULTS, after: { ...DEFAULTS, sessionIdleMinutes: 15 } });
     const longer = await t.request({ method: 'PATCH', url: settings(), as: owner, body: { auditRetentionDays: 730 } });
     expect(longer.json()).toMatchObject({ auditRetentionDays: 730 });
     const [change] = await t.admin.query<{ metadata: { before: { auditRetentionDays: number }; after: { auditRetentionDays: number } } }>(

@@ -24,6 +24,7 @@ import {
 import pg from 'pg';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createWriteStream } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
@@ -59,6 +60,8 @@ export function tenantOfTransaction(tx: Tx): string | undefined {
 export interface Prefetch {
   readonly roles: readonly string[];
   readonly query: CompiledQuery;
+  /** The request's address, for the tenant's IP allow-list (null: refused wherever a list is set). */
+  readonly clientIp?: string | null;
 }
 
 /** A query builder with no connection behind it: it compiles, and fails if asked to run. */
@@ -143,6 +146,18 @@ const insideTransaction = new AsyncLocalStorage<TransactionContext>();
 interface TransactionContext {
   /** Lines for the audit stream, written only once the transaction has committed. */
   readonly afterCommit: string[];
+  /** Side effects outside the database (mail), run only once the transaction has committed. */
+  readonly callbacks: (() => void)[];
+}
+
+/**
+ * Runs fn once the current kernel transaction has committed, never for one that rolls back
+ * (say, mailing a link whose token the transaction stores). fn must not throw.
+ */
+export function runAfterCommit(fn: () => void): void {
+  const context = insideTransaction.getStore();
+  if (!context) throw new Error('runAfterCommit outside a kernel transaction');
+  context.callbacks.push(fn);
 }
 
 /**
@@ -194,6 +209,10 @@ export interface TenantCaller {
   readonly requireSso: boolean;
   /** Set when the session was opened by a tenant's IdP (it then reaches only that tenant). */
   readonly ssoTenantId: string | null;
+  /** A member whose membership is suspended (role is then null). */
+  readonly suspended: boolean;
+  /** The tenant's IP allow-list (CIDRs); empty: any address. */
+  readonly ipAllowlist: readonly string[];
 }
 
 /** What the guard learns from an API key in the tenant transaction's first round trip. */
@@ -203,8 +222,10 @@ export interface TenantKeyCaller {
   readonly creatorId: string;
   readonly creatorEmail: string;
   readonly creatorName: string;
-  /** The creator's current role here; null: no longer a member. */
+  /** The creator's current role here; null: no longer a member, or suspended. */
   readonly creatorRole: string | null;
+  /** The tenant's IP allow-list (CIDRs); empty: any address. */
+  readonly ipAllowlist: readonly string[];
 }
 
 interface EnterSettings {
@@ -253,6 +274,11 @@ function literalRoles(roles: readonly string[]): string {
   return `array[${roles.map((role) => `'${role}'`).join(', ')}]::text[]`;
 }
 
+/** An IP address as a literal (validated by node:net), or null. */
+function literalIp(ip: string | null): string {
+  return ip !== null && isIP(ip) !== 0 ? `'${ip}'::inet` : 'null';
+}
+
 function literalMinutes(minutes: number): string {
   if (!Number.isInteger(minutes) || minutes < 1 || minutes > 100_000) throw new Error('idle minutes must be a whole number');
   return String(minutes);
@@ -270,10 +296,12 @@ const CALLER_COLUMNS = [
   ['idle', 'idle'],
   ['require_sso', 'requireSso'],
   ['sso_tenant_id', 'ssoTenantId'],
+  ['suspended', 'suspended'],
+  ['ip_allowlist', 'ipAllowlist'],
 ] as const;
 const ENTER_COLUMNS = CALLER_COLUMNS.map(([column, field]) => `${column} as "${field}"`).join(', ');
 const KEY_COLUMNS =
-  'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole"';
+  'key_id as "keyId", key_role as "keyRole", creator_id as "creatorId", creator_email as "creatorEmail", creator_name as "creatorName", creator_role as "creatorRole", ip_allowlist as "ipAllowlist"';
 
 /** The strict entry's columns: prefixed, so that no column of the read sent along can clash with them. */
 const STRICT_PREFIX = 'cn$';
@@ -294,7 +322,7 @@ const STRICT_PREFIX = 'cn$';
  * "cn$found" tells a read that found nothing from one that found a row of nulls.
  */
 function strictEntryWithRead(readSql: string, readParameters: number): string {
-  const [tenant, token, idle, roles] = [1, 2, 3, 4].map((i) => `$${readParameters + i}`);
+  const [tenant, token, idle, roles, ip] = [1, 2, 3, 4, 5].map((i) => `$${readParameters + i}`);
   return `select ${CALLER_COLUMNS.map(([column, field]) => `e.${column} as "${STRICT_PREFIX}${field}"`).join(', ')}, r.*
 from (
   select e.* from (select) one left join (
@@ -305,7 +333,9 @@ from (
       s.last_seen_at < now() - make_interval(mins => least(${idle}::integer, coalesce(t.session_idle_minutes, ${idle}::integer))) as idle,
       s.last_seen_at < now() - interval '1 minute' as due,
       -- The tenant signed this user out after the session began (tenant_session_revocations, copied).
-      coalesce(s.created_at <= m.signed_out_before, false) as signed_out
+      coalesce(s.created_at <= m.signed_out_before, false) as signed_out,
+      m.suspended_at is not null as suspended, coalesce(t.ip_allowlist::text[], '{}') as ip_allowlist,
+      coalesce(cardinality(t.ip_allowlist), 0) = 0 or coalesce(${ip}::inet <<= any (t.ip_allowlist), false) as ip_allowed
     from sessions s
     join users u on u.id = s.user_id
     left join memberships m on m.tenant_id = ${tenant}::uuid and m.user_id = s.user_id
@@ -313,7 +343,8 @@ from (
     where s.token_hash = ${token}::bytea and s.revoked_at is null and s.expires_at > now()
   ) e on true
   where case
-    when e.session_id is null or e.signed_out or e.idle or e.role is null or not (e.role = any (${roles}::text[]))
+    when e.session_id is null or e.signed_out or e.idle or e.role is null or e.suspended or not e.ip_allowed
+      or not (e.role = any (${roles}::text[]))
       or (e.sso_tenant_id is not null and e.sso_tenant_id <> ${tenant}::uuid)
       or (e.require_mfa and not e.mfa_enabled)
       or (e.require_sso and e.sso_tenant_id is distinct from ${tenant}::uuid)
@@ -377,7 +408,7 @@ const postgresEntry: Entry = {
       { plain: `set local app.tenant_id = ${literalUuid(tenantId)}` },
       {
         sql: strictStatement(prefetch.query.sql, literals.length),
-        literals: [...literals, literalUuid(tenantId), literalDigest(tokenHash), literalMinutes(idleMinutes), literalRoles(prefetch.roles)],
+        literals: [...literals, literalUuid(tenantId), literalDigest(tokenHash), literalMinutes(idleMinutes), literalRoles(prefetch.roles), literalIp(prefetch.clientIp ?? null)],
       },
     ]);
     try {
@@ -432,9 +463,10 @@ function createKernel(options: {
 
   async function transaction<T>(db: Kysely<DB>, body: (tx: Tx) => Promise<T>): Promise<T> {
     assertNotNested();
-    const context: TransactionContext = { afterCommit: [] };
+    const context: TransactionContext = { afterCommit: [], callbacks: [] };
     const result = await insideTransaction.run(context, () => db.transaction().execute(body));
     for (const line of context.afterCommit) options.auditSink?.(line);
+    for (const fn of context.callbacks) fn();
     return result;
   }
 

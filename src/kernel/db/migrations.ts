@@ -894,6 +894,96 @@ create table restore_tests (
 create index restore_tests_started_idx on restore_tests (started_at desc);
 `,
   },
+  {
+    version: 25,
+    name: 'member-lifecycle-and-policy',
+    // Suspension (an admin or SCIM active:false) keeps the membership but ends its access: the
+    // entries report a suspended member with no role, so anything that only looks at the role
+    // fails closed. The tenant policy center's settings; the IP allow-list travels with the
+    // entries (the guard checks it before anything else runs). Invitations can be revoked.
+    sql: `
+alter table memberships add column suspended_at timestamptz, add column suspended_by uuid references users (id);
+alter table tenant_settings
+  add column guest_sharing boolean not null default false,
+  add column ai_enabled boolean not null default false,
+  add column ip_allowlist cidr[] not null default '{}' check (cardinality(ip_allowlist) <= 100),
+  add column allowed_email_domains text[] not null default '{}' check (cardinality(allowed_email_domains) <= 100);
+alter table invitations add column revoked_at timestamptz, add column resent_at timestamptz;
+-- An owner's deletion request: due after the grace period unless cancelled (all three set, or none).
+alter table tenants
+  add column deletion_requested_at timestamptz,
+  add column deletion_requested_by uuid references users (id),
+  add column deletion_due_at timestamptz,
+  add constraint tenants_deletion_request_check check ((deletion_due_at is null) = (deletion_requested_at is null));
+
+drop function cn_enter_tenant(uuid, bytea, integer);
+create function cn_enter_tenant(p_tenant uuid, p_token_hash bytea, p_platform_idle_minutes integer)
+returns table (session_id uuid, user_id uuid, email text, name text, role text, mfa_enabled boolean, require_mfa boolean, idle boolean,
+               require_sso boolean, sso_tenant_id uuid, suspended boolean, ip_allowlist text[])
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  return query
+    with ts as (
+      select t.require_mfa, t.require_sso, least(p_platform_idle_minutes, t.session_idle_minutes) as idle_minutes, t.ip_allowlist
+      from public.tenant_settings t where t.tenant_id = p_tenant
+    ), live as (
+      select s.id, s.user_id, s.last_seen_at, s.sso_tenant_id, s.idp_mfa,
+        s.last_seen_at < now() - make_interval(mins => coalesce((select ts.idle_minutes from ts), p_platform_idle_minutes)) as idle,
+        exists (select 1 from public.tenant_session_revocations r
+                where r.tenant_id = p_tenant and r.user_id = s.user_id and s.created_at <= r.revoked_before) as signed_out
+      from public.sessions s
+      where s.token_hash = p_token_hash and s.revoked_at is null and s.expires_at > now()
+    ), due as (
+      select s2.id from public.sessions s2 join live on live.id = s2.id
+      where not live.idle and not live.signed_out and s2.last_seen_at < now() - interval '1 minute'
+      for update of s2 skip locked
+    ), stamp as (
+      update public.sessions s set last_seen_at = now() from due where s.id = due.id
+    )
+    select live.id, u.id, u.email, u.name, case when m.suspended_at is null then m.role end,
+      -- A second factor: our TOTP, or this tenant's IdP saying it asked for more than one.
+      u.mfa_enabled or (live.sso_tenant_id = p_tenant and live.idp_mfa),
+      coalesce((select ts.require_mfa from ts), false), live.idle,
+      coalesce((select ts.require_sso from ts), false), live.sso_tenant_id,
+      m.suspended_at is not null,
+      coalesce((select ts.ip_allowlist::text[] from ts), '{}')
+    from live
+    join public.users u on u.id = live.user_id
+    left join public.memberships m on m.tenant_id = p_tenant and m.user_id = live.user_id
+    -- A session signed out of this tenant (by an admin, or with a removal or suspension) no
+    -- longer counts here: unauthenticated while the membership is active, but it still learns
+    -- that the membership is gone (404) or suspended (403) on its very next request.
+    where not (live.signed_out and m.user_id is not null and m.suspended_at is null);
+end $$;
+revoke all on function cn_enter_tenant(uuid, bytea, integer) from public;
+
+drop function cn_enter_tenant_key(uuid, bytea);
+create function cn_enter_tenant_key(p_tenant uuid, p_key_hash bytea)
+returns table (key_id uuid, key_role text, creator_id uuid, creator_email text, creator_name text, creator_role text, ip_allowlist text[])
+language plpgsql volatile security invoker as $$
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  -- SKIP LOCKED: a request never queues behind another request's stamp of the same key.
+  update public.api_keys k set last_used_at = now()
+    where (k.tenant_id, k.id) in (
+      select k2.tenant_id, k2.id from public.api_keys k2
+      where k2.tenant_id = p_tenant and k2.key_hash = p_key_hash and k2.revoked_at is null
+        and (k2.expires_at is null or k2.expires_at > now())
+        and (k2.last_used_at is null or k2.last_used_at < now() - interval '1 minute')
+      for update skip locked);
+  return query
+    select k.id, k.role, u.id, u.email, u.name, case when m.suspended_at is null then m.role end,
+      coalesce((select t.ip_allowlist::text[] from public.tenant_settings t where t.tenant_id = p_tenant), '{}')
+    from public.api_keys k
+    join public.users u on u.id = k.created_by
+    left join public.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.created_by
+    where k.tenant_id = p_tenant and k.key_hash = p_key_hash and k.revoked_at is null
+      and (k.expires_at is null or k.expires_at > now());
+end $$;
+revoke all on function cn_enter_tenant_key(uuid, bytea) from public;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */

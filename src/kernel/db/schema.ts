@@ -10,6 +10,9 @@ export interface TenantsTable {
   created_at: CreatedAt;
   /** Set when the tenant was deleted: only this tombstone and its audit log remain. */
   deleted_at: ColumnType<Date | null, null | undefined, Date | string>;
+  deletion_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  deletion_requested_by: string | null;
+  deletion_due_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface UsersTable {
@@ -82,6 +85,8 @@ export interface MembershipsTable {
   created_at: CreatedAt;
   /** A copy of tenant_session_revocations.revoked_before, kept by triggers (migration 18). */
   signed_out_before: ColumnType<Date | null, never, never>;
+  suspended_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  suspended_by: string | null;
 }
 
 export interface InvitationsTable {
@@ -95,6 +100,8 @@ export interface InvitationsTable {
   expires_at: Timestamp;
   accepted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   accepted_by: string | null;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  resent_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface AccountsTable {
@@ -235,6 +242,11 @@ export interface TenantSettingsTable {
   require_sso: Generated<boolean>;
   session_idle_minutes: Generated<number>;
   audit_retention_days: Generated<number>;
+  guest_sharing: Generated<boolean>;
+  ai_enabled: Generated<boolean>;
+  /** cidr[]: read as text (ip_allowlist::text[]), written as a text array literal cast by the column. */
+  ip_allowlist: ColumnType<string[], string[] | undefined, string[]>;
+  allowed_email_domains: ColumnType<string[], string[] | undefined, string[]>;
   updated_at: Generated<Date>;
 }
 

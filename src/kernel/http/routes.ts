@@ -13,6 +13,9 @@ import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, ty
 import { csrfTokenFor, generateToken, hashToken, isIssuedToken, safeEqual } from '../crypto/tokens.ts';
 import { AppError } from './errors.ts';
 import { compilePrefetch, type PrefetchTemplate } from './prefetch-template.ts';
+import { ipAllowed, normalizeIp } from './ip-allowlist.ts';
+
+const clientIp = (ip: string | null) => (ip === null ? null : normalizeIp(ip));
 import {
   actorOf,
   type Authenticator,
@@ -365,12 +368,16 @@ async function runTenantRoute(
     return deps.db.detached(() =>
       credential.kind === 'session'
         ? deps.db.withTenantSession(tenantId, hashToken(credential.token), deps.config.sessionIdleMinutes, async (tx, found) => {
-            const still = found && !found.idle && found.role !== null && deps.authorizer.can(found.role, permission) && (found.ssoTenantId === null || found.ssoTenantId === tenantId);
+            const still =
+              found && !found.idle && !found.suspended && found.role !== null && deps.authorizer.can(found.role, permission) &&
+              (found.ssoTenantId === null || found.ssoTenantId === tenantId) && ipAllowed(found.ipAllowlist, base.meta.ip);
             if (!still) throw withdrawn();
             return fn(tx);
           })
         : deps.db.withTenantKey(tenantId, hashToken(credential.token), async (tx, found) => {
-            const still = found && found.creatorRole !== null && deps.authorizer.can(found.keyRole, permission) && deps.authorizer.can(found.creatorRole, permission);
+            const still =
+              found && found.creatorRole !== null && deps.authorizer.can(found.keyRole, permission) && deps.authorizer.can(found.creatorRole, permission) &&
+              ipAllowed(found.ipAllowlist, base.meta.ip);
             if (!still) throw withdrawn();
             return fn(tx);
           }),
@@ -427,6 +434,16 @@ async function runTenantRoute(
       const tokenHash = hashToken(credential.token);
       const guard = async (tx: Tx, found: TenantCaller | null, prefetched?: readonly unknown[]): Promise<Outcome> => {
         if (found?.idle) return { denied: new AppError('auth.session_expired') };
+        // Suspended (by an admin or SCIM): the membership stays, its access does not.
+        if (found?.suspended) {
+          await recordTenantEvent(tx, tenantId, { type: 'user', id: found.userId, email: found.email }, base.meta, denial({ reason: 'suspended' }));
+          return { denied: new AppError('member.suspended') };
+        }
+        // A member outside the tenant's allowed networks (non-members still get the 404 below).
+        if (found && found.role !== null && !ipAllowed(found.ipAllowlist, base.meta.ip)) {
+          await recordTenantEvent(tx, tenantId, { type: 'user', id: found.userId, email: found.email }, base.meta, denial({ role: found.role, reason: 'ip_blocked', ip: base.meta.ip }));
+          return { denied: new AppError('access.ip_blocked') };
+        }
         // A session another tenant's IdP vouched for is no login here (whatever the membership).
         if (found && found.ssoTenantId !== null && found.ssoTenantId !== tenantId) {
           return { denied: new AppError('auth.unauthenticated', { detail: "This session came from another tenant's single sign-on; sign in again for this tenant" }) };
@@ -455,7 +472,7 @@ async function runTenantRoute(
         const roles = deps.authorizer.rolesWith(permission);
         if (roles.length > 0) {
           try {
-            return await deps.db.withTenantSession(tenantId, tokenHash, idle, guard, { roles, query: prefetchQuery });
+            return await deps.db.withTenantSession(tenantId, tokenHash, idle, guard, { roles, query: prefetchQuery, clientIp: clientIp(base.meta.ip) });
           } catch (error) {
             if (!(error instanceof StrictEntryRefusedError)) throw error;
           }
@@ -468,9 +485,13 @@ async function runTenantRoute(
       await deps.db.withGlobal((tx) => recordPlatformEvent(tx, { type: 'apikey', id: null }, base.meta, { ...denial({ keyTenantId: credential.tenantId }), tenantId }));
       return { denied: new AppError('not_found') };
     }
-    return await deps.db.withTenantKey(tenantId, hashToken(credential.token), (tx, found) =>
-      body(tx, found === null || found.creatorRole === null ? null : keyCaller(found, tenantId)),
-    );
+    return await deps.db.withTenantKey(tenantId, hashToken(credential.token), async (tx, found) => {
+      if (found && found.creatorRole !== null && !ipAllowed(found.ipAllowlist, base.meta.ip)) {
+        await recordTenantEvent(tx, tenantId, { type: 'apikey', id: found.keyId }, base.meta, denial({ reason: 'ip_blocked', ip: base.meta.ip }));
+        return { denied: new AppError('access.ip_blocked') };
+      }
+      return body(tx, found === null || found.creatorRole === null ? null : keyCaller(found, tenantId));
+    });
   }
 }
 
