@@ -16,12 +16,20 @@ import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
 import { deletionRoutes, settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
+import { integrationRoutes } from './features/integrations/index.ts';
+import { createEgressGuard, type EgressGuard } from './kernel/net/egress.ts';
+
+/** Outbound requests to URLs tenants choose (webhooks): public addresses, plus what the operator allows. */
+export function createWebhookEgress(config: Config): EgressGuard {
+  return createEgressGuard({ allowNetworks: config.egress.allowNetworks, dnsServers: config.sso.dnsServers });
+}
 
 export function allRoutes(
   config: Config,
   mailer: Mailer = createMailer(config),
   signer: AuditSigner = loadAuditSigner(config, { warn() {} }),
   keyring: Keyring = createKeyring(config, { warn() {} }),
+  egress: EgressGuard = createWebhookEgress(config),
 ): RouteDefinition[] {
   return [
     ...platformRoutes(config),
@@ -37,6 +45,7 @@ export function allRoutes(
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
     ...monitoringRoutes(),
     ...reportRoutes(),
+    ...integrationRoutes({ keyring, egress, credentialMaxAgeDays: config.integrations.credentialMaxAgeDays }),
   ];
 }
 
@@ -53,14 +62,18 @@ export async function buildApp(options: {
   alterRoutes?: (routes: RouteDefinition[]) => RouteDefinition[];
 }): Promise<FastifyInstance> {
   const mailer = createMailer(options.config);
+  const egress = createWebhookEgress(options.config);
   const app = await buildServer({
     config: options.config,
     db: options.db,
     authenticator: createSessionAuthenticator({ idleMinutes: options.config.sessionIdleMinutes }),
     authorizer,
-    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer, options.auditSigner, options.keyring), ...(options.extraRoutes ?? [])]),
+    routes: (options.alterRoutes ?? ((routes) => routes))([...allRoutes(options.config, mailer, options.auditSigner, options.keyring, egress), ...(options.extraRoutes ?? [])]),
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
-  app.addHook('onClose', () => mailer.close());
+  app.addHook('onClose', async () => {
+    mailer.close();
+    await egress.close();
+  });
   return app;
 }

@@ -1,10 +1,11 @@
 /** Composition root: config -> database -> http. Handles SIGTERM/SIGINT gracefully. */
 import pino from 'pino';
-import { buildApp } from './app.ts';
+import { buildApp, createWebhookEgress } from './app.ts';
 import { startRetentionPurge } from './features/audit-log/index.ts';
 import { createAlertNotifier, startAlertLoop } from './features/monitoring/index.ts';
 import { forgetTenantKeys, startBackupSchedule, targetFromConfig } from './features/backup/index.ts';
 import { startDeletionPurge } from './features/tenancy/index.ts';
+import { startWebhookWorker } from './features/integrations/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
@@ -61,6 +62,9 @@ async function main(): Promise<void> {
   const backups = backupTarget === undefined ? null : startBackupSchedule({ db, config, target: backupTarget, provider: keyring.provider }, logger);
   // Tenants whose owners scheduled their deletion are purged once the grace period has passed;
   // their keys also leave the backup keystore (older backups are shredded too).
+  // Webhooks: new audit events become signed deliveries; old integration credentials get reminders.
+  const webhookEgress = createWebhookEgress(config);
+  const stopWebhooks = startWebhookWorker(db, keyring, webhookEgress, { intervalMs: config.integrations.webhookIntervalMs, credentialMaxAgeDays: config.integrations.credentialMaxAgeDays }, logger);
   const stopDeletions = startDeletionPurge(db, keyring, 15, logger, backupTarget === undefined ? undefined : (tenantId) => forgetTenantKeys(backupTarget, keyring.provider, tenantId));
   let stopping = false;
   const stop = async (signal: string) => {
@@ -74,6 +78,8 @@ async function main(): Promise<void> {
     stopPurge();
     backups?.stop();
     stopDeletions();
+    stopWebhooks();
+    await webhookEgress.close();
     alertMailer.close();
     await app.close();
     await db.close();

@@ -32,6 +32,10 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'PATCH /api/v1/tenants/:tenantId/security-alerts/:id': () => ({ status: 'resolved' }),
   'POST /api/v1/tenants/:tenantId/security-reports': () => ({ what: 'Intruder report' }),
   'POST /api/v1/tenants/:tenantId/deletion': () => ({ confirmName: 'Alpha' }),
+  'POST /api/v1/tenants/:tenantId/integrations': () => ({ name: 'Intruder', provider: 'intruder', credential: 'intruder-credential' }),
+  'PUT /api/v1/tenants/:tenantId/integrations/:integrationId/credential': () => ({ credential: 'intruder-credential' }),
+  'POST /api/v1/tenants/:tenantId/webhooks': () => ({ url: 'https://93.184.216.34/intruder', eventTypes: ['*'] }),
+  'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': () => ({ url: 'https://93.184.216.34/intruder' }),
 };
 
 /** Required query strings, so the answer is the guard's and not validation's. */
@@ -113,9 +117,15 @@ describe('tenant isolation through the API', () => {
     const accountB = await post(ownerB, b.tenantId, 'accounts', { name: 'Bravo Account' });
     const contactB = await post(ownerB, b.tenantId, 'contacts', { accountId: accountB, name: 'Bravo Contact' });
     const invitationB = await post(ownerB, b.tenantId, 'invitations', { email: 'pending@bravo.example', role: 'member' });
+    const integration = { name: 'Sync', provider: 'acme', credential: 'alpha-secret-credential' };
+    const integrationA = await post(ownerA, a.tenantId, 'integrations', integration);
+    const integrationB = await post(ownerB, b.tenantId, 'integrations', integration);
+    const webhook = { url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] };
+    const webhookA = await post(ownerA, a.tenantId, 'webhooks', webhook);
+    const webhookB = await post(ownerB, b.tenantId, 'webhooks', webhook);
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA, 'integrations/:integrationId': integrationA, 'webhooks/:webhookId': webhookA } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB, 'integrations/:integrationId': integrationB, 'webhooks/:webhookId': webhookB } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,

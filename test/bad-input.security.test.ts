@@ -50,6 +50,10 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => Record<string, unknow
   'PATCH /api/v1/tenants/:tenantId/security-alerts/:id': () => ({ status: 'acknowledged' }),
   'POST /api/v1/tenants/:tenantId/security-reports': () => ({ what: 'Something odd' }),
   'POST /api/v1/tenants/:tenantId/deletion': () => ({ confirmName: 'Test Tenant' }),
+  'POST /api/v1/tenants/:tenantId/integrations': () => ({ name: 'Sync', provider: 'acme', credential: 'a-credential-value' }),
+  'PUT /api/v1/tenants/:tenantId/integrations/:integrationId/credential': () => ({ credential: 'a-credential-value' }),
+  'POST /api/v1/tenants/:tenantId/webhooks': () => ({ url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] }),
+  'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': () => ({ enabled: false }),
 };
 
 function pathFor(url: string, ids: Ids, bad?: { param: string; value: string }): string {
@@ -156,8 +160,10 @@ describe('bad input is refused cleanly', () => {
     const keyId = await post('api-keys', { name: 'Seed key', role: 'member' });
     const domainId = await post('domains', { domain: 'seeded.example' });
     const invitationId = await post('invitations', { email: 'seeded-invitee@example.com', role: 'viewer' });
+    const integrationId = await post('integrations', { name: 'Seed', provider: 'acme', credential: 'seed-credential' });
+    const webhookId = await post('webhooks', { url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] });
     const [alert] = await t.admin.query<{ id: string }>(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'seed', 'low', 'seed') returning id`, [signedUp.tenantId]);
-    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId } };
+    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId, 'integrations/:integrationId': integrationId, 'webhooks/:webhookId': webhookId } };
     before = await snapshot();
   });
   afterAll(async () => t?.close());

@@ -152,6 +152,14 @@ describe('permission matrix: every live route x every caller, expectations from 
       'domains/:id': await one(`insert into tenant_domains (tenant_id, domain, challenge) values ($1, $2, 'c') returning id`, [tenantId, `matrix-${n}.example`]),
       'security-alerts/:id': await one(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', $2) returning id`, [tenantId, `matrix:${n}`]),
       'sessions/:id': randomUUID(),
+      'integrations/:integrationId': await one(
+        `insert into integrations (tenant_id, name, provider, credential, credential_hint, created_by) values ($1, $2, 'matrix', '\\x00', '0000', $3) returning id`,
+        [tenantId, `Matrix integration ${n}`, owner.userId],
+      ),
+      'webhooks/:webhookId': await one(
+        `insert into webhooks (tenant_id, url, event_types, secret, created_by) values ($1, 'https://93.184.216.34/matrix', '{account.created}', '\\x00', $2) returning id`,
+        [tenantId, owner.userId],
+      ),
       'audit-events/:id': await one(`insert into audit_events (tenant_id, actor_type, action, outcome) values ($1, 'system', 'matrix.seeded', 'success') returning id`, [tenantId]),
       'invitations/:invitationId': await one(
         `insert into invitations (tenant_id, email, role, token_hash, invited_by, expires_at) values ($1, $2, 'viewer', $3, $4, now() + interval '7 days') returning id`,
@@ -177,6 +185,11 @@ describe('permission matrix: every live route x every caller, expectations from 
       'POST /api/v1/tenants/:tenantId/api-keys': { name: `Made by matrix ${n}`, role: 'guest' },
       'POST /api/v1/tenants/:tenantId/invitations': { email: `invitee-${n}@example.com`, role: 'viewer' },
       'POST /api/v1/tenants/:tenantId/security-reports': { what: `Matrix report ${n}` },
+      'POST /api/v1/tenants/:tenantId/integrations': { name: `Matrix integration ${n}`, provider: 'matrix', credential: 'matrix-credential-0001' },
+      'PUT /api/v1/tenants/:tenantId/integrations/:integrationId/credential': { credential: 'matrix-credential-0002' },
+      // A public address literal: passes the egress check without DNS, and nothing is sent in this test.
+      'POST /api/v1/tenants/:tenantId/webhooks': { url: 'https://93.184.216.34/matrix', eventTypes: ['account.created'] },
+      'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': { enabled: false },
       // Never the real name: a permitted caller gets 400, and tenant A is not scheduled for deletion.
       'POST /api/v1/tenants/:tenantId/deletion': { confirmName: `Not the tenant name ${n}` },
       'PATCH /api/v1/tenants/:tenantId/members/:userId': { role: 'viewer' },
@@ -340,6 +353,8 @@ describe('permission matrix: every live route x every caller, expectations from 
     'GET /api/v1/tenants/:tenantId/security-alerts': { table: 'security_alerts', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/audit-events/checkpoints': { table: 'audit_checkpoints', id: 'seq', itemId: 'seq' },
     'GET /api/v1/tenants/:tenantId/invitations': { table: 'invitations', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/integrations': { table: 'integrations', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/webhooks': { table: 'webhooks', id: 'id', itemId: 'id' },
   };
 
   it('every list returns to each caller exactly the items the caller may read one by one: all of its tenant, none of another', async () => {

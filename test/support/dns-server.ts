@@ -12,6 +12,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
+import { isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
 
 export interface DnsQuery {
@@ -24,6 +25,8 @@ export interface DnsServer {
   readonly address: string;
   /** Replaces the TXT values of name; [] keeps the name with no TXT records, null removes it (NXDOMAIN). */
   set(name: string, values: string[] | null): void;
+  /** Replaces the A and AAAA answers of name (IPv4 and IPv6 addresses; TTL 0). */
+  setAddresses(name: string, addresses: string[]): void;
   /** Every question received so far, in order (lower-cased names). */
   readonly queries: readonly DnsQuery[];
   stop(): Promise<void>;
@@ -46,6 +49,7 @@ function chunks(value: string): Buffer[] {
 
 export async function startDnsServer(records: Record<string, string[]> = {}): Promise<DnsServer> {
   const zone = new Map<string, string[]>();
+  const hosts = new Map<string, string[]>();
   for (const [name, values] of Object.entries(records)) zone.set(normalize(name), [...values]);
   const queries: DnsQuery[] = [];
 
@@ -67,8 +71,13 @@ export async function startDnsServer(records: Record<string, string[]> = {}): Pr
       const name = normalize(question.name);
       queries.push({ name, type: question.type });
       const values = zone.get(name);
-      if (values === undefined) rcode = NXDOMAIN;
-      else if (question.type === 'TXT') {
+      const addresses = hosts.get(name);
+      if (addresses !== undefined && (question.type === 'A' || question.type === 'AAAA')) {
+        for (const address of addresses.filter((a) => (question.type === 'A' ? isIP(a) === 4 : isIP(a) === 6))) {
+          answers.push({ type: question.type, class: 'IN', name: question.name, ttl: 0, data: address });
+        }
+      } else if (values === undefined && addresses === undefined) rcode = NXDOMAIN;
+      else if (values !== undefined && question.type === 'TXT') {
         for (const value of values) answers.push({ type: 'TXT', class: 'IN', name: question.name, ttl: 0, data: chunks(value) });
       }
     }
@@ -88,6 +97,9 @@ export async function startDnsServer(records: Record<string, string[]> = {}): Pr
   return {
     address: `127.0.0.1:${port}`,
     queries,
+    setAddresses(name, addresses) {
+      hosts.set(normalize(name), [...addresses]);
+    },
     set(name, values) {
       if (values === null) zone.delete(normalize(name));
       else zone.set(normalize(name), [...values]);

@@ -16,6 +16,10 @@ import { AppError } from '../../kernel/http/errors.ts';
  */
 export const TENANT_DATA_TABLES = [
   'tenant_keys',
+  'webhook_deliveries',
+  'webhook_cursors',
+  'webhooks',
+  'integrations',
   'contacts',
   'accounts',
   'api_keys',

@@ -113,6 +113,15 @@ describe('configuration', () => {
     expect(config.sso.dnsServers).toEqual(['127.0.0.1:5353', '10.0.0.2']);
     expect(config.mail.outboxDir).toBe(path.resolve('/tmp/cn/outbox'));
     expect(config.appUrl).toBe('http://127.0.0.1:3000');
+    expect(errorOf({ EGRESS_ALLOW_CIDRS: '10.0.0.0/8, intranet.example' }).variable).toBe('EGRESS_ALLOW_CIDRS');
+    expect(errorOf({ INTEGRATION_CREDENTIAL_MAX_AGE_DAYS: '0' }).variable).toBe('INTEGRATION_CREDENTIAL_MAX_AGE_DAYS');
+    expect(loadConfig({ EGRESS_ALLOW_CIDRS: '10.20.0.0/16, fd12::/64, 192.0.2.7' }).egress.allowNetworks).toEqual([
+      ['10.20.0.0', 16, 'ipv4'],
+      ['fd12::', 64, 'ipv6'],
+      ['192.0.2.7', 32, 'ipv4'],
+    ]);
+    expect(config.egress.allowNetworks).toEqual([]);
+    expect(config.integrations).toEqual({ credentialMaxAgeDays: 90, webhookIntervalMs: 2000 });
   });
 
   it('AUDIT_STREAM is stdout, off or an absolute file (off in tests by default)', () => {

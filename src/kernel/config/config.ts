@@ -9,6 +9,7 @@ import { createSecureContext } from 'node:tls';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Cron } from 'croner';
+import { parseCidr } from '../http/ip-allowlist.ts';
 
 export type NodeEnv = 'development' | 'test' | 'production';
 
@@ -127,6 +128,16 @@ export interface Config {
     /** Retention: the newest retainCount backups are kept, older ones once older than retainDays. */
     readonly retainCount: number;
     readonly retainDays: number;
+  };
+  readonly egress: {
+    /** Non-public networks outbound requests (webhooks) may reach: on-premise targets; an operator's choice, never a tenant's. */
+    readonly allowNetworks: readonly (readonly [string, number, 'ipv4' | 'ipv6'])[];
+  };
+  readonly integrations: {
+    /** Credentials older than this get a rotation reminder. */
+    readonly credentialMaxAgeDays: number;
+    /** How often the webhook worker looks for new events and due deliveries. */
+    readonly webhookIntervalMs: number;
   };
   readonly sso: {
     /** Allow http:// OIDC issuers (tests and local trials only; production refuses it). */
@@ -375,6 +386,15 @@ export function loadConfig(env: Env = process.env): Config {
   for (const entry of dnsServers) {
     if (!/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(entry)) throw new ConfigError('DNS_SERVERS', 'must be a comma-separated list of IP addresses, each optionally with :port');
   }
+  const allowNetworks = (raw(env, 'EGRESS_ALLOW_CIDRS') ?? '')
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '')
+    .map((entry) => {
+      const parsed = parseCidr(entry);
+      if (!parsed) throw new ConfigError('EGRESS_ALLOW_CIDRS', 'must be a comma-separated list of IP networks (CIDR) or addresses');
+      return Object.freeze([parsed.network, parsed.prefix, parsed.family] as const);
+    });
 
   if (isProduction) {
     // Production refuses every development default: the embedded database, a
@@ -482,6 +502,11 @@ export function loadConfig(env: Env = process.env): Config {
       cacheEntries: integer(env, 'KEY_CACHE_ENTRIES', 1000, 1, 1000000),
     }),
     sso: Object.freeze({ allowHttpIssuers, dnsServers: Object.freeze(dnsServers) }),
+    egress: Object.freeze({ allowNetworks: Object.freeze(allowNetworks) }),
+    integrations: Object.freeze({
+      credentialMaxAgeDays: integer(env, 'INTEGRATION_CREDENTIAL_MAX_AGE_DAYS', 90, 1, 3650),
+      webhookIntervalMs: integer(env, 'WEBHOOK_INTERVAL_MS', 2000, 100, 600_000),
+    }),
     backup: Object.freeze({
       dir: backupDir(env, dataDir),
       s3: s3Settings(env),

@@ -27,6 +27,7 @@ const SQL_SEEDED: Readonly<Record<string, string>> = {
   alert_cursors: 'written by the alert loop, not by a request',
   audit_chain_heads: 'written by the audit sealer, not by a request',
   audit_checkpoints: 'written by the audit sealer, not by a request',
+  webhook_deliveries: 'queued by the webhook worker, not by a request',
 };
 
 // A PostgreSQL error that means "the database refused": row-level security or privileges.
@@ -117,6 +118,8 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await post('invitations', { email: 'invitee@example.com', role: 'member' });
     await post('api-keys', { name: 'Seed key', role: 'member' });
     await post('domains', { domain: 'matrix-seed.example' });
+    await post('integrations', { name: 'Seed integration', provider: 'acme', credential: 'seed-credential' });
+    const webhook = (await post('webhooks', { url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] })).json<{ id: string }>();
     const member = await t.addMember(owner, tenantA, 'member');
     await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/members/${member.userId}/revoke-sessions`, as: owner });
     await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantA}/settings`, as: owner, body: { sessionIdleMinutes: 20 } });
@@ -126,13 +129,17 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await t.admin.query('insert into sso_break_glass (tenant_id, session_id) values ($1, $2)', [tenantA, session!.id]);
     await t.admin.query(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'matrix', 'low', 'matrix')`, [tenantA]);
     await t.admin.query('insert into alert_cursors (tenant_id, last_seq) values ($1, 1)', [tenantA]);
+    await t.admin.query(`insert into webhook_deliveries (tenant_id, webhook_id, event_id, action) values ($1, $2, gen_random_uuid(), 'account.created')`, [tenantA, webhook.id]);
     await sealAllLogs(t.db);
     await writeDueCheckpoints(t.db, loadAuditSigner(t.config, { warn() {} }), { everyEvents: 1, everySeconds: 60 });
 
     // B: a copy of everything A has, tables in foreign-key order (parents first).
     tables = await tenantTables(t);
     await t.admin.query(`insert into tenants (id, name) values ($1, 'Matrix B')`, [tenantB]);
-    const ordered = [...tables].sort((x, y) => (x === 'accounts' ? -1 : y === 'accounts' ? 1 : 0));
+    // Parents first: tables other tenant tables reference.
+    const parents = ['accounts', 'webhooks', 'access_reviews'];
+    const rank = (table: string) => (parents.includes(table) ? 0 : 1);
+    const ordered = [...tables].sort((x, y) => rank(x) - rank(y));
     for (const table of ordered) {
       await t.admin.query(
         `insert into ${table} select (jsonb_populate_record(null::${table}, to_jsonb(r) || jsonb_build_object('tenant_id', $2::text))).* from ${table} r where tenant_id = $1`,

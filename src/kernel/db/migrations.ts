@@ -984,6 +984,70 @@ end $$;
 revoke all on function cn_enter_tenant_key(uuid, bytea) from public;
 `,
   },
+  {
+    version: 26,
+    name: 'integrations-and-webhooks',
+    // Integrations with their third-party credential (field-encrypted, a last-4 hint beside
+    // it) and outbound webhooks (signing secret field-encrypted), with a per-delivery log.
+    // The app role manages integrations and webhooks and reads the log; the system role (the
+    // delivery worker) queues, claims and records attempts.
+    sql: `
+create table integrations (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 200),
+  provider text not null check (length(provider) between 1 and 100),
+  credential bytea not null,
+  credential_hint text not null check (length(credential_hint) <= 8),
+  credential_rotated_at timestamptz not null default date_trunc('milliseconds', now()),
+  created_by uuid not null references users (id),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id)
+);
+${isolate('integrations')}
+
+create table webhooks (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  url text not null check (length(url) between 10 and 2000),
+  event_types text[] not null check (cardinality(event_types) between 1 and 50),
+  secret bytea not null,
+  enabled boolean not null default true,
+  created_by uuid not null references users (id),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id)
+);
+${isolate('webhooks')}
+
+create table webhook_deliveries (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  webhook_id uuid not null,
+  event_id uuid not null,
+  action text not null,
+  status text not null default 'pending' check (status in ('pending', 'succeeded', 'failed')),
+  attempts integer not null default 0 check (attempts >= 0),
+  next_attempt_at timestamptz not null default now(),
+  last_status integer,
+  last_error text check (length(last_error) <= 500),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  delivered_at timestamptz,
+  primary key (tenant_id, id),
+  unique (tenant_id, webhook_id, event_id),
+  foreign key (tenant_id, webhook_id) references webhooks (tenant_id, id) on delete cascade
+);
+create index webhook_deliveries_due_idx on webhook_deliveries (next_attempt_at) where status = 'pending';
+create index webhook_deliveries_log_idx on webhook_deliveries (tenant_id, webhook_id, created_at desc, id desc);
+${isolate('webhook_deliveries')}
+
+create table webhook_cursors (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  last_seq bigint not null default 0,
+  primary key (tenant_id)
+);
+${isolate('webhook_cursors')}
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -1048,6 +1112,10 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   sso_logins: 'select, insert, update, delete',
   sso_break_glass: 'select, insert',
   security_alerts: 'select, insert, update',
+  integrations: 'select, insert, update, delete',
+  webhooks: 'select, insert, update, delete',
+  webhook_deliveries: 'select',
+  webhook_cursors: 'select, insert',
   alert_cursors: 'select, insert, update',
   platform_security_alerts: 'select',
   platform_alert_cursor: 'select',

@@ -250,6 +250,51 @@ export interface TenantSettingsTable {
   updated_at: Generated<Date>;
 }
 
+export interface IntegrationsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  name: string;
+  provider: string;
+  /** Field ciphertext (envelope.ts) of the third party's credential. */
+  credential: Buffer;
+  credential_hint: string;
+  credential_rotated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  created_by: string;
+  created_at: CreatedAt;
+}
+
+export interface WebhooksTable {
+  tenant_id: string;
+  id: Generated<string>;
+  url: string;
+  event_types: string[];
+  /** Field ciphertext of the signing secret. */
+  secret: Buffer;
+  enabled: Generated<boolean>;
+  created_by: string;
+  created_at: CreatedAt;
+}
+
+export interface WebhookDeliveriesTable {
+  tenant_id: string;
+  id: Generated<string>;
+  webhook_id: string;
+  event_id: string;
+  action: string;
+  status: ColumnType<'pending' | 'succeeded' | 'failed', 'pending' | 'succeeded' | 'failed' | undefined, 'pending' | 'succeeded' | 'failed'>;
+  attempts: Generated<number>;
+  next_attempt_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: CreatedAt;
+  delivered_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface WebhookCursorsTable {
+  tenant_id: string;
+  last_seq: ColumnType<number, number | undefined, number>;
+}
+
 export interface TenantSessionRevocationsTable {
   tenant_id: string;
   user_id: string;
@@ -355,6 +400,10 @@ export interface DB {
   user_tokens: UserTokensTable;
   tenant_session_revocations: TenantSessionRevocationsTable;
   tenant_settings: TenantSettingsTable;
+  integrations: IntegrationsTable;
+  webhooks: WebhooksTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_cursors: WebhookCursorsTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
   api_keys: ApiKeysTable;

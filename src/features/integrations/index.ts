@@ -1,0 +1,2 @@
+export { integrationRoutes } from './routes.ts';
+export { enqueueDeliveries, remindStaleCredentials, sendDueDeliveries, startWebhookWorker } from './delivery.ts';
