@@ -17,6 +17,7 @@ import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
 import { deletionRoutes, settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 import { integrationRoutes } from './features/integrations/index.ts';
+import { reviewRoutes } from './features/reviews/index.ts';
 import { createEgressGuard, type EgressGuard } from './kernel/net/egress.ts';
 
 /** Outbound requests to URLs tenants choose (webhooks): public addresses, plus what the operator allows. */
@@ -45,6 +46,7 @@ export function allRoutes(
     ...domainRoutes({ lookupTxt: createTxtLookup(config) }),
     ...monitoringRoutes(),
     ...reportRoutes(),
+    ...reviewRoutes(),
     ...integrationRoutes({ keyring, egress, credentialMaxAgeDays: config.integrations.credentialMaxAgeDays }),
   ];
 }

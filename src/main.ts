@@ -6,6 +6,7 @@ import { createAlertNotifier, startAlertLoop } from './features/monitoring/index
 import { forgetTenantKeys, startBackupSchedule, targetFromConfig } from './features/backup/index.ts';
 import { startDeletionPurge } from './features/tenancy/index.ts';
 import { startWebhookWorker } from './features/integrations/index.ts';
+import { startReviewJobs } from './features/reviews/index.ts';
 import { startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
@@ -65,6 +66,8 @@ async function main(): Promise<void> {
   // Webhooks: new audit events become signed deliveries; old integration credentials get reminders.
   const webhookEgress = createWebhookEgress(config);
   const stopWebhooks = startWebhookWorker(db, keyring, webhookEgress, { intervalMs: config.integrations.webhookIntervalMs, credentialMaxAgeDays: config.integrations.credentialMaxAgeDays }, logger);
+  // Access review campaigns past their deadline complete themselves; overdue reviews raise reminders.
+  const stopReviews = startReviewJobs(db, logger);
   const stopDeletions = startDeletionPurge(db, keyring, 15, logger, backupTarget === undefined ? undefined : (tenantId) => forgetTenantKeys(backupTarget, keyring.provider, tenantId));
   let stopping = false;
   const stop = async (signal: string) => {
@@ -79,6 +82,7 @@ async function main(): Promise<void> {
     backups?.stop();
     stopDeletions();
     stopWebhooks();
+    stopReviews();
     await webhookEgress.close();
     alertMailer.close();
     await app.close();

@@ -36,6 +36,8 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'PUT /api/v1/tenants/:tenantId/integrations/:integrationId/credential': () => ({ credential: 'intruder-credential' }),
   'POST /api/v1/tenants/:tenantId/webhooks': () => ({ url: 'https://93.184.216.34/intruder', eventTypes: ['*'] }),
   'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': () => ({ url: 'https://93.184.216.34/intruder' }),
+  'POST /api/v1/tenants/:tenantId/access-reviews': () => ({}),
+  'PATCH /api/v1/tenants/:tenantId/access-reviews/:reviewId/entries/:entryId': () => ({ decision: 'revoke' }),
 };
 
 /** Required query strings, so the answer is the guard's and not validation's. */
@@ -123,9 +125,17 @@ describe('tenant isolation through the API', () => {
     const webhook = { url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] };
     const webhookA = await post(ownerA, a.tenantId, 'webhooks', webhook);
     const webhookB = await post(ownerB, b.tenantId, 'webhooks', webhook);
+    const reviewOf = async (as: SessionHandle, tenantId: string) => {
+      const response = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/access-reviews`, as, body: {} });
+      if (response.statusCode !== 201) throw new Error(`access review: ${response.statusCode} ${response.body}`);
+      const review = response.json<{ id: string; entries: { id: string }[] }>();
+      return { review: review.id, entry: review.entries[0]!.id };
+    };
+    const reviewA = await reviewOf(ownerA, a.tenantId);
+    const reviewB = await reviewOf(ownerB, b.tenantId);
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA, 'integrations/:integrationId': integrationA, 'webhooks/:webhookId': webhookA } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB, 'integrations/:integrationId': integrationB, 'webhooks/:webhookId': webhookB } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA, 'integrations/:integrationId': integrationA, 'webhooks/:webhookId': webhookA, 'access-reviews/:reviewId': reviewA.review, 'entries/:entryId': reviewA.entry } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB, 'integrations/:integrationId': integrationB, 'webhooks/:webhookId': webhookB, 'access-reviews/:reviewId': reviewB.review, 'entries/:entryId': reviewB.entry } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,

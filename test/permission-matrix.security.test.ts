@@ -144,7 +144,18 @@ describe('permission matrix: every live route x every caller, expectations from 
     const one = async (text: string, params: unknown[]) => (await t.admin.query<{ id: string }>(text, params))[0]!.id;
     const userId = await one(`insert into users (email, name, password_hash) values ($1, 'Matrix target', '!no-password') returning id`, [`target-${n}-${randomUUID()}@example.com`]);
     await t.admin.query(`insert into memberships (tenant_id, user_id, role) values ($1, $2, 'member')`, [tenantId, userId]);
+    // A completed campaign (one open campaign per tenant is allowed, and nothing here may apply revocations).
+    const reviewId = await one(
+      `insert into access_reviews (tenant_id, name, status, unanswered_action, deadline, created_by) values ($1, $2, 'completed', 'flag', now(), $3) returning id`,
+      [tenantId, `Matrix review ${n}`, owner.userId],
+    );
+    const entryId = await one(
+      `insert into access_review_entries (tenant_id, review_id, position, subject_kind, subject_id, name, role) values ($1, $2, 0, 'user', $3, 'Matrix target', 'member') returning id`,
+      [tenantId, reviewId, userId],
+    );
     return {
+      'access-reviews/:reviewId': reviewId,
+      'entries/:entryId': entryId,
       'accounts/:id': await one(`insert into accounts (tenant_id, name) values ($1, $2) returning id`, [tenantId, `Matrix account ${n}`]),
       'contacts/:id': await one(`insert into contacts (tenant_id, account_id, name) values ($1, $2, $3) returning id`, [tenantId, accountId, `Matrix contact ${n}`]),
       'members/:userId': userId,
@@ -190,6 +201,8 @@ describe('permission matrix: every live route x every caller, expectations from 
       // A public address literal: passes the egress check without DNS, and nothing is sent in this test.
       'POST /api/v1/tenants/:tenantId/webhooks': { url: 'https://93.184.216.34/matrix', eventTypes: ['account.created'] },
       'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': { enabled: false },
+      'POST /api/v1/tenants/:tenantId/access-reviews': {},
+      'PATCH /api/v1/tenants/:tenantId/access-reviews/:reviewId/entries/:entryId': { decision: 'keep' },
       // Never the real name: a permitted caller gets 400, and tenant A is not scheduled for deletion.
       'POST /api/v1/tenants/:tenantId/deletion': { confirmName: `Not the tenant name ${n}` },
       'PATCH /api/v1/tenants/:tenantId/members/:userId': { role: 'viewer' },
@@ -355,6 +368,13 @@ describe('permission matrix: every live route x every caller, expectations from 
     'GET /api/v1/tenants/:tenantId/invitations': { table: 'invitations', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/integrations': { table: 'integrations', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/webhooks': { table: 'webhooks', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/access-reviews': { table: 'access_reviews', id: 'id', itemId: 'id' },
+    // Everyone who can reach the tenant: members and live API keys.
+    'GET /api/v1/tenants/:tenantId/access-review': {
+      table: `(select user_id as id, tenant_id from memberships union all select id, tenant_id from api_keys where revoked_at is null and (expires_at is null or expires_at > now())) s`,
+      id: 'id',
+      itemId: 'id',
+    },
   };
 
   it('every list returns to each caller exactly the items the caller may read one by one: all of its tenant, none of another', async () => {
@@ -370,7 +390,9 @@ describe('permission matrix: every live route x every caller, expectations from 
         let cursor: string | null = null;
         do {
           const query = `limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
-          const response = await send(route, principal, { tenantId: tenantA, ids: {}, accountId: seedAccountA, query: route.schema.querystring ? query : '' });
+          // Paging parameters only where the route pages.
+          const pages = (route.schema.querystring as { properties?: Record<string, unknown> } | undefined)?.properties?.limit !== undefined;
+          const response = await send(route, principal, { tenantId: tenantA, ids: {}, accountId: seedAccountA, query: pages ? query : '' });
           if (response.statusCode !== 200) {
             problems.push(`${principal.label} -> ${key(route)}: ${response.statusCode}`);
             break;

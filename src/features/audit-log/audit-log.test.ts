@@ -173,7 +173,7 @@ describe('audit log', () => {
   });
 
   it('a CSV field is quoted, and a formula is shown as text', async () => {
-    const { csvField } = await import('./routes.ts');
+    const { csvField } = await import('../../kernel/http/csv.ts');
     expect(csvField('=HYPERLINK("x")')).toBe(`"'=HYPERLINK(""x"")"`);
     expect(csvField('plain, with comma')).toBe('"plain, with comma"');
     expect(csvField(null)).toBe('""');

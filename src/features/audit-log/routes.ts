@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import { Readable } from 'node:stream';
 import Type from 'typebox';
+import { csvField } from '../../kernel/http/csv.ts';
 import type { AuditEventsTable } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -81,12 +82,6 @@ const ExportQuery = Type.Object(
 const EXPORT_CHUNK = 1000;
 const CSV_COLUMNS = ['id', 'seq', 'at', 'actorType', 'actorId', 'actorEmail', 'action', 'targetType', 'targetId', 'outcome', 'ip', 'userAgent', 'requestId', 'metadata', 'hash'] as const;
 
-/** One CSV field: quoted, quotes doubled; a leading = + - @ (or tab, CR) is defused so a spreadsheet shows it as text. */
-export function csvField(value: unknown): string {
-  let text = value === null || value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value);
-  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
-  return `"${text.replaceAll('"', '""')}"`;
-}
 
 function csvLine(row: AuditRow): string {
   const values = [row.id, Number(row.seq), row.at.toISOString(), row.actor_type, row.actor_id, row.actor_email, row.action, row.target_type, row.target_id, row.outcome, row.ip, row.user_agent, row.request_id, row.metadata, hashHex(row)];

@@ -13,6 +13,8 @@ const DEFAULTS = {
   aiEnabled: false,
   ipAllowlist: [],
   allowedEmailDomains: [],
+  accessReviewUnanswered: 'flag',
+  accessReviewIntervalDays: 90,
 };
 
 describe('tenant security settings', () => {

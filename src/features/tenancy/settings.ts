@@ -26,6 +26,8 @@ const Settings = Type.Object({
   aiEnabled: Type.Boolean(),
   ipAllowlist: Type.Array(Type.String()),
   allowedEmailDomains: Type.Array(Type.String()),
+  accessReviewUnanswered: Type.Union([Type.Literal('flag'), Type.Literal('revoke')]),
+  accessReviewIntervalDays: Type.Integer(),
 });
 const SettingsPatch = Type.Object(
   {
@@ -37,6 +39,10 @@ const SettingsPatch = Type.Object(
     aiEnabled: Type.Optional(Type.Boolean()),
     ipAllowlist: Type.Optional(Type.Array(Cidr, { maxItems: 100, uniqueItems: true })),
     allowedEmailDomains: Type.Optional(Type.Array(Domain, { maxItems: 100, uniqueItems: true })),
+    /** What an access review does with entries nobody answered by its deadline. */
+    accessReviewUnanswered: Type.Optional(Type.Union([Type.Literal('flag'), Type.Literal('revoke')])),
+    /** How often an access review is due (a reminder alert after that). */
+    accessReviewIntervalDays: Type.Optional(Type.Integer({ minimum: 7, maximum: 730 })),
     /** Saving an allow-list that excludes the caller's own address needs this (or they lock themselves out). */
     confirmIpAllowlist: Type.Optional(Type.Boolean()),
   },
@@ -49,7 +55,7 @@ export const DEFAULT_AUDIT_RETENTION_DAYS = 365;
 export async function readSettings(tx: Tx, tenantId: string) {
   const row = await tx
     .selectFrom('tenant_settings')
-    .select(['require_mfa', 'require_sso', 'session_idle_minutes', 'audit_retention_days', 'guest_sharing', 'ai_enabled', 'allowed_email_domains'])
+    .select(['require_mfa', 'require_sso', 'session_idle_minutes', 'audit_retention_days', 'guest_sharing', 'ai_enabled', 'allowed_email_domains', 'access_review_unanswered', 'access_review_interval_days'])
     .select(sql<string[]>`ip_allowlist::text[]`.as('ip_allowlist'))
     .where('tenant_id', '=', tenantId)
     .executeTakeFirst();
@@ -62,6 +68,8 @@ export async function readSettings(tx: Tx, tenantId: string) {
     aiEnabled: row?.ai_enabled ?? false,
     ipAllowlist: row?.ip_allowlist ?? [],
     allowedEmailDomains: row?.allowed_email_domains ?? [],
+    accessReviewUnanswered: row?.access_review_unanswered ?? 'flag',
+    accessReviewIntervalDays: row?.access_review_interval_days ?? 90,
   };
 }
 
@@ -138,6 +146,8 @@ export function settingsRoutes(): RouteDefinition[] {
           ai_enabled: after.aiEnabled,
           ip_allowlist: after.ipAllowlist,
           allowed_email_domains: after.allowedEmailDomains,
+          access_review_unanswered: after.accessReviewUnanswered,
+          access_review_interval_days: after.accessReviewIntervalDays,
         };
         await tx
           .insertInto('tenant_settings')

@@ -120,6 +120,7 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await post('domains', { domain: 'matrix-seed.example' });
     await post('integrations', { name: 'Seed integration', provider: 'acme', credential: 'seed-credential' });
     const webhook = (await post('webhooks', { url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] })).json<{ id: string }>();
+    await post('access-reviews', {});
     const member = await t.addMember(owner, tenantA, 'member');
     await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/members/${member.userId}/revoke-sessions`, as: owner });
     await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantA}/settings`, as: owner, body: { sessionIdleMinutes: 20 } });

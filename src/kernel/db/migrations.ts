@@ -1048,6 +1048,59 @@ create table webhook_cursors (
 ${isolate('webhook_cursors')}
 `,
   },
+  {
+    version: 27,
+    name: 'access-reviews',
+    // Review campaigns and their entries (a snapshot of who could reach the tenant, with each
+    // decision and its outcome), kept as evidence; one open campaign per tenant. The tenant's
+    // policy for unanswered entries and how often a review is due.
+    sql: `
+create table access_reviews (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 200),
+  status text not null default 'open' check (status in ('open', 'completed')),
+  unanswered_action text not null check (unanswered_action in ('revoke', 'flag')),
+  deadline timestamptz not null,
+  created_by uuid not null references users (id),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  completed_at timestamptz,
+  completed_by uuid references users (id),
+  summary jsonb not null default '{}',
+  primary key (tenant_id, id)
+);
+create unique index access_reviews_one_open on access_reviews (tenant_id) where status = 'open';
+${isolate('access_reviews')}
+
+create table access_review_entries (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  review_id uuid not null,
+  position integer not null check (position >= 0),
+  subject_kind text not null check (subject_kind in ('user', 'apikey')),
+  subject_id uuid not null,
+  name text not null,
+  email text,
+  role text not null,
+  mfa_enabled boolean,
+  sso boolean,
+  last_active_at timestamptz,
+  decision text check (decision in ('keep', 'revoke')),
+  decided_by uuid references users (id),
+  decided_at timestamptz,
+  note text check (length(note) <= 1000),
+  outcome text check (outcome in ('kept', 'revoked', 'flagged', 'skipped')),
+  primary key (tenant_id, id),
+  unique (tenant_id, review_id, position),
+  foreign key (tenant_id, review_id) references access_reviews (tenant_id, id) on delete cascade
+);
+${isolate('access_review_entries')}
+
+alter table tenant_settings
+  add column access_review_unanswered text not null default 'flag' check (access_review_unanswered in ('flag', 'revoke')),
+  add column access_review_interval_days integer not null default 90 check (access_review_interval_days between 7 and 730);
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -1116,6 +1169,8 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   webhooks: 'select, insert, update, delete',
   webhook_deliveries: 'select',
   webhook_cursors: 'select, insert',
+  access_reviews: 'select, insert, update',
+  access_review_entries: 'select, insert, update',
   alert_cursors: 'select, insert, update',
   platform_security_alerts: 'select',
   platform_alert_cursor: 'select',

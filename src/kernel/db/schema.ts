@@ -247,6 +247,8 @@ export interface TenantSettingsTable {
   /** cidr[]: read as text (ip_allowlist::text[]), written as a text array literal cast by the column. */
   ip_allowlist: ColumnType<string[], string[] | undefined, string[]>;
   allowed_email_domains: ColumnType<string[], string[] | undefined, string[]>;
+  access_review_unanswered: ColumnType<'flag' | 'revoke', 'flag' | 'revoke' | undefined, 'flag' | 'revoke'>;
+  access_review_interval_days: Generated<number>;
   updated_at: Generated<Date>;
 }
 
@@ -288,6 +290,40 @@ export interface WebhookDeliveriesTable {
   last_error: string | null;
   created_at: CreatedAt;
   delivered_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface AccessReviewsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  name: string;
+  status: ColumnType<'open' | 'completed', 'open' | 'completed' | undefined, 'open' | 'completed'>;
+  unanswered_action: 'revoke' | 'flag';
+  deadline: ColumnType<Date, Date | string, Date | string>;
+  created_by: string;
+  created_at: CreatedAt;
+  completed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  completed_by: string | null;
+  summary: ColumnType<unknown, string | undefined, string>;
+}
+
+export interface AccessReviewEntriesTable {
+  tenant_id: string;
+  id: Generated<string>;
+  review_id: string;
+  position: number;
+  subject_kind: 'user' | 'apikey';
+  subject_id: string;
+  name: string;
+  email: string | null;
+  role: string;
+  mfa_enabled: boolean | null;
+  sso: boolean | null;
+  last_active_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  decision: 'keep' | 'revoke' | null;
+  decided_by: string | null;
+  decided_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  note: string | null;
+  outcome: 'kept' | 'revoked' | 'flagged' | 'skipped' | null;
 }
 
 export interface WebhookCursorsTable {
@@ -404,6 +440,8 @@ export interface DB {
   webhooks: WebhooksTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_cursors: WebhookCursorsTable;
+  access_reviews: AccessReviewsTable;
+  access_review_entries: AccessReviewEntriesTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
   api_keys: ApiKeysTable;

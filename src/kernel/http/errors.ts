@@ -40,6 +40,8 @@ export const ERROR_CODES = {
   'invitation.not_pending': { status: 409, title: 'The invitation was already accepted or revoked' },
   'settings.ip_allowlist_excludes_you': { status: 409, title: 'The IP allow-list would lock you out' },
   'integration.url_not_allowed': { status: 422, title: 'The URL is not an allowed destination' },
+  'access_review.already_open': { status: 409, title: 'An access review is already open' },
+  'access_review.not_open': { status: 409, title: 'The access review is already completed' },
   'tenant.deletion_scheduled': { status: 409, title: "The tenant's deletion is already scheduled" },
   'tenant.deletion_not_scheduled': { status: 409, title: "The tenant's deletion is not scheduled" },
   'member.last_owner': { status: 409, title: 'A tenant must keep at least one owner' },

@@ -1,0 +1,1 @@
+export { completeOverdueReviews, remindOverdueReviews, reviewRoutes, startReviewJobs } from './reviews.ts';
