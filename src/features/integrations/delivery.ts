@@ -31,8 +31,11 @@ export function matchesEventType(patterns: readonly string[], action: string): b
 
 /** Turns new sealed events into deliveries for matching webhooks; returns how many were queued. */
 export async function enqueueDeliveries(db: Database): Promise<number> {
-  await sealAllLogs(db);
   const system = db.systemDb({ reason: "webhooks: read each tenant's new audit events and queue deliveries" });
+  // Nothing to do (and nothing to seal for) while no tenant has an enabled webhook.
+  const anyWebhook = await system.transaction((tx) => tx.selectFrom('webhooks').select('id').where('enabled', '=', true).limit(1).executeTakeFirst());
+  if (!anyWebhook) return 0;
+  await sealAllLogs(db);
   const cursors = await system.transaction((tx) =>
     tx
       .selectFrom('webhook_cursors as c')
