@@ -168,7 +168,7 @@ describe('permission matrix: every live route x every caller, expectations from 
         [tenantId, `Matrix integration ${n}`, owner.userId],
       ),
       'webhooks/:webhookId': await one(
-        `insert into webhooks (tenant_id, url, event_types, secret, created_by) values ($1, 'https://93.184.216.34/matrix', '{account.created}', '\\x00', $2) returning id`,
+        `insert into webhooks (tenant_id, url, url_ct, event_types, secret, created_by) values ($1, 'https://93.184.216.34/…trix', '\\x00', '{account.created}', '\\x00', $2) returning id`,
         [tenantId, owner.userId],
       ),
       'audit-events/:id': await one(`insert into audit_events (tenant_id, actor_type, action, outcome) values ($1, 'system', 'matrix.seeded', 'success') returning id`, [tenantId]),

@@ -13,7 +13,7 @@ import type { Keyring } from '../../kernel/crypto/envelope.ts';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import type { Database } from '../../kernel/db/database.ts';
 import { egressRefusal, type EgressGuard } from '../../kernel/net/egress.ts';
-import { secretPlace } from './routes.ts';
+import { secretPlace, urlPlace } from './routes.ts';
 
 /** Seconds to wait before attempt n+1 (after n failures); then the delivery is failed for good. */
 export const BACKOFF_SECONDS = [30, 120, 600, 3600, 6 * 3600] as const;
@@ -118,10 +118,11 @@ export async function sendDueDeliveries(db: Database, keyring: Keyring, egress: 
   for (const delivery of due) {
     // In the tenant's own transaction: its key decrypts the secret only there (envelope.ts), under RLS.
     const prepared = await db.withTenant(delivery.tenant_id, async (tx) => {
-      const hook = await tx.selectFrom('webhooks').select(['url', 'secret', 'enabled']).where('tenant_id', '=', delivery.tenant_id).where('id', '=', delivery.webhook_id).executeTakeFirst();
+      const hook = await tx.selectFrom('webhooks').select(['url_ct', 'secret', 'enabled']).where('tenant_id', '=', delivery.tenant_id).where('id', '=', delivery.webhook_id).executeTakeFirst();
       const event = await tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', delivery.tenant_id).where('id', '=', delivery.event_id).executeTakeFirst();
       if (!hook || !event) return null;
       const secret = (await keyring.decrypt(tx, secretPlace(delivery.tenant_id, delivery.webhook_id), hook.secret)).toString('utf8');
+      const url = (await keyring.decrypt(tx, urlPlace(delivery.tenant_id, delivery.webhook_id), hook.url_ct)).toString('utf8');
       const body = JSON.stringify({
         id: delivery.id,
         type: event.action,
@@ -137,7 +138,7 @@ export async function sendDueDeliveries(db: Database, keyring: Keyring, egress: 
           metadata: event.metadata,
         },
       });
-      return { url: hook.url, secret, body, enabled: hook.enabled };
+      return { url, secret, body, enabled: hook.enabled };
     });
     const attempt: Attempt = prepared === null ? { ok: false, status: null, error: 'webhook or event gone' } : prepared.enabled ? await send(egress, prepared.url, prepared.secret, delivery.id, delivery.action, prepared.body) : { ok: false, status: null, error: 'webhook disabled' };
     const attempts = delivery.attempts + 1;

@@ -144,8 +144,14 @@ describe('integrations and webhooks', () => {
   it('delivers only the chosen events of this tenant, signed with HMAC-SHA-256 over timestamp and body, and logs each delivery', async () => {
     const created = await t.request({ method: 'POST', url: `${base()}/webhooks`, as: owner, body: { url: `http://hooks.customer.example:${hooks.port}/ok`, eventTypes: ['account.created', 'member.*'] } });
     expect(created.statusCode).toBe(201);
-    const { id, secret } = created.json<{ id: string; secret: string }>();
+    const { id, secret, url } = created.json<{ id: string; secret: string; url: string }>();
     expect(secret).toMatch(/^whsec_/);
+    // The URL is shown as its origin and last characters only, also in the audit log; stored whole only encrypted.
+    expect(url).toBe(`http://hooks.customer.example:${hooks.port}/…/ok`);
+    const [createdEvent] = await t.admin.query<{ metadata: { url: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'webhook.created' and target_id = $2`, [tenantId, id]);
+    expect(createdEvent!.metadata.url).toBe(url);
+    const [row] = await t.admin.query<{ url_ct: Buffer }>(`select url_ct from webhooks where id = $1`, [id]);
+    expect(Buffer.from(row!.url_ct).includes(Buffer.from('hooks.customer.example'))).toBe(false);
     expect((await t.request({ method: 'GET', url: `${base()}/webhooks`, as: owner })).body).not.toContain(secret);
     const [stored] = await t.admin.query<{ secret: Buffer }>(`select secret from webhooks where id = $1`, [id]);
     expect(Buffer.from(stored!.secret).includes(Buffer.from(secret))).toBe(false);

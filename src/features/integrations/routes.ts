@@ -38,7 +38,7 @@ const IntegrationParams = Type.Object({ tenantId: Uuid, integrationId: Uuid }, {
 
 const Webhook = Type.Object({
   id: Uuid,
-  url: Type.String(),
+  url: Type.String({ description: 'The origin and the last characters of the URL: the whole URL is kept encrypted and never shown again (some receivers put a secret in it)' }),
   eventTypes: Type.Array(Type.String()),
   enabled: Type.Boolean(),
   createdBy: Uuid,
@@ -67,6 +67,14 @@ const Delivery = Type.Object({
 const hint = (credential: string) => credential.slice(-4);
 export const credentialPlace = (tenantId: string, rowId: string) => ({ tenantId, table: 'integrations', column: 'credential', rowId });
 export const secretPlace = (tenantId: string, rowId: string) => ({ tenantId, table: 'webhooks', column: 'secret', rowId });
+export const urlPlace = (tenantId: string, rowId: string) => ({ tenantId, table: 'webhooks', column: 'url', rowId });
+
+/** What admins and the audit log see of a webhook URL: its origin and the last four characters of the rest. */
+export function redactUrl(url: string): string {
+  const parsed = new URL(url);
+  const rest = `${parsed.pathname}${parsed.search}`;
+  return `${parsed.origin}/${rest.length > 1 ? `…${rest.slice(-4)}` : ''}`;
+}
 
 export interface IntegrationOptions {
   readonly keyring: Keyring;
@@ -221,11 +229,19 @@ export function integrationRoutes(options: IntegrationOptions): RouteDefinition[
         const secret = generateToken('whsec_');
         const row = await tx
           .insertInto('webhooks')
-          .values({ tenant_id: tenantId, id, url: body.url, event_types: body.eventTypes, secret: await keyring.encrypt(tx, secretPlace(tenantId, id), secret), created_by: principal.userId })
+          .values({
+            tenant_id: tenantId,
+            id,
+            url: redactUrl(body.url),
+            url_ct: await keyring.encrypt(tx, urlPlace(tenantId, id), body.url),
+            event_types: body.eventTypes,
+            secret: await keyring.encrypt(tx, secretPlace(tenantId, id), secret),
+            created_by: principal.userId,
+          })
           .returning(['id', 'url', 'event_types', 'enabled', 'created_by', 'created_at'])
           .executeTakeFirstOrThrow();
         await startCursor(tx, tenantId);
-        await audit({ action: 'webhook.created', target: { type: 'webhook', id }, metadata: { url: body.url, eventTypes: body.eventTypes } });
+        await audit({ action: 'webhook.created', target: { type: 'webhook', id }, metadata: { url: row.url, eventTypes: body.eventTypes } });
         return { ...toWebhook(row), secret };
       },
     }),
@@ -240,7 +256,11 @@ export function integrationRoutes(options: IntegrationOptions): RouteDefinition[
         if (body.url !== undefined) await assertDestination(egress, body.url);
         const row = await tx
           .updateTable('webhooks')
-          .set({ ...(body.url !== undefined ? { url: body.url } : {}), ...(body.eventTypes ? { event_types: body.eventTypes } : {}), ...(body.enabled !== undefined ? { enabled: body.enabled } : {}) })
+          .set({
+            ...(body.url !== undefined ? { url: redactUrl(body.url), url_ct: await keyring.encrypt(tx, urlPlace(tenantId, before.id), body.url) } : {}),
+            ...(body.eventTypes ? { event_types: body.eventTypes } : {}),
+            ...(body.enabled !== undefined ? { enabled: body.enabled } : {}),
+          })
           .where('tenant_id', '=', tenantId)
           .where('id', '=', before.id)
           .returning(['id', 'url', 'event_types', 'enabled', 'created_by', 'created_at'])

@@ -1009,7 +1009,10 @@ ${isolate('integrations')}
 create table webhooks (
   tenant_id uuid not null references tenants (id) on delete cascade,
   id uuid not null default gen_random_uuid(),
-  url text not null check (length(url) between 10 and 2000),
+  -- url: shown to admins (origin and the last characters only: some receivers' URLs are
+  -- themselves secrets); url_ct: the whole URL, field-encrypted, read only to deliver.
+  url text not null check (length(url) between 8 and 300),
+  url_ct bytea not null,
   event_types text[] not null check (cardinality(event_types) between 1 and 50),
   secret bytea not null,
   enabled boolean not null default true,

@@ -268,7 +268,9 @@ export interface IntegrationsTable {
 export interface WebhooksTable {
   tenant_id: string;
   id: Generated<string>;
+  /** The URL as admins see it (origin and last characters); url_ct holds it whole, encrypted. */
   url: string;
+  url_ct: Buffer;
   event_types: string[];
   /** Field ciphertext of the signing secret. */
   secret: Buffer;
