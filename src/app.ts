@@ -15,7 +15,7 @@ import { monitoringRoutes, reportRoutes } from './features/monitoring/index.ts';
 import { platformRoutes } from './features/platform/index.ts';
 import { recordsRoutes } from './features/records/index.ts';
 import { createRelyingParty, createTxtLookup, domainRoutes, ssoRoutes } from './features/sso/index.ts';
-import { deletionRoutes, settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
+import { deletionRoutes, scimRoutes, settingsRoutes, tenancyRoutes } from './features/tenancy/index.ts';
 import { integrationRoutes } from './features/integrations/index.ts';
 import { reviewRoutes } from './features/reviews/index.ts';
 import { createEgressGuard, type EgressGuard } from './kernel/net/egress.ts';
@@ -47,6 +47,7 @@ export function allRoutes(
     ...monitoringRoutes(),
     ...reportRoutes(),
     ...reviewRoutes(),
+    ...scimRoutes({ mailer, appUrl: config.appUrl }),
     ...integrationRoutes({ keyring, egress, credentialMaxAgeDays: config.integrations.credentialMaxAgeDays }),
   ];
 }

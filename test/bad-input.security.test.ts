@@ -55,6 +55,7 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => Record<string, unknow
   'POST /api/v1/tenants/:tenantId/webhooks': () => ({ url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] }),
   'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': () => ({ enabled: false }),
   'POST /api/v1/tenants/:tenantId/access-reviews': () => ({ name: 'Review' }),
+  'POST /api/v1/tenants/:tenantId/scim-tokens': () => ({ name: 'IdP' }),
   'PATCH /api/v1/tenants/:tenantId/access-reviews/:reviewId/entries/:entryId': () => ({ decision: 'keep' }),
 };
 
@@ -148,7 +149,8 @@ describe('bad input is refused cleanly', () => {
 
   beforeAll(async () => {
     t = await startTestApp();
-    routes = allRoutes(t.config).filter((r) => r.schema.body !== undefined || r.schema.querystring !== undefined || r.url.includes('/:'));
+    // SCIM answers in its own format with its own token: scim.security.test.ts covers its bad input.
+    routes = allRoutes(t.config).filter((r) => !r.url.startsWith('/scim/') && (r.schema.body !== undefined || r.schema.querystring !== undefined || r.url.includes('/:')));
     const signedUp = await t.signup();
     owner = signedUp.session;
     const post = async (path: string, body: unknown) => {
@@ -167,8 +169,9 @@ describe('bad input is refused cleanly', () => {
     const review = await t.request({ method: 'POST', url: `/api/v1/tenants/${signedUp.tenantId}/access-reviews`, as: owner, body: {} });
     if (review.statusCode !== 201) throw new Error(`seeding access-reviews failed: ${review.statusCode} ${review.body}`);
     const { id: reviewId, entries } = review.json<{ id: string; entries: { id: string }[] }>();
+    const scimTokenId = await post('scim-tokens', { name: 'Seed' });
     const [alert] = await t.admin.query<{ id: string }>(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'seed', 'low', 'seed') returning id`, [signedUp.tenantId]);
-    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId, 'integrations/:integrationId': integrationId, 'webhooks/:webhookId': webhookId, 'access-reviews/:reviewId': reviewId, 'entries/:entryId': entries[0]!.id } };
+    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId, 'integrations/:integrationId': integrationId, 'webhooks/:webhookId': webhookId, 'access-reviews/:reviewId': reviewId, 'entries/:entryId': entries[0]!.id, 'scim-tokens/:tokenId': scimTokenId } };
     before = await snapshot();
   });
   afterAll(async () => t?.close());

@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { checkRoleAssignment, OWNER_ROLE, type Role } from '../access/index.ts';
+import { revokeKeysCreatedBy } from '../identity/index.ts';
 
 const DENIAL_DETAIL = {
   own_role: 'You cannot change your own role',
@@ -88,6 +89,13 @@ export async function findManageableMember(
     isSelf: options.selfCounts && options.targetUserId === options.actor.userId,
   });
   return target;
+}
+
+/** Everything that stops a member's access here, in the caller's transaction: sessions for this tenant and the API keys they created. */
+export async function cutAccess(tx: Tx, tenantId: string, userId: string): Promise<{ revokedKeys: number }> {
+  await signOutOfTenant(tx, tenantId, userId);
+  // Guest shares are revoked here too once rooms exist (they are not built yet).
+  return { revokedKeys: await revokeKeysCreatedBy(tx, tenantId, userId) };
 }
 
 /** Sessions the user holds now stop counting in this tenant (they sign in again to return). */

@@ -8,10 +8,11 @@ import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
-import { assertAccountSession, revokeKeysCreatedBy } from '../identity/index.ts';
+import { assertAccountSession } from '../identity/index.ts';
 import {
   assertMayAssign,
   assertNotLastOwner,
+  cutAccess,
   findManageableMember,
   findMembership,
   memberRow,
@@ -21,6 +22,7 @@ import {
   suspendMembership,
 } from './members.ts';
 import type { Mailer } from '../../kernel/mail/mailer.ts';
+import { linkProvisionedUser } from './scim.ts';
 import { isPromotion, OWNER_ROLE } from '../access/index.ts';
 import {
   AcceptBody,
@@ -77,12 +79,6 @@ async function assertEmailDomainAllowed(tx: Tx, tenantId: string, email: string)
   }
 }
 
-/** Everything that stops a member's access here, in the caller's transaction: sessions for this tenant and the API keys they created. */
-async function cutAccess(tx: Tx, tenantId: string, userId: string): Promise<{ revokedKeys: number }> {
-  await signOutOfTenant(tx, tenantId, userId);
-  // Guest shares are revoked here too once rooms exist (they are not built yet).
-  return { revokedKeys: await revokeKeysCreatedBy(tx, tenantId, userId) };
-}
 
 /**
  * Invitation tokens name their tenant so acceptance can open that tenant's context
@@ -269,6 +265,8 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
           if (invitation.expires_at.getTime() <= Date.now()) throw new AppError('invitation.expired');
           if (await findMembership(tx, parsed.tenantId, principal.userId)) throw new AppError('member.already_member');
           await tx.insertInto('memberships').values({ tenant_id: parsed.tenantId, user_id: principal.userId, role: invitation.role }).execute();
+          // An invitation SCIM made for a pending user: the SCIM resource now names this account.
+          await linkProvisionedUser(tx, parsed.tenantId, invitation.id, principal.userId);
           await tx
             .updateTable('invitations')
             .set({ accepted_at: sql`now()`, accepted_by: principal.userId })

@@ -15,6 +15,7 @@ const DEFAULTS = {
   allowedEmailDomains: [],
   accessReviewUnanswered: 'flag',
   accessReviewIntervalDays: 90,
+  scimDefaultRole: 'member',
 };
 
 describe('tenant security settings', () => {

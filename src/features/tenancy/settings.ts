@@ -12,7 +12,7 @@ import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams } from '../../kernel/http/schemas.ts';
-import { BREAK_GLASS_ROLES } from '../access/index.ts';
+import { BREAK_GLASS_ROLES, type Role } from '../access/index.ts';
 import { ipAllowed, networkAddress, parseCidr } from '../../kernel/http/ip-allowlist.ts';
 
 const Cidr = Type.String({ minLength: 2, maxLength: 60, description: 'An IPv4 or IPv6 network in CIDR notation, or one address' });
@@ -28,6 +28,7 @@ const Settings = Type.Object({
   allowedEmailDomains: Type.Array(Type.String()),
   accessReviewUnanswered: Type.Union([Type.Literal('flag'), Type.Literal('revoke')]),
   accessReviewIntervalDays: Type.Integer(),
+  scimDefaultRole: Type.String(),
 });
 const SettingsPatch = Type.Object(
   {
@@ -43,6 +44,8 @@ const SettingsPatch = Type.Object(
     accessReviewUnanswered: Type.Optional(Type.Union([Type.Literal('flag'), Type.Literal('revoke')])),
     /** How often an access review is due (a reminder alert after that). */
     accessReviewIntervalDays: Type.Optional(Type.Integer({ minimum: 7, maximum: 730 })),
+    /** The role SCIM-provisioned members get (never owner: an identity provider cannot make owners). */
+    scimDefaultRole: Type.Optional(Type.Union([Type.Literal('admin'), Type.Literal('member'), Type.Literal('viewer'), Type.Literal('guest')])),
     /** Saving an allow-list that excludes the caller's own address needs this (or they lock themselves out). */
     confirmIpAllowlist: Type.Optional(Type.Boolean()),
   },
@@ -55,7 +58,7 @@ export const DEFAULT_AUDIT_RETENTION_DAYS = 365;
 export async function readSettings(tx: Tx, tenantId: string) {
   const row = await tx
     .selectFrom('tenant_settings')
-    .select(['require_mfa', 'require_sso', 'session_idle_minutes', 'audit_retention_days', 'guest_sharing', 'ai_enabled', 'allowed_email_domains', 'access_review_unanswered', 'access_review_interval_days'])
+    .select(['require_mfa', 'require_sso', 'session_idle_minutes', 'audit_retention_days', 'guest_sharing', 'ai_enabled', 'allowed_email_domains', 'access_review_unanswered', 'access_review_interval_days', 'scim_default_role'])
     .select(sql<string[]>`ip_allowlist::text[]`.as('ip_allowlist'))
     .where('tenant_id', '=', tenantId)
     .executeTakeFirst();
@@ -70,6 +73,7 @@ export async function readSettings(tx: Tx, tenantId: string) {
     allowedEmailDomains: row?.allowed_email_domains ?? [],
     accessReviewUnanswered: row?.access_review_unanswered ?? 'flag',
     accessReviewIntervalDays: row?.access_review_interval_days ?? 90,
+    scimDefaultRole: row?.scim_default_role ?? 'member',
   };
 }
 
@@ -148,6 +152,7 @@ export function settingsRoutes(): RouteDefinition[] {
           allowed_email_domains: after.allowedEmailDomains,
           access_review_unanswered: after.accessReviewUnanswered,
           access_review_interval_days: after.accessReviewIntervalDays,
+          scim_default_role: after.scimDefaultRole as Role,
         };
         await tx
           .insertInto('tenant_settings')

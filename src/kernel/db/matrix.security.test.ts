@@ -28,6 +28,7 @@ const SQL_SEEDED: Readonly<Record<string, string>> = {
   audit_chain_heads: 'written by the audit sealer, not by a request',
   audit_checkpoints: 'written by the audit sealer, not by a request',
   webhook_deliveries: 'queued by the webhook worker, not by a request',
+  scim_users: 'written through /scim/v2 with a SCIM token; one row is enough',
 };
 
 // A PostgreSQL error that means "the database refused": row-level security or privileges.
@@ -121,6 +122,8 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await post('integrations', { name: 'Seed integration', provider: 'acme', credential: 'seed-credential' });
     const webhook = (await post('webhooks', { url: 'https://93.184.216.34/hook', eventTypes: ['account.created'] })).json<{ id: string }>();
     await post('access-reviews', {});
+    await post('scim-tokens', { name: 'Seed IdP' });
+    await t.admin.query(`insert into scim_users (tenant_id, user_name, external_id) values ($1, 'pending@matrix.example', 'ext-1')`, [tenantA]);
     const member = await t.addMember(owner, tenantA, 'member');
     await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/members/${member.userId}/revoke-sessions`, as: owner });
     await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantA}/settings`, as: owner, body: { sessionIdleMinutes: 20 } });

@@ -1104,6 +1104,49 @@ alter table tenant_settings
   add column access_review_interval_days integer not null default 90 check (access_review_interval_days between 7 and 730);
 `,
   },
+  {
+    version: 28,
+    name: 'scim',
+    // SCIM provisioning: tokens that belong to the tenant (not to their creator) and the SCIM
+    // User resources. A resource is linked to a user (user_id) when its address's domain is one
+    // the tenant verified, or once the invited person accepts; until then it is pending, with
+    // an invitation. The SCIM id of a linked resource is the user's id.
+    sql: `
+create table scim_tokens (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 200),
+  token_hash bytea not null,
+  created_by uuid not null references users (id),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  last_used_at timestamptz,
+  primary key (tenant_id, id),
+  unique (tenant_id, token_hash)
+);
+${isolate('scim_tokens')}
+
+create table scim_users (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  user_name text not null check (length(user_name) between 3 and 254),
+  external_id text check (length(external_id) <= 200),
+  given_name text check (length(given_name) <= 200),
+  family_name text check (length(family_name) <= 200),
+  display_name text check (length(display_name) <= 200),
+  active boolean not null default true,
+  user_id uuid references users (id) on delete cascade,
+  invitation_id uuid,
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  updated_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id),
+  unique (tenant_id, user_name),
+  unique (tenant_id, user_id)
+);
+${isolate('scim_users')}
+
+alter table tenant_settings add column scim_default_role text not null default 'member' check (scim_default_role in ('admin', 'member', 'viewer', 'guest'));
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -1174,6 +1217,8 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   webhook_cursors: 'select, insert',
   access_reviews: 'select, insert, update',
   access_review_entries: 'select, insert, update',
+  scim_tokens: 'select, insert, update, delete',
+  scim_users: 'select, insert, update, delete',
   alert_cursors: 'select, insert, update',
   platform_security_alerts: 'select',
   platform_alert_cursor: 'select',

@@ -249,6 +249,7 @@ export interface TenantSettingsTable {
   allowed_email_domains: ColumnType<string[], string[] | undefined, string[]>;
   access_review_unanswered: ColumnType<'flag' | 'revoke', 'flag' | 'revoke' | undefined, 'flag' | 'revoke'>;
   access_review_interval_days: Generated<number>;
+  scim_default_role: Generated<Role>;
   updated_at: Generated<Date>;
 }
 
@@ -326,6 +327,31 @@ export interface AccessReviewEntriesTable {
   decided_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   note: string | null;
   outcome: 'kept' | 'revoked' | 'flagged' | 'skipped' | null;
+}
+
+export interface ScimTokensTable {
+  tenant_id: string;
+  id: Generated<string>;
+  name: string;
+  token_hash: Buffer;
+  created_by: string;
+  created_at: CreatedAt;
+  last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface ScimUsersTable {
+  tenant_id: string;
+  id: Generated<string>;
+  user_name: string;
+  external_id: string | null;
+  given_name: string | null;
+  family_name: string | null;
+  display_name: string | null;
+  active: Generated<boolean>;
+  user_id: string | null;
+  invitation_id: string | null;
+  created_at: CreatedAt;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 
 export interface WebhookCursorsTable {
@@ -444,6 +470,8 @@ export interface DB {
   webhook_cursors: WebhookCursorsTable;
   access_reviews: AccessReviewsTable;
   access_review_entries: AccessReviewEntriesTable;
+  scim_tokens: ScimTokensTable;
+  scim_users: ScimUsersTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
   api_keys: ApiKeysTable;

@@ -178,8 +178,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     if (appError.status >= 500) request.log.error({ err: error }, 'request failed');
     else request.log.info({ code: appError.code }, 'request refused');
     for (const [name, value] of Object.entries(appError.headers)) void reply.header(name, value);
+    // SCIM clients read SCIM's error format (RFC 7644 3.12), also for a body that did not parse.
+    if (request.url.startsWith('/scim/')) {
+      const problem = toProblem(appError);
+      const body = { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: String(appError.status), detail: problem.detail ?? problem.title, ...(appError.status === 400 ? { scimType: 'invalidSyntax' } : {}) };
+      return reply.code(appError.status).type('application/scim+json').send(JSON.stringify(body));
+    }
     return reply.code(appError.status).type('application/problem+json').send(JSON.stringify(toProblem(appError)));
   });
+  // SCIM clients send application/scim+json: parsed exactly like JSON (same limits and prototype-poisoning checks).
+  app.addContentTypeParser('application/scim+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
 
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).type('application/problem+json').send(JSON.stringify(toProblem(new AppError('not_found')))),

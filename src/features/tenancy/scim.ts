@@ -1,0 +1,577 @@
+/**
+ * SCIM 2.0 (RFC 7643/7644) provisioning of a tenant's members by its identity provider.
+ *
+ * - Tokens belong to the tenant (they outlive their creator), are shown once, stored as a
+ *   digest, and name their tenant: the tenant comes from the token, never from the request.
+ * - SCIM Users are the tenant's members however they joined (id = the user's id), plus
+ *   resources provisioned for an address the tenant has not verified, which stay pending (an
+ *   invitation is mailed) until the person accepts.
+ * - `active: false` suspends the membership here only; DELETE removes it; both revoke the
+ *   person's sessions in this tenant and the API keys they created, in the same transaction.
+ * - Real clients' dialects are accepted: Entra's capitalised `op` values and booleans as
+ *   strings; attributes the resource does not keep (password, locale, groups, extensions)
+ *   are ignored, never stored.
+ */
+import { sql } from 'kysely';
+import Type, { type TSchema } from 'typebox';
+import { recordTenantEvent, type Actor, type RequestMeta } from '../../kernel/audit/record.ts';
+import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
+import { isUuid, runAfterCommit, type Database, type Tx } from '../../kernel/db/database.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
+import type { Mailer } from '../../kernel/mail/mailer.ts';
+import { OWNER_ROLE, type Role } from '../access/index.ts';
+import { NO_PASSWORD } from '../identity/index.ts';
+import { cutAccess, reactivateMembership, suspendMembership } from './members.ts';
+
+const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
+const LIST_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:ListResponse';
+const ERROR_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:Error';
+const PATCH_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
+const SCIM_TYPE = 'application/scim+json';
+const MAX_RESULTS = 200;
+const INVITATION_TTL_MS = 7 * 24 * 3_600_000;
+
+/** A SCIM error: status, and the scimType RFC 7644 3.12 names. */
+class ScimError extends Error {
+  readonly status: number;
+  readonly scimType: string | undefined;
+  constructor(status: number, detail: string, scimType?: string) {
+    super(detail);
+    this.status = status;
+    this.scimType = scimType;
+  }
+}
+
+export function scimErrorBody(status: number, detail: string, scimType?: string) {
+  return { schemas: [ERROR_SCHEMA], status: String(status), detail, ...(scimType ? { scimType } : {}) };
+}
+
+interface ScimCaller {
+  readonly tenantId: string;
+  readonly tokenId: string;
+  readonly createdBy: string;
+}
+
+const TOKEN_PATTERN = /^cn_scim_([0-9a-f-]{36})_([A-Za-z0-9_-]{43})$/;
+
+interface StoredUser {
+  id: string;
+  user_name: string;
+  external_id: string | null;
+  given_name: string | null;
+  family_name: string | null;
+  display_name: string | null;
+  active: boolean;
+  user_id: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Every SCIM User of the tenant: members (with their SCIM attributes if provisioned) and pending resources. */
+async function allUsers(tx: Tx, tenantId: string): Promise<StoredUser[]> {
+  const members = await tx
+    .selectFrom('memberships as m')
+    .innerJoin('users as u', 'u.id', 'm.user_id')
+    .leftJoin('scim_users as s', (join) => join.onRef('s.tenant_id', '=', 'm.tenant_id').onRef('s.user_id', '=', 'm.user_id'))
+    .select([
+      'm.user_id',
+      'u.email',
+      'u.name',
+      'm.suspended_at',
+      'm.created_at',
+      's.id as scim_id',
+      's.external_id',
+      's.given_name',
+      's.family_name',
+      's.display_name',
+      's.updated_at',
+    ])
+    .where('m.tenant_id', '=', tenantId)
+    .execute();
+  const pending = await tx.selectFrom('scim_users').selectAll().where('tenant_id', '=', tenantId).where('user_id', 'is', null).execute();
+  return [
+    ...members.map((m) => ({
+      id: m.scim_id ?? m.user_id,
+      user_name: m.email,
+      external_id: m.external_id,
+      given_name: m.given_name,
+      family_name: m.family_name,
+      display_name: m.display_name ?? m.name,
+      active: m.suspended_at === null,
+      user_id: m.user_id,
+      created_at: m.created_at,
+      updated_at: m.updated_at ?? m.created_at,
+    })),
+    ...pending.map((p) => ({ ...p, user_id: null })),
+  ].sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.id.localeCompare(b.id));
+}
+
+function toResource(user: StoredUser, baseUrl: string) {
+  return {
+    schemas: [USER_SCHEMA],
+    id: user.id,
+    ...(user.external_id ? { externalId: user.external_id } : {}),
+    userName: user.user_name,
+    name: { ...(user.given_name ? { givenName: user.given_name } : {}), ...(user.family_name ? { familyName: user.family_name } : {}) },
+    ...(user.display_name ? { displayName: user.display_name } : {}),
+    emails: [{ value: user.user_name, type: 'work', primary: true }],
+    active: user.active,
+    meta: { resourceType: 'User', created: user.created_at.toISOString(), lastModified: user.updated_at.toISOString(), location: `${baseUrl}/scim/v2/Users/${user.id}` },
+  };
+}
+
+async function findUser(tx: Tx, tenantId: string, id: string): Promise<StoredUser> {
+  if (!isUuid(id)) throw new ScimError(404, 'No such user');
+  const found = (await allUsers(tx, tenantId)).find((u) => u.id === id.toLowerCase());
+  if (!found) throw new ScimError(404, 'No such user');
+  return found;
+}
+
+/** SCIM booleans as real clients send them: true, or Entra's "True"/"False". */
+function scimBoolean(value: unknown, attribute: string): boolean {
+  if (typeof value === 'boolean') return value;
+  if (typeof value === 'string' && /^(true|false)$/i.test(value)) return value.toLowerCase() === 'true';
+  throw new ScimError(400, `${attribute} must be a boolean`, 'invalidValue');
+}
+
+function scimString(value: unknown, attribute: string, max = 200): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value !== 'string' || value.length > max) throw new ScimError(400, `${attribute} must be a string of at most ${max} characters`, 'invalidValue');
+  return value.trim() === '' ? null : value.trim();
+}
+
+const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,189}\.[^\s@]{2,63}$/;
+
+/** The attributes of a User resource that this service keeps, from a POST or PUT body. */
+function userAttributes(body: unknown) {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ScimError(400, 'The request body must be a SCIM User', 'invalidSyntax');
+  const b = body as Record<string, unknown>;
+  const emails = Array.isArray(b.emails) ? (b.emails as { value?: unknown; primary?: unknown }[]) : [];
+  const primary = emails.find((e) => e && (e.primary === true || e.primary === 'true' || e.primary === 'True')) ?? emails[0];
+  const userName = scimString(b.userName, 'userName', 254);
+  const email = (userName && EMAIL.test(userName) ? userName : scimString(primary?.value, 'emails.value', 254))?.toLowerCase() ?? null;
+  if (!userName) throw new ScimError(400, 'userName is required', 'invalidValue');
+  if (!email || !EMAIL.test(email)) throw new ScimError(400, 'userName (or a primary email) must be an email address', 'invalidValue');
+  const name = typeof b.name === 'object' && b.name !== null ? (b.name as Record<string, unknown>) : {};
+  return {
+    user_name: email,
+    external_id: scimString(b.externalId, 'externalId'),
+    given_name: scimString(name.givenName, 'name.givenName'),
+    family_name: scimString(name.familyName, 'name.familyName'),
+    display_name: scimString(b.displayName, 'displayName'),
+    active: b.active === undefined ? true : scimBoolean(b.active, 'active'),
+  };
+}
+
+type Attributes = ReturnType<typeof userAttributes>;
+
+/** Applies a change of `active` to the membership (if linked): suspension cuts access at once. */
+async function applyActive(tx: Tx, tenantId: string, user: StoredUser, active: boolean, caller: ScimCaller): Promise<void> {
+  if (user.user_id === null || user.active === active) return;
+  if (!active) {
+    await assertNotLastActiveOwner(tx, tenantId, user.user_id);
+    await suspendMembership(tx, tenantId, user.user_id, caller.createdBy);
+    await cutAccess(tx, tenantId, user.user_id);
+  } else {
+    await reactivateMembership(tx, tenantId, user.user_id);
+  }
+}
+
+async function assertNotLastActiveOwner(tx: Tx, tenantId: string, userId: string): Promise<void> {
+  const owners = await tx.selectFrom('memberships').select('user_id').where('tenant_id', '=', tenantId).where('role', '=', OWNER_ROLE).where('suspended_at', 'is', null).forUpdate().execute();
+  if (owners.length <= 1 && owners.some((o) => o.user_id === userId)) throw new ScimError(409, 'The tenant would lose its last owner', 'mutability');
+}
+
+/** Stores the SCIM attributes of a linked member or pending resource (the row exists from then on). */
+async function saveAttributes(tx: Tx, tenantId: string, user: StoredUser, attributes: Omit<Attributes, 'user_name' | 'active'> & { active: boolean }): Promise<void> {
+  const values = { external_id: attributes.external_id, given_name: attributes.given_name, family_name: attributes.family_name, display_name: attributes.display_name, active: attributes.active, updated_at: sql<Date>`now()` };
+  await tx
+    .insertInto('scim_users')
+    .values({ tenant_id: tenantId, id: user.id, user_name: user.user_name, user_id: user.user_id, ...values })
+    .onConflict((oc) => oc.columns(['tenant_id', 'id']).doUpdateSet(values))
+    .execute();
+}
+
+export interface ScimOptions {
+  readonly mailer: Mailer;
+  readonly appUrl: string;
+}
+
+export function scimRoutes(options: ScimOptions): RouteDefinition[] {
+  const { mailer, appUrl } = options;
+
+  /** Authenticates the SCIM token, runs work in the tenant's transaction, and answers in SCIM's format. */
+  function scim(route: {
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+    url: string;
+    summary: string;
+    schema?: { params?: TSchema; querystring?: TSchema };
+    work: (ctx: { tx: Tx; caller: ScimCaller; params: Record<string, string>; query: Record<string, string>; body: unknown; actor: Actor; meta: RequestMeta }) => Promise<{ status: number; body?: unknown }>;
+  }): RouteDefinition {
+    return publicRoute({
+      method: route.method,
+      url: route.url,
+      reason: "SCIM: authenticated by the tenant's SCIM bearer token in the handler (the tenant comes from the token)",
+      // Answers are SCIM JSON written by the handler (application/scim+json), not serialised from a schema.
+      schema: { summary: route.summary, tags: ['scim'], response: {}, ...(route.schema ?? {}) } as never,
+      async handler({ db, request, reply, meta }) {
+        try {
+          const result = await withScimCaller(db, request.headers.authorization, async (tx, caller) =>
+            route.work({
+              tx,
+              caller,
+              params: request.params as Record<string, string>,
+              query: request.query as Record<string, string>,
+              body: request.body,
+              actor: { type: 'scim', id: caller.tokenId },
+              meta,
+            }),
+          );
+          reply.code(result.status).type(SCIM_TYPE);
+          return result.body === undefined ? reply.send() : reply.send(JSON.stringify(result.body));
+        } catch (error) {
+          const scimError =
+            error instanceof ScimError
+              ? error
+              : error instanceof AppError && error.status < 500
+                ? new ScimError(error.status, error.publicDetail ?? error.message)
+                : null;
+          if (!scimError) throw error;
+          if (scimError.status === 401) void reply.header('www-authenticate', 'Bearer realm="scim"');
+          return reply.code(scimError.status).type(SCIM_TYPE).send(JSON.stringify(scimErrorBody(scimError.status, scimError.message, scimError.scimType)));
+        }
+      },
+    });
+  }
+
+  async function withScimCaller<T>(db: Database, authorization: string | undefined, work: (tx: Tx, caller: ScimCaller) => Promise<T>): Promise<T> {
+    const token = /^Bearer (\S+)$/i.exec(authorization ?? '')?.[1];
+    const parsed = token ? TOKEN_PATTERN.exec(token) : null;
+    if (!token || !parsed) throw new ScimError(401, 'A SCIM bearer token is required');
+    const tenantId = parsed[1]!.toLowerCase();
+    return db.withTenant(tenantId, async (tx) => {
+      const row = await tx
+        .updateTable('scim_tokens')
+        .set({ last_used_at: sql`now()` })
+        .where('tenant_id', '=', tenantId)
+        .where('token_hash', '=', hashToken(token))
+        .returning(['id', 'created_by'])
+        .executeTakeFirst();
+      const tenant = await tx.selectFrom('tenants').select('deleted_at').where('id', '=', tenantId).executeTakeFirst();
+      if (!row || !tenant || tenant.deleted_at !== null) throw new ScimError(401, 'The SCIM token is not valid');
+      return work(tx, { tenantId, tokenId: row.id, createdBy: row.created_by });
+    });
+  }
+
+  const audit = (tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, action: string, userId: string, metadata: Record<string, unknown>) =>
+    recordTenantEvent(tx, caller.tenantId, actor, meta, { action, target: { type: 'user', id: userId }, metadata: { ...metadata, via: 'scim' } });
+
+  /** A PATCH operation's value for a path (or the attributes of a path-less value object). */
+  function patchChanges(body: unknown): Record<string, unknown> {
+    const b = body as { schemas?: unknown; Operations?: unknown };
+    if (!b || !Array.isArray(b.Operations)) throw new ScimError(400, 'A PatchOp with Operations is required', 'invalidSyntax');
+    if (Array.isArray(b.schemas) && !b.schemas.includes(PATCH_SCHEMA)) throw new ScimError(400, `schemas must include ${PATCH_SCHEMA}`, 'invalidSyntax');
+    const changes: Record<string, unknown> = {};
+    for (const operation of b.Operations as { op?: unknown; path?: unknown; value?: unknown }[]) {
+      const op = typeof operation?.op === 'string' ? operation.op.toLowerCase() : '';
+      if (!['add', 'replace', 'remove'].includes(op)) throw new ScimError(400, `Unsupported op ${String(operation?.op)}`, 'invalidSyntax');
+      const path = typeof operation.path === 'string' ? operation.path : undefined;
+      const value = op === 'remove' ? null : operation.value;
+      if (path === undefined) {
+        if (typeof value !== 'object' || value === null) throw new ScimError(400, 'An operation without a path needs an object value', 'invalidValue');
+        for (const [key, inner] of Object.entries(value as Record<string, unknown>)) {
+          if (key === 'name' && typeof inner === 'object' && inner !== null) for (const [part, v] of Object.entries(inner)) changes[`name.${part}`] = v;
+          else changes[key] = inner;
+        }
+      } else {
+        changes[path.replace(/^urn:ietf:params:scim:schemas:core:2\.0:User:/, '')] = value;
+      }
+    }
+    return changes;
+  }
+
+  const PATCHABLE: Record<string, Exclude<keyof Attributes, 'user_name'>> = {
+    active: 'active',
+    externalId: 'external_id',
+    displayName: 'display_name',
+    'name.givenName': 'given_name',
+    'name.familyName': 'family_name',
+  };
+
+  async function createUser(tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, attributes: Attributes, log: Parameters<Mailer['sendInBackground']>[1]) {
+    const tenantId = caller.tenantId;
+    if ((await allUsers(tx, tenantId)).some((u) => u.user_name === attributes.user_name)) throw new ScimError(409, 'A user with this userName exists', 'uniqueness');
+    const settings = await tx.selectFrom('tenant_settings').select('scim_default_role').where('tenant_id', '=', tenantId).executeTakeFirst();
+    const role = (settings?.scim_default_role ?? 'member') as Role;
+    const domain = attributes.user_name.slice(attributes.user_name.lastIndexOf('@') + 1);
+    const verified = await tx.selectFrom('tenant_domains').select('id').where('tenant_id', '=', tenantId).where('domain', '=', domain).where('verified_at', 'is not', null).executeTakeFirst();
+    const displayName = attributes.display_name ?? ([attributes.given_name, attributes.family_name].filter(Boolean).join(' ') || attributes.user_name);
+    if (verified) {
+      // The tenant proved it controls this domain: the account is linked (or made, password-less: SSO or a reset signs in).
+      const existing = await tx.selectFrom('users').select('id').where('email', '=', attributes.user_name).executeTakeFirst();
+      const userId = existing?.id ?? (await tx.insertInto('users').values({ email: attributes.user_name, name: displayName, password_hash: NO_PASSWORD, email_verified_at: new Date() }).returning('id').executeTakeFirstOrThrow()).id;
+      await tx.insertInto('memberships').values({ tenant_id: tenantId, user_id: userId, role, ...(attributes.active ? {} : { suspended_at: new Date(), suspended_by: caller.createdBy }) }).execute();
+      await tx.insertInto('scim_users').values({ tenant_id: tenantId, id: userId, ...attributes, user_id: userId }).execute();
+      await audit(tx, caller, actor, meta, 'member.joined', userId, { role, provisioned: true });
+      return findUser(tx, tenantId, userId);
+    }
+    // Not a domain the tenant verified: the person must accept, so SCIM cannot claim someone else's account.
+    const token = `${tenantId}.${generateToken()}`;
+    const invitation = await tx
+      .insertInto('invitations')
+      .values({ tenant_id: tenantId, email: attributes.user_name, role, token_hash: hashToken(token), invited_by: caller.createdBy, expires_at: new Date(Date.now() + INVITATION_TTL_MS) })
+      .returning(['id', 'expires_at'])
+      .executeTakeFirstOrThrow();
+    const row = await tx.insertInto('scim_users').values({ tenant_id: tenantId, ...attributes, invitation_id: invitation.id }).returning('id').executeTakeFirstOrThrow();
+    await recordTenantEvent(tx, tenantId, actor, meta, { action: 'member.invited', target: { type: 'invitation', id: invitation.id }, metadata: { email: attributes.user_name, role, via: 'scim' } });
+    const tenant = await tx.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow();
+    runAfterCommit(() =>
+      mailer.sendInBackground(
+        {
+          to: attributes.user_name,
+          subject: `You are invited to ${tenant.name.slice(0, 100)} on CustomerNode`,
+          text: `Your organisation's identity provider added you to ${tenant.name} on CustomerNode.\n\nAccept (sign in or sign up with this address first):\n\n${appUrl}/invitations/accept#token=${token}\n\nThe link works once, until ${invitation.expires_at.toISOString()}.\n`,
+        },
+        log,
+      ),
+    );
+    return findUser(tx, tenantId, row.id);
+  }
+
+  async function removeUser(tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, user: StoredUser) {
+    const tenantId = caller.tenantId;
+    if (user.user_id !== null) {
+      await assertNotLastActiveOwner(tx, tenantId, user.user_id);
+      await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).execute();
+      const { revokedKeys } = await cutAccess(tx, tenantId, user.user_id);
+      await audit(tx, caller, actor, meta, 'member.removed', user.user_id, { revokedKeys });
+    }
+    const row = await tx.deleteFrom('scim_users').where('tenant_id', '=', tenantId).where('id', '=', user.id).returning('invitation_id').executeTakeFirst();
+    if (row?.invitation_id) {
+      await tx.updateTable('invitations').set({ revoked_at: sql`now()` }).where('tenant_id', '=', tenantId).where('id', '=', row.invitation_id).where('accepted_at', 'is', null).execute();
+    }
+  }
+
+  const baseUrl = appUrl.replace(/\/$/, '');
+  const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
+  const ListParams = Type.Object({
+    filter: Type.Optional(Type.String({ maxLength: 500 })),
+    startIndex: Type.Optional(Type.Integer({ minimum: 1 })),
+    count: Type.Optional(Type.Integer({ minimum: 0 })),
+    attributes: Type.Optional(Type.String({ maxLength: 500 })),
+    excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })),
+  });
+
+  return [
+    scim({
+      method: 'GET',
+      url: '/scim/v2/ServiceProviderConfig',
+      summary: 'SCIM: what this service provider supports',
+      work: async () => ({
+        status: 200,
+        body: {
+          schemas: ['urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig'],
+          documentationUri: `${baseUrl}/api/v1/openapi.json`,
+          patch: { supported: true },
+          bulk: { supported: false, maxOperations: 0, maxPayloadSize: 0 },
+          filter: { supported: true, maxResults: MAX_RESULTS },
+          changePassword: { supported: false },
+          sort: { supported: false },
+          etag: { supported: false },
+          authenticationSchemes: [{ type: 'oauthbearertoken', name: 'OAuth Bearer Token', description: 'A SCIM token issued by a tenant admin (POST /api/v1/tenants/{id}/scim-tokens)', primary: true }],
+          meta: { resourceType: 'ServiceProviderConfig', location: `${baseUrl}/scim/v2/ServiceProviderConfig` },
+        },
+      }),
+    }),
+    scim({
+      method: 'GET',
+      url: '/scim/v2/ResourceTypes',
+      summary: 'SCIM: resource types',
+      work: async () => ({
+        status: 200,
+        body: {
+          schemas: [LIST_SCHEMA],
+          totalResults: 1,
+          startIndex: 1,
+          itemsPerPage: 1,
+          Resources: [{ schemas: ['urn:ietf:params:scim:schemas:core:2.0:ResourceType'], id: 'User', name: 'User', endpoint: '/Users', schema: USER_SCHEMA, meta: { resourceType: 'ResourceType', location: `${baseUrl}/scim/v2/ResourceTypes/User` } }],
+        },
+      }),
+    }),
+    scim({
+      method: 'GET',
+      url: '/scim/v2/Schemas',
+      summary: 'SCIM: the attributes this service keeps',
+      work: async () => {
+        const attribute = (name: string, extra: Record<string, unknown> = {}) => ({ name, type: 'string', multiValued: false, required: false, caseExact: false, mutability: 'readWrite', returned: 'default', uniqueness: 'none', ...extra });
+        const user = {
+          schemas: ['urn:ietf:params:scim:schemas:core:2.0:Schema'],
+          id: USER_SCHEMA,
+          name: 'User',
+          description: 'A member of the tenant',
+          attributes: [
+            attribute('userName', { required: true, uniqueness: 'server' }),
+            attribute('externalId'),
+            attribute('displayName'),
+            { ...attribute('name'), type: 'complex', subAttributes: [attribute('givenName'), attribute('familyName')] },
+            { ...attribute('emails'), type: 'complex', multiValued: true, mutability: 'readOnly', subAttributes: [attribute('value'), attribute('type'), { ...attribute('primary'), type: 'boolean' }] },
+            { ...attribute('active'), type: 'boolean' },
+          ],
+          meta: { resourceType: 'Schema', location: `${baseUrl}/scim/v2/Schemas/${USER_SCHEMA}` },
+        };
+        return { status: 200, body: { schemas: [LIST_SCHEMA], totalResults: 1, startIndex: 1, itemsPerPage: 1, Resources: [user] } };
+      },
+    }),
+    scim({
+      method: 'GET',
+      url: '/scim/v2/Users',
+      summary: "SCIM: the tenant's users (filter: userName eq, externalId eq; startIndex and count paging)",
+      schema: { querystring: ListParams },
+      work: async ({ tx, caller, query }) => {
+        let users = await allUsers(tx, caller.tenantId);
+        if (query.filter) {
+          const match = /^\s*(userName|externalId|emails\.value|emails)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$/i.exec(query.filter);
+          if (!match) throw new ScimError(400, 'Supported filters: userName eq "…", externalId eq "…", emails.value eq "…"', 'invalidFilter');
+          const attribute = match[1]!.toLowerCase();
+          const value = match[2]!.replace(/\\(.)/g, '$1');
+          users = users.filter((u) => (attribute === 'externalid' ? u.external_id === value : u.user_name === value.toLowerCase()));
+        }
+        const startIndex = Number(query.startIndex ?? 1);
+        const count = Math.min(Number(query.count ?? MAX_RESULTS), MAX_RESULTS);
+        const page = users.slice(startIndex - 1, startIndex - 1 + count);
+        return { status: 200, body: { schemas: [LIST_SCHEMA], totalResults: users.length, startIndex, itemsPerPage: page.length, Resources: page.map((u) => toResource(u, baseUrl)) } };
+      },
+    }),
+    scim({
+      method: 'GET',
+      url: '/scim/v2/Users/:id',
+      summary: 'SCIM: one user',
+      schema: { params: IdParams },
+      work: async ({ tx, caller, params }) => ({ status: 200, body: toResource(await findUser(tx, caller.tenantId, params.id!), baseUrl) }),
+    }),
+    scim({
+      method: 'POST',
+      url: '/scim/v2/Users',
+      summary: 'SCIM: provision a user (linked at once for a domain the tenant verified; otherwise invited and pending until accepted)',
+      work: async ({ tx, caller, body, actor, meta }) => {
+        const created = await createUser(tx, caller, actor, meta, userAttributes(body), { info() {}, error() {} });
+        return { status: 201, body: toResource(created, baseUrl) };
+      },
+    }),
+    scim({
+      method: 'PUT',
+      url: '/scim/v2/Users/:id',
+      summary: 'SCIM: replace a user (userName cannot change)',
+      schema: { params: IdParams },
+      work: async ({ tx, caller, params, body, actor, meta }) => {
+        const user = await findUser(tx, caller.tenantId, params.id!);
+        const attributes = userAttributes(body);
+        if (attributes.user_name !== user.user_name) throw new ScimError(400, 'userName cannot change: it is the account email', 'mutability');
+        await applyActive(tx, caller.tenantId, user, attributes.active, caller);
+        await saveAttributes(tx, caller.tenantId, user, attributes);
+        if (user.user_id && user.active !== attributes.active) await audit(tx, caller, actor, meta, attributes.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
+        return { status: 200, body: toResource(await findUser(tx, caller.tenantId, user.id), baseUrl) };
+      },
+    }),
+    scim({
+      method: 'PATCH',
+      url: '/scim/v2/Users/:id',
+      summary: 'SCIM: change a user (active false suspends the membership here; Okta and Entra dialects)',
+      schema: { params: IdParams },
+      work: async ({ tx, caller, params, body, actor, meta }) => {
+        const user = await findUser(tx, caller.tenantId, params.id!);
+        const next: Omit<Attributes, 'user_name'> = { external_id: user.external_id, given_name: user.given_name, family_name: user.family_name, display_name: user.display_name, active: user.active };
+        for (const [path, value] of Object.entries(patchChanges(body))) {
+          if (path === 'userName' || path.startsWith('emails')) {
+            if (typeof value === 'string' && value.toLowerCase() === user.user_name) continue;
+            throw new ScimError(400, `${path} cannot change: it is the account email`, 'mutability');
+          }
+          const column = PATCHABLE[path];
+          if (!column) continue; // attributes this service does not keep (extensions, phone numbers, ...)
+          if (column === 'active') next.active = scimBoolean(value, 'active');
+          else next[column] = scimString(value, path);
+        }
+        await applyActive(tx, caller.tenantId, user, next.active, caller);
+        await saveAttributes(tx, caller.tenantId, user, next);
+        if (user.user_id && user.active !== next.active) await audit(tx, caller, actor, meta, next.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
+        return { status: 200, body: toResource(await findUser(tx, caller.tenantId, user.id), baseUrl) };
+      },
+    }),
+    scim({
+      method: 'DELETE',
+      url: '/scim/v2/Users/:id',
+      summary: "SCIM: remove the user's membership (their sessions here and keys go with it)",
+      schema: { params: IdParams },
+      work: async ({ tx, caller, params, actor, meta }) => {
+        await removeUser(tx, caller, actor, meta, await findUser(tx, caller.tenantId, params.id!));
+        return { status: 204 };
+      },
+    }),
+
+    tenantRoute({
+      method: 'POST',
+      url: '/api/v1/tenants/:tenantId/scim-tokens',
+      permission: 'members.manage',
+      status: 201,
+      schema: {
+        summary: 'Issue a SCIM token for this tenant (shown once; it belongs to the tenant, not to you)',
+        tags: ['scim'],
+        params: TenantParams,
+        body: Type.Object({ name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }, { additionalProperties: false }),
+        response: { 201: Type.Object({ id: Uuid, name: Type.String(), token: Type.String(), createdAt: Timestamp }) },
+      },
+      async handler({ tx, tenantId, principal, body, audit: record }) {
+        const token = `cn_scim_${tenantId}_${generateToken()}`;
+        const row = await tx
+          .insertInto('scim_tokens')
+          .values({ tenant_id: tenantId, name: body.name?.trim() ?? 'SCIM', token_hash: hashToken(token), created_by: principal.userId })
+          .returning(['id', 'name', 'created_at'])
+          .executeTakeFirstOrThrow();
+        await record({ action: 'scim_token.created', target: { type: 'scim_token', id: row.id }, metadata: { name: row.name } });
+        return { id: row.id, name: row.name, token, createdAt: row.created_at.toISOString() };
+      },
+    }),
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/scim-tokens',
+      permission: 'members.manage',
+      schema: {
+        summary: "The tenant's SCIM tokens (never the secret)",
+        tags: ['scim'],
+        params: TenantParams,
+        response: { 200: Type.Object({ items: Type.Array(Type.Object({ id: Uuid, name: Type.String(), createdBy: Uuid, createdAt: Timestamp, lastUsedAt: Type.Union([Timestamp, Type.Null()]) })) }) },
+      },
+      async handler({ tx, tenantId }) {
+        const rows = await tx.selectFrom('scim_tokens').select(['id', 'name', 'created_by', 'created_at', 'last_used_at']).where('tenant_id', '=', tenantId).orderBy('created_at').execute();
+        return { items: rows.map((r) => ({ id: r.id, name: r.name, createdBy: r.created_by, createdAt: r.created_at.toISOString(), lastUsedAt: r.last_used_at ? r.last_used_at.toISOString() : null })) };
+      },
+    }),
+    tenantRoute({
+      method: 'DELETE',
+      url: '/api/v1/tenants/:tenantId/scim-tokens/:tokenId',
+      permission: 'members.manage',
+      status: 204,
+      schema: { summary: 'Revoke a SCIM token (rotate: issue a new one first)', tags: ['scim'], params: Type.Object({ tenantId: Uuid, tokenId: Uuid }, { additionalProperties: false }), response: { 204: Type.Null() } },
+      async handler({ tx, tenantId, params, audit: record }) {
+        const row = await tx.deleteFrom('scim_tokens').where('tenant_id', '=', tenantId).where('id', '=', params.tokenId.toLowerCase()).returning(['id', 'name']).executeTakeFirst();
+        if (!row) throw new AppError('not_found');
+        await record({ action: 'scim_token.revoked', target: { type: 'scim_token', id: row.id }, metadata: { name: row.name } });
+      },
+    }),
+  ];
+}
+
+/** When a pending SCIM user accepts their invitation, the resource links to the account (and keeps its id). */
+export async function linkProvisionedUser(tx: Tx, tenantId: string, invitationId: string, userId: string): Promise<void> {
+  const row = await tx
+    .updateTable('scim_users')
+    .set({ user_id: userId, invitation_id: null, updated_at: sql`now()` })
+    .where('tenant_id', '=', tenantId)
+    .where('invitation_id', '=', invitationId)
+    .returning(['active'])
+    .executeTakeFirst();
+  // Deactivated by the IdP while pending: the membership starts suspended.
+  if (row && !row.active) await suspendMembership(tx, tenantId, userId, userId);
+}
