@@ -143,7 +143,7 @@ describe('SCIM 2.0 provisioning', () => {
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: outsider })).json().code).toBe('member.suspended');
   });
 
-  it("a token reaches its own tenant only, never the owner's last access, and a revoked token stops working", async () => {
+  it('a token reaches its own tenant only, never an owner, and a revoked token stops working', async () => {
     const { session: otherOwner, tenantId: other } = await t.signup({ tenantName: 'Other Co' });
     const otherToken = (await t.request({ method: 'POST', url: `/api/v1/tenants/${other}/scim-tokens`, as: otherOwner, body: {} })).json<{ token: string; id: string }>();
     const mine = (await scim('GET', '/Users')).json<{ Resources: { id: string }[] }>();
@@ -153,9 +153,13 @@ describe('SCIM 2.0 provisioning', () => {
       expect((await scim('GET', `/Users/${resource.id}`, undefined, otherToken.token)).statusCode).toBe(404);
       expect((await scim('DELETE', `/Users/${resource.id}`, undefined, otherToken.token)).statusCode).toBe(404);
     }
-    // The other tenant's only owner cannot be deactivated or removed through SCIM.
-    expect((await scim('PATCH', `/Users/${otherOwner.userId}`, { Operations: [{ op: 'replace', path: 'active', value: false }] }, otherToken.token)).json()).toMatchObject({ status: '409' });
-    expect((await scim('DELETE', `/Users/${otherOwner.userId}`, undefined, otherToken.token)).statusCode).toBe(409);
+    // Owners are out of SCIM's reach (an admin can issue a token; admins cannot touch owners).
+    expect((await scim('PATCH', `/Users/${otherOwner.userId}`, { Operations: [{ op: 'replace', path: 'active', value: false }] }, otherToken.token)).json()).toMatchObject({ status: '403' });
+    expect((await scim('DELETE', `/Users/${otherOwner.userId}`, undefined, otherToken.token)).statusCode).toBe(403);
+    const admin = await t.addMember(owner, tenantId, 'admin');
+    const adminToken = (await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/scim-tokens`, as: admin, body: { name: 'made by an admin' } })).json<{ token: string }>();
+    expect((await scim('DELETE', `/Users/${owner.userId}`, undefined, adminToken.token)).statusCode).toBe(403);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner })).statusCode).toBe(200);
     expect((await t.request({ method: 'DELETE', url: `/api/v1/tenants/${other}/scim-tokens/${otherToken.id}`, as: otherOwner })).statusCode).toBe(204);
     expect((await scim('GET', '/Users', undefined, otherToken.token)).statusCode).toBe(401);
     // A token names its tenant: swapping the tenant part does not carry it elsewhere.

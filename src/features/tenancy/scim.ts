@@ -8,6 +8,7 @@
  *   invitation is mailed) until the person accepts.
  * - `active: false` suspends the membership here only; DELETE removes it; both revoke the
  *   person's sessions in this tenant and the API keys they created, in the same transaction.
+ *   Owners are out of SCIM's reach (an admin can issue a token, and admins cannot touch owners).
  * - Real clients' dialects are accepted: Entra's capitalised `op` values and booleans as
  *   strings; attributes the resource does not keep (password, locale, groups, extensions)
  *   are ignored, never stored.
@@ -171,7 +172,7 @@ type Attributes = ReturnType<typeof userAttributes>;
 async function applyActive(tx: Tx, tenantId: string, user: StoredUser, active: boolean, caller: ScimCaller): Promise<void> {
   if (user.user_id === null || user.active === active) return;
   if (!active) {
-    await assertNotLastActiveOwner(tx, tenantId, user.user_id);
+    await assertNotOwner(tx, tenantId, user.user_id);
     await suspendMembership(tx, tenantId, user.user_id, caller.createdBy);
     await cutAccess(tx, tenantId, user.user_id);
   } else {
@@ -179,9 +180,13 @@ async function applyActive(tx: Tx, tenantId: string, user: StoredUser, active: b
   }
 }
 
-async function assertNotLastActiveOwner(tx: Tx, tenantId: string, userId: string): Promise<void> {
-  const owners = await tx.selectFrom('memberships').select('user_id').where('tenant_id', '=', tenantId).where('role', '=', OWNER_ROLE).where('suspended_at', 'is', null).forUpdate().execute();
-  if (owners.length <= 1 && owners.some((o) => o.user_id === userId)) throw new ScimError(409, 'The tenant would lose its last owner', 'mutability');
+/**
+ * Owners are managed in CustomerNode only: a SCIM token can be issued by an admin, and an admin
+ * may not suspend or remove an owner, so neither may the token (nor an IdP that was taken over).
+ */
+async function assertNotOwner(tx: Tx, tenantId: string, userId: string): Promise<void> {
+  const membership = await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', userId).forUpdate().executeTakeFirst();
+  if (membership?.role === OWNER_ROLE) throw new ScimError(403, 'Owners are managed in CustomerNode, not through SCIM', 'mutability');
 }
 
 /** Stores the SCIM attributes of a linked member or pending resource (the row exists from then on). */
@@ -343,7 +348,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
   async function removeUser(tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, user: StoredUser) {
     const tenantId = caller.tenantId;
     if (user.user_id !== null) {
-      await assertNotLastActiveOwner(tx, tenantId, user.user_id);
+      await assertNotOwner(tx, tenantId, user.user_id);
       await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).execute();
       const { revokedKeys } = await cutAccess(tx, tenantId, user.user_id);
       await audit(tx, caller, actor, meta, 'member.removed', user.user_id, { revokedKeys });
