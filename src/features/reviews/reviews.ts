@@ -19,7 +19,7 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, Timestamp, toPage, Uuid } from '../../kernel/http/schemas.ts';
 import { checkRoleAssignment, OWNER_ROLE, type Role } from '../access/index.ts';
-import { revokeKeysCreatedBy } from '../identity/index.ts';
+import { cutAccess } from '../tenancy/index.ts';
 
 export const DEFAULT_REVIEW_DAYS = 14;
 
@@ -237,12 +237,7 @@ async function revokeGrant(tx: Tx, tenantId: string, kind: 'user' | 'apikey', su
     if (owners.filter((o) => o.user_id !== subjectId).length === 0) return false;
   }
   await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', subjectId).execute();
-  await tx
-    .insertInto('tenant_session_revocations')
-    .values({ tenant_id: tenantId, user_id: subjectId, revoked_before: sql`now()` })
-    .onConflict((oc) => oc.columns(['tenant_id', 'user_id']).doUpdateSet({ revoked_before: sql`now()` }))
-    .execute();
-  await revokeKeysCreatedBy(tx, tenantId, subjectId);
+  await cutAccess(tx, tenantId, subjectId);
   return true;
 }
 

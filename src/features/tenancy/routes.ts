@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import Type from 'typebox';
-import { isUuid, runAfterCommit, type Tx } from '../../kernel/db/database.ts';
+import { isUuid, type Tx } from '../../kernel/db/database.ts';
 import { recordTenantEvent } from '../../kernel/audit/record.ts';
-import { generateToken, hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
+import { hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -23,6 +23,7 @@ import {
 } from './members.ts';
 import type { Mailer } from '../../kernel/mail/mailer.ts';
 import { linkProvisionedUser } from './scim.ts';
+import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
 import { isPromotion, OWNER_ROLE } from '../access/index.ts';
 import {
   AcceptBody,
@@ -39,7 +40,6 @@ import {
   TenantSummary,
 } from './schemas.ts';
 
-const INVITATION_TTL_MS = 7 * 24 * 3_600_000;
 
 function toMember(row: { id: string; email: string; name: string; role: string; mfa_enabled: boolean; last_login_at: Date | null; suspended_at: Date | null }) {
   return {
@@ -60,15 +60,6 @@ function invitationStatus(row: { accepted_at: Date | null; revoked_at: Date | nu
   return row.expires_at.getTime() <= Date.now() ? ('expired' as const) : ('pending' as const);
 }
 
-function invitationMail(appUrl: string, to: string, tenantName: string, inviter: string, token: string, expiresAt: Date) {
-  return {
-    to,
-    subject: `You are invited to ${tenantName.slice(0, 100)} on CustomerNode`,
-    // The token rides in the fragment: browsers never send it to a server or in a Referer.
-    text: `${inviter} invited you to join ${tenantName} on CustomerNode.\n\nAccept (sign in or sign up with this address first):\n\n${appUrl}/invitations/accept#token=${token}\n\nThe link works once, until ${expiresAt.toISOString()}. If you did not expect this invitation, ignore this mail.\n`,
-  };
-}
-
 /** The tenant's allowedEmailDomains policy (empty: any domain). */
 async function assertEmailDomainAllowed(tx: Tx, tenantId: string, email: string): Promise<void> {
   const row = await tx.selectFrom('tenant_settings').select('allowed_email_domains').where('tenant_id', '=', tenantId).executeTakeFirst();
@@ -80,10 +71,7 @@ async function assertEmailDomainAllowed(tx: Tx, tenantId: string, email: string)
 }
 
 
-/**
- * Invitation tokens name their tenant so acceptance can open that tenant's context
- * directly (no cross-tenant lookup); the secret part is 256 random bits, stored hashed.
- */
+/** An invitation token's tenant (invitations.ts makes them), or null for anything else. */
 function parseInvitationToken(token: string): { tenantId: string } | null {
   const [tenantId, secret, ...rest] = token.split('.');
   if (rest.length > 0 || !isUuid(tenantId) || secret === undefined || !isIssuedToken(secret)) return null;
@@ -91,15 +79,7 @@ function parseInvitationToken(token: string): { tenantId: string } | null {
 }
 
 export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): RouteDefinition[] {
-  const { mailer, appUrl } = options;
-  const issueInvitationToken = (tenantId: string) => `${tenantId}.${generateToken()}`;
-  const mailInvitation = async (tx: Tx, tenantId: string, inviter: { name: string; email: string }, email: string, token: string, expiresAt: Date, log: Parameters<Mailer['sendInBackground']>[1]) => {
-    const tenant = await tx.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow();
-    // Once committed (never a link that does not work), in the background: a slow or failing
-    // mail server never blocks the admin; the failure is logged, and resend exists.
-    const mail = invitationMail(appUrl, email, tenant.name, `${inviter.name} (${inviter.email})`, token, expiresAt);
-    runAfterCommit(() => mailer.sendInBackground(mail, log));
-  };
+  const inviterOf = (principal: { name: string; email: string }) => `${principal.name} (${principal.email})`;
   return [
     userRoute({
       method: 'GET',
@@ -155,7 +135,7 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
         assertMayAssign({ actorRole: principal.role, targetCurrentRole: null, targetNewRole: body.role, isSelf: false });
         const email = body.email.trim().toLowerCase();
         await assertEmailDomainAllowed(tx, tenantId, email);
-        const token = issueInvitationToken(tenantId);
+        const token = newInvitationToken(tenantId);
         const row = await tx
           .insertInto('invitations')
           .values({
@@ -164,12 +144,12 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
             role: body.role,
             token_hash: hashToken(token),
             invited_by: principal.userId,
-            expires_at: new Date(Date.now() + INVITATION_TTL_MS),
+            expires_at: invitationExpiry(),
           })
           .returning(['id', 'email', 'role', 'expires_at'])
           .executeTakeFirstOrThrow();
         await audit({ action: 'member.invited', target: { type: 'invitation', id: row.id }, metadata: { email, role: body.role } });
-        await mailInvitation(tx, tenantId, principal, email, token, row.expires_at, request.log);
+        await mailInvitation(options, tx, { tenantId, inviter: inviterOf(principal), email, token, expiresAt: row.expires_at }, request.log);
         return { id: row.id, email: row.email, role: row.role, token, expiresAt: row.expires_at.toISOString() };
       },
     }),
@@ -215,16 +195,16 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
         const invitation = await pendingInvitation(tx, tenantId, params.invitationId);
         assertMayAssign({ actorRole: principal.role, targetCurrentRole: null, targetNewRole: invitation.role, isSelf: false });
         await assertEmailDomainAllowed(tx, tenantId, invitation.email);
-        const token = issueInvitationToken(tenantId);
+        const token = newInvitationToken(tenantId);
         const row = await tx
           .updateTable('invitations')
-          .set({ token_hash: hashToken(token), expires_at: new Date(Date.now() + INVITATION_TTL_MS), resent_at: sql`now()` })
+          .set({ token_hash: hashToken(token), expires_at: invitationExpiry(), resent_at: sql`now()` })
           .where('tenant_id', '=', tenantId)
           .where('id', '=', invitation.id)
           .returning(['id', 'email', 'role', 'expires_at'])
           .executeTakeFirstOrThrow();
         await audit({ action: 'member.invitation_resent', target: { type: 'invitation', id: row.id }, metadata: { email: row.email, role: row.role } });
-        await mailInvitation(tx, tenantId, principal, row.email, token, row.expires_at, request.log);
+        await mailInvitation(options, tx, { tenantId, inviter: inviterOf(principal), email: row.email, token, expiresAt: row.expires_at }, request.log);
         return { id: row.id, email: row.email, role: row.role, token, expiresAt: row.expires_at.toISOString() };
       },
     }),

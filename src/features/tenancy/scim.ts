@@ -17,22 +17,21 @@ import { sql } from 'kysely';
 import Type, { type TSchema } from 'typebox';
 import { recordTenantEvent, type Actor, type RequestMeta } from '../../kernel/audit/record.ts';
 import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
-import { isUuid, runAfterCommit, type Database, type Tx } from '../../kernel/db/database.ts';
-import { AppError } from '../../kernel/http/errors.ts';
+import { isUuid, type Database, type Tx } from '../../kernel/db/database.ts';
+import { AppError, scimErrorBody } from '../../kernel/http/errors.ts';
 import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import type { Mailer } from '../../kernel/mail/mailer.ts';
 import { OWNER_ROLE, type Role } from '../access/index.ts';
 import { NO_PASSWORD } from '../identity/index.ts';
 import { cutAccess, reactivateMembership, suspendMembership } from './members.ts';
+import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
 
 const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
 const LIST_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:ListResponse';
-const ERROR_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:Error';
 const PATCH_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
 const SCIM_TYPE = 'application/scim+json';
 const MAX_RESULTS = 200;
-const INVITATION_TTL_MS = 7 * 24 * 3_600_000;
 
 /** A SCIM error: status, and the scimType RFC 7644 3.12 names. */
 class ScimError extends Error {
@@ -45,9 +44,6 @@ class ScimError extends Error {
   }
 }
 
-export function scimErrorBody(status: number, detail: string, scimType?: string) {
-  return { schemas: [ERROR_SCHEMA], status: String(status), detail, ...(scimType ? { scimType } : {}) };
-}
 
 interface ScimCaller {
   readonly tenantId: string;
@@ -205,7 +201,7 @@ export interface ScimOptions {
 }
 
 export function scimRoutes(options: ScimOptions): RouteDefinition[] {
-  const { mailer, appUrl } = options;
+  const { appUrl } = options;
 
   /** Authenticates the SCIM token, runs work in the tenant's transaction, and answers in SCIM's format. */
   function scim(route: {
@@ -323,25 +319,15 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
       return findUser(tx, tenantId, userId);
     }
     // Not a domain the tenant verified: the person must accept, so SCIM cannot claim someone else's account.
-    const token = `${tenantId}.${generateToken()}`;
+    const token = newInvitationToken(tenantId);
     const invitation = await tx
       .insertInto('invitations')
-      .values({ tenant_id: tenantId, email: attributes.user_name, role, token_hash: hashToken(token), invited_by: caller.createdBy, expires_at: new Date(Date.now() + INVITATION_TTL_MS) })
+      .values({ tenant_id: tenantId, email: attributes.user_name, role, token_hash: hashToken(token), invited_by: caller.createdBy, expires_at: invitationExpiry() })
       .returning(['id', 'expires_at'])
       .executeTakeFirstOrThrow();
     const row = await tx.insertInto('scim_users').values({ tenant_id: tenantId, ...attributes, invitation_id: invitation.id }).returning('id').executeTakeFirstOrThrow();
     await recordTenantEvent(tx, tenantId, actor, meta, { action: 'member.invited', target: { type: 'invitation', id: invitation.id }, metadata: { email: attributes.user_name, role, via: 'scim' } });
-    const tenant = await tx.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow();
-    runAfterCommit(() =>
-      mailer.sendInBackground(
-        {
-          to: attributes.user_name,
-          subject: `You are invited to ${tenant.name.slice(0, 100)} on CustomerNode`,
-          text: `Your organisation's identity provider added you to ${tenant.name} on CustomerNode.\n\nAccept (sign in or sign up with this address first):\n\n${appUrl}/invitations/accept#token=${token}\n\nThe link works once, until ${invitation.expires_at.toISOString()}.\n`,
-        },
-        log,
-      ),
-    );
+    await mailInvitation(options, tx, { tenantId, inviter: "Your organisation's identity provider", email: attributes.user_name, token, expiresAt: invitation.expires_at }, log);
     return findUser(tx, tenantId, row.id);
   }
 

@@ -75,6 +75,11 @@ export class AppError extends Error {
   }
 }
 
+/** An error in SCIM's format (RFC 7644 3.12), for SCIM clients at /scim/v2. */
+export function scimErrorBody(status: number, detail: string, scimType?: string) {
+  return { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: String(status), detail, ...(scimType ? { scimType } : {}) };
+}
+
 export interface Problem {
   type: string;
   title: string;

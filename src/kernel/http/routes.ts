@@ -14,8 +14,6 @@ import { csrfTokenFor, generateToken, hashToken, isIssuedToken, safeEqual } from
 import { AppError } from './errors.ts';
 import { compilePrefetch, type PrefetchTemplate } from './prefetch-template.ts';
 import { ipAllowed, normalizeIp } from './ip-allowlist.ts';
-
-const clientIp = (ip: string | null) => (ip === null ? null : normalizeIp(ip));
 import {
   actorOf,
   type Authenticator,
@@ -24,6 +22,9 @@ import {
   type TenantPrincipal,
   type UserPrincipal,
 } from './principal.ts';
+
+/** The request's address as the tenant entry compares it with the allow-list (IPv4-mapped IPv6 as IPv4). */
+const clientIp = (ip: string | null) => (ip === null ? null : normalizeIp(ip));
 
 export const SESSION_COOKIE = 'cn_session';
 

@@ -13,7 +13,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Config } from '../config/config.ts';
 import { InvalidTenantIdError, type Database } from '../db/database.ts';
-import { AppError, toProblem } from './errors.ts';
+import { AppError, scimErrorBody, toProblem } from './errors.ts';
 import type { Authenticator, Authorizer } from './principal.ts';
 import { enforceAccessDeclarations, registerRoutes, type RouteDefinition } from './routes.ts';
 
@@ -181,7 +181,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     // SCIM clients read SCIM's error format (RFC 7644 3.12), also for a body that did not parse.
     if (request.url.startsWith('/scim/')) {
       const problem = toProblem(appError);
-      const body = { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: String(appError.status), detail: problem.detail ?? problem.title, ...(appError.status === 400 ? { scimType: 'invalidSyntax' } : {}) };
+      const body = scimErrorBody(appError.status, problem.detail ?? problem.title, appError.status === 400 ? 'invalidSyntax' : undefined);
       return reply.code(appError.status).type('application/scim+json').send(JSON.stringify(body));
     }
     return reply.code(appError.status).type('application/problem+json').send(JSON.stringify(toProblem(appError)));
