@@ -1196,7 +1196,7 @@ async function main(): Promise<number> {
         log(`audit chain and export: appending ${fmt(settings.exportEvents)} events to one tenant's log, sealing and verifying it, then downloading it`);
         const exportTenant = await seedAuditEvents(superPool, 'Bench signup tenant', settings.exportEvents);
         await waitForQuiet(settings.quietWait);
-        chain = await measureChain(audit.db, audit.signer, exportTenant, settings.exportEvents);
+        chain = await measureChain(audit.db, audit.signer, superPool, exportTenant, settings.exportEvents);
         await waitForQuiet(settings.quietWait);
         exported = await measureExport({ baseUrl, cookie, tenantId: exportTenant, serverPid, events: settings.exportEvents });
       }
