@@ -38,6 +38,7 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => unknown>> = {
   'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': () => ({ url: 'https://93.184.216.34/intruder' }),
   'POST /api/v1/tenants/:tenantId/access-reviews': () => ({}),
   'POST /api/v1/tenants/:tenantId/scim-tokens': () => ({ name: 'Intruder' }),
+  'PATCH /api/v1/tenants/:tenantId/scim-groups/:groupId': () => ({ role: 'admin' }),
   'PATCH /api/v1/tenants/:tenantId/access-reviews/:reviewId/entries/:entryId': () => ({ decision: 'revoke' }),
 };
 
@@ -135,10 +136,13 @@ describe('tenant isolation through the API', () => {
     const reviewA = await reviewOf(ownerA, a.tenantId);
     const scimTokenA = await post(ownerA, a.tenantId, 'scim-tokens', { name: 'Alpha IdP' });
     const scimTokenB = await post(ownerB, b.tenantId, 'scim-tokens', { name: 'Bravo IdP' });
+    const group = async (tenantId: string, name: string) => (await t.admin.query<{ id: string }>(`insert into scim_groups (tenant_id, display_name) values ($1, $2) returning id`, [tenantId, name]))[0]!.id;
+    const scimGroupA = await group(a.tenantId, 'Alpha admins');
+    const scimGroupB = await group(b.tenantId, 'Bravo admins');
     const reviewB = await reviewOf(ownerB, b.tenantId);
 
-    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA, 'integrations/:integrationId': integrationA, 'webhooks/:webhookId': webhookA, 'access-reviews/:reviewId': reviewA.review, 'entries/:entryId': reviewA.entry, 'scim-tokens/:tokenId': scimTokenA } };
-    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB, 'integrations/:integrationId': integrationB, 'webhooks/:webhookId': webhookB, 'access-reviews/:reviewId': reviewB.review, 'entries/:entryId': reviewB.entry, 'scim-tokens/:tokenId': scimTokenB } };
+    idsA = { tenantId: a.tenantId, objects: { 'accounts/:id': accountA1, 'contacts/:id': contactA1, 'members/:userId': memberA.userId, 'api-keys/:id': keyA, 'domains/:id': domainA, 'security-alerts/:id': alertA, 'invitations/:invitationId': invitationA, 'integrations/:integrationId': integrationA, 'webhooks/:webhookId': webhookA, 'access-reviews/:reviewId': reviewA.review, 'entries/:entryId': reviewA.entry, 'scim-tokens/:tokenId': scimTokenA, 'scim-groups/:groupId': scimGroupA } };
+    idsB = { tenantId: b.tenantId, objects: { 'accounts/:id': accountB, 'contacts/:id': contactB, 'members/:userId': ownerB.userId, 'api-keys/:id': keyB, 'domains/:id': domainB, 'security-alerts/:id': alertB, 'invitations/:invitationId': invitationB, 'integrations/:integrationId': integrationB, 'webhooks/:webhookId': webhookB, 'access-reviews/:reviewId': reviewB.review, 'entries/:entryId': reviewB.entry, 'scim-tokens/:tokenId': scimTokenB, 'scim-groups/:groupId': scimGroupB } };
     secretsA = [
       a.tenantId, 'Alpha Secret Tenant', 'Alpha Owner', ownerA.userId, ownerA.email, accountA1, accountA2, 'Alpha Account',
       'alpha-one.example', contactA1, contactA2, 'Alpha Contact', 'contact1@alpha.example', '+15551234567', invitationA,

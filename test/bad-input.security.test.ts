@@ -56,6 +56,7 @@ const SAMPLE_BODIES: Readonly<Record<string, (ids: Ids) => Record<string, unknow
   'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': () => ({ enabled: false }),
   'POST /api/v1/tenants/:tenantId/access-reviews': () => ({ name: 'Review' }),
   'POST /api/v1/tenants/:tenantId/scim-tokens': () => ({ name: 'IdP' }),
+  'PATCH /api/v1/tenants/:tenantId/scim-groups/:groupId': () => ({ role: 'viewer' }),
   'PATCH /api/v1/tenants/:tenantId/access-reviews/:reviewId/entries/:entryId': () => ({ decision: 'keep' }),
 };
 
@@ -170,8 +171,9 @@ describe('bad input is refused cleanly', () => {
     if (review.statusCode !== 201) throw new Error(`seeding access-reviews failed: ${review.statusCode} ${review.body}`);
     const { id: reviewId, entries } = review.json<{ id: string; entries: { id: string }[] }>();
     const scimTokenId = await post('scim-tokens', { name: 'Seed' });
+    const [scimGroup] = await t.admin.query<{ id: string }>(`insert into scim_groups (tenant_id, display_name) values ($1, 'Seed group') returning id`, [signedUp.tenantId]);
     const [alert] = await t.admin.query<{ id: string }>(`insert into security_alerts (tenant_id, rule, severity, subject) values ($1, 'seed', 'low', 'seed') returning id`, [signedUp.tenantId]);
-    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId, 'integrations/:integrationId': integrationId, 'webhooks/:webhookId': webhookId, 'access-reviews/:reviewId': reviewId, 'entries/:entryId': entries[0]!.id, 'scim-tokens/:tokenId': scimTokenId } };
+    ids = { tenantId: signedUp.tenantId, objects: { 'accounts/:id': accountId, 'contacts/:id': contactId, 'members/:userId': other.userId, 'api-keys/:id': keyId, 'domains/:id': domainId, 'security-alerts/:id': alert!.id, 'invitations/:invitationId': invitationId, 'integrations/:integrationId': integrationId, 'webhooks/:webhookId': webhookId, 'access-reviews/:reviewId': reviewId, 'entries/:entryId': entries[0]!.id, 'scim-tokens/:tokenId': scimTokenId, 'scim-groups/:groupId': scimGroup!.id } };
     before = await snapshot();
   });
   afterAll(async () => t?.close());

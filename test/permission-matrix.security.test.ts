@@ -157,6 +157,7 @@ describe('permission matrix: every live route x every caller, expectations from 
       'access-reviews/:reviewId': reviewId,
       'scim-tokens/:tokenId': await one(`insert into scim_tokens (tenant_id, name, token_hash, created_by) values ($1, 'Matrix', $2, $3) returning id`, [tenantId, hashToken(generateToken()), owner.userId]),
       'entries/:entryId': entryId,
+      'scim-groups/:groupId': await one(`insert into scim_groups (tenant_id, display_name) values ($1, $2) returning id`, [tenantId, `Matrix group ${n}`]),
       'accounts/:id': await one(`insert into accounts (tenant_id, name) values ($1, $2) returning id`, [tenantId, `Matrix account ${n}`]),
       'contacts/:id': await one(`insert into contacts (tenant_id, account_id, name) values ($1, $2, $3) returning id`, [tenantId, accountId, `Matrix contact ${n}`]),
       'members/:userId': userId,
@@ -204,6 +205,7 @@ describe('permission matrix: every live route x every caller, expectations from 
       'PATCH /api/v1/tenants/:tenantId/webhooks/:webhookId': { enabled: false },
       'POST /api/v1/tenants/:tenantId/access-reviews': {},
       'POST /api/v1/tenants/:tenantId/scim-tokens': { name: `Matrix IdP ${n}` },
+      'PATCH /api/v1/tenants/:tenantId/scim-groups/:groupId': { role: 'viewer' },
       'PATCH /api/v1/tenants/:tenantId/access-reviews/:reviewId/entries/:entryId': { decision: 'keep' },
       // Never the real name: a permitted caller gets 400, and tenant A is not scheduled for deletion.
       'POST /api/v1/tenants/:tenantId/deletion': { confirmName: `Not the tenant name ${n}` },
@@ -372,6 +374,7 @@ describe('permission matrix: every live route x every caller, expectations from 
     'GET /api/v1/tenants/:tenantId/webhooks': { table: 'webhooks', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/access-reviews': { table: 'access_reviews', id: 'id', itemId: 'id' },
     'GET /api/v1/tenants/:tenantId/scim-tokens': { table: 'scim_tokens', id: 'id', itemId: 'id' },
+    'GET /api/v1/tenants/:tenantId/scim-groups': { table: 'scim_groups', id: 'id', itemId: 'id' },
     // Everyone who can reach the tenant: members and live API keys.
     'GET /api/v1/tenants/:tenantId/access-review': {
       table: `(select user_id as id, tenant_id from memberships union all select id, tenant_id from api_keys where revoked_at is null and (expires_at is null or expires_at > now())) s`,

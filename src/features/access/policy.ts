@@ -85,6 +85,9 @@ export function isBreakGlassRole(role: string): boolean {
 /** Roles whose grant is itself a security event (the alert rules watch for it); they also hear of alerts. */
 export const PRIVILEGED_ROLES: readonly Role[] = ['owner', 'admin'];
 
+/** Roles a tenant's identity provider may hand out (SCIM defaults and group mappings): never a break-glass role. */
+export const IDP_ASSIGNABLE_ROLES: readonly Role[] = ROLES.filter((role) => !BREAK_GLASS_ROLES.includes(role));
+
 export function isPrivilegedRole(role: unknown): boolean {
   return (PRIVILEGED_ROLES as readonly unknown[]).includes(role);
 }

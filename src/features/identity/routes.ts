@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../../kernel/config/config.ts';
 import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/record.ts';
+import { isUniqueViolation } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { publicRoute, SESSION_COOKIE, setSessionCookie as setCookie, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
@@ -23,10 +24,6 @@ type IdentityConfig = Pick<Config, 'argon2' | 'signupOpen' | 'isProduction' | 's
 
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
-}
-
-function isUniqueViolation(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
 }
 
 export function identityRoutes(config: IdentityConfig, mailer: Mailer, keyring: Keyring): RouteDefinition[] {

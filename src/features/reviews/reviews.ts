@@ -19,7 +19,7 @@ import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { decodeCursor, ListQuery, page, TenantParams, Timestamp, toPage, Uuid } from '../../kernel/http/schemas.ts';
 import { checkRoleAssignment, OWNER_ROLE, type Role } from '../access/index.ts';
-import { cutAccess } from '../tenancy/index.ts';
+import { removeMembership } from '../tenancy/index.ts';
 
 export const DEFAULT_REVIEW_DAYS = 14;
 
@@ -236,8 +236,7 @@ async function revokeGrant(tx: Tx, tenantId: string, kind: 'user' | 'apikey', su
     const owners = await tx.selectFrom('memberships').select('user_id').where('tenant_id', '=', tenantId).where('role', '=', OWNER_ROLE).where('suspended_at', 'is', null).forUpdate().execute();
     if (owners.filter((o) => o.user_id !== subjectId).length === 0) return false;
   }
-  await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', subjectId).execute();
-  await cutAccess(tx, tenantId, subjectId);
+  await removeMembership(tx, tenantId, subjectId);
   return true;
 }
 

@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import Type from 'typebox';
 import type { Config } from '../../kernel/config/config.ts';
 import { generateToken } from '../../kernel/crypto/tokens.ts';
-import type { Tx } from '../../kernel/db/database.ts';
+import { isUniqueViolation, type Tx } from '../../kernel/db/database.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantItemParams, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
@@ -131,7 +131,7 @@ export function domainRoutes(options: { lookupTxt: (name: string) => Promise<str
             .returning(columns)
             .executeTakeFirstOrThrow();
         } catch (error) {
-          if ((error as { code?: unknown }).code === '23505') throw new AppError('domain.taken', { cause: error });
+          if (isUniqueViolation(error)) throw new AppError('domain.taken', { cause: error });
           throw error;
         }
         await audit({ action: 'sso.domain.verified', target: { type: 'domain', id: row.id }, metadata: { domain: row.domain } });

@@ -16,7 +16,7 @@ import { recordPlatformEvent, recordTenantEvent } from '../../kernel/audit/recor
 import type { Config } from '../../kernel/config/config.ts';
 import type { Keyring } from '../../kernel/crypto/envelope.ts';
 import { hashToken, safeEqual } from '../../kernel/crypto/tokens.ts';
-import type { Database, Tx } from '../../kernel/db/database.ts';
+import { isUniqueViolation, type Database, type Tx } from '../../kernel/db/database.ts';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { publicRoute, setSessionCookie, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp } from '../../kernel/http/schemas.ts';
@@ -393,7 +393,7 @@ export function ssoRoutes(options: { config: SsoConfig; relyingParty: RelyingPar
           result = await signIn;
         } catch (error) {
           // Two callbacks racing to create the same account or link: one wins, the other starts over.
-          if ((error as { code?: unknown }).code !== '23505') throw error;
+          if (!isUniqueViolation(error)) throw error;
           return fail(new AppError('auth.sso_failed', { detail: 'Another sign-in for this identity was completing; start again', cause: error }), 'concurrent first sign-in');
         }
         if (!result.outcome.ok) return fail(result.outcome.error, result.outcome.reason, result.outcome.actor);

@@ -16,6 +16,8 @@ import { AppError } from '../../kernel/http/errors.ts';
  */
 export const TENANT_DATA_TABLES = [
   'tenant_keys',
+  'scim_group_members',
+  'scim_groups',
   'scim_users',
   'scim_tokens',
   'access_review_entries',

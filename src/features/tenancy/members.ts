@@ -98,6 +98,21 @@ export async function cutAccess(tx: Tx, tenantId: string, userId: string): Promi
   return { revokedKeys: await revokeKeysCreatedBy(tx, tenantId, userId) };
 }
 
+/**
+ * Ends a membership: the row, the person's SCIM resource and group places here (so the IdP can
+ * provision them afresh), and, through cutAccess, their sessions here and the keys they created.
+ */
+export async function removeMembership(tx: Tx, tenantId: string, userId: string): Promise<{ revokedKeys: number }> {
+  await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', userId).execute();
+  const resources = await tx.deleteFrom('scim_users').where('tenant_id', '=', tenantId).where('user_id', '=', userId).returning('id').execute();
+  await tx
+    .deleteFrom('scim_group_members')
+    .where('tenant_id', '=', tenantId)
+    .where('member_id', 'in', [userId, ...resources.map((r) => r.id)])
+    .execute();
+  return cutAccess(tx, tenantId, userId);
+}
+
 /** Sessions the user holds now stop counting in this tenant (they sign in again to return). */
 export async function signOutOfTenant(tx: Tx, tenantId: string, userId: string): Promise<void> {
   await tx

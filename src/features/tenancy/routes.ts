@@ -17,6 +17,7 @@ import {
   findMembership,
   memberRow,
   pendingInvitation,
+  removeMembership,
   reactivateMembership,
   signOutOfTenant,
   suspendMembership,
@@ -320,9 +321,8 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
       async handler({ tx, tenantId, principal, params, audit }) {
         const target = await findManageableMember(tx, { tenantId, actor: principal, targetUserId: params.userId, newRole: null, selfCounts: true });
         if (target.role === OWNER_ROLE) await assertNotLastOwner(tx, tenantId, params.userId);
-        await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', params.userId).execute();
         // Same transaction: their sessions here and the keys they created stop working with their membership.
-        const { revokedKeys } = await cutAccess(tx, tenantId, params.userId);
+        const { revokedKeys } = await removeMembership(tx, tenantId, params.userId);
         await audit({ action: 'member.removed', target: { type: 'user', id: params.userId }, metadata: { role: target.role, revokedKeys } });
       },
     }),

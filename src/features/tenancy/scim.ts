@@ -9,101 +9,28 @@
  * - `active: false` suspends the membership here only; DELETE removes it; both revoke the
  *   person's sessions in this tenant and the API keys they created, in the same transaction.
  *   Owners are out of SCIM's reach (an admin can issue a token, and admins cannot touch owners).
+ * - SCIM Groups, and the roles an admin maps them to, are in scim-groups.ts.
  * - Real clients' dialects are accepted: Entra's capitalised `op` values and booleans as
  *   strings; attributes the resource does not keep (password, locale, groups, extensions)
  *   are ignored, never stored.
  */
 import { sql } from 'kysely';
-import Type, { type TSchema } from 'typebox';
+import Type from 'typebox';
 import { recordTenantEvent, type Actor, type RequestMeta } from '../../kernel/audit/record.ts';
 import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
-import { isUuid, type Database, type Tx } from '../../kernel/db/database.ts';
+import { isUniqueViolation, isUuid, type Database, type Tx } from '../../kernel/db/database.ts';
 import { AppError, scimErrorBody } from '../../kernel/http/errors.ts';
 import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import type { Mailer } from '../../kernel/mail/mailer.ts';
 import { OWNER_ROLE, type Role } from '../access/index.ts';
 import { NO_PASSWORD } from '../identity/index.ts';
-import { cutAccess, reactivateMembership, suspendMembership } from './members.ts';
+import { cutAccess, reactivateMembership, removeMembership, suspendMembership } from './members.ts';
 import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
-
-const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
-const LIST_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:ListResponse';
-const PATCH_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
-const SCIM_TYPE = 'application/scim+json';
-const MAX_RESULTS = 200;
-
-/** A SCIM error: status, and the scimType RFC 7644 3.12 names. */
-class ScimError extends Error {
-  readonly status: number;
-  readonly scimType: string | undefined;
-  constructor(status: number, detail: string, scimType?: string) {
-    super(detail);
-    this.status = status;
-    this.scimType = scimType;
-  }
-}
-
-
-interface ScimCaller {
-  readonly tenantId: string;
-  readonly tokenId: string;
-  readonly createdBy: string;
-}
+import { allUsers, listResponse, LIST_SCHEMA, MAX_RESULTS, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser } from './scim-common.ts';
+import { groupMappingRoutes, groupRoutes, GROUP_SCHEMA, leaveGroups } from './scim-groups.ts';
 
 const TOKEN_PATTERN = /^cn_scim_([0-9a-f-]{36})_([A-Za-z0-9_-]{43})$/;
-
-interface StoredUser {
-  id: string;
-  user_name: string;
-  external_id: string | null;
-  given_name: string | null;
-  family_name: string | null;
-  display_name: string | null;
-  active: boolean;
-  user_id: string | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-/** Every SCIM User of the tenant: members (with their SCIM attributes if provisioned) and pending resources. */
-async function allUsers(tx: Tx, tenantId: string): Promise<StoredUser[]> {
-  const members = await tx
-    .selectFrom('memberships as m')
-    .innerJoin('users as u', 'u.id', 'm.user_id')
-    .leftJoin('scim_users as s', (join) => join.onRef('s.tenant_id', '=', 'm.tenant_id').onRef('s.user_id', '=', 'm.user_id'))
-    .select([
-      'm.user_id',
-      'u.email',
-      'u.name',
-      'm.suspended_at',
-      'm.created_at',
-      's.id as scim_id',
-      's.external_id',
-      's.given_name',
-      's.family_name',
-      's.display_name',
-      's.updated_at',
-    ])
-    .where('m.tenant_id', '=', tenantId)
-    .execute();
-  const pending = await tx.selectFrom('scim_users').selectAll().where('tenant_id', '=', tenantId).where('user_id', 'is', null).execute();
-  return [
-    ...members.map((m) => ({
-      id: m.scim_id ?? m.user_id,
-      user_name: m.email,
-      external_id: m.external_id,
-      given_name: m.given_name,
-      family_name: m.family_name,
-      display_name: m.display_name ?? m.name,
-      active: m.suspended_at === null,
-      user_id: m.user_id,
-      created_at: m.created_at,
-      updated_at: m.updated_at ?? m.created_at,
-    })),
-    ...pending.map((p) => ({ ...p, user_id: null })),
-  ].sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.id.localeCompare(b.id));
-}
 
 function toResource(user: StoredUser, baseUrl: string) {
   return {
@@ -126,18 +53,6 @@ async function findUser(tx: Tx, tenantId: string, id: string): Promise<StoredUse
   return found;
 }
 
-/** SCIM booleans as real clients send them: true, or Entra's "True"/"False". */
-function scimBoolean(value: unknown, attribute: string): boolean {
-  if (typeof value === 'boolean') return value;
-  if (typeof value === 'string' && /^(true|false)$/i.test(value)) return value.toLowerCase() === 'true';
-  throw new ScimError(400, `${attribute} must be a boolean`, 'invalidValue');
-}
-
-function scimString(value: unknown, attribute: string, max = 200): string | null {
-  if (value === null || value === undefined) return null;
-  if (typeof value !== 'string' || value.length > max) throw new ScimError(400, `${attribute} must be a string of at most ${max} characters`, 'invalidValue');
-  return value.trim() === '' ? null : value.trim();
-}
 
 const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,189}\.[^\s@]{2,63}$/;
 
@@ -204,13 +119,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
   const { appUrl } = options;
 
   /** Authenticates the SCIM token, runs work in the tenant's transaction, and answers in SCIM's format. */
-  function scim(route: {
-    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
-    url: string;
-    summary: string;
-    schema?: { params?: TSchema; querystring?: TSchema };
-    work: (ctx: { tx: Tx; caller: ScimCaller; params: Record<string, string>; query: Record<string, string>; body: unknown; actor: Actor; meta: RequestMeta }) => Promise<{ status: number; body?: unknown }>;
-  }): RouteDefinition {
+  function scim(route: ScimRoute): RouteDefinition {
     return publicRoute({
       method: route.method,
       url: route.url,
@@ -238,7 +147,9 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
               ? error
               : error instanceof AppError && error.status < 500
                 ? new ScimError(error.status, error.publicDetail ?? error.message)
-                : null;
+                : isUniqueViolation(error)
+                  ? new ScimError(409, 'A resource with this name exists', 'uniqueness') // two concurrent creates of one name
+                  : null;
           if (!scimError) throw error;
           if (scimError.status === 401) void reply.header('www-authenticate', 'Bearer realm="scim"');
           return reply.code(scimError.status).type(SCIM_TYPE).send(JSON.stringify(scimErrorBody(scimError.status, scimError.message, scimError.scimType)));
@@ -271,23 +182,17 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
 
   /** A PATCH operation's value for a path (or the attributes of a path-less value object). */
   function patchChanges(body: unknown): Record<string, unknown> {
-    const b = body as { schemas?: unknown; Operations?: unknown };
-    if (!b || !Array.isArray(b.Operations)) throw new ScimError(400, 'A PatchOp with Operations is required', 'invalidSyntax');
-    if (Array.isArray(b.schemas) && !b.schemas.includes(PATCH_SCHEMA)) throw new ScimError(400, `schemas must include ${PATCH_SCHEMA}`, 'invalidSyntax');
     const changes: Record<string, unknown> = {};
-    for (const operation of b.Operations as { op?: unknown; path?: unknown; value?: unknown }[]) {
-      const op = typeof operation?.op === 'string' ? operation.op.toLowerCase() : '';
-      if (!['add', 'replace', 'remove'].includes(op)) throw new ScimError(400, `Unsupported op ${String(operation?.op)}`, 'invalidSyntax');
-      const path = typeof operation.path === 'string' ? operation.path : undefined;
-      const value = op === 'remove' ? null : operation.value;
-      if (path === undefined) {
+    for (const operation of patchOperations(body)) {
+      const value = operation.op === 'remove' ? null : operation.value;
+      if (operation.path === undefined) {
         if (typeof value !== 'object' || value === null) throw new ScimError(400, 'An operation without a path needs an object value', 'invalidValue');
         for (const [key, inner] of Object.entries(value as Record<string, unknown>)) {
           if (key === 'name' && typeof inner === 'object' && inner !== null) for (const [part, v] of Object.entries(inner)) changes[`name.${part}`] = v;
           else changes[key] = inner;
         }
       } else {
-        changes[path.replace(/^urn:ietf:params:scim:schemas:core:2\.0:User:/, '')] = value;
+        changes[operation.path.replace(/^urn:ietf:params:scim:schemas:core:2\.0:User:/, '')] = value;
       }
     }
     return changes;
@@ -335,11 +240,12 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
     const tenantId = caller.tenantId;
     if (user.user_id !== null) {
       await assertNotOwner(tx, tenantId, user.user_id);
-      await tx.deleteFrom('memberships').where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).execute();
-      const { revokedKeys } = await cutAccess(tx, tenantId, user.user_id);
+      const { revokedKeys } = await removeMembership(tx, tenantId, user.user_id);
       await audit(tx, caller, actor, meta, 'member.removed', user.user_id, { revokedKeys });
+      return;
     }
     const row = await tx.deleteFrom('scim_users').where('tenant_id', '=', tenantId).where('id', '=', user.id).returning('invitation_id').executeTakeFirst();
+    await leaveGroups(tx, tenantId, user.id);
     if (row?.invitation_id) {
       await tx.updateTable('invitations').set({ revoked_at: sql`now()` }).where('tenant_id', '=', tenantId).where('id', '=', row.invitation_id).where('accepted_at', 'is', null).execute();
     }
@@ -384,10 +290,13 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         status: 200,
         body: {
           schemas: [LIST_SCHEMA],
-          totalResults: 1,
+          totalResults: 2,
           startIndex: 1,
-          itemsPerPage: 1,
-          Resources: [{ schemas: ['urn:ietf:params:scim:schemas:core:2.0:ResourceType'], id: 'User', name: 'User', endpoint: '/Users', schema: USER_SCHEMA, meta: { resourceType: 'ResourceType', location: `${baseUrl}/scim/v2/ResourceTypes/User` } }],
+          itemsPerPage: 2,
+          Resources: [
+            { schemas: ['urn:ietf:params:scim:schemas:core:2.0:ResourceType'], id: 'User', name: 'User', endpoint: '/Users', schema: USER_SCHEMA, meta: { resourceType: 'ResourceType', location: `${baseUrl}/scim/v2/ResourceTypes/User` } },
+            { schemas: ['urn:ietf:params:scim:schemas:core:2.0:ResourceType'], id: 'Group', name: 'Group', endpoint: '/Groups', schema: GROUP_SCHEMA, meta: { resourceType: 'ResourceType', location: `${baseUrl}/scim/v2/ResourceTypes/Group` } },
+          ],
         },
       }),
     }),
@@ -412,7 +321,19 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
           ],
           meta: { resourceType: 'Schema', location: `${baseUrl}/scim/v2/Schemas/${USER_SCHEMA}` },
         };
-        return { status: 200, body: { schemas: [LIST_SCHEMA], totalResults: 1, startIndex: 1, itemsPerPage: 1, Resources: [user] } };
+        const group = {
+          schemas: ['urn:ietf:params:scim:schemas:core:2.0:Schema'],
+          id: GROUP_SCHEMA,
+          name: 'Group',
+          description: "A group in the tenant's IdP; an admin maps it to a role",
+          attributes: [
+            attribute('displayName', { required: true, uniqueness: 'server' }),
+            attribute('externalId'),
+            { ...attribute('members'), type: 'complex', multiValued: true, subAttributes: [{ ...attribute('value'), mutability: 'immutable' }, { ...attribute('display'), mutability: 'readOnly' }, { ...attribute('type'), mutability: 'immutable', canonicalValues: ['User'] }] },
+          ],
+          meta: { resourceType: 'Schema', location: `${baseUrl}/scim/v2/Schemas/${GROUP_SCHEMA}` },
+        };
+        return { status: 200, body: { schemas: [LIST_SCHEMA], totalResults: 2, startIndex: 1, itemsPerPage: 2, Resources: [user, group] } };
       },
     }),
     scim({
@@ -429,10 +350,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
           const value = match[2]!.replace(/\\(.)/g, '$1');
           users = users.filter((u) => (attribute === 'externalid' ? u.external_id === value : u.user_name === value.toLowerCase()));
         }
-        const startIndex = Number(query.startIndex ?? 1);
-        const count = Math.min(Number(query.count ?? MAX_RESULTS), MAX_RESULTS);
-        const page = users.slice(startIndex - 1, startIndex - 1 + count);
-        return { status: 200, body: { schemas: [LIST_SCHEMA], totalResults: users.length, startIndex, itemsPerPage: page.length, Resources: page.map((u) => toResource(u, baseUrl)) } };
+        return { status: 200, body: listResponse(users, query, (u) => toResource(u, baseUrl)) };
       },
     }),
     scim({
@@ -500,6 +418,9 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         return { status: 204 };
       },
     }),
+
+    ...groupRoutes(scim, baseUrl),
+    ...groupMappingRoutes(),
 
     tenantRoute({
       method: 'POST',

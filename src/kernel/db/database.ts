@@ -192,6 +192,11 @@ export function isUuid(value: unknown): value is string {
   return typeof value === 'string' && UUID.test(value);
 }
 
+/** A unique constraint refused the write (SQLSTATE 23505, on both databases). */
+export function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}
+
 /** What the guard learns in the tenant transaction's first round trip. */
 export interface TenantCaller {
   readonly sessionId: string;

@@ -29,6 +29,8 @@ const SQL_SEEDED: Readonly<Record<string, string>> = {
   audit_checkpoints: 'written by the audit sealer, not by a request',
   webhook_deliveries: 'queued by the webhook worker, not by a request',
   scim_users: 'written through /scim/v2 with a SCIM token; one row is enough',
+  scim_groups: 'written through /scim/v2 with a SCIM token; one row is enough',
+  scim_group_members: 'written through /scim/v2 with a SCIM token; one row is enough',
 };
 
 // A PostgreSQL error that means "the database refused": row-level security or privileges.
@@ -124,6 +126,11 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     await post('access-reviews', {});
     await post('scim-tokens', { name: 'Seed IdP' });
     await t.admin.query(`insert into scim_users (tenant_id, user_name, external_id) values ($1, 'pending@matrix.example', 'ext-1')`, [tenantA]);
+    await t.admin.query(
+      `with g as (insert into scim_groups (tenant_id, display_name, role) values ($1, 'Matrix group', 'viewer') returning id)
+       insert into scim_group_members (tenant_id, group_id, member_id) select $1, g.id, s.id from g, scim_users s where s.tenant_id = $1`,
+      [tenantA],
+    );
     const member = await t.addMember(owner, tenantA, 'member');
     await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantA}/members/${member.userId}/revoke-sessions`, as: owner });
     await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantA}/settings`, as: owner, body: { sessionIdleMinutes: 20 } });
@@ -141,7 +148,7 @@ describe('database-level permission matrix (generated from the catalog)', () => 
     tables = await tenantTables(t);
     await t.admin.query(`insert into tenants (id, name) values ($1, 'Matrix B')`, [tenantB]);
     // Parents first: tables other tenant tables reference.
-    const parents = ['accounts', 'webhooks', 'access_reviews'];
+    const parents = ['accounts', 'webhooks', 'access_reviews', 'scim_groups'];
     const rank = (table: string) => (parents.includes(table) ? 0 : 1);
     const ordered = [...tables].sort((x, y) => rank(x) - rank(y));
     for (const table of ordered) {

@@ -1147,6 +1147,37 @@ ${isolate('scim_users')}
 alter table tenant_settings add column scim_default_role text not null default 'member' check (scim_default_role in ('admin', 'member', 'viewer', 'guest'));
 `,
   },
+  {
+    version: 29,
+    name: 'scim_groups',
+    // SCIM Groups, pushed by the tenant's IdP, and the role an admin maps each one to (never
+    // owner). Members are SCIM User ids (a linked member's id is the user's id); no foreign key,
+    // since a member who joined without SCIM has no scim_users row.
+    sql: `
+create table scim_groups (
+  tenant_id uuid not null references tenants (id) on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  display_name text not null check (length(display_name) between 1 and 200),
+  external_id text check (length(external_id) <= 200),
+  role text check (role in ('admin', 'member', 'viewer', 'guest')),
+  created_at timestamptz not null default date_trunc('milliseconds', now()),
+  updated_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, id)
+);
+create unique index scim_groups_name_key on scim_groups (tenant_id, lower(display_name));
+${isolate('scim_groups')}
+
+create table scim_group_members (
+  tenant_id uuid not null,
+  group_id uuid not null,
+  member_id uuid not null,
+  primary key (tenant_id, group_id, member_id),
+  foreign key (tenant_id, group_id) references scim_groups (tenant_id, id) on delete cascade
+);
+create index scim_group_members_member_idx on scim_group_members (tenant_id, member_id);
+${isolate('scim_group_members')}
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -1219,6 +1250,8 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   access_review_entries: 'select, insert, update',
   scim_tokens: 'select, insert, update, delete',
   scim_users: 'select, insert, update, delete',
+  scim_groups: 'select, insert, update, delete',
+  scim_group_members: 'select, insert, delete',
   alert_cursors: 'select, insert, update',
   platform_security_alerts: 'select',
   platform_alert_cursor: 'select',

@@ -354,6 +354,22 @@ export interface ScimUsersTable {
   updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 
+export interface ScimGroupsTable {
+  tenant_id: string;
+  id: Generated<string>;
+  display_name: string;
+  external_id: string | null;
+  role: Role | null;
+  created_at: CreatedAt;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
+export interface ScimGroupMembersTable {
+  tenant_id: string;
+  group_id: string;
+  member_id: string;
+}
+
 export interface WebhookCursorsTable {
   tenant_id: string;
   last_seq: ColumnType<number, number | undefined, number>;
@@ -472,6 +488,8 @@ export interface DB {
   access_review_entries: AccessReviewEntriesTable;
   scim_tokens: ScimTokensTable;
   scim_users: ScimUsersTable;
+  scim_groups: ScimGroupsTable;
+  scim_group_members: ScimGroupMembersTable;
   mfa_recovery_codes: MfaRecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
   api_keys: ApiKeysTable;

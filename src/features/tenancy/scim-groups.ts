@@ -1,0 +1,431 @@
+/**
+ * SCIM Groups (RFC 7643 4.2) pushed by the tenant's IdP, and the roles they carry.
+ *
+ * - A group carries no role until a tenant admin maps it to one (admin at most: owners are
+ *   managed in CustomerNode only, as for Users).
+ * - While a member belongs to a mapped group, their role is the highest role of their mapped
+ *   groups; leaving the last one (or its unmapping, or its deletion) returns them to the
+ *   tenant's scimDefaultRole. Roles are recomputed only for the members a change touches, so a
+ *   role an admin set by hand on someone in no mapped group stays.
+ * - Owners are never changed; a promotion signs the member out of the tenant (a new session
+ *   comes with more authority), as a role change by an admin does. Pending resources carry the
+ *   role into their invitation.
+ * - Every change is audited: the group's own events, and member.role_changed for each role.
+ */
+import { sql } from 'kysely';
+import Type from 'typebox';
+import { recordTenantEvent, type AuditEvent } from '../../kernel/audit/record.ts';
+import { isUuid, type Tx } from '../../kernel/db/database.ts';
+import { AppError } from '../../kernel/http/errors.ts';
+import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
+import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
+import { IDP_ASSIGNABLE_ROLES, isPromotion, OWNER_ROLE, type Role } from '../access/index.ts';
+import { signOutOfTenant } from './members.ts';
+import { allUsers, listResponse, patchOperations, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
+
+export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
+const MappableRole = Type.Union(IDP_ASSIGNABLE_ROLES.map((role) => Type.Literal(role)));
+
+type Record_ = (event: AuditEvent) => Promise<void>;
+
+interface StoredGroup {
+  id: string;
+  display_name: string;
+  external_id: string | null;
+  role: Role | null;
+  created_at: Date;
+  updated_at: Date;
+  members: string[];
+}
+
+async function loadGroups(tx: Tx, tenantId: string, id?: string): Promise<StoredGroup[]> {
+  let query = tx.selectFrom('scim_groups').selectAll().where('tenant_id', '=', tenantId);
+  if (id !== undefined) query = query.where('id', '=', id);
+  const groups = await query.orderBy('created_at').orderBy('id').execute();
+  if (groups.length === 0) return [];
+  const rows = await tx
+    .selectFrom('scim_group_members')
+    .select(['group_id', 'member_id'])
+    .where('tenant_id', '=', tenantId)
+    .where('group_id', 'in', groups.map((g) => g.id))
+    .orderBy('member_id')
+    .execute();
+  const byGroup = new Map<string, string[]>();
+  for (const row of rows) byGroup.set(row.group_id, [...(byGroup.get(row.group_id) ?? []), row.member_id]);
+  return groups.map((g) => ({ ...g, members: byGroup.get(g.id) ?? [] }));
+}
+
+async function findGroup(tx: Tx, tenantId: string, id: string): Promise<StoredGroup> {
+  const [group] = isUuid(id) ? await loadGroups(tx, tenantId, id.toLowerCase()) : [];
+  if (!group) throw new ScimError(404, 'No such group');
+  return group;
+}
+
+function groupResource(group: StoredGroup, users: ReadonlyMap<string, StoredUser>, baseUrl: string, withMembers: boolean) {
+  return {
+    schemas: [GROUP_SCHEMA],
+    id: group.id,
+    ...(group.external_id ? { externalId: group.external_id } : {}),
+    displayName: group.display_name,
+    ...(withMembers
+      ? {
+          members: group.members.flatMap((id) => {
+            const user = users.get(id);
+            return user ? [{ value: id, display: user.display_name ?? user.user_name, type: 'User', $ref: `${baseUrl}/scim/v2/Users/${id}` }] : [];
+          }),
+        }
+      : {}),
+    meta: { resourceType: 'Group', created: group.created_at.toISOString(), lastModified: group.updated_at.toISOString(), location: `${baseUrl}/scim/v2/Groups/${group.id}` },
+  };
+}
+
+/** The SCIM User ids of a `members` value; each must be a User of this tenant. */
+function memberIds(value: unknown, users: ReadonlyMap<string, StoredUser>): string[] {
+  if (value === null || value === undefined) return [];
+  const list = Array.isArray(value) ? value : [value];
+  const ids = list.map((member: unknown) => {
+    const id = typeof member === 'object' && member !== null ? (member as { value?: unknown }).value : undefined;
+    if (typeof id !== 'string' || !isUuid(id)) throw new ScimError(400, 'Each member needs the value of a User id', 'invalidValue');
+    if (!users.has(id.toLowerCase())) throw new ScimError(400, `No user ${id} in this tenant`, 'invalidValue');
+    return id.toLowerCase();
+  });
+  return [...new Set(ids)];
+}
+
+function displayNameOf(value: unknown): string {
+  const name = scimString(value, 'displayName');
+  if (!name) throw new ScimError(400, 'displayName is required', 'invalidValue');
+  return name;
+}
+
+async function assertNameFree(tx: Tx, tenantId: string, name: string, except?: string): Promise<void> {
+  let query = tx.selectFrom('scim_groups').select('id').where('tenant_id', '=', tenantId).where(sql<boolean>`lower(display_name) = lower(${name})`);
+  if (except) query = query.where('id', '!=', except);
+  if (await query.executeTakeFirst()) throw new ScimError(409, 'A group with this displayName exists', 'uniqueness');
+}
+
+/** Adds and removes members; returns the ids whose membership actually changed. */
+async function changeMembers(tx: Tx, tenantId: string, groupId: string, change: { add?: readonly string[]; remove?: readonly string[] | 'all' }): Promise<string[]> {
+  const changed: string[] = [];
+  if (change.remove === 'all' || (change.remove && change.remove.length > 0)) {
+    let query = tx.deleteFrom('scim_group_members').where('tenant_id', '=', tenantId).where('group_id', '=', groupId);
+    if (change.remove !== 'all') query = query.where('member_id', 'in', change.remove);
+    changed.push(...(await query.returning('member_id').execute()).map((r) => r.member_id));
+  }
+  if (change.add && change.add.length > 0) {
+    const added = await tx
+      .insertInto('scim_group_members')
+      .values(change.add.map((member_id) => ({ tenant_id: tenantId, group_id: groupId, member_id })))
+      .onConflict((oc) => oc.doNothing())
+      .returning('member_id')
+      .execute();
+    changed.push(...added.map((r) => r.member_id));
+  }
+  if (changed.length > 0) await tx.updateTable('scim_groups').set({ updated_at: sql`now()` }).where('tenant_id', '=', tenantId).where('id', '=', groupId).execute();
+  return [...new Set(changed)];
+}
+
+const higher = (a: Role | null, b: Role): Role => (a === null || isPromotion(a, b) ? b : a);
+
+/**
+ * Gives each of these SCIM Users the role their mapped groups now carry (the highest), or the
+ * tenant's scimDefaultRole when they are in none. Owners are left alone.
+ */
+export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly string[], record: Record_): Promise<void> {
+  const ids = [...new Set(scimIds)];
+  if (ids.length === 0) return;
+  const mapped = await tx
+    .selectFrom('scim_group_members as m')
+    .innerJoin('scim_groups as g', (join) => join.onRef('g.tenant_id', '=', 'm.tenant_id').onRef('g.id', '=', 'm.group_id'))
+    .select(['m.member_id', 'g.role', 'g.display_name'])
+    .where('m.tenant_id', '=', tenantId)
+    .where('m.member_id', 'in', ids)
+    .where('g.role', 'is not', null)
+    .execute();
+  const settings = await tx.selectFrom('tenant_settings').select('scim_default_role').where('tenant_id', '=', tenantId).executeTakeFirst();
+  const fallback = (settings?.scim_default_role ?? 'member') as Role;
+  const users = new Map((await allUsers(tx, tenantId)).map((u) => [u.id, u]));
+  for (const id of ids) {
+    const user = users.get(id);
+    if (!user) continue;
+    const mine = mapped.filter((row) => row.member_id === id);
+    const role = mine.reduce<Role | null>((best, row) => higher(best, row.role!), null) ?? fallback;
+    const metadata = { groups: mine.map((row) => row.display_name).sort(), via: 'scim' };
+    if (user.user_id !== null) {
+      const membership = await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).forUpdate().executeTakeFirst();
+      if (!membership || membership.role === OWNER_ROLE || membership.role === role) continue;
+      await tx.updateTable('memberships').set({ role }).where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).execute();
+      const promoted = isPromotion(membership.role, role);
+      if (promoted) await signOutOfTenant(tx, tenantId, user.user_id);
+      await record({ action: 'member.role_changed', target: { type: 'user', id: user.user_id }, metadata: { before: membership.role, after: role, signedOut: promoted, ...metadata } });
+    } else {
+      // Pending: the invitation they will accept carries the role.
+      const invitation = await tx
+        .updateTable('invitations as i')
+        .from('scim_users as s')
+        .set({ role })
+        .whereRef('i.tenant_id', '=', 's.tenant_id')
+        .whereRef('i.id', '=', 's.invitation_id')
+        .where('s.tenant_id', '=', tenantId)
+        .where('s.id', '=', id)
+        .where('i.accepted_at', 'is', null)
+        .where('i.role', '!=', role)
+        .returning('i.id')
+        .executeTakeFirst();
+      if (invitation) await record({ action: 'member.role_changed', target: { type: 'invitation', id: invitation.id }, metadata: { after: role, ...metadata } });
+    }
+  }
+}
+
+/** Groups' side of a SCIM User leaving: they are no longer anyone's member. */
+export async function leaveGroups(tx: Tx, tenantId: string, scimId: string): Promise<void> {
+  await tx.deleteFrom('scim_group_members').where('tenant_id', '=', tenantId).where('member_id', '=', scimId).execute();
+}
+
+const ListParams = Type.Object({
+  filter: Type.Optional(Type.String({ maxLength: 500 })),
+  startIndex: Type.Optional(Type.Integer({ minimum: 1 })),
+  count: Type.Optional(Type.Integer({ minimum: 0 })),
+  attributes: Type.Optional(Type.String({ maxLength: 500 })),
+  excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })),
+});
+const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
+const OneParams = Type.Object({ attributes: Type.Optional(Type.String({ maxLength: 500 })), excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })) });
+
+const withoutMembers = (query: Record<string, string>) => /(^|,)\s*members\s*(,|$)/i.test(query.excludedAttributes ?? '');
+const unquote = (value: string) => value.replace(/\\(.)/g, '$1');
+
+/** The SCIM Group routes; `scim` is the Users module's wrapper (token, tenant transaction, SCIM errors). */
+export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl: string): RouteDefinition[] {
+  const scimRecord =
+    (ctx: Parameters<ScimRoute['work']>[0]): Record_ =>
+    (event) =>
+      recordTenantEvent(ctx.tx, ctx.caller.tenantId, ctx.actor, ctx.meta, { ...event, metadata: { ...event.metadata, via: 'scim' } });
+  const groupEvent = (ctx: Parameters<ScimRoute['work']>[0], action: string, group: { id: string; display_name: string }, metadata: Record<string, unknown> = {}) =>
+    scimRecord(ctx)({ action, target: { type: 'scim_group', id: group.id }, metadata: { displayName: group.display_name, ...metadata } });
+
+  /** Membership changes of a mapped group move roles; an unmapped group's carry none. */
+  const afterMembership = async (ctx: Parameters<ScimRoute['work']>[0], group: StoredGroup, changed: readonly string[]) => {
+    if (group.role !== null) await syncGroupRoles(ctx.tx, ctx.caller.tenantId, changed, scimRecord(ctx));
+  };
+
+  return [
+    scim({
+      method: 'GET',
+      url: '/scim/v2/Groups',
+      summary: 'SCIM: the groups the IdP pushed (filter: displayName, externalId or id eq, optionally and members[value eq]; startIndex and count paging)',
+      schema: { querystring: ListParams },
+      work: async ({ tx, caller, query }) => {
+        let groups = await loadGroups(tx, caller.tenantId);
+        if (query.filter) {
+          const match = /^\s*(displayName|externalId|id)\s+eq\s+"((?:[^"\\]|\\.)*)"(?:\s+and\s+members\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\])?\s*$/i.exec(query.filter);
+          if (!match) throw new ScimError(400, 'Supported filters: displayName eq "…", externalId eq "…", id eq "…", each optionally followed by and members[value eq "…"]', 'invalidFilter');
+          const attribute = match[1]!.toLowerCase();
+          const value = unquote(match[2]!);
+          const member = match[3] === undefined ? undefined : unquote(match[3]).toLowerCase();
+          groups = groups.filter(
+            (g) =>
+              (attribute === 'displayname' ? g.display_name.toLowerCase() === value.toLowerCase() : attribute === 'externalid' ? g.external_id === value : g.id === value.toLowerCase()) &&
+              (member === undefined || g.members.includes(member)),
+          );
+        }
+        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
+        return { status: 200, body: listResponse(groups, query, (g) => groupResource(g, users, baseUrl, !withoutMembers(query))) };
+      },
+    }),
+    scim({
+      method: 'GET',
+      url: '/scim/v2/Groups/:id',
+      summary: 'SCIM: one group',
+      schema: { params: IdParams, querystring: OneParams },
+      work: async ({ tx, caller, params, query }) => {
+        const group = await findGroup(tx, caller.tenantId, params.id!);
+        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
+        return { status: 200, body: groupResource(group, users, baseUrl, !withoutMembers(query)) };
+      },
+    }),
+    scim({
+      method: 'POST',
+      url: '/scim/v2/Groups',
+      summary: 'SCIM: create a group (it carries no role until an admin maps it)',
+      work: async (ctx) => {
+        const { tx, caller, body } = ctx;
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ScimError(400, 'The request body must be a SCIM Group', 'invalidSyntax');
+        const b = body as Record<string, unknown>;
+        const name = displayNameOf(b.displayName);
+        await assertNameFree(tx, caller.tenantId, name);
+        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
+        const members = memberIds(b.members, users);
+        const row = await tx.insertInto('scim_groups').values({ tenant_id: caller.tenantId, display_name: name, external_id: scimString(b.externalId, 'externalId') }).returning('id').executeTakeFirstOrThrow();
+        await changeMembers(tx, caller.tenantId, row.id, { add: members });
+        await groupEvent(ctx, 'scim_group.created', { id: row.id, display_name: name }, { members: members.length });
+        return { status: 201, body: groupResource(await findGroup(tx, caller.tenantId, row.id), users, baseUrl, true) };
+      },
+    }),
+    scim({
+      method: 'PUT',
+      url: '/scim/v2/Groups/:id',
+      summary: 'SCIM: replace a group (its name and its whole member list)',
+      schema: { params: IdParams },
+      work: async (ctx) => {
+        const { tx, caller, params, body } = ctx;
+        const group = await findGroup(tx, caller.tenantId, params.id!);
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ScimError(400, 'The request body must be a SCIM Group', 'invalidSyntax');
+        const b = body as Record<string, unknown>;
+        const name = displayNameOf(b.displayName);
+        await assertNameFree(tx, caller.tenantId, name, group.id);
+        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
+        const wanted = memberIds(b.members, users);
+        await tx.updateTable('scim_groups').set({ display_name: name, external_id: scimString(b.externalId, 'externalId'), updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
+        const changed = await changeMembers(tx, caller.tenantId, group.id, { remove: group.members.filter((m) => !wanted.includes(m)), add: wanted.filter((m) => !group.members.includes(m)) });
+        await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: name }, { ...(name === group.display_name ? {} : { renamedFrom: group.display_name }), membersChanged: changed.length });
+        await afterMembership(ctx, group, changed);
+        return { status: 200, body: groupResource(await findGroup(tx, caller.tenantId, group.id), users, baseUrl, true) };
+      },
+    }),
+    scim({
+      method: 'PATCH',
+      url: '/scim/v2/Groups/:id',
+      summary: "SCIM: change a group's name or members (Okta's and Entra's PatchOp forms); answers 204",
+      schema: { params: IdParams },
+      work: async (ctx) => {
+        const { tx, caller, params, body } = ctx;
+        const group = await findGroup(tx, caller.tenantId, params.id!);
+        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
+        let name = group.display_name;
+        let externalId = group.external_id;
+        // The operations in order: `removeAll` drops every current member, then `add` and `remove` apply.
+        const add = new Set<string>();
+        const remove = new Set<string>();
+        let removeAll = false;
+        const addMembers = (ids: readonly string[]) => {
+          for (const id of ids) {
+            remove.delete(id);
+            add.add(id);
+          }
+        };
+        const removeMembers = (ids: readonly string[]) => {
+          for (const id of ids) {
+            add.delete(id);
+            remove.add(id);
+          }
+        };
+        const clearMembers = () => {
+          removeAll = true;
+          add.clear();
+          remove.clear();
+        };
+        for (const { op, path, value } of patchOperations(body)) {
+          const filtered = path === undefined ? null : /^members\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\]$/i.exec(path);
+          const target = path?.replace(/^urn:ietf:params:scim:schemas:core:2\.0:Group:/, '').toLowerCase();
+          if (filtered) {
+            // Okta: remove one member by filter.
+            if (op !== 'remove') throw new ScimError(400, 'Only remove may name a member by filter', 'invalidPath');
+            removeMembers([unquote(filtered[1]!).toLowerCase()]);
+          } else if (target === 'members') {
+            if (op === 'remove' && (value === undefined || value === null)) clearMembers();
+            else if (op === 'remove') removeMembers(memberIds(value, users));
+            else {
+              if (op === 'replace') clearMembers();
+              addMembers(memberIds(value, users));
+            }
+          } else if (target === 'displayname') {
+            if (op === 'remove') throw new ScimError(400, 'displayName is required', 'mutability');
+            name = displayNameOf(value);
+          } else if (target === 'externalid') {
+            externalId = op === 'remove' ? null : scimString(value, 'externalId');
+          } else if (target === undefined) {
+            // Okta's rename ({ id, displayName }) and path-less adds of members.
+            if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ScimError(400, 'An operation without a path needs an object value', 'invalidValue');
+            const v = value as Record<string, unknown>;
+            if (v.displayName !== undefined) name = displayNameOf(v.displayName);
+            if (v.externalId !== undefined) externalId = scimString(v.externalId, 'externalId');
+            if (v.members !== undefined) {
+              if (op === 'replace') clearMembers();
+              addMembers(memberIds(v.members, users));
+            }
+          } else if (target !== 'id') {
+            throw new ScimError(400, `Unsupported path ${path}`, 'invalidPath');
+          }
+        }
+        if (name !== group.display_name) await assertNameFree(tx, caller.tenantId, name, group.id);
+        if (name !== group.display_name || externalId !== group.external_id) {
+          await tx.updateTable('scim_groups').set({ display_name: name, external_id: externalId, updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
+        }
+        const changed = await changeMembers(tx, caller.tenantId, group.id, {
+          remove: removeAll ? group.members.filter((m) => !add.has(m)) : [...remove],
+          add: [...add].filter((m) => !group.members.includes(m)),
+        });
+        await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: name }, { ...(name === group.display_name ? {} : { renamedFrom: group.display_name }), membersChanged: changed.length });
+        await afterMembership(ctx, group, changed);
+        return { status: 204 };
+      },
+    }),
+    scim({
+      method: 'DELETE',
+      url: '/scim/v2/Groups/:id',
+      summary: 'SCIM: delete a group (its members lose the role it carried)',
+      schema: { params: IdParams },
+      work: async (ctx) => {
+        const { tx, caller, params } = ctx;
+        const group = await findGroup(tx, caller.tenantId, params.id!);
+        await tx.deleteFrom('scim_groups').where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
+        await groupEvent(ctx, 'scim_group.deleted', group, { role: group.role, members: group.members.length });
+        await afterMembership(ctx, group, group.members);
+        return { status: 204 };
+      },
+    }),
+  ];
+}
+
+const GroupItem = Type.Object({
+  id: Uuid,
+  displayName: Type.String(),
+  externalId: Type.Union([Type.String(), Type.Null()]),
+  role: Type.Union([MappableRole, Type.Null()]),
+  members: Type.Integer(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+
+function toItem(group: StoredGroup) {
+  return { id: group.id, displayName: group.display_name, externalId: group.external_id, role: group.role, members: group.members.length, createdAt: group.created_at.toISOString(), updatedAt: group.updated_at.toISOString() };
+}
+
+/** The admin's side: see the IdP's groups and map each to a role (admin at most). */
+export function groupMappingRoutes(): RouteDefinition[] {
+  return [
+    tenantRoute({
+      method: 'GET',
+      url: '/api/v1/tenants/:tenantId/scim-groups',
+      permission: 'members.manage',
+      schema: { summary: "The groups the tenant's IdP pushed through SCIM, with the role each is mapped to", tags: ['scim'], params: TenantParams, response: { 200: Type.Object({ items: Type.Array(GroupItem) }) } },
+      async handler({ tx, tenantId }) {
+        return { items: (await loadGroups(tx, tenantId)).map(toItem) };
+      },
+    }),
+    tenantRoute({
+      method: 'PATCH',
+      url: '/api/v1/tenants/:tenantId/scim-groups/:groupId',
+      permission: 'members.manage',
+      schema: {
+        summary: "Map a SCIM group to a role (admin at most; null: the group carries none). Its members' roles follow at once.",
+        tags: ['scim'],
+        params: Type.Object({ tenantId: Uuid, groupId: Uuid }, { additionalProperties: false }),
+        body: Type.Object({ role: Type.Union([MappableRole, Type.Null()]) }, { additionalProperties: false }),
+        response: { 200: GroupItem },
+      },
+      async handler({ tx, tenantId, params, body, audit }) {
+        const [group] = await loadGroups(tx, tenantId, params.groupId.toLowerCase());
+        if (!group) throw new AppError('not_found');
+        if (group.role !== body.role) {
+          await tx.updateTable('scim_groups').set({ role: body.role, updated_at: sql`now()` }).where('tenant_id', '=', tenantId).where('id', '=', group.id).execute();
+          await audit({ action: 'scim_group.role_mapped', target: { type: 'scim_group', id: group.id }, metadata: { displayName: group.display_name, before: group.role, after: body.role } });
+          await syncGroupRoles(tx, tenantId, group.members, audit);
+        }
+        const [after] = await loadGroups(tx, tenantId, group.id);
+        return toItem(after!);
+      },
+    }),
+  ];
+}
