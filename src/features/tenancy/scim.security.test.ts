@@ -143,6 +143,28 @@ describe('SCIM 2.0 provisioning', () => {
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: outsider })).json().code).toBe('member.suspended');
   });
 
+  it("the tenant's IP allow-list binds the SCIM token too: calls from elsewhere get 403 and are audited", async () => {
+    const inside = '203.0.113.9';
+    const fromOutside = () => t.request({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Bearer ${token}` }, remoteAddress: '198.51.100.7' });
+    const fromInside = () => t.request({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Bearer ${token}` }, remoteAddress: inside });
+    expect((await fromOutside()).statusCode).toBe(200);
+    const set = await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantId}/settings`, as: owner, body: { ipAllowlist: ['203.0.113.0/24'] }, remoteAddress: inside });
+    expect(set.statusCode).toBe(200);
+    try {
+      const refused = await fromOutside();
+      expect(refused.statusCode).toBe(403);
+      expect(refused.json()).toMatchObject({ schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '403' });
+      expect((await fromInside()).statusCode).toBe(200);
+      const [event] = await t.admin.query<{ actor_type: string; outcome: string; metadata: { reason: string; ip: string } }>(
+        `select actor_type, outcome, metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_type = 'scim' order by position desc limit 1`,
+        [tenantId],
+      );
+      expect(event).toMatchObject({ actor_type: 'scim', outcome: 'denied', metadata: { reason: 'ip_blocked', ip: '198.51.100.7' } });
+    } finally {
+      await t.request({ method: 'PATCH', url: `/api/v1/tenants/${tenantId}/settings`, as: owner, body: { ipAllowlist: [] }, remoteAddress: inside });
+    }
+  });
+
   it('a token reaches its own tenant only, never an owner, and a revoked token stops working', async () => {
     const { session: otherOwner, tenantId: other } = await t.signup({ tenantName: 'Other Co' });
     const otherToken = (await t.request({ method: 'POST', url: `/api/v1/tenants/${other}/scim-tokens`, as: otherOwner, body: {} })).json<{ token: string; id: string }>();

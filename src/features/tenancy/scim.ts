@@ -20,6 +20,7 @@ import { recordTenantEvent, type Actor, type RequestMeta } from '../../kernel/au
 import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
 import { isUniqueViolation, isUuid, type Database, type Tx } from '../../kernel/db/database.ts';
 import { AppError, scimErrorBody } from '../../kernel/http/errors.ts';
+import { ipAllowed } from '../../kernel/http/ip-allowlist.ts';
 import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import type { Mailer } from '../../kernel/mail/mailer.ts';
@@ -128,7 +129,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
       schema: { summary: route.summary, tags: ['scim'], response: {}, ...(route.schema ?? {}) } as never,
       async handler({ db, request, reply, meta }) {
         try {
-          const result = await withScimCaller(db, request.headers.authorization, async (tx, caller) =>
+          const result = await withScimCaller(db, request.headers.authorization, meta, async (tx, caller) =>
             route.work({
               tx,
               caller,
@@ -158,12 +159,17 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
     });
   }
 
-  async function withScimCaller<T>(db: Database, authorization: string | undefined, work: (tx: Tx, caller: ScimCaller) => Promise<T>): Promise<T> {
+  /**
+   * The token's tenant transaction. The tenant's IP allow-list binds the SCIM token as it binds
+   * members and API keys (a leaked token must not manage members from anywhere): a refused call
+   * is audited (committed), then answered 403.
+   */
+  async function withScimCaller<T>(db: Database, authorization: string | undefined, meta: RequestMeta, work: (tx: Tx, caller: ScimCaller) => Promise<T>): Promise<T> {
     const token = /^Bearer (\S+)$/i.exec(authorization ?? '')?.[1];
     const parsed = token ? TOKEN_PATTERN.exec(token) : null;
     if (!token || !parsed) throw new ScimError(401, 'A SCIM bearer token is required');
     const tenantId = parsed[1]!.toLowerCase();
-    return db.withTenant(tenantId, async (tx) => {
+    const outcome = await db.withTenant(tenantId, async (tx): Promise<{ blocked: true } | { blocked: false; value: T }> => {
       const row = await tx
         .updateTable('scim_tokens')
         .set({ last_used_at: sql`now()` })
@@ -173,8 +179,15 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         .executeTakeFirst();
       const tenant = await tx.selectFrom('tenants').select('deleted_at').where('id', '=', tenantId).executeTakeFirst();
       if (!row || !tenant || tenant.deleted_at !== null) throw new ScimError(401, 'The SCIM token is not valid');
-      return work(tx, { tenantId, tokenId: row.id, createdBy: row.created_by });
+      const settings = await tx.selectFrom('tenant_settings').select(sql<string[]>`ip_allowlist::text[]`.as('ip_allowlist')).where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!ipAllowed(settings?.ip_allowlist ?? [], meta.ip)) {
+        await recordTenantEvent(tx, tenantId, { type: 'scim', id: row.id }, meta, { action: 'access.denied', outcome: 'denied', metadata: { route: 'scim', reason: 'ip_blocked', ip: meta.ip } });
+        return { blocked: true };
+      }
+      return { blocked: false, value: await work(tx, { tenantId, tokenId: row.id, createdBy: row.created_by }) };
     });
+    if (outcome.blocked) throw new ScimError(403, 'This tenant does not accept SCIM requests from your network address');
+    return outcome.value;
   }
 
   const audit = (tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, action: string, userId: string, metadata: Record<string, unknown>) =>
