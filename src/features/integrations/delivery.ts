@@ -10,7 +10,9 @@
 import { createHmac } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Keyring } from '../../kernel/crypto/envelope.ts';
+import { NO_REQUEST, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
+import { STALE_CREDENTIAL_RULE } from '../monitoring/index.ts';
 import type { Database } from '../../kernel/db/database.ts';
 import { egressRefusal, type EgressGuard } from '../../kernel/net/egress.ts';
 import { secretPlace, urlPlace } from './routes.ts';
@@ -163,24 +165,29 @@ export async function sendDueDeliveries(db: Database, keyring: Keyring, egress: 
 }
 
 /**
- * Integrations whose credential is older than maxAgeDays raise a reminder alert for the
- * tenant's admins (one open alert per integration; the alert notifier mails them).
+ * Integrations whose credential is older than maxAgeDays: an `integration.credential_stale`
+ * event in the tenant's log, which the alert rules turn into an alert for its admins (mailed by
+ * the notifier). Only while no such alert is open, so an ignored reminder is not repeated hourly.
  */
 export async function remindStaleCredentials(db: Database, maxAgeDays: number): Promise<number> {
   const system = db.systemDb({ reason: 'integrations: remind admins of credentials past their rotation age' });
   return system.transaction(async (tx) => {
-    const { rows } = await sql<{ id: string }>`
-      insert into security_alerts (tenant_id, rule, severity, subject, details)
-      select i.tenant_id, 'integration_credential_stale', 'low', 'integration:' || i.id,
-             jsonb_build_object('integration', i.name, 'provider', i.provider, 'rotatedAt', i.credential_rotated_at, 'maxAgeDays', ${maxAgeDays}::int)
+    const { rows } = await sql<{ tenant_id: string; id: string; name: string; provider: string; credential_rotated_at: Date }>`
+      select i.tenant_id, i.id, i.name, i.provider, i.credential_rotated_at
       from integrations i
       where i.credential_rotated_at < now() - make_interval(days => ${maxAgeDays}::int)
-      on conflict (tenant_id, rule, subject) where status <> 'resolved' do nothing
-      returning id`.execute(tx);
+        and not exists (select 1 from security_alerts a where a.tenant_id = i.tenant_id and a.rule = ${STALE_CREDENTIAL_RULE} and a.subject = 'integration:' || i.id and a.status <> 'resolved')
+        and not exists (select 1 from audit_events e where e.tenant_id = i.tenant_id and e.action = 'integration.credential_stale' and e.target_id = i.id::text and e.at > now() - interval '1 day')`.execute(tx);
+    for (const row of rows) {
+      await recordTenantEvent(tx, row.tenant_id, SYSTEM_ACTOR, NO_REQUEST, {
+        action: 'integration.credential_stale',
+        target: { type: 'integration', id: row.id },
+        metadata: { integration: row.name, provider: row.provider, rotatedAt: new Date(row.credential_rotated_at).toISOString(), maxAgeDays },
+      });
+    }
     return rows.length;
   });
 }
-
 
 /** Runs the delivery loop every intervalMs and the credential reminder hourly; returns stop. */
 export function startWebhookWorker(

@@ -7,6 +7,9 @@ import { startDnsServer, type DnsServer } from '../../../test/support/dns-server
 import { createKeyring } from '../../kernel/crypto/envelope.ts';
 import { createEgressGuard } from '../../kernel/net/egress.ts';
 import { enqueueDeliveries, MAX_ATTEMPTS, remindStaleCredentials, sendDueDeliveries } from './delivery.ts';
+import { readOutbox } from '../../../test/support/outbox.ts';
+import { createMailer } from '../../kernel/mail/mailer.ts';
+import { createAlertNotifier, evaluateAlerts } from '../monitoring/index.ts';
 
 interface Received {
   readonly path: string;
@@ -97,15 +100,20 @@ describe('integrations and webhooks', () => {
     await t.admin.query(`update integrations set credential_rotated_at = now() - interval '200 days' where id = $1`, [id]);
     expect((await t.request({ method: 'GET', url: `${base()}/integrations`, as: owner })).json().items[0]).toMatchObject({ rotationDue: true });
     expect(await remindStaleCredentials(t.db, 90)).toBeGreaterThanOrEqual(1);
+    // The reminder is an event the alert rules raise, and the notifier mails to the admins.
+    const mailer = createMailer(t.config);
+    await evaluateAlerts(t.db, createAlertNotifier({ db: t.db, mailer, log: { info() {}, warn() {}, error() {} }, appUrl: t.config.appUrl }));
+    mailer.close();
     expect(await remindStaleCredentials(t.db, 90)).toBe(0); // one open reminder per integration
     const alerts = (await t.request({ method: 'GET', url: `${base()}/security-alerts`, as: owner })).json<{ items: { rule: string; subject: string }[] }>();
     expect(alerts.items).toContainEqual(expect.objectContaining({ rule: 'integration_credential_stale', subject: `integration:${id}` }));
+    expect(readOutbox(t.config.dataDir).filter((m) => m.to === owner.email && m.subject.includes('integration credential stale'))).toHaveLength(1);
 
     for (const body of [{ name: 'x', provider: 'acme', credential: 'short' }, { name: 'x', provider: 'Bad Provider', credential: 'long enough secret' }, { name: 'x', provider: 'acme', credential: 'long enough secret', extra: 1 }]) {
       expect((await t.request({ method: 'POST', url: `${base()}/integrations`, as: owner, body })).statusCode).toBe(400);
     }
     const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and target_id = $2 order by position`, [tenantId, id]);
-    expect(actions.map((a) => a.action)).toEqual(['integration.created', 'integration.credential_rotated']);
+    expect(actions.map((a) => a.action)).toEqual(['integration.created', 'integration.credential_rotated', 'integration.credential_stale']);
     expect((await t.request({ method: 'DELETE', url: `${base()}/integrations/${id}`, as: owner })).statusCode).toBe(204);
     expect((await t.request({ method: 'DELETE', url: `${base()}/integrations/${id}`, as: owner })).statusCode).toBe(404);
   });

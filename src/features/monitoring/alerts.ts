@@ -19,6 +19,9 @@ export const EXPORT_BURST = 3;
 /** Failed logins for this many different accounts of a tenant from one address within SPRAY_WINDOW_MINUTES: password spraying. */
 export const SPRAY_ACCOUNTS = 5;
 export const SPRAY_WINDOW_MINUTES = 15;
+/** Reminders that jobs record as events (integrations, access reviews) and the rules below raise. */
+export const STALE_CREDENTIAL_RULE = 'integration_credential_stale';
+export const OVERDUE_REVIEW_RULE = 'access_review_overdue';
 /** Events read per tenant and pass (the rest wait for the next pass). */
 const BATCH = 500;
 
@@ -48,6 +51,10 @@ function singleEventRules(event: Event): Raised | null {
     // A person in the tenant reported something: always an alert, one per report.
     case 'security.reported':
       return { rule: 'reported_activity', severity: 'high', subject: `report:${event.target_id}`, details: { what: metadata.what ?? null, when: metadata.when ?? null, eventIds: metadata.eventIds ?? [], by: actorSubject(event) } };
+    case 'integration.credential_stale':
+      return { rule: STALE_CREDENTIAL_RULE, severity: 'low', subject: `integration:${event.target_id}`, details: metadata };
+    case 'access_review.overdue':
+      return { rule: OVERDUE_REVIEW_RULE, severity: 'low', subject: 'access_review', details: metadata };
     case 'apikey.created':
       return isPrivilegedRole(metadata.role) ? { rule: 'privileged_api_key', severity: 'medium', subject: `apikey:${event.target_id}`, details: { role: metadata.role, by: actorSubject(event) } } : null;
     default:

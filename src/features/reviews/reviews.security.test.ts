@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 import { completeOverdueReviews, remindOverdueReviews } from './reviews.ts';
+import { readOutbox } from '../../../test/support/outbox.ts';
+import { createMailer } from '../../kernel/mail/mailer.ts';
+import { createAlertNotifier, evaluateAlerts } from '../monitoring/index.ts';
 
 // Threats: access nobody needs any more stays because nobody looks; a review is decided but
 // never applied, or applied past its scope (the last owner, a grant changed since); a reviewer
@@ -101,7 +104,13 @@ describe('access reviews', () => {
     const { session: late, tenantId: lateTenant } = await t.signup({ tenantName: 'Late Co' });
     await t.admin.query(`update tenants set created_at = now() - interval '120 days' where id = $1`, [lateTenant]);
     expect(await remindOverdueReviews(t.db)).toBeGreaterThanOrEqual(1);
+    // The reminder is an event the alert rules raise, and the notifier mails to the owners and admins.
+    const mailer = createMailer(t.config);
+    await evaluateAlerts(t.db, createAlertNotifier({ db: t.db, mailer, log: { info() {}, warn() {}, error() {} }, appUrl: t.config.appUrl }));
     await remindOverdueReviews(t.db);
+    await evaluateAlerts(t.db);
+    mailer.close();
+    expect(readOutbox(t.config.dataDir).filter((m) => m.to === late.email && m.subject.includes('access review overdue'))).toHaveLength(1);
     const alerts = (await t.request({ method: 'GET', url: `/api/v1/tenants/${lateTenant}/security-alerts`, as: late })).json<{ items: { rule: string }[] }>();
     expect(alerts.items.filter((a) => a.rule === 'access_review_overdue')).toHaveLength(1);
     // A tenant that reviewed recently is not reminded.

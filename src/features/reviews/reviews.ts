@@ -12,6 +12,7 @@ import { sql } from 'kysely';
 import Type from 'typebox';
 import type { Actor } from '../../kernel/audit/record.ts';
 import { NO_REQUEST, recordTenantEvent, SYSTEM_ACTOR } from '../../kernel/audit/record.ts';
+import { OVERDUE_REVIEW_RULE } from '../monitoring/index.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
 import { csvField } from '../../kernel/http/csv.ts';
 import { AppError } from '../../kernel/http/errors.ts';
@@ -397,21 +398,28 @@ export async function completeOverdueReviews(db: Database): Promise<number> {
 
 /**
  * Tenants with no completed review within their interval (default quarterly; counted from
- * the tenant's creation when there has never been one) get an access_review_overdue alert.
+ * the tenant's creation when there has never been one): an `access_review.overdue` event in the
+ * tenant's log, which the alert rules turn into an alert for its admins (mailed by the
+ * notifier). Only while no such alert is open, so an ignored reminder is not repeated hourly.
  */
 export async function remindOverdueReviews(db: Database): Promise<number> {
   return db.systemDb({ reason: 'access reviews: remind tenants whose review is overdue' }).transaction(async (tx) => {
-    const { rows } = await sql<{ id: string }>`
-      insert into security_alerts (tenant_id, rule, severity, subject, details)
-      select t.id, 'access_review_overdue', 'low', 'access_review',
-             jsonb_build_object('lastCompletedAt', r.last, 'intervalDays', coalesce(s.access_review_interval_days, 90))
+    const { rows } = await sql<{ id: string; last: Date | null; interval_days: number }>`
+      select t.id, r.last, coalesce(s.access_review_interval_days, 90) as interval_days
       from tenants t
       left join tenant_settings s on s.tenant_id = t.id
       left join lateral (select max(completed_at) as last from access_reviews a where a.tenant_id = t.id and a.status = 'completed') r on true
       where t.deleted_at is null
         and coalesce(r.last, t.created_at) < now() - make_interval(days => coalesce(s.access_review_interval_days, 90))
-      on conflict (tenant_id, rule, subject) where status <> 'resolved' do nothing
-      returning id`.execute(tx);
+        and not exists (select 1 from security_alerts a where a.tenant_id = t.id and a.rule = ${OVERDUE_REVIEW_RULE} and a.status <> 'resolved')
+        and not exists (select 1 from audit_events e where e.tenant_id = t.id and e.action = 'access_review.overdue' and e.at > now() - interval '1 day')`.execute(tx);
+    for (const row of rows) {
+      await recordTenantEvent(tx, row.id, SYSTEM_ACTOR, NO_REQUEST, {
+        action: 'access_review.overdue',
+        target: { type: 'tenant', id: row.id },
+        metadata: { lastCompletedAt: row.last ? new Date(row.last).toISOString() : null, intervalDays: Number(row.interval_days) },
+      });
+    }
     return rows.length;
   });
 }
