@@ -4,6 +4,7 @@
  */
 import type { TSchema } from 'typebox';
 import type { Actor, RequestMeta } from '../../kernel/audit/record.ts';
+import { sql, type RawBuilder } from 'kysely';
 import type { Tx } from '../../kernel/db/database.ts';
 
 export const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
@@ -52,43 +53,56 @@ export interface StoredUser {
   updated_at: Date;
 }
 
-/** Every SCIM User of the tenant: members (with their SCIM attributes if provisioned) and pending resources. */
-export async function allUsers(tx: Tx, tenantId: string): Promise<StoredUser[]> {
-  const members = await tx
-    .selectFrom('memberships as m')
-    .innerJoin('users as u', 'u.id', 'm.user_id')
-    .leftJoin('scim_users as s', (join) => join.onRef('s.tenant_id', '=', 'm.tenant_id').onRef('s.user_id', '=', 'm.user_id'))
-    .select([
-      'm.user_id',
-      'u.email',
-      'u.name',
-      'm.suspended_at',
-      'm.created_at',
-      's.id as scim_id',
-      's.external_id',
-      's.given_name',
-      's.family_name',
-      's.display_name',
-      's.updated_at',
-    ])
-    .where('m.tenant_id', '=', tenantId)
-    .execute();
-  const pending = await tx.selectFrom('scim_users').selectAll().where('tenant_id', '=', tenantId).where('user_id', 'is', null).execute();
-  return [
-    ...members.map((m) => ({
-      id: m.scim_id ?? m.user_id,
-      user_name: m.email,
-      external_id: m.external_id,
-      given_name: m.given_name,
-      family_name: m.family_name,
-      display_name: m.display_name ?? m.name,
-      active: m.suspended_at === null,
-      user_id: m.user_id,
-      created_at: m.created_at,
-      updated_at: m.updated_at ?? m.created_at,
-    })),
-    ...pending.map((p) => ({ ...p, user_id: null })),
-  ].sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.id.localeCompare(b.id));
+/** Which SCIM Users to read; every condition given must hold. */
+export interface UserFilter {
+  readonly ids?: readonly string[];
+  /** Lower-case email. */
+  readonly userName?: string;
+  readonly externalId?: string;
+}
+
+/**
+ * The tenant's SCIM Users as one relation: members (with their SCIM attributes if provisioned)
+ * and pending resources. Filters and paging run in the database, so a lookup does not read
+ * every member of a large tenant.
+ */
+function usersRelation(tenantId: string, filter: UserFilter): RawBuilder<unknown> {
+  const conditions: RawBuilder<unknown>[] = [sql`true`];
+  if (filter.ids) conditions.push(sql`id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(filter.ids)}::jsonb))`);
+  if (filter.userName !== undefined) conditions.push(sql`user_name = ${filter.userName}`);
+  if (filter.externalId !== undefined) conditions.push(sql`external_id = ${filter.externalId}`);
+  return sql`(
+    select coalesce(s.id, m.user_id) as id, u.email as user_name, s.external_id, s.given_name, s.family_name,
+           coalesce(s.display_name, u.name) as display_name, m.suspended_at is null as active, m.user_id,
+           m.created_at, coalesce(s.updated_at, m.created_at) as updated_at
+    from memberships m
+    join users u on u.id = m.user_id
+    left join scim_users s on s.tenant_id = m.tenant_id and s.user_id = m.user_id
+    where m.tenant_id = ${tenantId}
+    union all
+    select id, user_name, external_id, given_name, family_name, display_name, active, null::uuid, created_at, updated_at
+    from scim_users
+    where tenant_id = ${tenantId} and user_id is null
+  ) everyone where ${sql.join(conditions, sql` and `)}`;
+}
+
+/** The matching SCIM Users in creation order (a page of them when offset and limit are given). */
+export async function findUsers(tx: Tx, tenantId: string, filter: UserFilter = {}, page?: { offset: number; limit: number }): Promise<StoredUser[]> {
+  const window = page ? sql`offset ${page.offset} limit ${page.limit}` : sql``;
+  const { rows } = await sql<StoredUser>`select * from ${usersRelation(tenantId, filter)} order by created_at, id ${window}`.execute(tx);
+  return rows.map((row) => ({ ...row, created_at: new Date(row.created_at), updated_at: new Date(row.updated_at) }));
+}
+
+export async function countUsers(tx: Tx, tenantId: string, filter: UserFilter = {}): Promise<number> {
+  const { rows } = await sql<{ n: number | string }>`select count(*) as n from ${usersRelation(tenantId, filter)}`.execute(tx);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** The SCIM Users with these ids, by id (to check and show a group's members). */
+export async function usersById(tx: Tx, tenantId: string, ids: readonly string[]): Promise<Map<string, StoredUser>> {
+  const wanted = [...new Set(ids.map((id) => id.toLowerCase()))];
+  if (wanted.length === 0) return new Map();
+  return new Map((await findUsers(tx, tenantId, { ids: wanted })).map((u) => [u.id, u]));
 }
 
 /** SCIM booleans as real clients send them: true, or Entra's "True"/"False". */
@@ -104,12 +118,15 @@ export function scimString(value: unknown, attribute: string, max = 200): string
   return value.trim() === '' ? null : value.trim();
 }
 
-/** One ListResponse page (startIndex is 1-based; count is capped at MAX_RESULTS). */
-export function listResponse<T, R>(items: readonly T[], query: Record<string, string>, render: (item: T) => R) {
+/** The page a list request asks for: startIndex is 1-based; count is capped at MAX_RESULTS. */
+export function pageOf(query: Record<string, string>): { startIndex: number; offset: number; limit: number } {
   const startIndex = Number(query.startIndex ?? 1);
-  const count = Math.min(Number(query.count ?? MAX_RESULTS), MAX_RESULTS);
-  const page = items.slice(startIndex - 1, startIndex - 1 + count);
-  return { schemas: [LIST_SCHEMA], totalResults: items.length, startIndex, itemsPerPage: page.length, Resources: page.map(render) };
+  return { startIndex, offset: startIndex - 1, limit: Math.min(Number(query.count ?? MAX_RESULTS), MAX_RESULTS) };
+}
+
+/** One ListResponse: a page of items and the total that matched. */
+export function listResponse<T, R>(page: readonly T[], totalResults: number, startIndex: number, render: (item: T) => R) {
+  return { schemas: [LIST_SCHEMA], totalResults, startIndex, itemsPerPage: page.length, Resources: page.map(render) };
 }
 
 /** A PatchOp's operations with `op` lower-cased (Entra capitalises it); anything else is a 400. */

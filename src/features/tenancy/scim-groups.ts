@@ -21,7 +21,7 @@ import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import { IDP_ASSIGNABLE_ROLES, isPromotion, OWNER_ROLE, type Role } from '../access/index.ts';
 import { signOutOfTenant } from './members.ts';
-import { allUsers, listResponse, patchOperations, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
+import { listResponse, pageOf, patchOperations, usersById, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
 
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
 const MappableRole = Type.Union(IDP_ASSIGNABLE_ROLES.map((role) => Type.Literal(role)));
@@ -80,16 +80,19 @@ function groupResource(group: StoredGroup, users: ReadonlyMap<string, StoredUser
 }
 
 /** The SCIM User ids of a `members` value; each must be a User of this tenant. */
-function memberIds(value: unknown, users: ReadonlyMap<string, StoredUser>): string[] {
+async function memberIds(tx: Tx, tenantId: string, value: unknown): Promise<string[]> {
   if (value === null || value === undefined) return [];
   const list = Array.isArray(value) ? value : [value];
   const ids = list.map((member: unknown) => {
     const id = typeof member === 'object' && member !== null ? (member as { value?: unknown }).value : undefined;
     if (typeof id !== 'string' || !isUuid(id)) throw new ScimError(400, 'Each member needs the value of a User id', 'invalidValue');
-    if (!users.has(id.toLowerCase())) throw new ScimError(400, `No user ${id} in this tenant`, 'invalidValue');
     return id.toLowerCase();
   });
-  return [...new Set(ids)];
+  const unique = [...new Set(ids)];
+  const found = await usersById(tx, tenantId, unique);
+  const unknown = unique.find((id) => !found.has(id));
+  if (unknown) throw new ScimError(400, `No user ${unknown} in this tenant`, 'invalidValue');
+  return unique;
 }
 
 function displayNameOf(value: unknown): string {
@@ -144,7 +147,7 @@ export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly
     .execute();
   const settings = await tx.selectFrom('tenant_settings').select('scim_default_role').where('tenant_id', '=', tenantId).executeTakeFirst();
   const fallback = (settings?.scim_default_role ?? 'member') as Role;
-  const users = new Map((await allUsers(tx, tenantId)).map((u) => [u.id, u]));
+  const users = await usersById(tx, tenantId, ids);
   for (const id of ids) {
     const user = users.get(id);
     if (!user) continue;
@@ -204,6 +207,9 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
   const groupEvent = (ctx: Parameters<ScimRoute['work']>[0], action: string, group: { id: string; display_name: string }, metadata: Record<string, unknown> = {}) =>
     scimRecord(ctx)({ action, target: { type: 'scim_group', id: group.id }, metadata: { displayName: group.display_name, ...metadata } });
 
+  const render = async (tx: Tx, tenantId: string, group: StoredGroup, withMembers: boolean) =>
+    groupResource(group, withMembers ? await usersById(tx, tenantId, group.members) : new Map(), baseUrl, withMembers);
+
   /** Membership changes of a mapped group move roles; an unmapped group's carry none. */
   const afterMembership = async (ctx: Parameters<ScimRoute['work']>[0], group: StoredGroup, changed: readonly string[]) => {
     if (group.role !== null) await syncGroupRoles(ctx.tx, ctx.caller.tenantId, changed, scimRecord(ctx));
@@ -229,8 +235,10 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
               (member === undefined || g.members.includes(member)),
           );
         }
-        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
-        return { status: 200, body: listResponse(groups, query, (g) => groupResource(g, users, baseUrl, !withoutMembers(query))) };
+        const { startIndex, offset, limit } = pageOf(query);
+        const page = groups.slice(offset, offset + limit);
+        const users = withoutMembers(query) ? new Map<string, StoredUser>() : await usersById(tx, caller.tenantId, page.flatMap((g) => g.members));
+        return { status: 200, body: listResponse(page, groups.length, startIndex, (g) => groupResource(g, users, baseUrl, !withoutMembers(query))) };
       },
     }),
     scim({
@@ -240,8 +248,7 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       schema: { params: IdParams, querystring: OneParams },
       work: async ({ tx, caller, params, query }) => {
         const group = await findGroup(tx, caller.tenantId, params.id!);
-        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
-        return { status: 200, body: groupResource(group, users, baseUrl, !withoutMembers(query)) };
+        return { status: 200, body: await render(tx, caller.tenantId, group, !withoutMembers(query)) };
       },
     }),
     scim({
@@ -254,12 +261,11 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
         const b = body as Record<string, unknown>;
         const name = displayNameOf(b.displayName);
         await assertNameFree(tx, caller.tenantId, name);
-        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
-        const members = memberIds(b.members, users);
+        const members = await memberIds(tx, caller.tenantId, b.members);
         const row = await tx.insertInto('scim_groups').values({ tenant_id: caller.tenantId, display_name: name, external_id: scimString(b.externalId, 'externalId') }).returning('id').executeTakeFirstOrThrow();
         await changeMembers(tx, caller.tenantId, row.id, { add: members });
         await groupEvent(ctx, 'scim_group.created', { id: row.id, display_name: name }, { members: members.length });
-        return { status: 201, body: groupResource(await findGroup(tx, caller.tenantId, row.id), users, baseUrl, true) };
+        return { status: 201, body: await render(tx, caller.tenantId, await findGroup(tx, caller.tenantId, row.id), true) };
       },
     }),
     scim({
@@ -274,13 +280,12 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
         const b = body as Record<string, unknown>;
         const name = displayNameOf(b.displayName);
         await assertNameFree(tx, caller.tenantId, name, group.id);
-        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
-        const wanted = memberIds(b.members, users);
+        const wanted = await memberIds(tx, caller.tenantId, b.members);
         await tx.updateTable('scim_groups').set({ display_name: name, external_id: scimString(b.externalId, 'externalId'), updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
         const changed = await changeMembers(tx, caller.tenantId, group.id, { remove: group.members.filter((m) => !wanted.includes(m)), add: wanted.filter((m) => !group.members.includes(m)) });
         await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: name }, { ...(name === group.display_name ? {} : { renamedFrom: group.display_name }), membersChanged: changed.length });
         await afterMembership(ctx, group, changed);
-        return { status: 200, body: groupResource(await findGroup(tx, caller.tenantId, group.id), users, baseUrl, true) };
+        return { status: 200, body: await render(tx, caller.tenantId, await findGroup(tx, caller.tenantId, group.id), true) };
       },
     }),
     scim({
@@ -291,7 +296,7 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       work: async (ctx) => {
         const { tx, caller, params, body } = ctx;
         const group = await findGroup(tx, caller.tenantId, params.id!);
-        const users = new Map((await allUsers(tx, caller.tenantId)).map((u) => [u.id, u]));
+        const ids = (value: unknown) => memberIds(tx, caller.tenantId, value);
         let name = group.display_name;
         let externalId = group.external_id;
         // The operations in order: `removeAll` drops every current member, then `add` and `remove` apply.
@@ -324,10 +329,10 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
             removeMembers([unquote(filtered[1]!).toLowerCase()]);
           } else if (target === 'members') {
             if (op === 'remove' && (value === undefined || value === null)) clearMembers();
-            else if (op === 'remove') removeMembers(memberIds(value, users));
+            else if (op === 'remove') removeMembers(await ids(value));
             else {
               if (op === 'replace') clearMembers();
-              addMembers(memberIds(value, users));
+              addMembers(await ids(value));
             }
           } else if (target === 'displayname') {
             if (op === 'remove') throw new ScimError(400, 'displayName is required', 'mutability');
@@ -342,7 +347,7 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
             if (v.externalId !== undefined) externalId = scimString(v.externalId, 'externalId');
             if (v.members !== undefined) {
               if (op === 'replace') clearMembers();
-              addMembers(memberIds(v.members, users));
+              addMembers(await ids(v.members));
             }
           } else if (target !== 'id') {
             throw new ScimError(400, `Unsupported path ${path}`, 'invalidPath');

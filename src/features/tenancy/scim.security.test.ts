@@ -143,6 +143,19 @@ describe('SCIM 2.0 provisioning', () => {
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: outsider })).json().code).toBe('member.suspended');
   });
 
+  it('pages users with startIndex and count, in creation order, with the total of all that match', async () => {
+    const all = (await scim('GET', '/Users')).json<{ totalResults: number; Resources: { id: string }[] }>();
+    expect(all.totalResults).toBe(all.Resources.length);
+    expect(all.totalResults).toBeGreaterThanOrEqual(3);
+    const second = (await scim('GET', '/Users?startIndex=2&count=1')).json<{ totalResults: number; startIndex: number; itemsPerPage: number; Resources: { id: string }[] }>();
+    expect(second).toMatchObject({ totalResults: all.totalResults, startIndex: 2, itemsPerPage: 1 });
+    expect(second.Resources.map((r) => r.id)).toEqual([all.Resources[1]!.id]);
+    const beyond = (await scim('GET', `/Users?startIndex=${all.totalResults + 1}&count=10`)).json<{ totalResults: number; Resources: unknown[] }>();
+    expect(beyond).toMatchObject({ totalResults: all.totalResults, Resources: [] });
+    expect((await scim('GET', '/Users?count=0')).json()).toMatchObject({ totalResults: all.totalResults, itemsPerPage: 0 });
+    expect((await scim('GET', '/Users?startIndex=0')).statusCode).toBe(400);
+  });
+
   it("the tenant's IP allow-list binds the SCIM token too: calls from elsewhere get 403 and are audited", async () => {
     const inside = '203.0.113.9';
     const fromOutside = () => t.request({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Bearer ${token}` }, remoteAddress: '198.51.100.7' });

@@ -28,7 +28,7 @@ import { OWNER_ROLE, type Role } from '../access/index.ts';
 import { NO_PASSWORD } from '../identity/index.ts';
 import { cutAccess, reactivateMembership, removeMembership, suspendMembership } from './members.ts';
 import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
-import { allUsers, listResponse, LIST_SCHEMA, MAX_RESULTS, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser } from './scim-common.ts';
+import { countUsers, findUsers, listResponse, LIST_SCHEMA, MAX_RESULTS, pageOf, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser, type UserFilter } from './scim-common.ts';
 import { groupMappingRoutes, groupRoutes, GROUP_SCHEMA, leaveGroups } from './scim-groups.ts';
 
 const TOKEN_PATTERN = /^cn_scim_([0-9a-f-]{36})_([A-Za-z0-9_-]{43})$/;
@@ -49,7 +49,7 @@ function toResource(user: StoredUser, baseUrl: string) {
 
 async function findUser(tx: Tx, tenantId: string, id: string): Promise<StoredUser> {
   if (!isUuid(id)) throw new ScimError(404, 'No such user');
-  const found = (await allUsers(tx, tenantId)).find((u) => u.id === id.toLowerCase());
+  const [found] = await findUsers(tx, tenantId, { ids: [id.toLowerCase()] });
   if (!found) throw new ScimError(404, 'No such user');
   return found;
 }
@@ -221,7 +221,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
 
   async function createUser(tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, attributes: Attributes, log: Parameters<Mailer['sendInBackground']>[1]) {
     const tenantId = caller.tenantId;
-    if ((await allUsers(tx, tenantId)).some((u) => u.user_name === attributes.user_name)) throw new ScimError(409, 'A user with this userName exists', 'uniqueness');
+    if ((await countUsers(tx, tenantId, { userName: attributes.user_name })) > 0) throw new ScimError(409, 'A user with this userName exists', 'uniqueness');
     const settings = await tx.selectFrom('tenant_settings').select('scim_default_role').where('tenant_id', '=', tenantId).executeTakeFirst();
     const role = (settings?.scim_default_role ?? 'member') as Role;
     const domain = attributes.user_name.slice(attributes.user_name.lastIndexOf('@') + 1);
@@ -355,15 +355,16 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
       summary: "SCIM: the tenant's users (filter: userName eq, externalId eq; startIndex and count paging)",
       schema: { querystring: ListParams },
       work: async ({ tx, caller, query }) => {
-        let users = await allUsers(tx, caller.tenantId);
+        let filter: UserFilter = {};
         if (query.filter) {
           const match = /^\s*(userName|externalId|emails\.value|emails)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$/i.exec(query.filter);
           if (!match) throw new ScimError(400, 'Supported filters: userName eq "…", externalId eq "…", emails.value eq "…"', 'invalidFilter');
-          const attribute = match[1]!.toLowerCase();
           const value = match[2]!.replace(/\\(.)/g, '$1');
-          users = users.filter((u) => (attribute === 'externalid' ? u.external_id === value : u.user_name === value.toLowerCase()));
+          filter = match[1]!.toLowerCase() === 'externalid' ? { externalId: value } : { userName: value.toLowerCase() };
         }
-        return { status: 200, body: listResponse(users, query, (u) => toResource(u, baseUrl)) };
+        const { startIndex, offset, limit } = pageOf(query);
+        const users = await findUsers(tx, caller.tenantId, filter, { offset, limit });
+        return { status: 200, body: listResponse(users, await countUsers(tx, caller.tenantId, filter), startIndex, (u) => toResource(u, baseUrl)) };
       },
     }),
     scim({
