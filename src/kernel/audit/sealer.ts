@@ -74,7 +74,8 @@ function extend(log: LogName, rows: readonly (TenantRow | PlatformRow)[], head: 
     const meta = jcs(record.metadata);
     hash = chainHash(hash, record, meta);
     sealed.push({ id: row.id, seq, hash: hash.toString('hex'), meta });
-    emitAfterCommit(streamLine(record, hash));
+    const sealedHash = hash;
+    emitAfterCommit(() => streamLine(record, sealedHash));
   }
   return { sealed, head: { seq, hash } };
 }

@@ -144,8 +144,8 @@ export interface Database {
 const insideTransaction = new AsyncLocalStorage<TransactionContext>();
 
 interface TransactionContext {
-  /** Lines for the audit stream, written only once the transaction has committed. */
-  readonly afterCommit: string[];
+  /** Lines for the audit stream (built only if a stream is configured), written only once the transaction has committed. */
+  readonly afterCommit: (() => string)[];
   /** Side effects outside the database (mail), run only once the transaction has committed. */
   readonly callbacks: (() => void)[];
 }
@@ -162,9 +162,10 @@ export function runAfterCommit(fn: () => void): void {
 
 /**
  * Queues a line for the operator's audit stream: written after the current kernel
- * transaction commits, never for one that rolls back.
+ * transaction commits, never for one that rolls back. The line is built then, and only when
+ * the server writes a stream (the sealer queues one per event).
  */
-export function emitAfterCommit(line: string): void {
+export function emitAfterCommit(line: () => string): void {
   const context = insideTransaction.getStore();
   if (!context) throw new Error('emitAfterCommit outside a kernel transaction');
   context.afterCommit.push(line);
@@ -470,7 +471,7 @@ function createKernel(options: {
     assertNotNested();
     const context: TransactionContext = { afterCommit: [], callbacks: [] };
     const result = await insideTransaction.run(context, () => db.transaction().execute(body));
-    for (const line of context.afterCommit) options.auditSink?.(line);
+    if (options.auditSink) for (const line of context.afterCommit) options.auditSink(line());
     for (const fn of context.callbacks) fn();
     return result;
   }
