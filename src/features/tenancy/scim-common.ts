@@ -2,7 +2,7 @@
  * What the SCIM Users and Groups resources share: constants, SCIM's error, value parsing in
  * real clients' dialects, and the tenant's SCIM Users (which Groups' members refer to).
  */
-import type { TSchema } from 'typebox';
+import Type, { type TSchema } from 'typebox';
 import type { Actor, RequestMeta } from '../../kernel/audit/record.ts';
 import { sql, type RawBuilder } from 'kysely';
 import type { Tx } from '../../kernel/db/database.ts';
@@ -117,6 +117,16 @@ export function scimString(value: unknown, attribute: string, max = 200): string
   if (typeof value !== 'string' || value.length > max) throw new ScimError(400, `${attribute} must be a string of at most ${max} characters`, 'invalidValue');
   return value.trim() === '' ? null : value.trim();
 }
+
+/** The query of a list (RFC 7644 3.4.2); attributes and excludedAttributes are accepted, and honoured where a route says so. */
+export const ListParams = Type.Object({
+  filter: Type.Optional(Type.String({ maxLength: 500 })),
+  startIndex: Type.Optional(Type.Integer({ minimum: 1 })),
+  count: Type.Optional(Type.Integer({ minimum: 0 })),
+  attributes: Type.Optional(Type.String({ maxLength: 500 })),
+  excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })),
+});
+export const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
 
 /** The page a list request asks for: startIndex is 1-based; count is capped at MAX_RESULTS. */
 export function pageOf(query: Record<string, string>): { startIndex: number; offset: number; limit: number } {

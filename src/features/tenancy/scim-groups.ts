@@ -21,7 +21,7 @@ import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import { IDP_ASSIGNABLE_ROLES, isPromotion, OWNER_ROLE, type Role } from '../access/index.ts';
 import { signOutOfTenant } from './members.ts';
-import { listResponse, pageOf, patchOperations, usersById, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
+import { IdParams, ListParams, listResponse, pageOf, patchOperations, usersById, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
 
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
 const MappableRole = Type.Union(IDP_ASSIGNABLE_ROLES.map((role) => Type.Literal(role)));
@@ -107,6 +107,15 @@ async function assertNameFree(tx: Tx, tenantId: string, name: string, except?: s
   if (await query.executeTakeFirst()) throw new ScimError(409, 'A group with this displayName exists', 'uniqueness');
 }
 
+/** A POST or PUT body: its name (free, unless it is this group's own), externalId and members (each a User here). */
+async function groupBody(tx: Tx, tenantId: string, body: unknown, except?: string): Promise<{ name: string; externalId: string | null; members: string[] }> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ScimError(400, 'The request body must be a SCIM Group', 'invalidSyntax');
+  const b = body as Record<string, unknown>;
+  const name = displayNameOf(b.displayName);
+  await assertNameFree(tx, tenantId, name, except);
+  return { name, externalId: scimString(b.externalId, 'externalId'), members: await memberIds(tx, tenantId, b.members) };
+}
+
 /** Adds and removes members; returns the ids whose membership actually changed. */
 async function changeMembers(tx: Tx, tenantId: string, groupId: string, change: { add?: readonly string[]; remove?: readonly string[] | 'all' }): Promise<string[]> {
   const changed: string[] = [];
@@ -185,14 +194,6 @@ export async function leaveGroups(tx: Tx, tenantId: string, scimId: string): Pro
   await tx.deleteFrom('scim_group_members').where('tenant_id', '=', tenantId).where('member_id', '=', scimId).execute();
 }
 
-const ListParams = Type.Object({
-  filter: Type.Optional(Type.String({ maxLength: 500 })),
-  startIndex: Type.Optional(Type.Integer({ minimum: 1 })),
-  count: Type.Optional(Type.Integer({ minimum: 0 })),
-  attributes: Type.Optional(Type.String({ maxLength: 500 })),
-  excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })),
-});
-const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
 const OneParams = Type.Object({ attributes: Type.Optional(Type.String({ maxLength: 500 })), excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })) });
 
 const withoutMembers = (query: Record<string, string>) => /(^|,)\s*members\s*(,|$)/i.test(query.excludedAttributes ?? '');
@@ -257,12 +258,8 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       summary: 'SCIM: create a group (it carries no role until an admin maps it)',
       work: async (ctx) => {
         const { tx, caller, body } = ctx;
-        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ScimError(400, 'The request body must be a SCIM Group', 'invalidSyntax');
-        const b = body as Record<string, unknown>;
-        const name = displayNameOf(b.displayName);
-        await assertNameFree(tx, caller.tenantId, name);
-        const members = await memberIds(tx, caller.tenantId, b.members);
-        const row = await tx.insertInto('scim_groups').values({ tenant_id: caller.tenantId, display_name: name, external_id: scimString(b.externalId, 'externalId') }).returning('id').executeTakeFirstOrThrow();
+        const { name, externalId, members } = await groupBody(tx, caller.tenantId, body);
+        const row = await tx.insertInto('scim_groups').values({ tenant_id: caller.tenantId, display_name: name, external_id: externalId }).returning('id').executeTakeFirstOrThrow();
         await changeMembers(tx, caller.tenantId, row.id, { add: members });
         await groupEvent(ctx, 'scim_group.created', { id: row.id, display_name: name }, { members: members.length });
         return { status: 201, body: await render(tx, caller.tenantId, await findGroup(tx, caller.tenantId, row.id), true) };
@@ -276,12 +273,8 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       work: async (ctx) => {
         const { tx, caller, params, body } = ctx;
         const group = await findGroup(tx, caller.tenantId, params.id!);
-        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ScimError(400, 'The request body must be a SCIM Group', 'invalidSyntax');
-        const b = body as Record<string, unknown>;
-        const name = displayNameOf(b.displayName);
-        await assertNameFree(tx, caller.tenantId, name, group.id);
-        const wanted = await memberIds(tx, caller.tenantId, b.members);
-        await tx.updateTable('scim_groups').set({ display_name: name, external_id: scimString(b.externalId, 'externalId'), updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
+        const { name, externalId, members: wanted } = await groupBody(tx, caller.tenantId, body, group.id);
+        await tx.updateTable('scim_groups').set({ display_name: name, external_id: externalId, updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
         const changed = await changeMembers(tx, caller.tenantId, group.id, { remove: group.members.filter((m) => !wanted.includes(m)), add: wanted.filter((m) => !group.members.includes(m)) });
         await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: name }, { ...(name === group.display_name ? {} : { renamedFrom: group.display_name }), membersChanged: changed.length });
         await afterMembership(ctx, group, changed);

@@ -28,7 +28,7 @@ import { OWNER_ROLE, type Role } from '../access/index.ts';
 import { NO_PASSWORD } from '../identity/index.ts';
 import { cutAccess, reactivateMembership, removeMembership, suspendMembership } from './members.ts';
 import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
-import { countUsers, findUsers, listResponse, LIST_SCHEMA, MAX_RESULTS, pageOf, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser, type UserFilter } from './scim-common.ts';
+import { countUsers, findUsers, IdParams, ListParams, listResponse, LIST_SCHEMA, MAX_RESULTS, pageOf, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser, type UserFilter } from './scim-common.ts';
 import { groupMappingRoutes, groupRoutes, GROUP_SCHEMA, leaveGroups } from './scim-groups.ts';
 
 const TOKEN_PATTERN = /^cn_scim_([0-9a-f-]{36})_([A-Za-z0-9_-]{43})$/;
@@ -265,14 +265,6 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
   }
 
   const baseUrl = appUrl.replace(/\/$/, '');
-  const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
-  const ListParams = Type.Object({
-    filter: Type.Optional(Type.String({ maxLength: 500 })),
-    startIndex: Type.Optional(Type.Integer({ minimum: 1 })),
-    count: Type.Optional(Type.Integer({ minimum: 0 })),
-    attributes: Type.Optional(Type.String({ maxLength: 500 })),
-    excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })),
-  });
 
   return [
     scim({
