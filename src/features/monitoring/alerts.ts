@@ -22,6 +22,13 @@ export const SPRAY_WINDOW_MINUTES = 15;
 /** Reminders that jobs record as events (integrations, access reviews) and the rules below raise. */
 export const STALE_CREDENTIAL_RULE = 'integration_credential_stale';
 export const OVERDUE_REVIEW_RULE = 'access_review_overdue';
+/**
+ * How far back (in seq) the windowed rules look, whatever their time window: each check then
+ * reads a bounded range of the index instead of the log's whole history of that action. A
+ * tenant would need more events than this inside one window for a count to come up short.
+ */
+export const HISTORY_LOOKBACK_EVENTS = 100_000;
+const lookbackFrom = (seq: string | number | null) => String(Math.max(0, Number(seq) - HISTORY_LOOKBACK_EVENTS));
 /** Events read per tenant and pass (the rest wait for the next pass). */
 const BATCH = 500;
 
@@ -73,6 +80,7 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
       .where('ip', '=', event.ip)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${SPRAY_WINDOW_MINUTES})`)
       .where('seq', '<=', String(event.seq))
+      .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
     if (Number(row.n) >= SPRAY_ACCOUNTS) return { rule: 'password_spraying', severity: 'high', subject: `ip:${event.ip}`, details: { accounts: Number(row.n), windowMinutes: SPRAY_WINDOW_MINUTES } };
   }
@@ -85,6 +93,7 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
       .where('actor_id', '=', event.actor_id)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
       .where('seq', '<=', String(event.seq))
+      .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
     if (Number(row.n) >= DENIAL_BURST) return { rule: 'access_denied_burst', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
   }
@@ -97,6 +106,7 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
       .where('actor_id', '=', event.actor_id)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - interval '1 hour'`)
       .where('seq', '<=', String(event.seq))
+      .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
     if (Number(row.n) >= EXPORT_BURST) return { rule: 'export_burst', severity: 'medium', subject: actorSubject(event), details: { exports: Number(row.n), windowMinutes: 60 } };
   }
@@ -178,6 +188,7 @@ async function platformRules(tx: Tx, event: PlatformEvent): Promise<Raised | nul
       .where('actor_id', '=', event.actor_id)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
       .where('seq', '<=', String(event.seq))
+      .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
     if (Number(row.n) >= DENIAL_BURST) return { rule: 'cross_tenant_probing', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
   }
