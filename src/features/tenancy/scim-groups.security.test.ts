@@ -170,6 +170,8 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
       expect(response.json()).toMatchObject({ schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], scimType });
     }
     expect((await scim('GET', `/Groups?filter=${encodeURIComponent('members co "x"')}`)).json()).toMatchObject({ status: '400', scimType: 'invalidFilter' });
+    const huge = await scim('PATCH', `/Groups/${id}`, { Operations: [{ op: 'add', path: 'members', value: Array.from({ length: 10_001 }, () => ({ value: randomUUID() })) }] });
+    expect(huge.json()).toMatchObject({ status: '400', scimType: 'invalidValue' });
     const badJson = await t.request({ method: 'POST', url: '/scim/v2/Groups', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/scim+json' }, payload: '{"displayName":' });
     expect(badJson.json()).toMatchObject({ status: '400', scimType: 'invalidSyntax' });
     expect((await scim('GET', `/Groups/${id}`)).json()).toEqual(before);
@@ -195,6 +197,20 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
     expect(await role(hal)).toBe('member');
     const listed = (await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/scim-groups`, as: owner })).json<{ items: { id: string }[] }>();
     expect(listed.items.map((g) => g.id)).toContain(mine.id);
+  });
+
+  it('a group of thousands (written in slices) is filled by PATCH and emptied by PUT; one request names at most 10,000 members', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const rows = await t.admin.query<{ id: string }>(
+      `with u as (insert into users (email, name, password_hash) select 'bulk-' || g || '-${tag}@' || $2, 'Bulk ' || g, '!no-password' from generate_series(1, 6000) g returning id)
+       insert into memberships (tenant_id, user_id, role) select $1, id, 'member' from u returning user_id as id`,
+      [tenantId, DOMAIN],
+    );
+    const { id } = (await scim('POST', '/Groups', { displayName: `Everyone ${tag}` })).json<{ id: string }>();
+    expect((await scim('PATCH', `/Groups/${id}`, { Operations: [{ op: 'add', path: 'members', value: rows.map((r) => ({ value: r.id })) }] })).statusCode).toBe(204);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/scim-groups`, as: owner })).json<{ items: { id: string; members: number }[] }>().items.find((g) => g.id === id)?.members).toBe(6000);
+    expect((await scim('PUT', `/Groups/${id}`, { displayName: `Everyone ${tag}`, members: [] })).json().members).toEqual([]);
+    expect(await t.admin.query('select 1 from scim_group_members where tenant_id = $1 and group_id = $2', [tenantId, id])).toEqual([]);
   });
 
   it('removing a member in the app forgets their SCIM resource and group places, so the IdP can provision them again', async () => {

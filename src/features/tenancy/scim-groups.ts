@@ -24,6 +24,7 @@ import { signOutOfTenant } from './members.ts';
 import { IdParams, ListParams, listResponse, pageOf, patchOperations, usersById, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
 
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
+const MAX_MEMBERS_PER_REQUEST = 10_000;
 const MappableRole = Type.Union(IDP_ASSIGNABLE_ROLES.map((role) => Type.Literal(role)));
 
 type Record_ = (event: AuditEvent) => Promise<void>;
@@ -51,7 +52,11 @@ async function loadGroups(tx: Tx, tenantId: string, id?: string): Promise<Stored
     .orderBy('member_id')
     .execute();
   const byGroup = new Map<string, string[]>();
-  for (const row of rows) byGroup.set(row.group_id, [...(byGroup.get(row.group_id) ?? []), row.member_id]);
+  for (const row of rows) {
+    const list = byGroup.get(row.group_id);
+    if (list) list.push(row.member_id);
+    else byGroup.set(row.group_id, [row.member_id]);
+  }
   return groups.map((g) => ({ ...g, members: byGroup.get(g.id) ?? [] }));
 }
 
@@ -83,6 +88,8 @@ function groupResource(group: StoredGroup, users: ReadonlyMap<string, StoredUser
 async function memberIds(tx: Tx, tenantId: string, value: unknown): Promise<string[]> {
   if (value === null || value === undefined) return [];
   const list = Array.isArray(value) ? value : [value];
+  // One statement's parameters stay well under the databases' limit (65,535).
+  if (list.length > MAX_MEMBERS_PER_REQUEST) throw new ScimError(400, `At most ${MAX_MEMBERS_PER_REQUEST} members per request; send larger groups in several PATCH requests`, 'invalidValue');
   const ids = list.map((member: unknown) => {
     const id = typeof member === 'object' && member !== null ? (member as { value?: unknown }).value : undefined;
     if (typeof id !== 'string' || !isUuid(id)) throw new ScimError(400, 'Each member needs the value of a User id', 'invalidValue');
@@ -116,18 +123,24 @@ async function groupBody(tx: Tx, tenantId: string, body: unknown, except?: strin
   return { name, externalId: scimString(b.externalId, 'externalId'), members: await memberIds(tx, tenantId, b.members) };
 }
 
+function slices(ids: readonly string[], size = 5000): string[][] {
+  const out: string[][] = [];
+  for (let i = 0; i < ids.length; i += size) out.push(ids.slice(i, i + size));
+  return out;
+}
+
 /** Adds and removes members; returns the ids whose membership actually changed. */
-async function changeMembers(tx: Tx, tenantId: string, groupId: string, change: { add?: readonly string[]; remove?: readonly string[] | 'all' }): Promise<string[]> {
+async function changeMembers(tx: Tx, tenantId: string, groupId: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<string[]> {
   const changed: string[] = [];
-  if (change.remove === 'all' || (change.remove && change.remove.length > 0)) {
-    let query = tx.deleteFrom('scim_group_members').where('tenant_id', '=', tenantId).where('group_id', '=', groupId);
-    if (change.remove !== 'all') query = query.where('member_id', 'in', change.remove);
-    changed.push(...(await query.returning('member_id').execute()).map((r) => r.member_id));
+  // In slices, so a large group's PUT stays under the databases' limit of statement parameters.
+  for (const ids of slices(change.remove ?? [])) {
+    const removed = await tx.deleteFrom('scim_group_members').where('tenant_id', '=', tenantId).where('group_id', '=', groupId).where('member_id', 'in', ids).returning('member_id').execute();
+    changed.push(...removed.map((r) => r.member_id));
   }
-  if (change.add && change.add.length > 0) {
+  for (const ids of slices(change.add ?? [])) {
     const added = await tx
       .insertInto('scim_group_members')
-      .values(change.add.map((member_id) => ({ tenant_id: tenantId, group_id: groupId, member_id })))
+      .values(ids.map((member_id) => ({ tenant_id: tenantId, group_id: groupId, member_id })))
       .onConflict((oc) => oc.doNothing())
       .returning('member_id')
       .execute();
