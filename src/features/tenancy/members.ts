@@ -113,11 +113,15 @@ export async function removeMembership(tx: Tx, tenantId: string, userId: string)
   return cutAccess(tx, tenantId, userId);
 }
 
-/** Sessions the user holds now stop counting in this tenant (they sign in again to return). */
-export async function signOutOfTenant(tx: Tx, tenantId: string, userId: string): Promise<void> {
-  await tx
-    .insertInto('tenant_session_revocations')
-    .values({ tenant_id: tenantId, user_id: userId, revoked_before: sql`now()` })
-    .onConflict((oc) => oc.columns(['tenant_id', 'user_id']).doUpdateSet({ revoked_before: sql`now()` }))
-    .execute();
+/** Sessions the user (or users) hold now stop counting in this tenant (they sign in again to return). */
+export async function signOutOfTenant(tx: Tx, tenantId: string, userIds: string | readonly string[]): Promise<void> {
+  const ids = typeof userIds === 'string' ? [userIds] : userIds;
+  // In slices: a group mapping can sign out thousands at once, and a statement's parameters are limited.
+  for (let i = 0; i < ids.length; i += 5000) {
+    await tx
+      .insertInto('tenant_session_revocations')
+      .values(ids.slice(i, i + 5000).map((user_id) => ({ tenant_id: tenantId, user_id, revoked_before: sql`now()` })))
+      .onConflict((oc) => oc.columns(['tenant_id', 'user_id']).doUpdateSet({ revoked_before: sql`now()` }))
+      .execute();
+  }
 }

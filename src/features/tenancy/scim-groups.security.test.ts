@@ -199,7 +199,7 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
     expect(listed.items.map((g) => g.id)).toContain(mine.id);
   });
 
-  it('a group of thousands (written in slices) is filled by PATCH and emptied by PUT; one request names at most 10,000 members', async () => {
+  it('a group of thousands is filled by PATCH, mapped (every role moves, promotions sign out) and emptied by PUT; one request names at most 10,000 members', async () => {
     const tag = randomUUID().slice(0, 8);
     const rows = await t.admin.query<{ id: string }>(
       `with u as (insert into users (email, name, password_hash) select 'bulk-' || g || '-${tag}@' || $2, 'Bulk ' || g, '!no-password' from generate_series(1, 6000) g returning id)
@@ -209,7 +209,16 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
     const { id } = (await scim('POST', '/Groups', { displayName: `Everyone ${tag}` })).json<{ id: string }>();
     expect((await scim('PATCH', `/Groups/${id}`, { Operations: [{ op: 'add', path: 'members', value: rows.map((r) => ({ value: r.id })) }] })).statusCode).toBe(204);
     expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/scim-groups`, as: owner })).json<{ items: { id: string; members: number }[] }>().items.find((g) => g.id === id)?.members).toBe(6000);
+    // Mapping it moves every member's role in a few statements (promotions sign them all out).
+    expect((await mapGroup(id, 'viewer')).statusCode).toBe(200);
+    const [viewers] = await t.admin.query<{ n: string }>(`select count(*) as n from memberships where tenant_id = $1 and role = 'viewer' and user_id = any($2::uuid[])`, [tenantId, rows.map((r) => r.id)]);
+    expect(Number(viewers!.n)).toBe(6000);
+    expect((await mapGroup(id, 'admin')).statusCode).toBe(200);
+    const [revoked] = await t.admin.query<{ n: string }>(`select count(*) as n from tenant_session_revocations where tenant_id = $1 and user_id = any($2::uuid[])`, [tenantId, rows.map((r) => r.id)]);
+    expect(Number(revoked!.n)).toBe(6000);
     expect((await scim('PUT', `/Groups/${id}`, { displayName: `Everyone ${tag}`, members: [] })).json().members).toEqual([]);
+    const [back] = await t.admin.query<{ n: string }>(`select count(*) as n from memberships where tenant_id = $1 and role = 'member' and user_id = any($2::uuid[])`, [tenantId, rows.map((r) => r.id)]);
+    expect(Number(back!.n)).toBe(6000);
     expect(await t.admin.query('select 1 from scim_group_members where tenant_id = $1 and group_id = $2', [tenantId, id])).toEqual([]);
   });
 

@@ -159,46 +159,63 @@ const higher = (a: Role | null, b: Role): Role => (a === null || isPromotion(a, 
 export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly string[], record: Record_): Promise<void> {
   const ids = [...new Set(scimIds)];
   if (ids.length === 0) return;
+  // Set-based, so mapping a group of every employee is a handful of statements, not two per person.
   const mapped = await tx
     .selectFrom('scim_group_members as m')
     .innerJoin('scim_groups as g', (join) => join.onRef('g.tenant_id', '=', 'm.tenant_id').onRef('g.id', '=', 'm.group_id'))
     .select(['m.member_id', 'g.role', 'g.display_name'])
     .where('m.tenant_id', '=', tenantId)
-    .where('m.member_id', 'in', ids)
+    .where(sql<boolean>`m.member_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`)
     .where('g.role', 'is not', null)
     .execute();
   const settings = await tx.selectFrom('tenant_settings').select('scim_default_role').where('tenant_id', '=', tenantId).executeTakeFirst();
   const fallback = (settings?.scim_default_role ?? 'member') as Role;
+  const groupsOf = new Map<string, { role: Role | null; groups: string[] }>();
+  for (const row of mapped) {
+    const entry = groupsOf.get(row.member_id) ?? { role: null, groups: [] };
+    entry.role = higher(entry.role, row.role!);
+    entry.groups.push(row.display_name);
+    groupsOf.set(row.member_id, entry);
+  }
   const users = await usersById(tx, tenantId, ids);
-  for (const id of ids) {
+  const targets = ids.flatMap((id) => {
     const user = users.get(id);
-    if (!user) continue;
-    const mine = mapped.filter((row) => row.member_id === id);
-    const role = mine.reduce<Role | null>((best, row) => higher(best, row.role!), null) ?? fallback;
-    const metadata = { groups: mine.map((row) => row.display_name).sort(), via: 'scim' };
-    if (user.user_id !== null) {
-      const membership = await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).forUpdate().executeTakeFirst();
-      if (!membership || membership.role === OWNER_ROLE || membership.role === role) continue;
-      await tx.updateTable('memberships').set({ role }).where('tenant_id', '=', tenantId).where('user_id', '=', user.user_id).execute();
-      const promoted = isPromotion(membership.role, role);
-      if (promoted) await signOutOfTenant(tx, tenantId, user.user_id);
-      await record({ action: 'member.role_changed', target: { type: 'user', id: user.user_id }, metadata: { before: membership.role, after: role, signedOut: promoted, ...metadata } });
-    } else {
-      // Pending: the invitation they will accept carries the role.
-      const invitation = await tx
-        .updateTable('invitations as i')
-        .from('scim_users as s')
-        .set({ role })
-        .whereRef('i.tenant_id', '=', 's.tenant_id')
-        .whereRef('i.id', '=', 's.invitation_id')
-        .where('s.tenant_id', '=', tenantId)
-        .where('s.id', '=', id)
-        .where('i.accepted_at', 'is', null)
-        .where('i.role', '!=', role)
-        .returning('i.id')
-        .executeTakeFirst();
-      if (invitation) await record({ action: 'member.role_changed', target: { type: 'invitation', id: invitation.id }, metadata: { after: role, ...metadata } });
+    const entry = groupsOf.get(id);
+    return user ? [{ id, userId: user.user_id, role: entry?.role ?? fallback, metadata: { groups: (entry?.groups ?? []).sort(), via: 'scim' } }] : [];
+  });
+
+  const linked = targets.filter((target) => target.userId !== null);
+  const current = linked.length === 0 ? [] : (await sql<{ user_id: string; role: Role }>`
+    select user_id, role from memberships
+    where tenant_id = ${tenantId} and user_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(linked.map((target) => target.userId))}::jsonb))
+    for update`.execute(tx)).rows;
+  const before = new Map(current.map((row) => [row.user_id, row.role]));
+  const changes = linked.flatMap((target) => {
+    const was = before.get(target.userId!);
+    return was !== undefined && was !== OWNER_ROLE && was !== target.role ? [{ ...target, userId: target.userId!, before: was, promoted: isPromotion(was, target.role) }] : [];
+  });
+  if (changes.length > 0) {
+    await sql`
+      update memberships m set role = v.role
+      from jsonb_to_recordset(${JSON.stringify(changes.map((c) => ({ user_id: c.userId, role: c.role })))}::jsonb) as v(user_id uuid, role text)
+      where m.tenant_id = ${tenantId} and m.user_id = v.user_id`.execute(tx);
+    await signOutOfTenant(tx, tenantId, changes.filter((c) => c.promoted).map((c) => c.userId));
+    for (const c of changes) {
+      await record({ action: 'member.role_changed', target: { type: 'user', id: c.userId }, metadata: { before: c.before, after: c.role, signedOut: c.promoted, ...c.metadata } });
     }
+  }
+
+  // Pending resources: the invitation they will accept carries the role.
+  const pending = targets.filter((target) => target.userId === null);
+  if (pending.length === 0) return;
+  const { rows: invited } = await sql<{ scim_id: string; invitation_id: string; role: Role }>`
+    update invitations i set role = v.role
+    from scim_users s, jsonb_to_recordset(${JSON.stringify(pending.map((p) => ({ id: p.id, role: p.role })))}::jsonb) as v(id uuid, role text)
+    where s.tenant_id = ${tenantId} and s.id = v.id and i.tenant_id = s.tenant_id and i.id = s.invitation_id and i.accepted_at is null and i.role <> v.role
+    returning s.id as scim_id, i.id as invitation_id, i.role`.execute(tx);
+  const metadataOf = new Map(pending.map((p) => [p.id, p.metadata]));
+  for (const row of invited) {
+    await record({ action: 'member.role_changed', target: { type: 'invitation', id: row.invitation_id }, metadata: { after: row.role, ...metadataOf.get(row.scim_id) } });
   }
 }
 
