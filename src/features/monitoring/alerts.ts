@@ -52,7 +52,8 @@ function singleEventRules(event: Event): Raised | null {
     case 'auth.mfa.disabled':
       return { rule: 'mfa_disabled', severity: 'medium', subject: actorSubject(event), details: {} };
     case 'member.role_changed':
-      return isPrivilegedRole(metadata.after) && !isPrivilegedRole(metadata.before) ? { rule: 'privileged_grant', severity: 'medium', subject: `user:${event.target_id}`, details: { before: metadata.before, after: metadata.after, by: actorSubject(event) } } : null;
+      // The target is a member, or (a pending SCIM resource's) invitation.
+      return isPrivilegedRole(metadata.after) && !isPrivilegedRole(metadata.before) ? { rule: 'privileged_grant', severity: 'medium', subject: `${event.target_type ?? 'user'}:${event.target_id}`, details: { before: metadata.before, after: metadata.after, by: actorSubject(event) } } : null;
     case 'member.joined':
       return isPrivilegedRole(metadata.role) ? { rule: 'privileged_grant', severity: 'medium', subject: `user:${event.target_id}`, details: { role: metadata.role, via: metadata.via ?? 'invitation' } } : null;
     // A person in the tenant reported something: always an alert, one per report.

@@ -115,14 +115,25 @@ export function scimBoolean(value: unknown, attribute: string): boolean {
 export function scimString(value: unknown, attribute: string, max = 200): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || value.length > max) throw new ScimError(400, `${attribute} must be a string of at most ${max} characters`, 'invalidValue');
+  // Control characters have no place in a name or an id (and PostgreSQL text cannot hold NUL).
+  if (CONTROL.test(value)) throw new ScimError(400, `${attribute} must not contain control characters`, 'invalidValue');
   return value.trim() === '' ? null : value.trim();
 }
+
+/** A filter's quoted value, unescaped; NUL (which no stored value holds, and SQL text cannot carry) is refused. */
+export function filterValue(quoted: string): string {
+  const value = quoted.replace(/\\(.)/g, '$1');
+  if (value.includes('\u0000')) throw new ScimError(400, 'A filter value must not contain NUL', 'invalidFilter');
+  return value;
+}
+
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** The query of a list (RFC 7644 3.4.2); attributes and excludedAttributes are accepted, and honoured where a route says so. */
 export const ListParams = Type.Object({
   filter: Type.Optional(Type.String({ maxLength: 500 })),
-  startIndex: Type.Optional(Type.Integer({ minimum: 1 })),
-  count: Type.Optional(Type.Integer({ minimum: 0 })),
+  startIndex: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647 })),
+  count: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
   attributes: Type.Optional(Type.String({ maxLength: 500 })),
   excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })),
 });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 
 // Threats: an IdP group (or whoever controls the IdP) grants owner, or touches an owner; a
@@ -220,6 +221,75 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
     const [back] = await t.admin.query<{ n: string }>(`select count(*) as n from memberships where tenant_id = $1 and role = 'member' and user_id = any($2::uuid[])`, [tenantId, rows.map((r) => r.id)]);
     expect(Number(back!.n)).toBe(6000);
     expect(await t.admin.query('select 1 from scim_group_members where tenant_id = $1 and group_id = $2', [tenantId, id])).toEqual([]);
+  });
+
+  it("Entra's removal of a user it already deleted is accepted with the rest of the PatchOp; a member filter naming no UUID is a 400, not a crash", async () => {
+    const gone = await provision('gone');
+    const group = (await scim('POST', '/Groups', { displayName: 'Leavers', members: [{ value: gone }] })).json<{ id: string }>();
+    expect((await scim('DELETE', `/Users/${gone}`)).statusCode).toBe(204);
+    const patched = await scim('PATCH', `/Groups/${group.id}`, { schemas: [PATCH_OP], Operations: [{ op: 'Remove', path: 'members', value: [{ value: gone }] }, { op: 'Replace', path: 'displayName', value: 'Leavers 2' }] });
+    expect(patched.statusCode).toBe(204);
+    expect((await scim('GET', `/Groups/${group.id}`)).json()).toMatchObject({ displayName: 'Leavers 2', members: [] });
+    expect((await scim('PATCH', `/Groups/${group.id}`, { Operations: [{ op: 'remove', path: 'members[value eq "okta-abc"]' }] })).json()).toMatchObject({ status: '400', scimType: 'invalidValue' });
+    expect((await scim('GET', `/Groups?filter=${encodeURIComponent('id eq "x" and members[value eq "okta-abc"]')}`)).json()).toMatchObject({ totalResults: 0 });
+    // Nothing changed is recorded as nothing: no empty update events.
+    const before = await t.admin.query(`select 1 from audit_events where tenant_id = $1 and target_id = $2`, [tenantId, group.id]);
+    expect((await scim('PATCH', `/Groups/${group.id}`, { Operations: [{ op: 'replace', path: 'displayName', value: 'Leavers 2' }] })).statusCode).toBe(204);
+    expect(await t.admin.query(`select 1 from audit_events where tenant_id = $1 and target_id = $2`, [tenantId, group.id])).toHaveLength(before.length);
+  });
+
+  it('refuses control characters, NUL in filters and absurd paging with 400s, never a 500', async () => {
+    for (const [method, url, body] of [
+      ['POST', '/Groups', { displayName: 'a\u0000b' }],
+      ['POST', '/Groups', { displayName: 'tab\there' }],
+      ['POST', '/Users', { userName: `nul@${DOMAIN}`, name: { givenName: 'a\u0000b' } }],
+      ['GET', `/Users?filter=${encodeURIComponent('userName eq "a\u0000b"')}`, undefined],
+      ['GET', '/Users?startIndex=100000000000000000000', undefined],
+      ['GET', '/Groups?startIndex=9223372036854775808', undefined],
+      ['GET', '/Users?count=1e21', undefined],
+    ] as const) {
+      const response = await scim(method, url, body);
+      expect(response.statusCode, `${method} ${url}`).toBe(400);
+      expect(response.json()).toMatchObject({ schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '400' });
+    }
+  });
+
+  it("an admin's mapping never changes the admin's own role (nobody changes their own role), and an invitation's role change says what it was", async () => {
+    const admin = await t.addMember(owner, tenantId, 'admin');
+    const pendingEmail = `pending-${randomUUID().slice(0, 6)}@elsewhere.example`;
+    const pending = (await scim('POST', '/Users', { userName: pendingEmail })).json<{ id: string }>();
+    const group = (await scim('POST', '/Groups', { displayName: 'Self and pending', members: [{ value: admin.userId }, { value: pending.id }] })).json<{ id: string }>();
+    expect((await mapGroup(group.id, 'viewer', admin)).statusCode).toBe(200);
+    expect(await role(admin.userId)).toBe('admin');
+    const [event] = await t.admin.query<{ metadata: { before: string; after: string } }>(
+      `select e.metadata from audit_events e join scim_users s on s.invitation_id::text = e.target_id where e.tenant_id = $1 and e.action = 'member.role_changed' and s.id = $2`,
+      [tenantId, pending.id],
+    );
+    expect(event!.metadata).toMatchObject({ before: 'member', after: 'viewer' });
+  });
+
+  it.skipIf(inject('testDb').kind !== 'postgres')('concurrent group changes never leave a stale role: leaving the admin group while another group is mapped ends on the right role', async () => {
+    const uma = await provision('uma');
+    const admins = (await scim('POST', '/Groups', { displayName: 'Race admins', members: [{ value: uma }] })).json<{ id: string }>();
+    const readers = (await scim('POST', '/Groups', { displayName: 'Race readers', members: [{ value: uma }] })).json<{ id: string }>();
+    await mapGroup(admins.id, 'admin');
+    expect(await role(uma)).toBe('admin');
+    // Hold her membership row so the SCIM removal stalls mid-sync while the mapping runs.
+    const locker = new pg.Client({ connectionString: t.env.BACKUP_DATABASE_URL });
+    await locker.connect();
+    try {
+      await locker.query('begin');
+      await locker.query('select 1 from memberships where tenant_id = $1 and user_id = $2 for update', [tenantId, uma]);
+      const leaving = scim('PATCH', `/Groups/${admins.id}`, { schemas: [PATCH_OP], Operations: [{ op: 'remove', path: `members[value eq "${uma}"]` }] });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const mapping = mapGroup(readers.id, 'viewer');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await locker.query('commit');
+      expect([(await leaving).statusCode, (await mapping).statusCode]).toEqual([204, 200]);
+    } finally {
+      await locker.end();
+    }
+    expect(await role(uma)).toBe('viewer');
   });
 
   it('removing a member in the app forgets their SCIM resource and group places, so the IdP can provision them again', async () => {

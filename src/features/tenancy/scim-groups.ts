@@ -21,7 +21,7 @@ import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import { TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import { IDP_ASSIGNABLE_ROLES, isPromotion, OWNER_ROLE, type Role } from '../access/index.ts';
 import { signOutOfTenant } from './members.ts';
-import { IdParams, ListParams, listResponse, pageOf, patchOperations, usersById, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
+import { filterValue, IdParams, ListParams, listResponse, pageOf, patchOperations, usersById, ScimError, scimString, type ScimRoute, type StoredUser } from './scim-common.ts';
 
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
 const MAX_MEMBERS_PER_REQUEST = 10_000;
@@ -39,16 +39,35 @@ interface StoredGroup {
   members: string[];
 }
 
-async function loadGroups(tx: Tx, tenantId: string, id?: string): Promise<StoredGroup[]> {
-  let query = tx.selectFrom('scim_groups').selectAll().where('tenant_id', '=', tenantId);
-  if (id !== undefined) query = query.where('id', '=', id);
-  const groups = await query.orderBy('created_at').orderBy('id').execute();
-  if (groups.length === 0) return [];
+interface GroupQuery {
+  readonly id?: string;
+  /** Lock the group rows (a change of the group): a concurrent DELETE waits, or this finds nothing. */
+  readonly forUpdate?: boolean;
+  /** Only these groups. */
+  readonly ids?: readonly string[];
+  /** Only groups with this member. */
+  readonly member?: string;
+  /** Read the member lists (a count is always read). */
+  readonly withMembers?: boolean;
+}
+
+async function loadGroups(tx: Tx, tenantId: string, q: GroupQuery = {}): Promise<(StoredGroup & { member_count: number })[]> {
+  let query = tx
+    .selectFrom('scim_groups as g')
+    .selectAll('g')
+    .select(sql<number>`(select count(*) from scim_group_members c where c.tenant_id = g.tenant_id and c.group_id = g.id)`.as('member_count'))
+    .where('g.tenant_id', '=', tenantId);
+  if (q.id !== undefined) query = query.where('g.id', '=', q.id);
+  if (q.ids !== undefined) query = query.where(sql<boolean>`g.id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(q.ids)}::jsonb))`);
+  if (q.member !== undefined) query = query.where(sql<boolean>`exists (select 1 from scim_group_members m where m.tenant_id = g.tenant_id and m.group_id = g.id and m.member_id = ${q.member}::uuid)`);
+  if (q.forUpdate) query = query.forUpdate();
+  const groups = (await query.orderBy('g.created_at').orderBy('g.id').execute()).map((g) => ({ ...g, member_count: Number(g.member_count) }));
+  if (groups.length === 0 || !q.withMembers) return groups.map((g) => ({ ...g, members: [] }));
   const rows = await tx
     .selectFrom('scim_group_members')
     .select(['group_id', 'member_id'])
     .where('tenant_id', '=', tenantId)
-    .where('group_id', 'in', groups.map((g) => g.id))
+    .where(sql<boolean>`group_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(groups.map((g) => g.id))}::jsonb))`)
     .orderBy('member_id')
     .execute();
   const byGroup = new Map<string, string[]>();
@@ -60,8 +79,9 @@ async function loadGroups(tx: Tx, tenantId: string, id?: string): Promise<Stored
   return groups.map((g) => ({ ...g, members: byGroup.get(g.id) ?? [] }));
 }
 
-async function findGroup(tx: Tx, tenantId: string, id: string): Promise<StoredGroup> {
-  const [group] = isUuid(id) ? await loadGroups(tx, tenantId, id.toLowerCase()) : [];
+/** One group with its members; forUpdate for a change (locks the group row). */
+async function findGroup(tx: Tx, tenantId: string, id: string, forUpdate = false): Promise<StoredGroup> {
+  const [group] = isUuid(id) ? await loadGroups(tx, tenantId, { id: id.toLowerCase(), forUpdate, withMembers: true }) : [];
   if (!group) throw new ScimError(404, 'No such group');
   return group;
 }
@@ -84,8 +104,12 @@ function groupResource(group: StoredGroup, users: ReadonlyMap<string, StoredUser
   };
 }
 
-/** The SCIM User ids of a `members` value; each must be a User of this tenant. */
-async function memberIds(tx: Tx, tenantId: string, value: unknown): Promise<string[]> {
+/**
+ * The SCIM User ids of a `members` value. Members added must be Users of this tenant; members
+ * removed need only be ids (Entra removes users it has already deleted; the removal is scoped
+ * to this group anyway).
+ */
+async function memberIds(tx: Tx, tenantId: string, value: unknown, mustExist = true): Promise<string[]> {
   if (value === null || value === undefined) return [];
   const list = Array.isArray(value) ? value : [value];
   // One statement's parameters stay well under the databases' limit (65,535).
@@ -96,6 +120,7 @@ async function memberIds(tx: Tx, tenantId: string, value: unknown): Promise<stri
     return id.toLowerCase();
   });
   const unique = [...new Set(ids)];
+  if (!mustExist) return unique;
   const found = await usersById(tx, tenantId, unique);
   const unknown = unique.find((id) => !found.has(id));
   if (unknown) throw new ScimError(400, `No user ${unknown} in this tenant`, 'invalidValue');
@@ -156,9 +181,13 @@ const higher = (a: Role | null, b: Role): Role => (a === null || isPromotion(a, 
  * Gives each of these SCIM Users the role their mapped groups now carry (the highest), or the
  * tenant's scimDefaultRole when they are in none. Owners are left alone.
  */
-export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly string[], record: Record_): Promise<void> {
+export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly string[], record: Record_, skipUserId?: string): Promise<void> {
   const ids = [...new Set(scimIds)];
   if (ids.length === 0) return;
+  // One sync of a tenant at a time, each reading what the one before committed: two concurrent
+  // changes (a member leaving the admin group while another group is mapped) must not both
+  // compute from the state before either, or the last writer leaves a stale role.
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`cn_scim_roles:${tenantId}`}, 0))`.execute(tx);
   // Set-based, so mapping a group of every employee is a handful of statements, not two per person.
   const mapped = await tx
     .selectFrom('scim_group_members as m')
@@ -184,7 +213,7 @@ export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly
     return user ? [{ id, userId: user.user_id, role: entry?.role ?? fallback, metadata: { groups: (entry?.groups ?? []).sort(), via: 'scim' } }] : [];
   });
 
-  const linked = targets.filter((target) => target.userId !== null);
+  const linked = targets.filter((target) => target.userId !== null && target.userId !== skipUserId);
   const current = linked.length === 0 ? [] : (await sql<{ user_id: string; role: Role }>`
     select user_id, role from memberships
     where tenant_id = ${tenantId} and user_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(linked.map((target) => target.userId))}::jsonb))
@@ -208,14 +237,21 @@ export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly
   // Pending resources: the invitation they will accept carries the role.
   const pending = targets.filter((target) => target.userId === null);
   if (pending.length === 0) return;
-  const { rows: invited } = await sql<{ scim_id: string; invitation_id: string; role: Role }>`
-    update invitations i set role = v.role
-    from scim_users s, jsonb_to_recordset(${JSON.stringify(pending.map((p) => ({ id: p.id, role: p.role })))}::jsonb) as v(id uuid, role text)
-    where s.tenant_id = ${tenantId} and s.id = v.id and i.tenant_id = s.tenant_id and i.id = s.invitation_id and i.accepted_at is null and i.role <> v.role
-    returning s.id as scim_id, i.id as invitation_id, i.role`.execute(tx);
+  const { rows: invited } = await sql<{ scim_id: string; invitation_id: string; before: Role; after: Role }>`
+    with old as (
+      select s.id as scim_id, i.id as invitation_id, i.role as before, v.role as after
+      from scim_users s
+      join invitations i on i.tenant_id = s.tenant_id and i.id = s.invitation_id
+      join jsonb_to_recordset(${JSON.stringify(pending.map((p) => ({ id: p.id, role: p.role })))}::jsonb) as v(id uuid, role text) on v.id = s.id
+      where s.tenant_id = ${tenantId} and i.accepted_at is null and i.revoked_at is null and i.role <> v.role
+      for update of i
+    )
+    update invitations i set role = old.after from old
+    where i.tenant_id = ${tenantId} and i.id = old.invitation_id
+    returning old.scim_id, old.invitation_id, old.before, old.after`.execute(tx);
   const metadataOf = new Map(pending.map((p) => [p.id, p.metadata]));
   for (const row of invited) {
-    await record({ action: 'member.role_changed', target: { type: 'invitation', id: row.invitation_id }, metadata: { after: row.role, ...metadataOf.get(row.scim_id) } });
+    await record({ action: 'member.role_changed', target: { type: 'invitation', id: row.invitation_id }, metadata: { before: row.before, after: row.after, ...metadataOf.get(row.scim_id) } });
   }
 }
 
@@ -227,7 +263,7 @@ export async function leaveGroups(tx: Tx, tenantId: string, scimId: string): Pro
 const OneParams = Type.Object({ attributes: Type.Optional(Type.String({ maxLength: 500 })), excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })) });
 
 const withoutMembers = (query: Record<string, string>) => /(^|,)\s*members\s*(,|$)/i.test(query.excludedAttributes ?? '');
-const unquote = (value: string) => value.replace(/\\(.)/g, '$1');
+const unquote = filterValue;
 
 /** The SCIM Group routes; `scim` is the Users module's wrapper (token, tenant transaction, SCIM errors). */
 export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl: string): RouteDefinition[] {
@@ -241,6 +277,13 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
   const render = async (tx: Tx, tenantId: string, group: StoredGroup, withMembers: boolean) =>
     groupResource(group, withMembers ? await usersById(tx, tenantId, group.members) : new Map(), baseUrl, withMembers);
 
+  /** A group's change, audited only when something changed (name, externalId or members). */
+  const updated = async (ctx: Parameters<ScimRoute['work']>[0], group: StoredGroup, next: { name: string; externalId: string | null }, changed: readonly string[]) => {
+    if (next.name === group.display_name && next.externalId === group.external_id && changed.length === 0) return;
+    const metadata = { ...(next.name === group.display_name ? {} : { renamedFrom: group.display_name }), ...(next.externalId === group.external_id ? {} : { externalId: next.externalId }), membersChanged: changed.length };
+    await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: next.name }, metadata);
+  };
+
   /** Membership changes of a mapped group move roles; an unmapped group's carry none. */
   const afterMembership = async (ctx: Parameters<ScimRoute['work']>[0], group: StoredGroup, changed: readonly string[]) => {
     if (group.role !== null) await syncGroupRoles(ctx.tx, ctx.caller.tenantId, changed, scimRecord(ctx));
@@ -253,21 +296,22 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       summary: 'SCIM: the groups the IdP pushed (filter: displayName, externalId or id eq, optionally and members[value eq]; startIndex and count paging)',
       schema: { querystring: ListParams },
       work: async ({ tx, caller, query }) => {
-        let groups = await loadGroups(tx, caller.tenantId);
+        let member: string | undefined;
+        let keep: (g: StoredGroup) => boolean = () => true;
         if (query.filter) {
           const match = /^\s*(displayName|externalId|id)\s+eq\s+"((?:[^"\\]|\\.)*)"(?:\s+and\s+members\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\])?\s*$/i.exec(query.filter);
           if (!match) throw new ScimError(400, 'Supported filters: displayName eq "…", externalId eq "…", id eq "…", each optionally followed by and members[value eq "…"]', 'invalidFilter');
           const attribute = match[1]!.toLowerCase();
           const value = unquote(match[2]!);
-          const member = match[3] === undefined ? undefined : unquote(match[3]).toLowerCase();
-          groups = groups.filter(
-            (g) =>
-              (attribute === 'displayname' ? g.display_name.toLowerCase() === value.toLowerCase() : attribute === 'externalid' ? g.external_id === value : g.id === value.toLowerCase()) &&
-              (member === undefined || g.members.includes(member)),
-          );
+          member = match[3] === undefined ? undefined : unquote(match[3]).toLowerCase();
+          // An id that is no UUID names no member: nothing matches.
+          if (member !== undefined && !isUuid(member)) member = '00000000-0000-0000-0000-000000000000';
+          keep = (g) => (attribute === 'displayname' ? g.display_name.toLowerCase() === value.toLowerCase() : attribute === 'externalid' ? g.external_id === value : g.id === value.toLowerCase());
         }
+        const groups = (await loadGroups(tx, caller.tenantId, member === undefined ? {} : { member })).filter(keep);
         const { startIndex, offset, limit } = pageOf(query);
-        const page = groups.slice(offset, offset + limit);
+        const wanted = groups.slice(offset, offset + limit);
+        const page = withoutMembers(query) || wanted.length === 0 ? wanted : await loadGroups(tx, caller.tenantId, { ids: wanted.map((g) => g.id), withMembers: true });
         const users = withoutMembers(query) ? new Map<string, StoredUser>() : await usersById(tx, caller.tenantId, page.flatMap((g) => g.members));
         return { status: 200, body: listResponse(page, groups.length, startIndex, (g) => groupResource(g, users, baseUrl, !withoutMembers(query))) };
       },
@@ -302,11 +346,13 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       schema: { params: IdParams },
       work: async (ctx) => {
         const { tx, caller, params, body } = ctx;
-        const group = await findGroup(tx, caller.tenantId, params.id!);
+        const group = await findGroup(tx, caller.tenantId, params.id!, true);
         const { name, externalId, members: wanted } = await groupBody(tx, caller.tenantId, body, group.id);
+        const current = new Set(group.members);
+        const next = new Set(wanted);
         await tx.updateTable('scim_groups').set({ display_name: name, external_id: externalId, updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
-        const changed = await changeMembers(tx, caller.tenantId, group.id, { remove: group.members.filter((m) => !wanted.includes(m)), add: wanted.filter((m) => !group.members.includes(m)) });
-        await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: name }, { ...(name === group.display_name ? {} : { renamedFrom: group.display_name }), membersChanged: changed.length });
+        const changed = await changeMembers(tx, caller.tenantId, group.id, { remove: group.members.filter((m) => !next.has(m)), add: wanted.filter((m) => !current.has(m)) });
+        await updated(ctx, group, { name, externalId }, changed);
         await afterMembership(ctx, group, changed);
         return { status: 200, body: await render(tx, caller.tenantId, await findGroup(tx, caller.tenantId, group.id), true) };
       },
@@ -318,8 +364,8 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       schema: { params: IdParams },
       work: async (ctx) => {
         const { tx, caller, params, body } = ctx;
-        const group = await findGroup(tx, caller.tenantId, params.id!);
-        const ids = (value: unknown) => memberIds(tx, caller.tenantId, value);
+        const group = await findGroup(tx, caller.tenantId, params.id!, true);
+        const ids = (value: unknown, mustExist = true) => memberIds(tx, caller.tenantId, value, mustExist);
         let name = group.display_name;
         let externalId = group.external_id;
         // The operations in order: `removeAll` drops every current member, then `add` and `remove` apply.
@@ -349,10 +395,12 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
           if (filtered) {
             // Okta: remove one member by filter.
             if (op !== 'remove') throw new ScimError(400, 'Only remove may name a member by filter', 'invalidPath');
-            removeMembers([unquote(filtered[1]!).toLowerCase()]);
+            const id = unquote(filtered[1]!).toLowerCase();
+            if (!isUuid(id)) throw new ScimError(400, 'A member is named by the value of a User id', 'invalidValue');
+            removeMembers([id]);
           } else if (target === 'members') {
             if (op === 'remove' && (value === undefined || value === null)) clearMembers();
-            else if (op === 'remove') removeMembers(await ids(value));
+            else if (op === 'remove') removeMembers(await ids(value, false));
             else {
               if (op === 'replace') clearMembers();
               addMembers(await ids(value));
@@ -380,11 +428,12 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
         if (name !== group.display_name || externalId !== group.external_id) {
           await tx.updateTable('scim_groups').set({ display_name: name, external_id: externalId, updated_at: sql`now()` }).where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
         }
+        const current = new Set(group.members);
         const changed = await changeMembers(tx, caller.tenantId, group.id, {
           remove: removeAll ? group.members.filter((m) => !add.has(m)) : [...remove],
-          add: [...add].filter((m) => !group.members.includes(m)),
+          add: [...add].filter((m) => !current.has(m)),
         });
-        await groupEvent(ctx, 'scim_group.updated', { id: group.id, display_name: name }, { ...(name === group.display_name ? {} : { renamedFrom: group.display_name }), membersChanged: changed.length });
+        await updated(ctx, group, { name, externalId }, changed);
         await afterMembership(ctx, group, changed);
         return { status: 204 };
       },
@@ -396,7 +445,7 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
       schema: { params: IdParams },
       work: async (ctx) => {
         const { tx, caller, params } = ctx;
-        const group = await findGroup(tx, caller.tenantId, params.id!);
+        const group = await findGroup(tx, caller.tenantId, params.id!, true);
         await tx.deleteFrom('scim_groups').where('tenant_id', '=', caller.tenantId).where('id', '=', group.id).execute();
         await groupEvent(ctx, 'scim_group.deleted', group, { role: group.role, members: group.members.length });
         await afterMembership(ctx, group, group.members);
@@ -416,8 +465,8 @@ const GroupItem = Type.Object({
   updatedAt: Timestamp,
 });
 
-function toItem(group: StoredGroup) {
-  return { id: group.id, displayName: group.display_name, externalId: group.external_id, role: group.role, members: group.members.length, createdAt: group.created_at.toISOString(), updatedAt: group.updated_at.toISOString() };
+function toItem(group: StoredGroup & { member_count: number }) {
+  return { id: group.id, displayName: group.display_name, externalId: group.external_id, role: group.role, members: group.member_count, createdAt: group.created_at.toISOString(), updatedAt: group.updated_at.toISOString() };
 }
 
 /** The admin's side: see the IdP's groups and map each to a role (admin at most). */
@@ -443,15 +492,16 @@ export function groupMappingRoutes(): RouteDefinition[] {
         body: Type.Object({ role: Type.Union([MappableRole, Type.Null()]) }, { additionalProperties: false }),
         response: { 200: GroupItem },
       },
-      async handler({ tx, tenantId, params, body, audit }) {
-        const [group] = await loadGroups(tx, tenantId, params.groupId.toLowerCase());
+      async handler({ tx, tenantId, principal, params, body, audit }) {
+        const [group] = await loadGroups(tx, tenantId, { id: params.groupId.toLowerCase(), forUpdate: true, withMembers: true });
         if (!group) throw new AppError('not_found');
         if (group.role !== body.role) {
           await tx.updateTable('scim_groups').set({ role: body.role, updated_at: sql`now()` }).where('tenant_id', '=', tenantId).where('id', '=', group.id).execute();
           await audit({ action: 'scim_group.role_mapped', target: { type: 'scim_group', id: group.id }, metadata: { displayName: group.display_name, before: group.role, after: body.role } });
-          await syncGroupRoles(tx, tenantId, group.members, audit);
+          // Nobody changes their own role (as on the members route): the admin's own role stays until the IdP next moves them.
+          await syncGroupRoles(tx, tenantId, group.members, audit, principal.userId);
         }
-        const [after] = await loadGroups(tx, tenantId, group.id);
+        const [after] = await loadGroups(tx, tenantId, { id: group.id });
         return toItem(after!);
       },
     }),

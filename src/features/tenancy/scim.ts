@@ -28,7 +28,7 @@ import { OWNER_ROLE, type Role } from '../access/index.ts';
 import { NO_PASSWORD } from '../identity/index.ts';
 import { cutAccess, reactivateMembership, removeMembership, suspendMembership } from './members.ts';
 import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
-import { countUsers, findUsers, IdParams, ListParams, listResponse, LIST_SCHEMA, MAX_RESULTS, pageOf, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser, type UserFilter } from './scim-common.ts';
+import { countUsers, filterValue, findUsers, IdParams, ListParams, listResponse, LIST_SCHEMA, MAX_RESULTS, pageOf, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser, type UserFilter } from './scim-common.ts';
 import { groupMappingRoutes, groupRoutes, GROUP_SCHEMA, leaveGroups } from './scim-groups.ts';
 
 const TOKEN_PATTERN = /^cn_scim_([0-9a-f-]{36})_([A-Za-z0-9_-]{43})$/;
@@ -351,7 +351,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         if (query.filter) {
           const match = /^\s*(userName|externalId|emails\.value|emails)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$/i.exec(query.filter);
           if (!match) throw new ScimError(400, 'Supported filters: userName eq "…", externalId eq "…", emails.value eq "…"', 'invalidFilter');
-          const value = match[2]!.replace(/\\(.)/g, '$1');
+          const value = filterValue(match[2]!);
           filter = match[1]!.toLowerCase() === 'externalid' ? { externalId: value } : { userName: value.toLowerCase() };
         }
         const { startIndex, offset, limit } = pageOf(query);
