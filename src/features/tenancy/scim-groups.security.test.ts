@@ -63,6 +63,9 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
 
     const put = await scim('PUT', `/Groups/${group.id}`, { schemas: ['urn:ietf:params:scim:schemas:core:2.0:Group'], id: group.id, displayName: 'Engineering', members: [{ value: ada }] });
     expect(put.json()).toMatchObject({ displayName: 'Engineering', members: [{ value: ada }] });
+    // The User resource lists its groups (read-only).
+    expect((await scim('GET', `/Users/${ada}`)).json().groups).toEqual([expect.objectContaining({ value: group.id, display: 'Engineering' })]);
+    expect((await scim('GET', `/Users?filter=${encodeURIComponent(`userName eq "bob@${DOMAIN}"`)}`)).json().Resources[0].groups).toEqual([]);
     expect((await scim('DELETE', `/Groups/${group.id}`)).statusCode).toBe(204);
     expect((await scim('GET', `/Groups/${group.id}`)).json()).toMatchObject({ status: '404' });
     const events = await t.admin.query<{ action: string; actor_type: string }>(`select action, actor_type from audit_events where tenant_id = $1 and target_id = $2 order by position`, [tenantId, group.id]);

@@ -255,6 +255,27 @@ export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly
   }
 }
 
+/** The groups each of these SCIM Users belongs to (the User resource's read-only `groups`). */
+export async function groupsOfUsers(tx: Tx, tenantId: string, scimIds: readonly string[], baseUrl: string): Promise<Map<string, { value: string; display: string; $ref: string }[]>> {
+  const out = new Map<string, { value: string; display: string; $ref: string }[]>();
+  if (scimIds.length === 0) return out;
+  const rows = await tx
+    .selectFrom('scim_group_members as m')
+    .innerJoin('scim_groups as g', (join) => join.onRef('g.tenant_id', '=', 'm.tenant_id').onRef('g.id', '=', 'm.group_id'))
+    .select(['m.member_id', 'g.id', 'g.display_name'])
+    .where('m.tenant_id', '=', tenantId)
+    .where(sql<boolean>`m.member_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(scimIds)}::jsonb))`)
+    .orderBy('g.display_name')
+    .execute();
+  for (const row of rows) {
+    const entry = { value: row.id, display: row.display_name, $ref: `${baseUrl}/scim/v2/Groups/${row.id}` };
+    const list = out.get(row.member_id);
+    if (list) list.push(entry);
+    else out.set(row.member_id, [entry]);
+  }
+  return out;
+}
+
 /** Groups' side of a SCIM User leaving: they are no longer anyone's member. */
 export async function leaveGroups(tx: Tx, tenantId: string, scimId: string): Promise<void> {
   await tx.deleteFrom('scim_group_members').where('tenant_id', '=', tenantId).where('member_id', '=', scimId).execute();

@@ -29,11 +29,11 @@ import { NO_PASSWORD } from '../identity/index.ts';
 import { cutAccess, reactivateMembership, removeMembership, suspendMembership } from './members.ts';
 import { invitationExpiry, mailInvitation, newInvitationToken } from './invitations.ts';
 import { countUsers, filterValue, findUsers, IdParams, ListParams, listResponse, LIST_SCHEMA, MAX_RESULTS, pageOf, patchOperations, SCIM_TYPE, scimBoolean, ScimError, scimString, USER_SCHEMA, type ScimCaller, type ScimRoute, type StoredUser, type UserFilter } from './scim-common.ts';
-import { groupMappingRoutes, groupRoutes, GROUP_SCHEMA, leaveGroups } from './scim-groups.ts';
+import { groupMappingRoutes, groupRoutes, groupsOfUsers, GROUP_SCHEMA, leaveGroups } from './scim-groups.ts';
 
 const TOKEN_PATTERN = /^cn_scim_([0-9a-f-]{36})_([A-Za-z0-9_-]{43})$/;
 
-function toResource(user: StoredUser, baseUrl: string) {
+function toResource(user: StoredUser, baseUrl: string, groups: readonly { value: string; display: string; $ref: string }[] = []) {
   return {
     schemas: [USER_SCHEMA],
     id: user.id,
@@ -43,6 +43,7 @@ function toResource(user: StoredUser, baseUrl: string) {
     ...(user.display_name ? { displayName: user.display_name } : {}),
     emails: [{ value: user.user_name, type: 'work', primary: true }],
     active: user.active,
+    groups,
     meta: { resourceType: 'User', created: user.created_at.toISOString(), lastModified: user.updated_at.toISOString(), location: `${baseUrl}/scim/v2/Users/${user.id}` },
   };
 }
@@ -265,6 +266,8 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
   }
 
   const baseUrl = appUrl.replace(/\/$/, '');
+  /** One User resource with the groups it belongs to. */
+  const resource = async (tx: Tx, tenantId: string, user: StoredUser) => toResource(user, baseUrl, (await groupsOfUsers(tx, tenantId, [user.id], baseUrl)).get(user.id));
 
   return [
     scim({
@@ -323,6 +326,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
             { ...attribute('name'), type: 'complex', subAttributes: [attribute('givenName'), attribute('familyName')] },
             { ...attribute('emails'), type: 'complex', multiValued: true, mutability: 'readOnly', subAttributes: [attribute('value'), attribute('type'), { ...attribute('primary'), type: 'boolean' }] },
             { ...attribute('active'), type: 'boolean' },
+            { ...attribute('groups'), type: 'complex', multiValued: true, mutability: 'readOnly', subAttributes: [attribute('value'), attribute('display'), { ...attribute('$ref'), type: 'reference' }] },
           ],
           meta: { resourceType: 'Schema', location: `${baseUrl}/scim/v2/Schemas/${USER_SCHEMA}` },
         };
@@ -356,7 +360,8 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         }
         const { startIndex, offset, limit } = pageOf(query);
         const users = await findUsers(tx, caller.tenantId, filter, { offset, limit });
-        return { status: 200, body: listResponse(users, await countUsers(tx, caller.tenantId, filter), startIndex, (u) => toResource(u, baseUrl)) };
+        const groups = await groupsOfUsers(tx, caller.tenantId, users.map((u) => u.id), baseUrl);
+        return { status: 200, body: listResponse(users, await countUsers(tx, caller.tenantId, filter), startIndex, (u) => toResource(u, baseUrl, groups.get(u.id))) };
       },
     }),
     scim({
@@ -364,7 +369,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
       url: '/scim/v2/Users/:id',
       summary: 'SCIM: one user',
       schema: { params: IdParams },
-      work: async ({ tx, caller, params }) => ({ status: 200, body: toResource(await findUser(tx, caller.tenantId, params.id!), baseUrl) }),
+      work: async ({ tx, caller, params }) => ({ status: 200, body: await resource(tx, caller.tenantId, await findUser(tx, caller.tenantId, params.id!)) }),
     }),
     scim({
       method: 'POST',
@@ -387,7 +392,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         await applyActive(tx, caller.tenantId, user, attributes.active, caller);
         await saveAttributes(tx, caller.tenantId, user, attributes);
         if (user.user_id && user.active !== attributes.active) await audit(tx, caller, actor, meta, attributes.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
-        return { status: 200, body: toResource(await findUser(tx, caller.tenantId, user.id), baseUrl) };
+        return { status: 200, body: await resource(tx, caller.tenantId, await findUser(tx, caller.tenantId, user.id)) };
       },
     }),
     scim({
@@ -411,7 +416,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         await applyActive(tx, caller.tenantId, user, next.active, caller);
         await saveAttributes(tx, caller.tenantId, user, next);
         if (user.user_id && user.active !== next.active) await audit(tx, caller, actor, meta, next.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
-        return { status: 200, body: toResource(await findUser(tx, caller.tenantId, user.id), baseUrl) };
+        return { status: 200, body: await resource(tx, caller.tenantId, await findUser(tx, caller.tenantId, user.id)) };
       },
     }),
     scim({
