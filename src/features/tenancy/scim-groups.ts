@@ -27,7 +27,7 @@ export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
 const MAX_MEMBERS_PER_REQUEST = 10_000;
 const MappableRole = Type.Union(IDP_ASSIGNABLE_ROLES.map((role) => Type.Literal(role)));
 
-type Record_ = (event: AuditEvent) => Promise<void>;
+type RecordEvent = (event: AuditEvent) => Promise<void>;
 
 interface StoredGroup {
   id: string;
@@ -181,7 +181,7 @@ const higher = (a: Role | null, b: Role): Role => (a === null || isPromotion(a, 
  * Gives each of these SCIM Users the role their mapped groups now carry (the highest), or the
  * tenant's scimDefaultRole when they are in none. Owners are left alone.
  */
-export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly string[], record: Record_, skipUserId?: string): Promise<void> {
+export async function syncGroupRoles(tx: Tx, tenantId: string, scimIds: readonly string[], record: RecordEvent, skipUserId?: string): Promise<void> {
   const ids = [...new Set(scimIds)];
   if (ids.length === 0) return;
   // One sync of a tenant at a time, each reading what the one before committed: two concurrent
@@ -284,12 +284,11 @@ export async function leaveGroups(tx: Tx, tenantId: string, scimId: string): Pro
 const OneParams = Type.Object({ attributes: Type.Optional(Type.String({ maxLength: 500 })), excludedAttributes: Type.Optional(Type.String({ maxLength: 500 })) });
 
 const withoutMembers = (query: Record<string, string>) => /(^|,)\s*members\s*(,|$)/i.test(query.excludedAttributes ?? '');
-const unquote = filterValue;
 
 /** The SCIM Group routes; `scim` is the Users module's wrapper (token, tenant transaction, SCIM errors). */
 export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl: string): RouteDefinition[] {
   const scimRecord =
-    (ctx: Parameters<ScimRoute['work']>[0]): Record_ =>
+    (ctx: Parameters<ScimRoute['work']>[0]): RecordEvent =>
     (event) =>
       recordTenantEvent(ctx.tx, ctx.caller.tenantId, ctx.actor, ctx.meta, { ...event, metadata: { ...event.metadata, via: 'scim' } });
   const groupEvent = (ctx: Parameters<ScimRoute['work']>[0], action: string, group: { id: string; display_name: string }, metadata: Record<string, unknown> = {}) =>
@@ -323,8 +322,8 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
           const match = /^\s*(displayName|externalId|id)\s+eq\s+"((?:[^"\\]|\\.)*)"(?:\s+and\s+members\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\])?\s*$/i.exec(query.filter);
           if (!match) throw new ScimError(400, 'Supported filters: displayName eq "…", externalId eq "…", id eq "…", each optionally followed by and members[value eq "…"]', 'invalidFilter');
           const attribute = match[1]!.toLowerCase();
-          const value = unquote(match[2]!);
-          member = match[3] === undefined ? undefined : unquote(match[3]).toLowerCase();
+          const value = filterValue(match[2]!);
+          member = match[3] === undefined ? undefined : filterValue(match[3]).toLowerCase();
           // An id that is no UUID names no member: nothing matches.
           if (member !== undefined && !isUuid(member)) member = '00000000-0000-0000-0000-000000000000';
           keep = (g) => (attribute === 'displayname' ? g.display_name.toLowerCase() === value.toLowerCase() : attribute === 'externalid' ? g.external_id === value : g.id === value.toLowerCase());
@@ -416,7 +415,7 @@ export function groupRoutes(scim: (route: ScimRoute) => RouteDefinition, baseUrl
           if (filtered) {
             // Okta: remove one member by filter.
             if (op !== 'remove') throw new ScimError(400, 'Only remove may name a member by filter', 'invalidPath');
-            const id = unquote(filtered[1]!).toLowerCase();
+            const id = filterValue(filtered[1]!).toLowerCase();
             if (!isUuid(id)) throw new ScimError(400, 'A member is named by the value of a User id', 'invalidValue');
             removeMembers([id]);
           } else if (target === 'members') {
