@@ -5,7 +5,7 @@ import type { Tx } from '../../kernel/db/database.ts';
 import { generateToken, hashToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
-import { ListQuery, page, TenantItemParams, TenantParams, Timestamp, Uuid, decodeCursor, toPage } from '../../kernel/http/schemas.ts';
+import { keysetPage, ListQuery, page, TenantItemParams, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import { checkRoleAssignment, type Role } from '../access/index.ts';
 
 const RoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('admin'), Type.Literal('member'), Type.Literal('viewer'), Type.Literal('guest')]);
@@ -77,15 +77,11 @@ export function apiKeyRoutes(): RouteDefinition[] {
       permission: 'apikeys.manage',
       schema: { summary: "The tenant's API keys (never the secrets)", tags: ['api-keys'], params: TenantParams, querystring: ListQuery, response: { 200: page(KeySummary) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx
+        const builder = tx
           .selectFrom('api_keys')
           .select(['id', 'name', 'role', 'created_by', 'created_at', 'expires_at', 'last_used_at', 'revoked_at'])
           .where('tenant_id', '=', tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '>', tuple(after.createdAt, after.id)));
-        const rows = await builder.orderBy('created_at').orderBy('id').limit(limit + 1).execute();
-        return toPage(rows, limit, (row) => ({
+        return keysetPage(builder, query, { by: ['created_at', 'id'] }, (row) => ({
           id: row.id,
           name: row.name,
           role: row.role,

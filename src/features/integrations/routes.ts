@@ -13,7 +13,7 @@ import { generateToken } from '../../kernel/crypto/tokens.ts';
 import type { Tx } from '../../kernel/db/database.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
-import { decodeCursor, ListQuery, page, TenantParams, Timestamp, toPage, Uuid } from '../../kernel/http/schemas.ts';
+import { keysetPage, ListQuery, page, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import type { EgressGuard } from '../../kernel/net/egress.ts';
 
 const Name = Type.String({ minLength: 1, maxLength: 200 });
@@ -129,11 +129,8 @@ export function integrationRoutes(options: IntegrationOptions): RouteDefinition[
       permission: 'integrations.manage',
       schema: { summary: 'Integrations installed in the tenant (credentials never shown)', tags: ['integrations'], params: TenantParams, querystring: ListQuery, response: { 200: page(Integration) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx.selectFrom('integrations').select(INTEGRATION_COLUMNS).where('tenant_id', '=', tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '>', tuple(after.createdAt, after.id)));
-        return toPage(await builder.orderBy('created_at').orderBy('id').limit(limit + 1).execute(), limit, toIntegration);
+        const builder = tx.selectFrom('integrations').select(INTEGRATION_COLUMNS).where('tenant_id', '=', tenantId);
+        return keysetPage(builder, query, { by: ['created_at', 'id'] }, toIntegration);
       },
     }),
 
@@ -203,11 +200,8 @@ export function integrationRoutes(options: IntegrationOptions): RouteDefinition[
       permission: 'integrations.manage',
       schema: { summary: 'Outbound webhooks (secrets never shown)', tags: ['integrations'], params: TenantParams, querystring: ListQuery, response: { 200: page(Webhook) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx.selectFrom('webhooks').select(['id', 'url', 'event_types', 'enabled', 'created_by', 'created_at']).where('tenant_id', '=', tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '>', tuple(after.createdAt, after.id)));
-        return toPage(await builder.orderBy('created_at').orderBy('id').limit(limit + 1).execute(), limit, toWebhook);
+        const builder = tx.selectFrom('webhooks').select(['id', 'url', 'event_types', 'enabled', 'created_by', 'created_at']).where('tenant_id', '=', tenantId);
+        return keysetPage(builder, query, { by: ['created_at', 'id'] }, toWebhook);
       },
     }),
 
@@ -308,16 +302,12 @@ export function integrationRoutes(options: IntegrationOptions): RouteDefinition[
       schema: { summary: "A webhook's delivery log, newest first", tags: ['integrations'], params: WebhookParams, querystring: ListQuery, response: { 200: page(Delivery) } },
       async handler({ tx, tenantId, params, query }) {
         const webhook = await findWebhook(tx, tenantId, params.webhookId.toLowerCase());
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx
+        const builder = tx
           .selectFrom('webhook_deliveries')
           .select(['id', 'event_id', 'action', 'status', 'attempts', 'last_status', 'last_error', 'next_attempt_at', 'created_at', 'delivered_at'])
           .where('tenant_id', '=', tenantId)
           .where('webhook_id', '=', webhook.id);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '<', tuple(after.createdAt, after.id)));
-        const rows = await builder.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-        return toPage(rows, limit, (row) => ({
+        return keysetPage(builder, query, { by: ['created_at', 'id'], newestFirst: true }, (row) => ({
           id: row.id,
           eventId: row.event_id,
           action: row.action,

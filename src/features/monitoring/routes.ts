@@ -2,7 +2,7 @@
 import Type from 'typebox';
 import { AppError, notFound } from '../../kernel/http/errors.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
-import { decodeCursor, ListQuery, page, TenantItemParams, TenantParams, Timestamp, toPage, Uuid } from '../../kernel/http/schemas.ts';
+import { keysetPage, ListQuery, page, TenantItemParams, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 
 const Status = Type.Union([Type.Literal('open'), Type.Literal('acknowledged'), Type.Literal('resolved')]);
 const Alert = Type.Object({
@@ -29,12 +29,8 @@ export function monitoringRoutes(): RouteDefinition[] {
       permission: 'alerts.read',
       schema: { summary: "The tenant's security alerts, oldest first", tags: ['alerts'], params: TenantParams, querystring: ListQuery, response: { 200: page(Alert) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx.selectFrom('security_alerts').select([...COLUMNS, 'at as created_at']).where('tenant_id', '=', tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('at', 'id'), '>', tuple(after.createdAt, after.id)));
-        const rows = await builder.orderBy('at').orderBy('id').limit(limit + 1).execute();
-        return toPage(rows, limit, present);
+        const builder = tx.selectFrom('security_alerts').select([...COLUMNS, 'at as created_at']).where('tenant_id', '=', tenantId);
+        return keysetPage(builder, query, { by: ['at', 'id'] }, present);
       },
     }),
     tenantRoute({

@@ -18,7 +18,7 @@ import { csvField } from '../../kernel/http/csv.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
-import { decodeCursor, ListQuery, page, TenantParams, Timestamp, toPage, Uuid } from '../../kernel/http/schemas.ts';
+import { keysetPage, ListQuery, page, TenantParams, Timestamp, Uuid } from '../../kernel/http/schemas.ts';
 import { checkRoleAssignment, OWNER_ROLE, type Role } from '../access/index.ts';
 import { removeMembership } from '../tenancy/index.ts';
 
@@ -269,11 +269,8 @@ export function reviewRoutes(): RouteDefinition[] {
       permission: 'members.read',
       schema: { summary: 'Access review campaigns, newest first (kept as evidence)', tags: ['members'], params: TenantParams, querystring: ListQuery, response: { 200: page(Review) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx.selectFrom('access_reviews').select(REVIEW_COLUMNS).where('tenant_id', '=', tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '<', tuple(after.createdAt, after.id)));
-        return toPage(await builder.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute(), limit, toReview);
+        const builder = tx.selectFrom('access_reviews').select(REVIEW_COLUMNS).where('tenant_id', '=', tenantId);
+        return keysetPage(builder, query, { by: ['created_at', 'id'], newestFirst: true }, toReview);
       },
     }),
 

@@ -7,7 +7,7 @@ import { hashToken, isIssuedToken } from '../../kernel/crypto/tokens.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { actorOf } from '../../kernel/http/principal.ts';
 import { tenantRoute, userRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
-import { decodeCursor, ListQuery, page, TenantParams, toPage } from '../../kernel/http/schemas.ts';
+import { keysetPage, ListQuery, page, TenantParams } from '../../kernel/http/schemas.ts';
 import { assertAccountSession } from '../identity/index.ts';
 import {
   assertMayAssign,
@@ -87,9 +87,7 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
       url: '/api/v1/tenants',
       schema: { summary: 'Tenants the caller belongs to', tags: ['tenancy'], querystring: ListQuery, response: { 200: page(TenantSummary) } },
       async handler({ db, principal, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        const rows = await db.withGlobal(
+        return db.withGlobal(
           (tx) => {
             let builder = tx
               .selectFrom('memberships as m')
@@ -99,12 +97,10 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
               .where('m.suspended_at', 'is', null);
             // A session from a tenant's IdP speaks for that tenant only.
             if (principal.ssoTenantId !== null) builder = builder.where('m.tenant_id', '=', principal.ssoTenantId);
-            if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 't.id'), '>', tuple(after.createdAt, after.id)));
-            return builder.orderBy('m.created_at').orderBy('t.id').limit(limit + 1).execute();
+            return keysetPage(builder, query, { by: ['m.created_at', 't.id'] }, (row) => ({ id: row.id, name: row.name, role: row.role }));
           },
           { userId: principal.userId },
         );
-        return toPage(rows, limit, (row) => ({ id: row.id, name: row.name, role: row.role }));
       },
     }),
 
@@ -161,15 +157,11 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
       permission: 'members.read',
       schema: { summary: 'Invitations of the tenant, newest first, with their status', tags: ['members'], params: TenantParams, querystring: ListQuery, response: { 200: page(InvitationSummary) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = tx
+        const builder = tx
           .selectFrom('invitations')
           .select(['id', 'email', 'role', 'invited_by', 'created_at', 'expires_at', 'accepted_at', 'revoked_at', 'resent_at'])
           .where('tenant_id', '=', tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('created_at', 'id'), '<', tuple(after.createdAt, after.id)));
-        const rows = await builder.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-        return toPage(rows, limit, (row) => ({
+        return keysetPage(builder, query, { by: ['created_at', 'id'], newestFirst: true }, (row) => ({
           id: row.id,
           email: row.email,
           role: row.role,
@@ -271,12 +263,8 @@ export function tenancyRoutes(options: { mailer: Mailer; appUrl: string }): Rout
       permission: 'members.read',
       schema: { summary: 'Members of the tenant', tags: ['members'], params: TenantParams, querystring: ListQuery, response: { 200: page(Member) } },
       async handler({ tx, tenantId, query }) {
-        const limit = query.limit ?? 50;
-        const after = decodeCursor(query.cursor);
-        let builder = memberRow(tx, tenantId);
-        if (after) builder = builder.where(({ eb, refTuple, tuple }) => eb(refTuple('m.created_at', 'm.user_id'), '>', tuple(after.createdAt, after.id)));
-        const rows = await builder.orderBy('m.created_at').orderBy('m.user_id').limit(limit + 1).execute();
-        return toPage(rows, limit, toMember);
+        const builder = memberRow(tx, tenantId);
+        return keysetPage(builder, query, { by: ['m.created_at', 'm.user_id'] }, toMember);
       },
     }),
 

@@ -1,4 +1,5 @@
 /** Schemas shared by every feature: ids, pagination, timestamps. */
+import type { SelectQueryBuilder, StringReference } from 'kysely';
 import Type, { type TSchema } from 'typebox';
 import { isUuid, UUID_PATTERN } from '../db/database.ts';
 import { AppError } from './errors.ts';
@@ -62,4 +63,27 @@ export function toPage<R extends { created_at: Date; id: string }, O>(
     items: visible.map(map),
     nextCursor: hasMore && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
   };
+}
+
+/**
+ * One page of a keyset-paginated list: the rows after the query's cursor in (created, id)
+ * order, oldest first or newest first, one more than the limit to know whether a next page
+ * exists. `by` names the two columns (an alias, or another timestamp); the rows must carry
+ * them as `created_at` and `id` for the cursor.
+ */
+export async function keysetPage<DB, TB extends keyof DB, R extends { created_at: Date; id: string }, O>(
+  builder: SelectQueryBuilder<DB, TB, R>,
+  query: { readonly limit?: number; readonly cursor?: string },
+  options: { readonly by: readonly [StringReference<DB, TB>, StringReference<DB, TB>]; readonly newestFirst?: boolean },
+  map: (row: R) => O,
+): Promise<{ items: O[]; nextCursor: string | null }> {
+  const limit = query.limit ?? 50;
+  const after = decodeCursor(query.cursor);
+  const [created, id] = options.by;
+  const direction = options.newestFirst ? 'desc' : 'asc';
+  let paged = builder;
+  // The tuple's types cannot be checked against generic column references; the callers' columns are (timestamp, uuid).
+  if (after) paged = paged.where(({ eb, refTuple, tuple }) => eb(refTuple(created, id), options.newestFirst ? '<' : '>', tuple(after.createdAt, after.id) as never));
+  const rows = await paged.orderBy(created, direction).orderBy(id, direction).limit(limit + 1).execute();
+  return toPage(rows, limit, map);
 }
