@@ -81,18 +81,6 @@ function userAttributes(body: unknown) {
 
 type Attributes = ReturnType<typeof userAttributes>;
 
-/** Applies a change of `active` to the membership (if linked): suspension cuts access at once. */
-async function applyActive(tx: Tx, tenantId: string, user: StoredUser, active: boolean, caller: ScimCaller): Promise<void> {
-  if (user.user_id === null || user.active === active) return;
-  if (!active) {
-    await assertNotOwner(tx, tenantId, user.user_id);
-    await suspendMembership(tx, tenantId, user.user_id, caller.createdBy);
-    await cutAccess(tx, tenantId, user.user_id);
-  } else {
-    await reactivateMembership(tx, tenantId, user.user_id);
-  }
-}
-
 /**
  * Owners are managed in CustomerNode only: a SCIM token can be issued by an admin, and an admin
  * may not suspend or remove an owner, so neither may the token (nor an IdP that was taken over).
@@ -250,6 +238,25 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
     return findUser(tx, tenantId, row.id);
   }
 
+  /**
+   * Stores a PUT's or PATCH's attributes. A change of `active` suspends or reactivates the
+   * membership (suspension cuts access at once), audited; the answer is the stored resource.
+   */
+  async function replaceUser(tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, user: StoredUser, next: Omit<Attributes, 'user_name'>) {
+    if (user.user_id !== null && user.active !== next.active) {
+      if (!next.active) {
+        await assertNotOwner(tx, caller.tenantId, user.user_id);
+        await suspendMembership(tx, caller.tenantId, user.user_id, caller.createdBy);
+        await cutAccess(tx, caller.tenantId, user.user_id);
+      } else {
+        await reactivateMembership(tx, caller.tenantId, user.user_id);
+      }
+      await audit(tx, caller, actor, meta, next.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
+    }
+    await saveAttributes(tx, caller.tenantId, user, next);
+    return resource(tx, caller.tenantId, await findUser(tx, caller.tenantId, user.id));
+  }
+
   async function removeUser(tx: Tx, caller: ScimCaller, actor: Actor, meta: RequestMeta, user: StoredUser) {
     const tenantId = caller.tenantId;
     if (user.user_id !== null) {
@@ -389,10 +396,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
         const user = await findUser(tx, caller.tenantId, params.id!);
         const attributes = userAttributes(body);
         if (attributes.user_name !== user.user_name) throw new ScimError(400, 'userName cannot change: it is the account email', 'mutability');
-        await applyActive(tx, caller.tenantId, user, attributes.active, caller);
-        await saveAttributes(tx, caller.tenantId, user, attributes);
-        if (user.user_id && user.active !== attributes.active) await audit(tx, caller, actor, meta, attributes.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
-        return { status: 200, body: await resource(tx, caller.tenantId, await findUser(tx, caller.tenantId, user.id)) };
+        return { status: 200, body: await replaceUser(tx, caller, actor, meta, user, attributes) };
       },
     }),
     scim({
@@ -413,10 +417,7 @@ export function scimRoutes(options: ScimOptions): RouteDefinition[] {
           if (column === 'active') next.active = scimBoolean(value, 'active');
           else next[column] = scimString(value, path);
         }
-        await applyActive(tx, caller.tenantId, user, next.active, caller);
-        await saveAttributes(tx, caller.tenantId, user, next);
-        if (user.user_id && user.active !== next.active) await audit(tx, caller, actor, meta, next.active ? 'member.reactivated' : 'member.suspended', user.user_id, {});
-        return { status: 200, body: await resource(tx, caller.tenantId, await findUser(tx, caller.tenantId, user.id)) };
+        return { status: 200, body: await replaceUser(tx, caller, actor, meta, user, next) };
       },
     }),
     scim({
