@@ -124,8 +124,8 @@ export async function measureAuditWrites(options: {
   const { rows } = await options.superPool.query<{ p50: number; p99: number; max: number; n: string }>(
     `select percentile_cont(0.5) within group (order by d) as p50, percentile_cont(0.99) within group (order by d) as p99, max(d) as max, count(*) as n
      from (select extract(epoch from e.sealed_at - e.at) * 1000 as d
-           from audit_events e join jsonb_to_recordset($1::jsonb) as w(s timestamptz, f timestamptz) on e.at >= w.s and e.at < w.f
-           where e.request_id = 'bench' and e.sealed_at is not null) s`,
+           from audit_log e join jsonb_to_recordset($1::jsonb) as w(s timestamptz, f timestamptz) on e.at >= w.s and e.at < w.f
+           where e.request_id = 'bench') s`,
     [JSON.stringify(chainedWindows.map(([s, f]) => ({ s, f })))],
   );
   const rate = (kind: Kind) => {

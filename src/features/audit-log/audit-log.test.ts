@@ -253,7 +253,7 @@ describe('the operator audit stream (AUDIT_STREAM)', () => {
       expect((await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/test-failing-write`, as: session })).statusCode).toBe(400);
       await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: 'nobody-streamed@example.com', password: 'wrong password here' } });
       await sealAllLogs(t.db); // the sealer writes the stream lines, each with its seq and hash
-      const [row] = await t.admin.query<{ id: string; seq: number; hash: string }>(`select id, seq::int as seq, encode(hash, 'hex') as hash from audit_events where action = 'account.created' and tenant_id = $1`, [tenantId]);
+      const [row] = await t.admin.query<{ id: string; seq: number; hash: string }>(`select id, seq::int as seq, encode(hash, 'hex') as hash from audit_log where action = 'account.created' and tenant_id = $1`, [tenantId]);
       await t.close(); // flushes and closes the stream
       closed = true;
       const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);

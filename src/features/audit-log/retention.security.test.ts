@@ -40,7 +40,7 @@ describe('audit retention', () => {
   }
 
   const verify = (tenantId: string) => t.db.systemDb({ reason: 'test: verify a tenant chain' }).transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys));
-  const seqs = async (tenantId: string) => (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_events where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
+  const seqs = async (tenantId: string) => (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_log where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
 
   it('purges only events past retention, signs a retention checkpoint at the cut, records the purge, and the rest still verifies', async () => {
     const tenantId = await tenantWithHistory({ old: 8, ageDays: 400, young: 3 });
@@ -71,8 +71,8 @@ describe('audit retention', () => {
     const purge = (through: number) => system.transaction((tx) => sql`select cn_audit_purge(${tenantId}::uuid, ${through}::bigint)`.execute(tx));
     await expect(purge(3)).rejects.toMatchObject({ code: 'CN409' }); // no retention checkpoint at 3
     await system.transaction(async (tx) => {
-      const row = await tx.selectFrom('audit_events').select('hash').where('tenant_id', '=', tenantId).where('seq', '=', '3').executeTakeFirstOrThrow();
-      await writeTenantCheckpoint(tx, signer, tenantId, 3, asBuffer(row.hash!), 'retention');
+      const row = await tx.selectFrom('audit_seals').select('hash').where('tenant_id', '=', tenantId).where('seq', '=', '3').executeTakeFirstOrThrow();
+      await writeTenantCheckpoint(tx, signer, tenantId, 3, asBuffer(row.hash), 'retention');
     });
     await expect(purge(3)).rejects.toMatchObject({ code: 'CN409' }); // 30 days old: within every allowed retention
     await expect(t.db.withTenant(tenantId, (tx) => sql`select cn_audit_purge(${tenantId}::uuid, 3::bigint)`.execute(tx))).rejects.toMatchObject({ code: '42501' });
@@ -85,7 +85,10 @@ describe('audit retention', () => {
     const tenantId = await tenantWithHistory({ old: 0, ageDays: 0, young: 6 });
     await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
     await t.admin.query('alter table audit_events disable trigger audit_events_append_only');
-    await t.admin.query('delete from audit_events where tenant_id = $1 and seq <= 6', [tenantId]);
+    await t.admin.query('alter table audit_seals disable trigger audit_seals_append_only');
+    await t.admin.query('delete from audit_events e using audit_seals s where s.tenant_id = $1 and s.seq <= 6 and e.position = s.position', [tenantId]);
+    await t.admin.query('delete from audit_seals where tenant_id = $1 and seq <= 6', [tenantId]);
+    await t.admin.query('alter table audit_seals enable trigger audit_seals_append_only');
     await t.admin.query('alter table audit_events enable trigger audit_events_append_only');
     await t.db.withTenant(tenantId, (tx) => recordTenantEvent(tx, tenantId, SYSTEM_ACTOR, { requestId: null, ip: null, userAgent: null }, { action: 'test.after' }));
     await sealTenantLog(t.db, tenantId);

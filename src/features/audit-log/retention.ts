@@ -32,20 +32,20 @@ export async function purgeExpiredAuditEvents(db: Database, signer: AuditSigner)
       from audit_chain_heads h
       left join tenant_settings s on s.tenant_id = h.tenant_id
       left join lateral (
-        select min(e.seq) as seq from audit_events e
-        where e.tenant_id = h.tenant_id and e.seq is not null
+        select min(e.seq) as seq from audit_log e
+        where e.tenant_id = h.tenant_id
           and e.at >= now() - make_interval(days => greatest(coalesce(s.audit_retention_days, ${DEFAULT_AUDIT_RETENTION_DAYS}), 90))
       ) young on true
       where exists (
-        select 1 from audit_events old where old.tenant_id = h.tenant_id and old.seq is not null and old.seq <= coalesce(young.seq - 1, h.seq)
+        select 1 from audit_seals old where old.tenant_id = h.tenant_id and old.seq <= coalesce(young.seq - 1, h.seq)
       )`.execute(tx),
   );
   const reports: PurgeReport[] = [];
   for (const row of cuts) {
     const through = Number(row.cut);
     const report = await system.transaction(async (tx) => {
-      const event = await tx.selectFrom('audit_events').select('hash').where('tenant_id', '=', row.tenant_id).where('seq', '=', String(through)).executeTakeFirst();
-      if (!event?.hash) return null; // already purged through here by another process
+      const event = await tx.selectFrom('audit_seals').select('hash').where('tenant_id', '=', row.tenant_id).where('seq', '=', String(through)).executeTakeFirst();
+      if (!event) return null; // already purged through here by another process
       await writeTenantCheckpoint(tx, signer, row.tenant_id, through, asBuffer(event.hash), 'retention');
       const { rows } = await sql<{ deleted: string }>`select cn_audit_purge(${row.tenant_id}::uuid, ${through}::bigint) as deleted`.execute(tx);
       const deleted = Number(rows[0]?.deleted ?? 0);

@@ -2,7 +2,7 @@ import type { Selectable } from 'kysely';
 import { Readable } from 'node:stream';
 import Type from 'typebox';
 import { csvField } from '../../kernel/http/csv.ts';
-import type { AuditEventsTable } from '../../kernel/db/schema.ts';
+import type { AuditLogView } from '../../kernel/db/schema.ts';
 import { AppError } from '../../kernel/http/errors.ts';
 import { publicRoute, tenantRoute, type RouteDefinition } from '../../kernel/http/routes.ts';
 import type { AuditSigner } from '../../kernel/audit/sealer.ts';
@@ -68,7 +68,7 @@ const HistoryQuery = Type.Object(
   { additionalProperties: false },
 );
 
-type AuditRow = Selectable<AuditEventsTable>;
+type AuditRow = Selectable<AuditLogView>;
 
 const ExportQuery = Type.Object(
   {
@@ -89,7 +89,7 @@ function csvLine(row: AuditRow): string {
 }
 
 function hashHex(row: AuditRow): string {
-  return row.hash ? asBuffer(row.hash).toString('hex') : '';
+  return asBuffer(row.hash).toString('hex');
 }
 
 /** An export line: the API's event plus what an offline check of the chain needs. */
@@ -126,9 +126,9 @@ export function auditLogRoutes(signer: AuditSigner): RouteDefinition[] {
         if (query.since && query.until && Date.parse(query.since) >= Date.parse(query.until)) {
           throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
         }
-        let builder = tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', 'is not', null);
+        let builder = tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenantId);
         if (query.cursor) builder = builder.where('seq', '<', query.cursor);
-        if (query.action) builder = builder.where('action', '=', query.action);
+        if (query.action) builder = builder.where('sealed_action', '=', query.action);
         if (query.actorId) builder = builder.where('actor_id', '=', query.actorId);
         if (query.since) builder = builder.where('at', '>=', new Date(query.since));
         if (query.until) builder = builder.where('at', '<', new Date(query.until));
@@ -167,7 +167,7 @@ export function auditLogRoutes(signer: AuditSigner): RouteDefinition[] {
           let after = 0;
           for (;;) {
             const rows = await readLater((chunkTx) => {
-              let builder = chunkTx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', '>', String(after)).where('seq', '<=', String(upTo));
+              let builder = chunkTx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenantId).where('seq', '>', String(after)).where('seq', '<=', String(upTo));
               if (since) builder = builder.where('at', '>=', since);
               if (until) builder = builder.where('at', '<', until);
               return builder.orderBy('seq').limit(EXPORT_CHUNK).execute();
@@ -198,12 +198,11 @@ export function auditLogRoutes(signer: AuditSigner): RouteDefinition[] {
       async handler({ tx, tenantId, params, query }) {
         const limit = query.limit ?? 50;
         let builder = tx
-          .selectFrom('audit_events')
+          .selectFrom('audit_log')
           .selectAll()
           .where('tenant_id', '=', tenantId)
-          .where('target_type', '=', 'account')
-          .where('target_id', '=', params.id.toLowerCase())
-          .where('seq', 'is not', null);
+          .where('sealed_target_type', '=', 'account')
+          .where('sealed_target_id', '=', params.id.toLowerCase());
         if (query.cursor) builder = builder.where('seq', '<', query.cursor);
         const rows = await builder.orderBy('seq', 'desc').limit(limit + 1).execute();
         // Neither the account nor any event about it here: as for any id of another tenant, 404.

@@ -52,7 +52,7 @@ export async function enqueueDeliveries(db: Database): Promise<number> {
     queued += await system.transaction(async (tx) => {
       const hooks = await tx.selectFrom('webhooks').select(['id', 'event_types']).where('tenant_id', '=', cursor.tenant_id).where('enabled', '=', true).execute();
       const events = await tx
-        .selectFrom('audit_events')
+        .selectFrom('audit_log')
         .select(['id', 'seq', 'action'])
         .where('tenant_id', '=', cursor.tenant_id)
         .where('seq', '>', String(cursor.last_seq))
@@ -121,7 +121,7 @@ export async function sendDueDeliveries(db: Database, keyring: Keyring, egress: 
     // In the tenant's own transaction: its key decrypts the secret only there (envelope.ts), under RLS.
     const prepared = await db.withTenant(delivery.tenant_id, async (tx) => {
       const hook = await tx.selectFrom('webhooks').select(['url_ct', 'secret', 'enabled']).where('tenant_id', '=', delivery.tenant_id).where('id', '=', delivery.webhook_id).executeTakeFirst();
-      const event = await tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', delivery.tenant_id).where('id', '=', delivery.event_id).executeTakeFirst();
+      const event = await tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', delivery.tenant_id).where('id', '=', delivery.event_id).executeTakeFirst();
       if (!hook || !event) return null;
       const secret = (await keyring.decrypt(tx, secretPlace(delivery.tenant_id, delivery.webhook_id), hook.secret)).toString('utf8');
       const url = (await keyring.decrypt(tx, urlPlace(delivery.tenant_id, delivery.webhook_id), hook.url_ct)).toString('utf8');

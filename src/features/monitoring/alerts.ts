@@ -7,7 +7,7 @@
 import { sql, type Selectable } from 'kysely';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
 import type { Database, Tx } from '../../kernel/db/database.ts';
-import type { AuditEventsTable, PlatformAuditEventsTable } from '../../kernel/db/schema.ts';
+import type { AuditLogView, PlatformAuditEventsTable } from '../../kernel/db/schema.ts';
 import { isPrivilegedRole } from '../access/index.ts';
 
 export const ALERT_INTERVAL_MS = 2000;
@@ -32,7 +32,7 @@ const lookbackFrom = (seq: string | number | null) => String(Math.max(0, Number(
 /** Events read per tenant and pass (the rest wait for the next pass). */
 const BATCH = 500;
 
-type Event = Selectable<AuditEventsTable>;
+type Event = Selectable<AuditLogView>;
 type Severity = 'low' | 'medium' | 'high';
 interface Raised {
   readonly rule: string;
@@ -74,10 +74,10 @@ function singleEventRules(event: Event): Raised | null {
 async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Raised | null> {
   if (event.action === 'auth.login.failed' && event.ip !== null) {
     const row = await tx
-      .selectFrom('audit_events')
+      .selectFrom('audit_log')
       .select((eb) => eb.fn.count<number>('actor_id').distinct().as('n'))
       .where('tenant_id', '=', tenantId)
-      .where('action', '=', 'auth.login.failed')
+      .where('sealed_action', '=', 'auth.login.failed')
       .where('ip', '=', event.ip)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${SPRAY_WINDOW_MINUTES})`)
       .where('seq', '<=', String(event.seq))
@@ -87,10 +87,10 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
   }
   if (event.action === 'access.denied' && event.actor_id !== null) {
     const row = await tx
-      .selectFrom('audit_events')
+      .selectFrom('audit_log')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('tenant_id', '=', tenantId)
-      .where('action', '=', 'access.denied')
+      .where('sealed_action', '=', 'access.denied')
       .where('actor_id', '=', event.actor_id)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
       .where('seq', '<=', String(event.seq))
@@ -100,10 +100,10 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
   }
   if (event.action === 'audit.exported' && event.actor_id !== null) {
     const row = await tx
-      .selectFrom('audit_events')
+      .selectFrom('audit_log')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('tenant_id', '=', tenantId)
-      .where('action', '=', 'audit.exported')
+      .where('sealed_action', '=', 'audit.exported')
       .where('actor_id', '=', event.actor_id)
       .where('at', '>', sql<Date>`${event.at}::timestamptz - interval '1 hour'`)
       .where('seq', '<=', String(event.seq))
@@ -116,22 +116,22 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
     const member = await tx.selectFrom('memberships').select('role').where('tenant_id', '=', tenantId).where('user_id', '=', event.actor_id).executeTakeFirst();
     if (member && isPrivilegedRole(member.role)) {
       const seen = await tx
-        .selectFrom('audit_events')
+        .selectFrom('audit_log')
         .select('seq')
         .where('tenant_id', '=', tenantId)
         .where('actor_id', '=', event.actor_id)
-        .where('action', 'in', ['auth.login.succeeded', 'auth.signup', 'auth.mfa.succeeded'])
+        .where('sealed_action', 'in', ['auth.login.succeeded', 'auth.signup', 'auth.mfa.succeeded'])
         .where('ip', '=', event.ip)
         .where('user_agent', event.user_agent === null ? 'is' : '=', event.user_agent)
         .where('seq', '<', String(event.seq))
         .limit(1)
         .executeTakeFirst();
       const earlier = await tx
-        .selectFrom('audit_events')
+        .selectFrom('audit_log')
         .select('seq')
         .where('tenant_id', '=', tenantId)
         .where('actor_id', '=', event.actor_id)
-        .where('action', 'in', ['auth.login.succeeded', 'auth.signup'])
+        .where('sealed_action', 'in', ['auth.login.succeeded', 'auth.signup'])
         .where('seq', '<', String(event.seq))
         .limit(1)
         .executeTakeFirst();
@@ -244,7 +244,7 @@ export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) =>
   for (const tenant of tenants) {
     raised += await system.transaction(async (tx) => {
       const after = Number(tenant.last_seq ?? 0);
-      const events = await tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenant.tenant_id).where('seq', '>', String(after)).orderBy('seq').limit(BATCH).execute();
+      const events = await tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenant.tenant_id).where('seq', '>', String(after)).orderBy('seq').limit(BATCH).execute();
       let count = 0;
       for (const event of events) {
         const alert = singleEventRules(event) ?? (await historyRules(tx, tenant.tenant_id, event));

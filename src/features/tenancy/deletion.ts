@@ -43,7 +43,7 @@ export const TENANT_DATA_TABLES = [
 ] as const;
 
 /** Tenant tables that stay: the audit log and its chain, until retention. */
-export const TENANT_AUDIT_TABLES = ['audit_events', 'audit_chain_heads', 'audit_checkpoints'] as const;
+export const TENANT_AUDIT_TABLES = ['audit_events', 'audit_seals', 'audit_chain_heads', 'audit_checkpoints'] as const;
 
 
 type DeleteOptions = { tenantId: string; confirmName: string; actor: Actor };

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
 import { chainHash, GENESIS_HASH } from './chain.ts';
 import { chainRecordOf, sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
@@ -42,22 +43,34 @@ describe('the audit hash chain', () => {
     return response.json<Verify>();
   };
 
-  /** Tampers as the tables' owner would: with the append-only trigger switched off. */
+  /** Tampers as the tables' owner would: with the append-only triggers switched off. */
   async function tamper(script: string, params: unknown[] = []): Promise<void> {
     await t.admin.query('alter table audit_events disable trigger audit_events_append_only');
+    await t.admin.query('alter table audit_seals disable trigger audit_seals_append_only');
     try {
       await t.admin.query(script, params);
     } finally {
+      await t.admin.query('alter table audit_seals enable trigger audit_seals_append_only');
       await t.admin.query('alter table audit_events enable trigger audit_events_append_only');
     }
   }
 
+  /** The SQL condition naming the event row sealed at seq (of tenant $1). */
+  const eventAt = (seq: number) => `position = (select position from audit_seals where tenant_id = $1 and seq = ${seq})`;
+  /** Deletes the event at seq and its seal, as a forger who wants no trace would. */
+  const deleteAt = async (tenantId: string, seq: number) => {
+    await tamper(`delete from audit_events where ${eventAt(seq)}`, [tenantId]);
+    await tamper('delete from audit_seals where tenant_id = $1 and seq = $2', [tenantId, seq]);
+  };
+
+  const watermark = async () => BigInt((await t.admin.query<{ position: string }>('select position from audit_seal_watermark'))[0]!.position);
+
   const idAt = async (tenantId: string, seq: number) =>
-    (await t.admin.query<{ id: string }>('select id from audit_events where tenant_id = $1 and seq = $2', [tenantId, seq]))[0]!.id;
+    (await t.admin.query<{ id: string }>('select id from audit_log where tenant_id = $1 and seq = $2', [tenantId, seq]))[0]!.id;
 
   it('gives every event of a tenant a seq from 1 without gaps, in commit order, and an untouched chain verifies', async () => {
     const { owner, tenantId, count } = await tenantWithLog();
-    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_events where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
+    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_log where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
     expect(seqs).toEqual(Array.from({ length: count }, (_, i) => i + 1));
     const result = await verify(owner, tenantId);
     expect(result).toMatchObject({ ok: true, count });
@@ -72,7 +85,7 @@ describe('the audit hash chain', () => {
       Array.from({ length: 25 }, (_, i) => t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: `Parallel ${i}` } })),
     );
     await Promise.all([sealAllLogs(t.db), sealTenantLog(t.db, tenantId), sealAllLogs(t.db)]);
-    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_events where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
+    const seqs = (await t.admin.query<{ seq: number }>('select seq::int as seq from audit_log where tenant_id = $1 order by seq', [tenantId])).map((r) => r.seq);
     expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
     expect(seqs.length).toBeGreaterThanOrEqual(26);
     expect(await verify(owner, tenantId)).toMatchObject({ ok: true, count: seqs.length });
@@ -81,30 +94,51 @@ describe('the audit hash chain', () => {
   it('detects an edited event and names its seq', async () => {
     const { owner, tenantId } = await tenantWithLog();
     const id = await idAt(tenantId, 4);
-    await tamper(`update audit_events set metadata = '{"name": "quietly changed"}' where tenant_id = $1 and seq = 4`, [tenantId]);
+    await tamper(`update audit_events set metadata = '{"name": "quietly changed"}' where ${eventAt(4)}`, [tenantId]);
     expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 4, id, reason: 'hash_mismatch' });
+  });
+
+  it("detects a seal whose copy of the event's action or target was changed (what filtered reads find it by)", async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    const id = await idAt(tenantId, 5);
+    // Moved out of the account's history: the chain over the event itself is intact, the seal is not.
+    await tamper(`update audit_seals set target_id = 'elsewhere' where tenant_id = $1 and seq = 5`, [tenantId]);
+    expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 5, id, reason: 'hash_mismatch' });
+    const system = t.db.systemDb({ reason: 'test: verify in JavaScript only' });
+    expect((await system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys, false))).firstBad).toEqual({ seq: 5, id, reason: 'hash_mismatch' });
   });
 
   it('detects a deleted event, in the middle and at the end', async () => {
     const { owner, tenantId, count } = await tenantWithLog();
-    await tamper('delete from audit_events where tenant_id = $1 and seq = 3', [tenantId]);
+    await deleteAt(tenantId, 3);
     expect(await verify(owner, tenantId)).toMatchObject({ ok: false, firstBad: { seq: 3, id: null, reason: 'missing' } });
 
     const other = await tenantWithLog();
-    await tamper('delete from audit_events where tenant_id = $1 and seq = $2', [other.tenantId, other.count]);
+    await deleteAt(other.tenantId, other.count);
     expect(await verify(other.owner, other.tenantId)).toMatchObject({ ok: false, firstBad: { seq: other.count, reason: 'missing' } });
     expect(count).toBeGreaterThan(3);
+
+    // The event row alone (its seal left behind), or the seal alone (the event left unsealed below the watermark).
+    const third = await tenantWithLog();
+    await tamper(`delete from audit_events where ${eventAt(2)}`, [third.tenantId]);
+    expect(await verify(third.owner, third.tenantId)).toMatchObject({ ok: false, firstBad: { seq: 2, id: null, reason: 'missing' } });
+    const fourth = await tenantWithLog();
+    await sealAllLogs(t.db);
+    await sealAllLogs(t.db); // the watermark has passed the log by now
+    await tamper('delete from audit_seals where tenant_id = $1 and seq = 4', [fourth.tenantId]);
+    await sealAllLogs(t.db);
+    expect(await verify(fourth.owner, fourth.tenantId)).toMatchObject({ ok: false, firstBad: { seq: 4, id: null, reason: 'missing' } });
   });
 
   it('detects an inserted event', async () => {
     const { owner, tenantId } = await tenantWithLog();
-    // Make room at seq 3 (two steps: seq is unique), then slip a forged event in.
-    await tamper('update audit_events set seq = seq + 1000000 where tenant_id = $1 and seq >= 3', [tenantId]);
-    await tamper('update audit_events set seq = seq - 999999 where tenant_id = $1 and seq > 1000000', [tenantId]);
+    // Make room at seq 3 (two steps: seq is unique), then slip a forged event and its seal in.
+    await tamper('update audit_seals set seq = seq + 1000000 where tenant_id = $1 and seq >= 3', [tenantId]);
+    await tamper('update audit_seals set seq = seq - 999999 where tenant_id = $1 and seq > 1000000', [tenantId]);
     const forged = randomUUID();
     await tamper(
-      `insert into audit_events (tenant_id, id, seq, hash, sealed_at, actor_type, action, outcome)
-       values ($1, $2, 3, decode(repeat('ab', 32), 'hex'), now(), 'system', 'account.deleted', 'success')`,
+      `with e as (insert into audit_events (tenant_id, id, actor_type, action, outcome) values ($1, $2, 'system', 'account.deleted', 'success') returning position)
+       insert into audit_seals (tenant_id, seq, position, action, hash, canonical_metadata) select $1, 3, position, 'account.deleted', decode(repeat('ab', 32), 'hex'), '{}' from e`,
       [tenantId, forged],
     );
     expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 3, id: forged, reason: 'hash_mismatch' });
@@ -118,12 +152,12 @@ describe('the audit hash chain', () => {
     expect(parallel).toEqual(single);
     expect(parallel).toMatchObject({ ok: true });
     // The stored JCS text of metadata is only a help: damaged, it costs a slower check, not a false alarm.
-    await tamper(`update audit_events set canonical_metadata = '{not json' where tenant_id = $1 and seq = 3`, [tenantId]);
-    await tamper(`update audit_events set canonical_metadata = '{"name":"other"}' where tenant_id = $1 and seq = 4`, [tenantId]);
+    await tamper(`update audit_seals set canonical_metadata = '{not json' where tenant_id = $1 and seq = 3`, [tenantId]);
+    await tamper(`update audit_seals set canonical_metadata = '{"name":"other"}' where tenant_id = $1 and seq = 4`, [tenantId]);
     expect(await system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys))).toMatchObject({ ok: true });
     const id = await idAt(tenantId, 17);
-    await tamper(`update audit_events set ip = '198.51.100.1' where tenant_id = $1 and seq = 17`, [tenantId]);
-    await tamper('delete from audit_events where tenant_id = $1 and seq = 25', [tenantId]);
+    await tamper(`update audit_events set ip = '198.51.100.1' where ${eventAt(17)}`, [tenantId]);
+    await deleteAt(tenantId, 25);
     const [brokenParallel, brokenSingle] = await both();
     expect(brokenParallel).toEqual(brokenSingle);
     expect(brokenParallel?.firstBad).toEqual({ seq: 17, id, reason: 'hash_mismatch' });
@@ -139,13 +173,13 @@ describe('the audit hash chain', () => {
     expect(await parallel()).toMatchObject({ ok: true });
     // seq 8 ends a range and 9 starts the next: the next range starts from the stored hash before it.
     const id = await idAt(tenantId, 21);
-    await tamper(`update audit_events set ip = '198.51.100.7' where tenant_id = $1 and seq = 21`, [tenantId]);
+    await tamper(`update audit_events set ip = '198.51.100.7' where ${eventAt(21)}`, [tenantId]);
     expect(await parallel()).toEqual(await single());
     expect((await parallel()).firstBad).toEqual({ seq: 21, id, reason: 'hash_mismatch' });
-    await tamper('delete from audit_events where tenant_id = $1 and seq = 9', [tenantId]);
+    await deleteAt(tenantId, 9);
     expect(await parallel()).toEqual(await single());
     expect((await parallel()).firstBad).toMatchObject({ seq: 9, reason: 'missing' });
-    await tamper('delete from audit_events where tenant_id = $1 and seq = 8', [tenantId]);
+    await deleteAt(tenantId, 8);
     expect(await parallel()).toEqual(await single());
     expect((await parallel()).firstBad).toMatchObject({ seq: 8, reason: 'missing' });
     expect(await verifyLogInParallel(t.db, 'platform', signer.publicKeys, 4)).toEqual(await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys, false)));
@@ -155,9 +189,10 @@ describe('the audit hash chain', () => {
     const { owner, tenantId } = await tenantWithLog();
     const third = await idAt(tenantId, 3);
     const fourth = await idAt(tenantId, 4);
-    await tamper('update audit_events set seq = 1000000 where tenant_id = $1 and id = $2', [tenantId, third]);
-    await tamper('update audit_events set seq = 3 where tenant_id = $1 and id = $2', [tenantId, fourth]);
-    await tamper('update audit_events set seq = 4 where tenant_id = $1 and id = $2', [tenantId, third]);
+    await tamper('update audit_seals set seq = 1000000 where tenant_id = $1 and seq = 3', [tenantId]);
+    await tamper('update audit_seals set seq = 3 where tenant_id = $1 and seq = 4', [tenantId]);
+    await tamper('update audit_seals set seq = 4 where tenant_id = $1 and seq = 1000000', [tenantId]);
+    expect(await idAt(tenantId, 4)).toBe(third);
     expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 3, id: fourth, reason: 'hash_mismatch' });
   });
 
@@ -165,12 +200,12 @@ describe('the audit hash chain', () => {
     const { owner, tenantId, count } = await tenantWithLog();
     await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
     // The forger edits seq 2 and rebuilds the chain from there, head included.
-    await tamper(`update audit_events set metadata = '{"name": "rewritten"}' where tenant_id = $1 and seq = 2`, [tenantId]);
-    const rows = await t.db.systemDb({ reason: 'test: read the tampered chain' }).transaction((tx) => tx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).orderBy('seq').execute());
+    await tamper(`update audit_events set metadata = '{"name": "rewritten"}' where ${eventAt(2)}`, [tenantId]);
+    const rows = await t.db.systemDb({ reason: 'test: read the tampered chain' }).transaction((tx) => tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenantId).orderBy('seq').execute());
     let hash = GENESIS_HASH;
     for (const row of rows) {
       hash = chainHash(hash, chainRecordOf('tenant', row, Number(row.seq)));
-      await tamper('update audit_events set hash = $3 where tenant_id = $1 and seq = $2', [tenantId, row.seq, hash]);
+      await tamper('update audit_seals set hash = $3, canonical_metadata = $4 where tenant_id = $1 and seq = $2', [tenantId, row.seq, hash, JSON.stringify(row.metadata)]);
     }
     await t.admin.query('update audit_chain_heads set hash = $2 where tenant_id = $1', [tenantId, hash]);
     expect((await verify(owner, tenantId)).firstBad).toMatchObject({ seq: count, reason: 'checkpoint_mismatch' });
@@ -188,7 +223,7 @@ describe('the audit hash chain', () => {
     expect((await verify(owner, tenantId)).firstBad).toMatchObject({ reason: 'bad_signature' });
   });
 
-  it('the database refuses every change to a sealed event, and any change but sealing to an unsealed one, even by the sealer role', async () => {
+  it('the database refuses every change to an event or its seal, even by the sealer role', async () => {
     const { session: owner, tenantId } = await t.signup();
     await sealTenantLog(t.db, tenantId);
     await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: 'Pending' } });
@@ -196,10 +231,11 @@ describe('the audit hash chain', () => {
     await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
     const refused = (statement: string) =>
       expect(system.transaction((tx) => sql.raw(statement.replaceAll('$1', `'${tenantId}'`)).execute(tx))).rejects.toMatchObject({ code: '42501' });
-    await refused(`update audit_events set action = 'rewritten' where tenant_id = $1 and seq = 1`);
-    await refused(`update audit_events set seq = 99, hash = '\\x00', action = 'rewritten' where tenant_id = $1 and seq is null`);
-    await refused(`update audit_events set hash = '\\x00' where tenant_id = $1 and seq = 1`);
+    await refused(`update audit_events set action = 'rewritten' where tenant_id = $1`);
+    await refused(`update audit_seals set hash = '\\x00' where tenant_id = $1 and seq = 1`);
+    await refused(`update audit_seals set action = 'rewritten' where tenant_id = $1`);
     await refused(`delete from audit_events where tenant_id = $1`);
+    await refused(`delete from audit_seals where tenant_id = $1`);
     await refused(`delete from audit_checkpoints where tenant_id = $1`);
     await refused(`update audit_checkpoints set seq = seq + 1 where tenant_id = $1`);
     // The application role has no UPDATE or DELETE at all.
@@ -228,6 +264,47 @@ describe('the audit hash chain', () => {
     expect((await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys))).firstBad).toEqual({ seq: target.seq, id: target.id, reason: 'hash_mismatch' });
   });
 
+  it.skipIf(inject('testDb').kind !== 'postgres')(
+    'an event that commits after later ones is still sealed: the watermark never passes a position a running transaction holds',
+    async () => {
+      const { session: owner, tenantId } = await t.signup();
+      await sealTenantLog(t.db, tenantId);
+      let slowPosition = 0n;
+      const slow = new pg.Client({ connectionString: t.env.BACKUP_DATABASE_URL });
+      await slow.connect();
+      try {
+        await slow.query('begin');
+        await slow.query(`insert into audit_events (tenant_id, actor_type, action, outcome) values ($1, 'system', 'test.slow', 'success')`, [tenantId]);
+        // Later events commit first and are sealed past it, in several passes.
+        for (let i = 0; i < 3; i++) {
+          await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: `Overtaking ${i}` } });
+          await sealAllLogs(t.db);
+        }
+        const [held] = await slow.query<{ position: string }>(`select position from audit_events where tenant_id = $1 and action = 'test.slow'`, [tenantId]).then((r) => r.rows);
+        slowPosition = BigInt(held!.position);
+        expect(await watermark()).toBeLessThan(slowPosition);
+        await slow.query('commit');
+      } finally {
+        await slow.end();
+      }
+      await sealAllLogs(t.db);
+      const actions = (await t.admin.query<{ action: string; seq: number }>('select action, seq::int as seq from audit_log where tenant_id = $1 order by seq', [tenantId])).map((r) => r.action);
+      expect(actions.at(-1)).toBe('test.slow');
+      expect(await verify(owner, tenantId)).toMatchObject({ ok: true, count: actions.length });
+      // Once that transaction has ended, the watermark moves past it (other test files' transactions may delay it a pass or two).
+      for (let pass = 0; pass < 100 && (await watermark()) < slowPosition; pass++) {
+        await sealAllLogs(t.db);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(await watermark()).toBeGreaterThanOrEqual(slowPosition);
+      const [unsealedBelow] = await t.admin.query<{ n: number }>(
+        'select count(*)::int as n from audit_events e where e.tenant_id = $1 and e.position <= (select position from audit_seal_watermark) and not exists (select 1 from audit_seals s where s.position = e.position)',
+        [tenantId],
+      );
+      expect(unsealedBelow!.n).toBe(0);
+    },
+  );
+
   it('the server loop seals a committed event within its interval and signs the moved head', async () => {
     const { session: owner, tenantId } = await t.signup();
     const stop = startAuditSealer(t.db, signer, { intervalMs: 20, everyEvents: 1, everySeconds: 3600 }, { error() {} });
@@ -237,7 +314,7 @@ describe('the audit hash chain', () => {
       let sealed: { unsealed: number; checkpoints: number } = { unsealed: -1, checkpoints: 0 };
       while (Date.now() < deadline) {
         [sealed] = await t.admin.query<{ unsealed: number; checkpoints: number }>(
-          `select (select count(*)::int from audit_events where tenant_id = $1 and seq is null) as unsealed,
+          `select (select count(*)::int from audit_events e where tenant_id = $1 and not exists (select 1 from audit_seals s where s.position = e.position)) as unsealed,
                   (select count(*)::int from audit_checkpoints c join audit_chain_heads h using (tenant_id) where c.tenant_id = $1 and c.seq = h.seq) as checkpoints`,
           [tenantId],
         ) as [typeof sealed];

@@ -95,8 +95,8 @@ interface Head {
 
 /**
  * afterPosition: within one drain, later batches start after the previous batch's last
- * position, so they do not walk the index entries of rows just sealed (dead until vacuum).
- * A late-committing event below it is sealed by the next drain, which starts from zero.
+ * position. Unsealed events are those above the watermark with no seal (the anti-join walks
+ * audit_seals' position index over the few recent events only).
  */
 async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, afterPosition = '0'): Promise<{ sealed: number; lastPosition: string }> {
   if (tenantIds.length === 0) return { sealed: 0, lastPosition: afterPosition };
@@ -111,14 +111,13 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     ? await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update skip locked`.execute(tx)
     : await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update`.execute(tx);
   if (heads.length === 0) return { sealed: 0, lastPosition: afterPosition };
-  let query = tx
-    .selectFrom('audit_events')
-    .selectAll()
-    .where('tenant_id', 'in', heads.map((head) => head.tenant_id))
-    .where('seq', 'is', null);
-  // One tenant (a drain): keep to position order past the last batch. Several: one batch, no bound.
-  if (heads.length === 1) query = query.where('position', '>', afterPosition);
-  const rows = await query.orderBy('tenant_id').orderBy('position').limit(SEAL_BATCH).execute();
+  const above = maxPosition(await watermark(tx), afterPosition);
+  const rows = await unsealed(tx, above)
+    .where('e.tenant_id', 'in', heads.map((head) => head.tenant_id))
+    .orderBy('e.tenant_id')
+    .orderBy('e.position')
+    .limit(SEAL_BATCH)
+    .execute();
   if (rows.length === 0) return { sealed: 0, lastPosition: afterPosition };
   const byTenant = new Map<string, TenantRow[]>();
   for (const row of rows) {
@@ -126,24 +125,84 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     if (list) list.push(row);
     else byTenant.set(row.tenant_id, [row]);
   }
-  const sealed: { tenant_id: string; id: string; seq: number; hash: string; meta: string }[] = [];
+  const seals: { tenant_id: string; seq: number; position: string; action: string; target_type: string | null; target_id: string | null; hash: string; meta: string }[] = [];
   const nextHeads: { tenant_id: string; seq: number; hash: string }[] = [];
   for (const head of heads) {
     const pending = byTenant.get(head.tenant_id);
     if (!pending) continue;
     const result = extend('tenant', pending, { seq: Number(head.seq), hash: asBuffer(head.hash) });
-    for (const entry of result.sealed) sealed.push({ tenant_id: head.tenant_id, ...entry });
+    result.sealed.forEach((entry, k) => {
+      const row = pending[k]!;
+      seals.push({ tenant_id: head.tenant_id, seq: entry.seq, position: row.position, action: row.action, target_type: row.target_type, target_id: row.target_id, hash: entry.hash, meta: entry.meta });
+    });
     nextHeads.push({ tenant_id: head.tenant_id, seq: result.head.seq, hash: result.head.hash.toString('hex') });
   }
   await sql`
-    update audit_events e set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now()), canonical_metadata = v.meta
-    from jsonb_to_recordset(${JSON.stringify(sealed)}::jsonb) as v(tenant_id uuid, id uuid, seq bigint, hash text, meta text)
-    where e.tenant_id = v.tenant_id and e.id = v.id`.execute(tx);
+    insert into audit_seals (tenant_id, seq, position, action, target_type, target_id, hash, canonical_metadata)
+    select v.tenant_id, v.seq, v.position, v.action, v.target_type, v.target_id, decode(v.hash, 'hex'), v.meta
+    from jsonb_to_recordset(${JSON.stringify(seals)}::jsonb) as v(tenant_id uuid, seq bigint, position bigint, action text, target_type text, target_id text, hash text, meta text)`.execute(tx);
   await sql`
     update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
     from jsonb_to_recordset(${JSON.stringify(nextHeads)}::jsonb) as v(tenant_id uuid, seq bigint, hash text)
     where h.tenant_id = v.tenant_id`.execute(tx);
   return { sealed: rows.length, lastPosition: rows.at(-1)!.position };
+}
+
+function maxPosition(a: string, b: string): string {
+  return BigInt(a) >= BigInt(b) ? a : b;
+}
+
+/** The position at or below which every tenant event is sealed. */
+async function watermark(tx: Tx): Promise<string> {
+  return (await tx.selectFrom('audit_seal_watermark').select('position').executeTakeFirstOrThrow()).position;
+}
+
+/** Committed tenant events above a position that have no seal yet. */
+function unsealed(tx: Tx, above: string) {
+  return tx
+    .selectFrom('audit_events as e')
+    .selectAll('e')
+    .where('e.position', '>', above)
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('audit_seals as s').select('s.seq').whereRef('s.position', '=', 'e.position'))));
+}
+
+/**
+ * The highest position no running transaction can still commit an event at, or null if not
+ * known yet. An event's transaction takes its xid before its position (the column default),
+ * so after reading the position sequence's last value C, a snapshot shows every transaction
+ * that could hold a position up to C: with no transaction running, C is safe at once;
+ * otherwise C becomes safe once the oldest running transaction is younger than that
+ * snapshot's xmax, which a later pass sees. The observation is kept per database handle.
+ */
+const observations = new WeakMap<Database, { position: string; xmax: bigint }>();
+
+async function provenPosition(db: Database, tx: Tx): Promise<string | null> {
+  const { rows: last } = await sql<{ position: string | null }>`select pg_sequence_last_value('audit_event_position')::text as position`.execute(tx);
+  const position = last[0]?.position ?? '0';
+  // A separate statement: its snapshot is taken after the sequence was read.
+  const { rows: snap } = await sql<{ xmin: string; xmax: string }>`select pg_snapshot_xmin(s)::text as xmin, pg_snapshot_xmax(s)::text as xmax from pg_current_snapshot() as s`.execute(tx);
+  const xmin = BigInt(snap[0]!.xmin);
+  const xmax = BigInt(snap[0]!.xmax);
+  if (xmin === xmax) {
+    observations.delete(db);
+    return position;
+  }
+  const earlier = observations.get(db);
+  if (earlier && xmin >= earlier.xmax) {
+    observations.set(db, { position, xmax });
+    return earlier.position;
+  }
+  if (!earlier) observations.set(db, { position, xmax });
+  return null;
+}
+
+/** Moves the watermark up to a proven position once nothing at or below it is left unsealed. */
+async function raiseWatermark(tx: Tx, proven: string): Promise<void> {
+  const current = await watermark(tx);
+  if (BigInt(proven) <= BigInt(current)) return;
+  const left = await unsealed(tx, current).where('e.position', '<=', proven).select('e.position').limit(1).executeTakeFirst();
+  if (left) return;
+  await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${proven}::bigint)` }).execute();
 }
 
 async function sealPlatformBatch(tx: Tx): Promise<number> {
@@ -159,14 +218,14 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
   return rows.length;
 }
 
-/** Tenants with unsealed events (the partial index answers it). */
+/** Tenants with unsealed events. */
 async function pendingTenants(tx: Tx): Promise<string[]> {
-  return (await tx.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null).execute()).map((row) => row.tenant_id);
+  return (await unsealed(tx, await watermark(tx)).clearSelect().select('e.tenant_id').distinct().execute()).map((row) => row.tenant_id);
 }
 
 /** Whether one tenant has unsealed events past a position: a bounded probe, not a scan. */
 async function hasPending(tx: Tx, tenantId: string, afterPosition: string): Promise<boolean> {
-  const row = await tx.selectFrom('audit_events').select('id').where('tenant_id', '=', tenantId).where('seq', 'is', null).where('position', '>', afterPosition).limit(1).executeTakeFirst();
+  const row = await unsealed(tx, maxPosition(await watermark(tx), afterPosition)).clearSelect().select('e.position').where('e.tenant_id', '=', tenantId).limit(1).executeTakeFirst();
   return row !== undefined;
 }
 
@@ -201,10 +260,11 @@ export async function sealPlatformLog(db: Database): Promise<number> {
 export async function sealAllLogs(db: Database): Promise<number> {
   const system = db.systemDb({ reason: 'the audit sealer seals every tenant log with pending events' });
   let total = await sealPlatformLog(db);
-  const tenants = await system.transaction((tx) => pendingTenants(tx));
+  const { tenants, proven } = await system.transaction(async (tx) => ({ proven: await provenPosition(db, tx), tenants: await pendingTenants(tx) }));
   const { sealed } = await system.transaction((tx) => sealTenantsBatch(tx, tenants, true));
   total += sealed;
   if (sealed === SEAL_BATCH) for (const tenantId of tenants) total += await sealTenantLog(db, tenantId);
+  if (proven !== null) await system.transaction((tx) => raiseWatermark(tx, proven));
   return total;
 }
 

@@ -10,7 +10,7 @@ import { Buffer } from 'node:buffer';
 import { checkLink, type ChainProblem, type LogName } from './chain.ts';
 
 /** One event as the database packs it (see verify.ts): JSON array text. */
-type Packed = [number, string, string, string, string | null, string | null, string, string | null, string | null, string, string | null, string | null, string | null, unknown, string, string | null];
+type Packed = [number, string, string, string, string | null, string | null, string, string | null, string | null, string, string | null, string | null, string | null, unknown, string, string | null, boolean];
 
 export interface SegmentTask {
   readonly log: LogName;
@@ -35,10 +35,12 @@ export function checkSegment(task: SegmentTask): SegmentResult {
   let expected = task.from;
   let count = 0;
   for (const text of task.rows) {
-    const [seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata, hash, tenantId] = JSON.parse(text) as Packed;
+    const [seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata, hash, tenantId, sealMatches] = JSON.parse(text) as Packed;
     const record = { log: task.log, tenantId, seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata };
     const link = checkLink({ log: task.log, tenantId: task.tenantId, expected, previous }, record, hash ? Buffer.from(hash, 'hex') : null, task.checkpoints[seq]);
     if ('problem' in link) return { count, problem: link.problem };
+    // The seal's copies of action and target (what filtered reads find it by) must still be the event's.
+    if (sealMatches !== true) return { count, problem: { seq, id, reason: 'hash_mismatch' } };
     previous = link.hash;
     expected += 1;
     count += 1;

@@ -19,9 +19,16 @@ const CHUNK = 5000;
  * Each event as one JSON array built by the database: one JSON.parse per row instead of
  * the driver's per-column parsing (timestamps especially), so verification keeps pace.
  */
-function packedColumns(): RawBuilder<string> {
+function packedColumns(log: LogName): RawBuilder<string> {
   return sql<string>`json_build_array(seq, id, to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), actor_type, actor_id, actor_email,
-    action, target_type, target_id, outcome, ip, user_agent, request_id, metadata, encode(hash, 'hex'), tenant_id)::text`;
+    action, target_type, target_id, outcome, ip, user_agent, request_id, metadata, encode(hash, 'hex'), tenant_id, ${sealMatches(log)})::text`;
+}
+
+/** A tenant event's seal keeps copies of its action and target for the filter indexes: they must still match. */
+function sealMatches(log: LogName): RawBuilder<boolean> {
+  return log === 'tenant'
+    ? sql<boolean>`(sealed_action = action and sealed_target_type is not distinct from target_type and sealed_target_id is not distinct from target_id)`
+    : sql<boolean>`true`;
 }
 
 
@@ -76,7 +83,7 @@ function canonicalSql(log: LogName): RawBuilder<string> {
 
 /** Runs the database's check of one range inside a savepoint (a malformed stored value must not abort the transaction). */
 async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
-  const table = log === 'tenant' ? sql`audit_events` : sql`platform_audit_events`;
+  const table = log === 'tenant' ? sql`audit_log` : sql`platform_audit_events`;
   // Without a known previous hash (ranges checked in parallel), the first link starts from the
   // stored hash before the range, which the previous range's own check vouches for.
   const previous = previousHash === null ? sql`(select p.hash from ${table} p where ${scope} and p.seq = ${from - 1})` : sql`decode(${previousHash}, 'hex')`;
@@ -85,7 +92,7 @@ async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from:
     const { rows } = await sql<FastResult>`
       with r as (
         select seq, hash,
-          canonical_metadata is not null and canonical_metadata::jsonb = metadata as meta_ok,
+          canonical_metadata is not null and canonical_metadata::jsonb = metadata and ${sealMatches(log)} as meta_ok,
           sha256(coalesce(lag(hash) over (order by seq), ${previous}) || convert_to(${canonicalSql(log)}, 'UTF8')) as computed
         from ${table} where ${scope} and seq between ${from} and ${to}
       )
@@ -205,10 +212,9 @@ async function tenantStored(tx: Tx, tenantId: string, run: RangeRunner, concurre
   const checkpoints = (await tx.selectFrom('audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).where('tenant_id', '=', tenantId).execute()).map((row) => signed(row, tenantId));
   const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
   const bounds = await tx
-    .selectFrom('audit_events')
+    .selectFrom('audit_log')
     .select((eb) => [eb.fn.min('seq').as('oldest'), eb.fn.max('seq').as('newest')])
     .where('tenant_id', '=', tenantId)
-    .where('seq', 'is not', null)
     .executeTakeFirst();
   return {
     log: 'tenant',
@@ -218,7 +224,7 @@ async function tenantStored(tx: Tx, tenantId: string, run: RangeRunner, concurre
     oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
     newest: Number(bounds?.newest ?? 0),
     rows: (from, to) =>
-      run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns()} as r from audit_events where tenant_id = ${tenantId} and seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
+      run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns('tenant')} as r from audit_log where tenant_id = ${tenantId} and seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
     fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, seqs)),
     concurrency,
   };
@@ -239,7 +245,7 @@ async function platformStored(tx: Tx, run: RangeRunner, concurrency: number): Pr
     head: { seq: Number(head.seq), hash: asBuffer(head.hash) },
     oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
     newest: Number(bounds?.newest ?? 0),
-    rows: (from, to) => run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns()} as r from platform_audit_events where seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
+    rows: (from, to) => run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns('platform')} as r from platform_audit_events where seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
     fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, 'platform', sql`true`, from, to, previousHash, seqs)),
     concurrency,
   };

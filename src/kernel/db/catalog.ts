@@ -11,6 +11,7 @@ export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
   sessions: 'a session belongs to a user before any tenant is chosen',
   platform_audit_events: "the operators' log, including events no tenant may see",
   platform_audit_head: "the head of the operators' log hash chain",
+  audit_seal_watermark: 'one number: the event position at or below which every tenant event is sealed (no tenant data)',
   platform_audit_checkpoints: "signed checkpoints of the operators' log",
   platform_security_alerts: 'alerts about the platform as a whole (no tenant owns them), for operators',
   platform_alert_cursor: "how far the alert rules have read the operators' log",

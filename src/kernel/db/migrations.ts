@@ -1178,6 +1178,112 @@ create index scim_group_members_member_idx on scim_group_members (tenant_id, mem
 ${isolate('scim_group_members')}
 `,
   },
+  {
+    version: 30,
+    name: 'audit-seals',
+    // Sealing becomes an insert: an event's place in its chain (seq, hash, the JCS metadata) goes
+    // to audit_seals instead of an UPDATE of the event. The UPDATE could never be a HOT update
+    // (seq was in four indexes), so each seal wrote a new row version and four index entries
+    // and left a dead version for vacuum; an insert into a narrow table costs a third of that.
+    // Events are now never updated by anyone. audit_log is the sealed log readers see.
+    sql: `
+alter table audit_events disable trigger audit_events_append_only;
+
+create table audit_seals (
+  tenant_id uuid not null,
+  seq bigint not null check (seq > 0),
+  position bigint not null,
+  -- Copies of the event's action and target, so filtered reads walk one index in seq order;
+  -- verification checks they still equal the event's own.
+  action text not null,
+  target_type text,
+  target_id text,
+  hash bytea not null check (length(hash) = 32),
+  canonical_metadata text not null,
+  sealed_at timestamptz not null default date_trunc('milliseconds', now()),
+  primary key (tenant_id, seq)
+);
+-- An event is sealed at most once.
+create unique index audit_seals_position_key on audit_seals (position);
+create index audit_seals_action_idx on audit_seals (tenant_id, action, seq);
+create index audit_seals_target_idx on audit_seals (tenant_id, target_type, target_id, seq) where target_id is not null;
+${isolate('audit_seals')}
+
+insert into audit_seals (tenant_id, seq, position, action, target_type, target_id, hash, canonical_metadata, sealed_at)
+  select tenant_id, seq, position, action, target_type, target_id, hash, coalesce(canonical_metadata, metadata::text), sealed_at
+  from audit_events where seq is not null;
+
+-- Every event at or below this position is sealed: the sealer looks for unsealed events above
+-- it only. It moves up only past positions no running transaction can still commit (sealer.ts).
+create table audit_seal_watermark (
+  id boolean primary key default true check (id),
+  position bigint not null default 0
+);
+insert into audit_seal_watermark (position)
+  select coalesce((select min(position) - 1 from audit_events where seq is null), (select max(position) from audit_events), 0);
+
+drop index audit_events_seq_key;
+drop index audit_events_unsealed_idx;
+drop index audit_events_action_idx;
+drop index audit_events_target_idx;
+alter table audit_events drop constraint audit_events_sealed_check;
+alter table audit_events drop column seq, drop column hash, drop column sealed_at, drop column canonical_metadata;
+create unique index audit_events_position_key on audit_events (position);
+-- The transaction id first, then the position: whoever holds a position has an xid the sealer's
+-- snapshot can see running (the watermark's proof). CASE fixes that order of evaluation.
+alter table audit_events alter column position set default (case when pg_current_xact_id() is not null then nextval('audit_event_position') end);
+alter table audit_events enable trigger audit_events_append_only;
+
+create view audit_log with (security_invoker = true) as
+  select s.tenant_id, s.seq, e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id,
+    e.outcome, e.ip, e.user_agent, e.request_id, e.metadata, e.position, s.hash, s.sealed_at, s.canonical_metadata,
+    s.action as sealed_action, s.target_type as sealed_target_type, s.target_id as sealed_target_id
+  from audit_seals s join audit_events e on e.tenant_id = s.tenant_id and e.position = s.position;
+
+create or replace function cn_audit_append_only() returns trigger language plpgsql as $$
+begin
+  if tg_op = 'DELETE' and current_user = 'cn_audit_purge' and tg_table_name in ('audit_events', 'audit_seals') then
+    return old;
+  end if;
+  -- Sealing a platform event: the system role gives an unsealed event its seq and hash, once.
+  -- Its column grant (seq, hash, sealed_at, canonical_metadata) keeps every other column as it was.
+  if tg_op = 'UPDATE' and current_user = 'cn_system' and tg_table_name = 'platform_audit_events' then
+    if old.seq is null and old.hash is null and new.seq is not null and new.hash is not null then
+      return new;
+    end if;
+  end if;
+  raise exception 'audit events are append-only: % on % refused', tg_op, tg_table_name using errcode = '42501';
+end $$;
+create trigger audit_seals_append_only before update or delete on audit_seals
+  for each row execute function cn_audit_append_only();
+create trigger audit_seals_no_truncate before truncate on audit_seals
+  for each statement execute function cn_audit_append_only();
+
+create or replace function cn_audit_purge(p_tenant uuid, p_through bigint) returns bigint
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  keep_days integer;
+  newest timestamptz;
+  deleted bigint;
+begin
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  select greatest(coalesce(max(audit_retention_days), 365), 90) into keep_days from tenant_settings where tenant_id = p_tenant;
+  if not exists (select 1 from audit_checkpoints where tenant_id = p_tenant and seq = p_through and reason = 'retention') then
+    raise exception 'no signed retention checkpoint at seq %', p_through using errcode = 'CN409';
+  end if;
+  select max(e.at) into newest from audit_seals s join audit_events e on e.tenant_id = s.tenant_id and e.position = s.position
+    where s.tenant_id = p_tenant and s.seq <= p_through;
+  if newest is not null and newest >= now() - make_interval(days => keep_days) then
+    raise exception 'events up to seq % are not all older than % days', p_through, keep_days using errcode = 'CN409';
+  end if;
+  delete from audit_events e using audit_seals s
+    where s.tenant_id = p_tenant and s.seq <= p_through and e.tenant_id = s.tenant_id and e.position = s.position;
+  get diagnostics deleted = row_count;
+  delete from audit_seals where tenant_id = p_tenant and seq <= p_through;
+  return deleted;
+end $$;
+`,
+  },
 ];
 
 /** Functions the application role may execute (re-granted on every migrate). */
@@ -1194,7 +1300,10 @@ export const APP_FUNCTIONS: readonly string[] = [
  * trigger narrows further); checkpoints are append-only.
  */
 export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
-  audit_events: ['select, insert', 'update (seq, hash, sealed_at, canonical_metadata)'],
+  audit_events: ['select, insert'],
+  audit_seals: ['select, insert'],
+  audit_log: ['select'],
+  audit_seal_watermark: ['select, update'],
   platform_audit_events: ['select, insert', 'update (seq, hash, sealed_at, canonical_metadata)'],
   audit_checkpoints: ['select, insert'],
   platform_audit_checkpoints: ['select, insert'],
@@ -1206,6 +1315,7 @@ export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
 /** The purge function's owner reads what it checks and deletes old events, nothing else. */
 export const PURGE_GRANTS: Readonly<Record<string, string>> = {
   audit_events: 'select, delete',
+  audit_seals: 'select, delete',
   audit_checkpoints: 'select',
   tenant_settings: 'select',
 };
@@ -1223,6 +1333,9 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   accounts: 'select, insert, update, delete',
   contacts: 'select, insert, update, delete',
   audit_events: 'select, insert',
+  audit_seals: 'select',
+  audit_log: 'select',
+  audit_seal_watermark: 'select',
   platform_audit_events: 'select, insert',
   audit_chain_heads: 'select',
   platform_audit_head: 'select',

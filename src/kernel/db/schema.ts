@@ -149,7 +149,7 @@ interface AuditColumns {
   metadata: ColumnType<Record<string, unknown>, string, never>;
 }
 
-/** Sealing columns: null until the sealer gives the event its place in the chain. */
+/** Sealing columns of a platform event: null until the sealer gives it its place in the chain. */
 interface SealColumns {
   position: Generated<string>;
   seq: ColumnType<string | null, never, never>;
@@ -158,8 +158,57 @@ interface SealColumns {
   canonical_metadata: ColumnType<string | null, never, never>;
 }
 
-export interface AuditEventsTable extends AuditColumns, SealColumns {
+/** A tenant's events as written: never updated; their seals live in audit_seals. */
+export interface AuditEventsTable extends AuditColumns {
   tenant_id: string;
+  position: Generated<string>;
+}
+
+/** An event's place in its tenant's chain, written once by the sealer. */
+export interface AuditSealsTable {
+  tenant_id: string;
+  seq: ColumnType<string, number | string, never>;
+  position: ColumnType<string, string, never>;
+  action: ColumnType<string, string, never>;
+  target_type: ColumnType<string | null, string | null, never>;
+  target_id: ColumnType<string | null, string | null, never>;
+  hash: ColumnType<Buffer, Buffer, never>;
+  canonical_metadata: ColumnType<string, string, never>;
+  sealed_at: ColumnType<Date, Date | undefined, never>;
+}
+
+/**
+ * The sealed log (a view: events joined with their seals), what every reader of a tenant's
+ * log reads. sealed_action/sealed_target_*: the seal's copies, which the filter indexes cover.
+ */
+export interface AuditLogView {
+  tenant_id: ColumnType<string, never, never>;
+  seq: ColumnType<string, never, never>;
+  id: ColumnType<string, never, never>;
+  at: ColumnType<Date, never, never>;
+  actor_type: ColumnType<ActorType, never, never>;
+  actor_id: ColumnType<string | null, never, never>;
+  actor_email: ColumnType<string | null, never, never>;
+  action: ColumnType<string, never, never>;
+  target_type: ColumnType<string | null, never, never>;
+  target_id: ColumnType<string | null, never, never>;
+  outcome: ColumnType<Outcome, never, never>;
+  ip: ColumnType<string | null, never, never>;
+  user_agent: ColumnType<string | null, never, never>;
+  request_id: ColumnType<string | null, never, never>;
+  metadata: ColumnType<Record<string, unknown>, never, never>;
+  position: ColumnType<string, never, never>;
+  hash: ColumnType<Buffer, never, never>;
+  sealed_at: ColumnType<Date, never, never>;
+  canonical_metadata: ColumnType<string, never, never>;
+  sealed_action: ColumnType<string, never, never>;
+  sealed_target_type: ColumnType<string | null, never, never>;
+  sealed_target_id: ColumnType<string | null, never, never>;
+}
+
+export interface AuditSealWatermarkTable {
+  id: Generated<boolean>;
+  position: ColumnType<string, never, string>;
 }
 
 export interface PlatformAuditEventsTable extends AuditColumns, SealColumns {
@@ -506,6 +555,9 @@ export interface DB {
   accounts: AccountsTable;
   contacts: ContactsTable;
   audit_events: AuditEventsTable;
+  audit_seals: AuditSealsTable;
+  audit_log: AuditLogView;
+  audit_seal_watermark: AuditSealWatermarkTable;
   audit_chain_heads: AuditChainHeadsTable;
   platform_audit_head: PlatformAuditHeadTable;
   audit_checkpoints: AuditCheckpointsTable;
