@@ -196,13 +196,17 @@ async function provenPosition(db: Database, tx: Tx): Promise<string | null> {
   return null;
 }
 
-/** Moves the watermark up to a proven position once nothing at or below it is left unsealed. */
+/**
+ * Moves the watermark up towards a proven position: to it, or to just below the lowest event
+ * still unsealed there (another tenant's, skipped or left for its drain).
+ */
 async function raiseWatermark(tx: Tx, proven: string): Promise<void> {
   const current = await watermark(tx);
   if (BigInt(proven) <= BigInt(current)) return;
-  const left = await unsealed(tx, current).where('e.position', '<=', proven).select('e.position').limit(1).executeTakeFirst();
-  if (left) return;
-  await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${proven}::bigint)` }).execute();
+  const first = await unsealed(tx, current).clearSelect().select('e.position').where('e.position', '<=', proven).orderBy('e.position').limit(1).executeTakeFirst();
+  const next = first ? (BigInt(first.position) - 1n).toString() : proven;
+  if (BigInt(next) <= BigInt(current)) return;
+  await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${next}::bigint)` }).execute();
 }
 
 async function sealPlatformBatch(tx: Tx): Promise<number> {
@@ -234,12 +238,20 @@ export async function sealTenantLog(db: Database, tenantId: string): Promise<num
   const system = db.systemDb({ reason: 'the audit sealer gives events their place in the hash chain' });
   let total = 0;
   let after = '0';
+  let proven: string | null = null;
   for (;;) {
-    const { sealed, lastPosition } = await system.transaction(async (tx) => ((await hasPending(tx, tenantId, after)) ? sealTenantsBatch(tx, [tenantId], false, after) : { sealed: 0, lastPosition: after }));
+    const { sealed, lastPosition } = await system.transaction(async (tx) => {
+      if (after === '0') proven = await provenPosition(db, tx);
+      return (await hasPending(tx, tenantId, after)) ? sealTenantsBatch(tx, [tenantId], false, after) : { sealed: 0, lastPosition: after };
+    });
     total += sealed;
     after = lastPosition;
-    if (sealed < SEAL_BATCH) return total;
+    if (sealed < SEAL_BATCH) break;
   }
+  // Readers seal too: let their passes move the watermark, so the next search starts higher.
+  const reached: string | null = proven;
+  if (reached !== null) await system.transaction((tx) => raiseWatermark(tx, reached));
+  return total;
 }
 
 export async function sealPlatformLog(db: Database): Promise<number> {
