@@ -3,8 +3,10 @@
  * event (with a global position, no per-tenant lock: see record.ts); the sealer then takes
  * each log's unsealed events in position order, in batches, under the log's head row lock
  * (which writers never touch), and gives each its seq and chain hash. Commit order is the
- * chain order. Sealing runs every AUDIT_SEAL_INTERVAL_MS in the server and, so readers see
- * every event they caused, just before a tenant's log is read.
+ * chain order. A tenant event's seal is a row of audit_seals (insert-only; the event row is
+ * never updated); a platform event is sealed in place. Sealing runs every
+ * AUDIT_SEAL_INTERVAL_MS in the server and, so readers see every event they caused, just
+ * before a tenant's log is read.
  *
  * Also here: signed checkpoints of each chain head, and the operator stream lines (written
  * at sealing, so each carries its seq and hash).
@@ -106,26 +108,25 @@ interface Head {
  * position. Unsealed events are those above the watermark with no seal (the anti-join walks
  * audit_seals' position index over the few recent events only).
  */
-async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, afterPosition = '0'): Promise<{ sealed: number; lastPosition: string }> {
-  if (tenantIds.length === 0) return { sealed: 0, lastPosition: afterPosition };
-  const ids = JSON.stringify(tenantIds);
-  await sql`
-    insert into audit_chain_heads (tenant_id)
-    select t.id::uuid from jsonb_array_elements_text(${ids}::jsonb) as t(id)
-    where exists (select 1 from tenants where tenants.id = t.id::uuid)
-    on conflict (tenant_id) do nothing`.execute(tx);
-  const wanted = sql`tenant_id in (select value::uuid from jsonb_array_elements_text(${ids}::jsonb))`;
-  const { rows: heads } = skipLocked
-    ? await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update skip locked`.execute(tx)
-    : await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update`.execute(tx);
-  if (heads.length === 0) return { sealed: 0, lastPosition: afterPosition };
-  const above = maxPosition(await watermark(tx), afterPosition);
-  const { rows } = await sql<{ r: string }>`
-    select ${packedEvent()} as r from audit_events e
-    where e.position > ${above}::bigint and e.tenant_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(heads.map((head) => head.tenant_id))}::jsonb))
-      and not exists (select 1 from audit_seals s where s.position = e.position and s.position > ${above}::bigint)
-    order by e.position limit ${SEAL_BATCH}`.execute(tx);
-  if (rows.length === 0) return { sealed: 0, lastPosition: afterPosition };
+async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, above: string): Promise<{ sealed: number; lastPosition: string; locked: number }> {
+  if (tenantIds.length === 0) return { sealed: 0, lastPosition: above, locked: 0 };
+  let heads = await lockHeads(tx, tenantIds, skipLocked);
+  if (heads.length < tenantIds.length) {
+    // A tenant's first events (no head yet), or a head another sealer holds: create what is missing, lock again.
+    await sql`
+      insert into audit_chain_heads (tenant_id)
+      select t.id::uuid from jsonb_array_elements_text(${JSON.stringify(tenantIds)}::jsonb) as t(id)
+      where exists (select 1 from tenants where tenants.id = t.id::uuid)
+      on conflict (tenant_id) do nothing`.execute(tx);
+    heads = await lockHeads(tx, tenantIds, skipLocked);
+  }
+  if (heads.length === 0) return { sealed: 0, lastPosition: above, locked: 0 };
+  const rows = await unsealed(tx, above, SEAL_BATCH)
+    .clearSelect()
+    .select(packedEvent().as('r'))
+    .where('e.tenant_id', 'in', heads.map((head) => head.tenant_id))
+    .execute();
+  if (rows.length === 0) return { sealed: 0, lastPosition: above, locked: heads.length };
   const byTenant = new Map<string, Packed[]>();
   for (const { r } of rows) {
     const row = JSON.parse(r) as Packed;
@@ -133,11 +134,10 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     if (list) list.push(row);
     else byTenant.set(row[0], [row]);
   }
-  // Short keys: this text is most of what a pass sends. The seal's copies of action and target
-  // are taken from the event row itself by the insert.
+  // Short keys: this text is most of what a pass sends.
   const seals: { t: string; s: number; p: string; a: string; y: string | null; i: string | null; h: string; m: string }[] = [];
   const nextHeads: { tenant_id: string; seq: number; hash: string }[] = [];
-  let lastPosition = afterPosition;
+  let lastPosition = above;
   for (const head of heads) {
     const pending = byTenant.get(head.tenant_id);
     if (!pending) continue;
@@ -157,7 +157,16 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
     from jsonb_to_recordset(${JSON.stringify(nextHeads)}::jsonb) as v(tenant_id uuid, seq bigint, hash text)
     where h.tenant_id = v.tenant_id`.execute(tx);
-  return { sealed: rows.length, lastPosition };
+  return { sealed: rows.length, lastPosition, locked: heads.length };
+}
+
+/** Locks the chain heads of these tenants, in tenant order (no deadlock between sealers). */
+async function lockHeads(tx: Tx, tenantIds: readonly string[], skipLocked: boolean): Promise<Head[]> {
+  const wanted = sql`tenant_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(tenantIds)}::jsonb))`;
+  const { rows } = skipLocked
+    ? await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update skip locked`.execute(tx)
+    : await sql<Head>`select tenant_id, seq, hash from audit_chain_heads where ${wanted} order by tenant_id for update`.execute(tx);
+  return rows;
 }
 
 /**
@@ -266,15 +275,11 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
   return rows.length;
 }
 
-/** Tenants with unsealed events. */
-async function pendingTenants(tx: Tx): Promise<string[]> {
-  return [...new Set((await unsealed(tx, await watermark(tx), SEAL_BATCH).execute()).map((row) => row.tenant_id))];
-}
-
-/** Whether one tenant has unsealed events past a position: a bounded probe, not a scan. */
-async function hasPending(tx: Tx, tenantId: string, afterPosition: string): Promise<boolean> {
-  const row = await unsealed(tx, maxPosition(await watermark(tx), afterPosition), 1).where('e.tenant_id', '=', tenantId).executeTakeFirst();
-  return row !== undefined;
+/** Where a tenant's search for unsealed events starts (past afterPosition), or null if it has none there. */
+async function pendingFrom(tx: Tx, tenantId: string, afterPosition: string): Promise<string | null> {
+  const above = maxPosition(await watermark(tx), afterPosition);
+  const row = await unsealed(tx, above, 1).where('e.tenant_id', '=', tenantId).executeTakeFirst();
+  return row === undefined ? null : above;
 }
 
 /** Seals every pending event of one tenant (waiting for another sealer if need be); returns how many. */
@@ -286,7 +291,8 @@ export async function sealTenantLog(db: Database, tenantId: string): Promise<num
   for (;;) {
     const { sealed, lastPosition } = await system.transaction(async (tx) => {
       if (after === '0') proven = await provenPosition(db, tx);
-      return (await hasPending(tx, tenantId, after)) ? sealTenantsBatch(tx, [tenantId], false, after) : { sealed: 0, lastPosition: after };
+      const above = await pendingFrom(tx, tenantId, after);
+      return above === null ? { sealed: 0, lastPosition: after } : sealTenantsBatch(tx, [tenantId], false, above);
     });
     total += sealed;
     after = lastPosition;
@@ -314,12 +320,26 @@ export async function sealPlatformLog(db: Database): Promise<number> {
  * forward in position order.
  */
 export async function sealAllLogs(db: Database): Promise<number> {
-  const system = db.systemDb({ reason: 'the audit sealer seals every tenant log with pending events' });
-  let total = await sealPlatformLog(db);
-  const { tenants, proven } = await system.transaction(async (tx) => ({ proven: await provenPosition(db, tx), tenants: await pendingTenants(tx) }));
-  const { sealed } = await system.transaction((tx) => sealTenantsBatch(tx, tenants, true));
-  total += sealed;
-  if (sealed === SEAL_BATCH) for (const tenantId of tenants) total += await sealTenantLog(db, tenantId);
+  const system = db.systemDb({ reason: 'the audit sealer seals every log with pending events' });
+  // One transaction for the usual pass: a fixed handful of statements however many tenants wrote.
+  const pass = await system.transaction(async (tx) => {
+    // First, while this transaction has no id of its own.
+    const proven = await provenPosition(db, tx);
+    const above = await watermark(tx);
+    const pending = await unsealed(tx, above, SEAL_BATCH).execute();
+    const tenants = [...new Set(pending.map((row) => row.tenant_id))];
+    const { sealed, locked } = await sealTenantsBatch(tx, tenants, true, above);
+    // The search saw every event up to the proven position: if it was not cut short and no
+    // tenant was left to another sealer, all of them are sealed now.
+    const complete = pending.length < SEAL_BATCH && locked === tenants.length;
+    if (proven !== null && complete) await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${proven}::bigint)` }).execute();
+    const platform = await tx.selectFrom('platform_audit_events').select('position').where('seq', 'is', null).limit(1).executeTakeFirst();
+    return { sealed, tenants, proven: complete ? null : proven, platformPending: platform !== undefined };
+  });
+  let total = pass.sealed;
+  if (pass.platformPending) total += await sealPlatformLog(db);
+  if (pass.sealed === SEAL_BATCH) for (const tenantId of pass.tenants) total += await sealTenantLog(db, tenantId);
+  const { proven } = pass;
   if (proven !== null) await system.transaction((tx) => raiseWatermark(tx, proven));
   return total;
 }
