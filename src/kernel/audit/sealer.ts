@@ -121,10 +121,14 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     heads = await lockHeads(tx, tenantIds, skipLocked);
   }
   if (heads.length === 0) return { sealed: 0, lastPosition: above, locked: 0 };
-  const rows = await unsealed(tx, above, SEAL_BATCH)
+  const rows = await unsealed(
+    tx,
+    above,
+    SEAL_BATCH,
+    heads.map((head) => head.tenant_id),
+  )
     .clearSelect()
     .select(packedEvent().as('r'))
-    .where('e.tenant_id', 'in', heads.map((head) => head.tenant_id))
     .execute();
   if (rows.length === 0) return { sealed: 0, lastPosition: above, locked: heads.length };
   const byTenant = new Map<string, Packed[]>();
@@ -202,21 +206,22 @@ async function watermark(tx: Tx): Promise<string> {
 }
 
 /**
- * Committed tenant events above a position that have no seal yet, in position order. Every
- * search is ordered by position and limited, and bounds both sides by the position: so the
- * plan walks the position indexes from there, whatever the (often stale) statistics of two
- * fast-growing tables suggest.
+ * Committed events above a position that have no seal yet, in position order; of some tenants
+ * only, if named. Every search is ordered by position and limited, bounds both sides by the
+ * position, and names tenants in a form no index serves: so the plan always walks the position
+ * indexes from there. Statistics of these two fast-growing tables are often stale, and a
+ * planner that believed a tenant had few events once scanned all of its million per batch.
  */
-function unsealed(tx: Tx, above: string, limit: number) {
-  return tx
+function unsealed(tx: Tx, above: string, limit: number, tenantIds?: readonly string[]) {
+  let query = tx
     .selectFrom('audit_events as e')
     .select(['e.tenant_id', 'e.position'])
     .where('e.position', '>', above)
     .where(({ not, exists, selectFrom }) =>
       not(exists(selectFrom('audit_seals as s').select('s.seq').whereRef('s.position', '=', 'e.position').where('s.position', '>', above))),
-    )
-    .orderBy('e.position')
-    .limit(limit);
+    );
+  if (tenantIds) query = query.where(sql<boolean>`(e.tenant_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(tenantIds)}::jsonb))) is true`);
+  return query.orderBy('e.position').limit(limit);
 }
 
 /**
@@ -278,7 +283,7 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
 /** Where a tenant's search for unsealed events starts (past afterPosition), or null if it has none there. */
 async function pendingFrom(tx: Tx, tenantId: string, afterPosition: string): Promise<string | null> {
   const above = maxPosition(await watermark(tx), afterPosition);
-  const row = await unsealed(tx, above, 1).where('e.tenant_id', '=', tenantId).executeTakeFirst();
+  const row = await unsealed(tx, above, 1, [tenantId]).executeTakeFirst();
   return row === undefined ? null : above;
 }
 
