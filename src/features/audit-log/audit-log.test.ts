@@ -108,6 +108,17 @@ describe('audit log', () => {
     await expect(t.db.withTenant(tenantId, (tx) => sql`update audit_events set action = 'x'`.execute(tx))).rejects.toThrow(/permission denied/);
     await expect(t.db.withTenant(tenantId, (tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
     await expect(t.db.systemDb({ reason: 'prove the system role cannot rewrite history' }).transaction((tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
+    // Nor choose where an event goes, what it is called or when it happened, nor seal it itself.
+    for (const column of ['position', 'id', 'at']) {
+      const value = column === 'position' ? sql`1` : column === 'id' ? sql`gen_random_uuid()` : sql`now() - interval '1 year'`;
+      await expect(
+        t.db.withTenant(tenantId, (tx) => sql`insert into audit_events (tenant_id, actor_type, action, outcome, ${sql.id(column)}) values (${tenantId}, 'system', 'forged', 'success', ${value})`.execute(tx)),
+        column,
+      ).rejects.toThrow(/permission denied/);
+    }
+    await expect(
+      t.db.withTenant(tenantId, (tx) => sql`insert into audit_seals (tenant_id, seq, position, action, hash, canonical_metadata) values (${tenantId}, 999999, 1, 'forged', decode(repeat('00', 32), 'hex'), '{}')`.execute(tx)),
+    ).rejects.toThrow(/permission denied/);
   });
 
   it('a trigger keeps audit rows append-only for every role, the tables owner and the superuser included', async () => {
@@ -116,6 +127,9 @@ describe('audit log', () => {
       `update audit_events set action = 'edited' where tenant_id = '${tenantId}'`,
       `delete from audit_events where tenant_id = '${tenantId}'`,
       'truncate audit_events',
+      `update audit_seals set action = 'edited' where tenant_id = '${tenantId}'`,
+      `delete from audit_seals where tenant_id = '${tenantId}'`,
+      'truncate audit_seals',
       `update platform_audit_events set action = 'edited'`,
       'delete from platform_audit_events',
     ]) {

@@ -1286,6 +1286,12 @@ end $$;
   },
 ];
 
+/**
+ * The columns of an audit event its writer may give. Not position (the sealer's watermark
+ * relies on the column default taking the transaction id first), id or at (the database's).
+ */
+const AUDIT_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, metadata)';
+
 /** Functions the application role may execute (re-granted on every migrate). */
 export const APP_FUNCTIONS: readonly string[] = [
   'cn_enter_tenant(uuid, bytea, integer)',
@@ -1300,7 +1306,7 @@ export const APP_FUNCTIONS: readonly string[] = [
  * trigger narrows further); checkpoints are append-only.
  */
 export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
-  audit_events: ['select, insert'],
+  audit_events: [`select, ${AUDIT_EVENT_INSERT}`],
   audit_seals: ['select, insert'],
   audit_log: ['select'],
   audit_seal_watermark: ['select, update'],
@@ -1332,7 +1338,7 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   invitations: 'select, insert, update, delete',
   accounts: 'select, insert, update, delete',
   contacts: 'select, insert, update, delete',
-  audit_events: 'select, insert',
+  audit_events: `select, ${AUDIT_EVENT_INSERT}`,
   audit_seals: 'select',
   audit_log: 'select',
   audit_seal_watermark: 'select',
