@@ -90,13 +90,6 @@ async function extend<R>(rows: readonly R[], recordOf: (row: R, seq: number) => 
   return { sealed, head: { seq, hash } };
 }
 
-/**
- * One sealing transaction over several tenants at once (a fixed number of round trips
- * however many tenants wrote): create and lock their heads in tenant order (no deadlock
- * between sealers), read their pending events, hash, and write seqs, hashes and heads back
- * in one statement each. skipLocked: the background loop leaves a tenant another sealer is
- * working on for its next pass; a reader's seal waits for it instead.
- */
 interface Head {
   tenant_id: string;
   seq: string;
@@ -104,9 +97,11 @@ interface Head {
 }
 
 /**
- * afterPosition: within one drain, later batches start after the previous batch's last
- * position. Unsealed events are those above the watermark with no seal (the anti-join walks
- * audit_seals' position index over the few recent events only).
+ * Seals several tenants at once (a fixed number of statements however many tenants wrote):
+ * lock their heads in tenant order (no deadlock between sealers), read their unsealed events
+ * above `above` (the watermark, or within a drain the previous batch's last position), hash,
+ * and write the seals and the heads back in one statement each. skipLocked: the background
+ * loop leaves a tenant another sealer is working on for its next pass; a reader's seal waits.
  */
 async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, above: string): Promise<{ sealed: number; lastPosition: string; locked: number }> {
   if (tenantIds.length === 0) return { sealed: 0, lastPosition: above, locked: 0 };
@@ -264,7 +259,12 @@ async function raiseWatermark(tx: Tx, proven: string): Promise<void> {
   const first = await unsealed(tx, current, 1).where('e.position', '<=', proven).executeTakeFirst();
   const next = first ? (BigInt(first.position) - 1n).toString() : proven;
   if (BigInt(next) <= BigInt(current)) return;
-  await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${next}::bigint)` }).execute();
+  await setWatermark(tx, next);
+}
+
+/** Moves the watermark up to position (never down: another sealer may have moved it further). */
+async function setWatermark(tx: Tx, position: string): Promise<void> {
+  await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${position}::bigint)` }).execute();
 }
 
 async function sealPlatformBatch(tx: Tx): Promise<number> {
@@ -331,13 +331,15 @@ export async function sealAllLogs(db: Database): Promise<number> {
     // First, while this transaction has no id of its own.
     const proven = await provenPosition(db, tx);
     const above = await watermark(tx);
+    // Which tenants to lock; the events themselves are read again once their heads are locked,
+    // so none another sealer sealed meanwhile is sealed twice.
     const pending = await unsealed(tx, above, SEAL_BATCH).execute();
     const tenants = [...new Set(pending.map((row) => row.tenant_id))];
     const { sealed, locked } = await sealTenantsBatch(tx, tenants, true, above);
     // The search saw every event up to the proven position: if it was not cut short and no
     // tenant was left to another sealer, all of them are sealed now.
     const complete = pending.length < SEAL_BATCH && locked === tenants.length;
-    if (proven !== null && complete) await tx.updateTable('audit_seal_watermark').set({ position: sql`greatest(position, ${proven}::bigint)` }).execute();
+    if (proven !== null && complete) await setWatermark(tx, proven);
     const platform = await tx.selectFrom('platform_audit_events').select('position').where('seq', 'is', null).limit(1).executeTakeFirst();
     return { sealed, tenants, proven: complete ? null : proven, platformPending: platform !== undefined };
   });
