@@ -103,7 +103,7 @@ interface Head {
  * and write the seals and the heads back in one statement each. skipLocked: the background
  * loop leaves a tenant another sealer is working on for its next pass; a reader's seal waits.
  */
-async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, above: string): Promise<{ sealed: number; lastPosition: string; locked: number }> {
+async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked: boolean, above: string, upTo: string): Promise<{ sealed: number; lastPosition: string; locked: number }> {
   if (tenantIds.length === 0) return { sealed: 0, lastPosition: above, locked: 0 };
   let heads = await lockHeads(tx, tenantIds, skipLocked);
   if (heads.length < tenantIds.length) {
@@ -119,6 +119,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
   const rows = await unsealed(
     tx,
     above,
+    upTo,
     SEAL_BATCH,
     heads.map((head) => head.tenant_id),
   )
@@ -151,7 +152,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
   await sql`
     insert into audit_seals (tenant_id, seq, position, action, target_type, target_id, hash, canonical_metadata)
     select v.t, v.s, v.p, v.a, v.y, v.i, decode(v.h, 'hex'), v.m
-    from jsonb_to_recordset(${JSON.stringify(seals)}::jsonb) as v(t uuid, s bigint, p bigint, a text, y text, i text, h text, m text)`.execute(tx);
+    from json_to_recordset(${JSON.stringify(seals)}::json) as v(t uuid, s bigint, p bigint, a text, y text, i text, h text, m text)`.execute(tx);
   await sql`
     update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
     from jsonb_to_recordset(${JSON.stringify(nextHeads)}::jsonb) as v(tenant_id uuid, seq bigint, hash text)
@@ -201,19 +202,22 @@ async function watermark(tx: Tx): Promise<string> {
 }
 
 /**
- * Committed events above a position that have no seal yet, in position order; of some tenants
- * only, if named. Every search is ordered by position and limited, bounds both sides by the
- * position, and names tenants in a form no index serves: so the plan always walks the position
- * indexes from there. Statistics of these two fast-growing tables are often stale, and a
- * planner that believed a tenant had few events once scanned all of its million per batch.
+ * Committed events in a range of positions (above, upTo] that have no seal yet, in position
+ * order; of some tenants only, if named. Every search is ordered by position and limited,
+ * bounds both sides by the range, and names tenants in a form no index serves: so the plan
+ * always walks the position indexes. Statistics of these two fast-growing tables are often
+ * stale or missing: a planner that believed a tenant had few events once scanned all of its
+ * million per batch, and one with no statistics yet reads "above" alone as a third of the
+ * table and scans all of it, every pass. A closed range it estimates as small.
  */
-function unsealed(tx: Tx, above: string, limit: number, tenantIds?: readonly string[]) {
+function unsealed(tx: Tx, above: string, upTo: string, limit: number, tenantIds?: readonly string[]) {
   let query = tx
     .selectFrom('audit_events as e')
     .select(['e.tenant_id', 'e.position'])
     .where('e.position', '>', above)
+    .where('e.position', '<=', upTo)
     .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('audit_seals as s').select('s.seq').whereRef('s.position', '=', 'e.position').where('s.position', '>', above))),
+      not(exists(selectFrom('audit_seals as s').select('s.seq').whereRef('s.position', '=', 'e.position').where('s.position', '>', above).where('s.position', '<=', upTo))),
     );
   if (tenantIds) query = query.where(sql<boolean>`(e.tenant_id in (select value::uuid from jsonb_array_elements_text(${JSON.stringify(tenantIds)}::jsonb))) is true`);
   return query.orderBy('e.position').limit(limit);
@@ -229,24 +233,29 @@ function unsealed(tx: Tx, above: string, limit: number, tenantIds?: readonly str
  */
 const observations = new WeakMap<Database, { position: string; xmax: bigint }>();
 
-async function provenPosition(db: Database, tx: Tx): Promise<string | null> {
-  const { rows: last } = await sql<{ position: string | null }>`select pg_sequence_last_value('audit_event_position')::text as position`.execute(tx);
-  const position = last[0]?.position ?? '0';
+async function provenPosition(db: Database, tx: Tx): Promise<{ last: string; proven: string | null }> {
+  const position = await positionsHandedOut(tx);
   // A separate statement: its snapshot is taken after the sequence was read.
   const { rows: snap } = await sql<{ xmin: string; xmax: string }>`select pg_snapshot_xmin(s)::text as xmin, pg_snapshot_xmax(s)::text as xmax from pg_current_snapshot() as s`.execute(tx);
   const xmin = BigInt(snap[0]!.xmin);
   const xmax = BigInt(snap[0]!.xmax);
   if (xmin === xmax) {
     observations.delete(db);
-    return position;
+    return { last: position, proven: position };
   }
   const earlier = observations.get(db);
   if (earlier && xmin >= earlier.xmax) {
     observations.set(db, { position, xmax });
-    return earlier.position;
+    return { last: position, proven: earlier.position };
   }
   if (!earlier) observations.set(db, { position, xmax });
-  return null;
+  return { last: position, proven: null };
+}
+
+/** The highest position handed out so far: every event committed by now is at or below it. */
+async function positionsHandedOut(tx: Tx): Promise<string> {
+  const { rows } = await sql<{ position: string | null }>`select pg_sequence_last_value('audit_event_position')::text as position`.execute(tx);
+  return rows[0]?.position ?? '0';
 }
 
 /**
@@ -256,7 +265,7 @@ async function provenPosition(db: Database, tx: Tx): Promise<string | null> {
 async function raiseWatermark(tx: Tx, proven: string): Promise<void> {
   const current = await watermark(tx);
   if (BigInt(proven) <= BigInt(current)) return;
-  const first = await unsealed(tx, current, 1).where('e.position', '<=', proven).executeTakeFirst();
+  const first = await unsealed(tx, current, proven, 1).executeTakeFirst();
   const next = first ? (BigInt(first.position) - 1n).toString() : proven;
   if (BigInt(next) <= BigInt(current)) return;
   await setWatermark(tx, next);
@@ -280,10 +289,10 @@ async function sealPlatformBatch(tx: Tx): Promise<number> {
   return rows.length;
 }
 
-/** Where a tenant's search for unsealed events starts (past afterPosition), or null if it has none there. */
-async function pendingFrom(tx: Tx, tenantId: string, afterPosition: string): Promise<string | null> {
+/** Where a tenant's search for unsealed events up to upTo starts (past afterPosition), or null if it has none there. */
+async function pendingFrom(tx: Tx, tenantId: string, afterPosition: string, upTo: string): Promise<string | null> {
   const above = maxPosition(await watermark(tx), afterPosition);
-  const row = await unsealed(tx, above, 1, [tenantId]).executeTakeFirst();
+  const row = await unsealed(tx, above, upTo, 1, [tenantId]).executeTakeFirst();
   return row === undefined ? null : above;
 }
 
@@ -293,11 +302,13 @@ export async function sealTenantLog(db: Database, tenantId: string): Promise<num
   let total = 0;
   let after = '0';
   let proven: string | null = null;
+  // Every event committed before this call is at or below the position read first.
+  let upTo = '0';
   for (;;) {
     const { sealed, lastPosition } = await system.transaction(async (tx) => {
-      if (after === '0') proven = await provenPosition(db, tx);
-      const above = await pendingFrom(tx, tenantId, after);
-      return above === null ? { sealed: 0, lastPosition: after } : sealTenantsBatch(tx, [tenantId], false, above);
+      if (after === '0') ({ last: upTo, proven } = await provenPosition(db, tx));
+      const above = await pendingFrom(tx, tenantId, after, upTo);
+      return above === null ? { sealed: 0, lastPosition: after } : sealTenantsBatch(tx, [tenantId], false, above, upTo);
     });
     total += sealed;
     after = lastPosition;
@@ -329,13 +340,13 @@ export async function sealAllLogs(db: Database): Promise<number> {
   // One transaction for the usual pass: a fixed handful of statements however many tenants wrote.
   const pass = await system.transaction(async (tx) => {
     // First, while this transaction has no id of its own.
-    const proven = await provenPosition(db, tx);
+    const { last, proven } = await provenPosition(db, tx);
     const above = await watermark(tx);
     // Which tenants to lock; the events themselves are read again once their heads are locked,
     // so none another sealer sealed meanwhile is sealed twice.
-    const pending = await unsealed(tx, above, SEAL_BATCH).execute();
+    const pending = await unsealed(tx, above, last, SEAL_BATCH).execute();
     const tenants = [...new Set(pending.map((row) => row.tenant_id))];
-    const { sealed, locked } = await sealTenantsBatch(tx, tenants, true, above);
+    const { sealed, locked } = await sealTenantsBatch(tx, tenants, true, above, last);
     // The search saw every event up to the proven position: if it was not cut short and no
     // tenant was left to another sealer, all of them are sealed now.
     const complete = pending.length < SEAL_BATCH && locked === tenants.length;
