@@ -4,8 +4,9 @@
  * inserts: no per-tenant lock, no hashing. The sealer (sealer.ts) later gives each committed
  * event its per-tenant seq and chain hash, in batches, and writes the operator stream line.
  */
+import type { CompiledQuery } from 'kysely';
 import type { Tx } from '../db/database.ts';
-import { deferUntilCommit, isUuid } from '../db/database.ts';
+import { compileOnly, deferUntilCommit, isUuid } from '../db/database.ts';
 import type { ActorType, Outcome } from '../db/schema.ts';
 
 export interface Actor {
@@ -35,23 +36,50 @@ export const NO_REQUEST: RequestMeta = Object.freeze({ requestId: null, ip: null
 /** Appends an event to the tenant's log; tx must be a transaction that can see that tenant. */
 export async function recordTenantEvent(tx: Tx, tenantId: string, actor: Actor, meta: RequestMeta, event: AuditEvent): Promise<void> {
   // Nothing reads the insert's result: it travels with the transaction's COMMIT (pg-driver.ts).
-  await tx.executeQuery(deferUntilCommit(tx.insertInto('audit_events').values({ tenant_id: tenantId, ...columns(actor, meta, event) }).compile()));
+  await tx.executeQuery(deferUntilCommit(withParameters(TENANT_INSERT, [tenantId, ...columns(actor, meta, event)])));
 }
 
-function columns(actor: Actor, meta: RequestMeta, event: AuditEvent) {
-  return {
-    actor_type: actor.type,
-    actor_id: actor.id,
-    actor_email: actor.email ?? null,
-    action: event.action,
-    target_type: event.target?.type ?? null,
-    target_id: targetId(event),
-    outcome: event.outcome ?? 'success',
-    ip: meta.ip,
-    user_agent: meta.userAgent,
-    request_id: meta.requestId,
-    metadata: JSON.stringify(event.metadata ?? {}),
-  };
+/** The columns a writer gives, in the order of the compiled inserts' parameters (after tenant_id). */
+function columns(actor: Actor, meta: RequestMeta, event: AuditEvent): unknown[] {
+  return [
+    actor.type,
+    actor.id,
+    actor.email ?? null,
+    event.action,
+    event.target?.type ?? null,
+    targetId(event),
+    event.outcome ?? 'success',
+    meta.ip,
+    meta.userAgent,
+    meta.requestId,
+    JSON.stringify(event.metadata ?? {}),
+  ];
+}
+
+/**
+ * The two inserts, compiled once: every event is recorded in the transaction of its change, and
+ * building and compiling the statement anew cost more CPU than the rest of recording it. The
+ * values here only fix the statement's shape; each event gives its own parameters.
+ */
+const SHAPE = {
+  actor_type: 'system',
+  actor_id: null,
+  actor_email: null,
+  action: '',
+  target_type: null,
+  target_id: null,
+  outcome: 'success',
+  ip: null,
+  user_agent: null,
+  request_id: null,
+  metadata: '{}',
+} as const;
+const TENANT_INSERT = compileOnly.insertInto('audit_events').values({ tenant_id: '', ...SHAPE }).compile();
+const PLATFORM_INSERT = compileOnly.insertInto('platform_audit_events').values({ tenant_id: null, ...SHAPE }).compile();
+
+function withParameters(statement: CompiledQuery, parameters: readonly unknown[]): CompiledQuery {
+  if (parameters.length !== statement.parameters.length) throw new Error('an audit insert got the wrong number of values');
+  return { ...statement, parameters };
 }
 
 /** A UUID target id is stored lower-case, whatever case the request used, so a record's history finds it. */
@@ -63,5 +91,5 @@ function targetId(event: AuditEvent): string | null {
 
 /** Appends an event to the platform log (operators' view; tenants never read it). */
 export async function recordPlatformEvent(tx: Tx, actor: Actor, meta: RequestMeta, event: AuditEvent & { readonly tenantId?: string }): Promise<void> {
-  await tx.executeQuery(deferUntilCommit(tx.insertInto('platform_audit_events').values({ tenant_id: event.tenantId ?? null, ...columns(actor, meta, event) }).compile()));
+  await tx.executeQuery(deferUntilCommit(withParameters(PLATFORM_INSERT, [event.tenantId ?? null, ...columns(actor, meta, event)])));
 }

@@ -67,6 +67,7 @@ export interface Prefetch {
 /** A query builder with no connection behind it: it compiles, and fails if asked to run. */
 export interface QueryCompiler {
   readonly selectFrom: Kysely<DB>['selectFrom'];
+  readonly insertInto: Kysely<DB>['insertInto'];
 }
 
 class CompileOnlyDriver implements Driver {

@@ -90,9 +90,17 @@ const deferrable = new WeakSet<CompiledQuery>();
  * a quote in it (a parameter marker must not hide in a string literal).
  */
 export function deferUntilCommit(query: CompiledQuery): CompiledQuery {
-  if (/^insert into "[a-z_]+" \(/.test(query.sql) && !query.sql.includes("'") && !query.sql.includes('$$')) deferrable.add(query);
+  let verdict = deferrableTexts.get(query.sql);
+  if (verdict === undefined) {
+    verdict = /^insert into "[a-z_]+" \(/.test(query.sql) && !query.sql.includes("'") && !query.sql.includes('$$');
+    if (deferrableTexts.size < 1024) deferrableTexts.set(query.sql, verdict);
+  }
+  if (verdict) deferrable.add(query);
   return query;
 }
+
+/** deferUntilCommit's verdict per statement text (texts come from code, a bounded set; V8 keeps a string's hash). */
+const deferrableTexts = new Map<string, boolean>();
 
 function literalOf(value: unknown): string | null {
   if (value === null || value === undefined) return 'null';
