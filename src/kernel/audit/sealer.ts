@@ -191,26 +191,31 @@ function maxPosition(a: string, b: string): string {
 }
 
 /**
- * The position at or below which every tenant event is sealed. Also switches the transaction
- * to custom plans: a generic plan of the searches above it cannot know the position is
- * recent, and walks whole tenants' logs instead of the few events past it.
+ * The position at or below which every tenant event is sealed. Also fixes how the rest of the
+ * transaction is planned: custom plans, and no sequential or bitmap scans, so every search for
+ * unsealed events walks the position indexes in order and stops at its limit. The planner's
+ * estimates for these fast-growing tables are often wrong both ways: with no statistics yet it
+ * took a pass's few hundred events for a third of the table and scanned all of it, and it
+ * took a drain's range of a million for a few thousand and bitmap-scanned and sorted all of
+ * it for every batch of 2,000. The sealer's other statements use indexes either way.
  */
-async function watermark(tx: Tx): Promise<string> {
+export async function watermark(tx: Tx): Promise<string> {
   const { rows } = await sql<{ position: string }>`
-    select w.position::text as position, set_config('plan_cache_mode', 'force_custom_plan', true) as mode from audit_seal_watermark w`.execute(tx);
+    select w.position::text as position, set_config('plan_cache_mode', 'force_custom_plan', true) as custom,
+      set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan
+    from audit_seal_watermark w`.execute(tx);
   return rows[0]!.position;
 }
 
 /**
  * Committed events in a range of positions (above, upTo] that have no seal yet, in position
  * order; of some tenants only, if named. Every search is ordered by position and limited,
- * bounds both sides by the range, and names tenants in a form no index serves: so the plan
- * always walks the position indexes. Statistics of these two fast-growing tables are often
- * stale or missing: a planner that believed a tenant had few events once scanned all of its
- * million per batch, and one with no statistics yet reads "above" alone as a third of the
- * table and scans all of it, every pass. A closed range it estimates as small.
+ * bounds both sides by the range, and names tenants in a form no index serves, and runs after
+ * watermark() has ruled out sequential and bitmap scans: so the plan always walks the
+ * position indexes from `above`. (A planner that believed a tenant had few events once
+ * scanned all of its million per batch through the primary key.)
  */
-function unsealed(tx: Tx, above: string, upTo: string, limit: number, tenantIds?: readonly string[]) {
+export function unsealed(tx: Pick<Tx, 'selectFrom'>, above: string, upTo: string, limit: number, tenantIds?: readonly string[]) {
   let query = tx
     .selectFrom('audit_events as e')
     .select(['e.tenant_id', 'e.position'])
