@@ -64,4 +64,15 @@ describe("the sealer's search for unsealed events", () => {
     await append(tenantId, 20_000);
     for (const plan of await searchPlans(tenantId)) expectOrderedWalk(plan);
   });
+
+  it('does not JIT-compile its one-row statements, whose scans carry the cost of a disabled plan', async () => {
+    const system = t.db.systemDb({ reason: 'test: plan the watermark update' });
+    const plan = await system.transaction(async (tx) => {
+      await watermark(tx);
+      const { rows } = await tx.executeQuery<{ 'QUERY PLAN': unknown }>(CompiledQuery.raw('explain (format json) update audit_seal_watermark set position = greatest(position, 0)'));
+      return JSON.stringify(rows[0]!['QUERY PLAN']);
+    });
+    expect(plan).toContain('Seq Scan');
+    expect(plan).not.toContain('JIT');
+  });
 });

@@ -197,12 +197,15 @@ function maxPosition(a: string, b: string): string {
  * estimates for these fast-growing tables are often wrong both ways: with no statistics yet it
  * took a pass's few hundred events for a third of the table and scanned all of it, and it
  * took a drain's range of a million for a few thousand and bitmap-scanned and sorted all of
- * it for every batch of 2,000. The sealer's other statements use indexes either way.
+ * it for every batch of 2,000. The sealer's other statements use indexes either way, except
+ * on one-row tables, whose scans now carry the "disabled" cost: so no JIT either, which that
+ * cost would set off (it compiled the watermark's one-row UPDATE for 40-130 ms, every pass).
  */
 export async function watermark(tx: Tx): Promise<string> {
   const { rows } = await sql<{ position: string }>`
     select w.position::text as position, set_config('plan_cache_mode', 'force_custom_plan', true) as custom,
-      set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan
+      set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
+      set_config('jit', 'off', true) as jit
     from audit_seal_watermark w`.execute(tx);
   return rows[0]!.position;
 }
