@@ -36,24 +36,24 @@ export const NO_REQUEST: RequestMeta = Object.freeze({ requestId: null, ip: null
 /** Appends an event to the tenant's log; tx must be a transaction that can see that tenant. */
 export async function recordTenantEvent(tx: Tx, tenantId: string, actor: Actor, meta: RequestMeta, event: AuditEvent): Promise<void> {
   // Nothing reads the insert's result: it travels with the transaction's COMMIT (pg-driver.ts).
-  await tx.executeQuery(deferUntilCommit(withParameters(TENANT_INSERT, [tenantId, ...columns(actor, meta, event)])));
+  await tx.executeQuery(deferUntilCommit(withValues(TENANT_INSERT, tenantId, columns(actor, meta, event))));
 }
 
-/** The columns a writer gives, in the order of the compiled inserts' parameters (after tenant_id). */
-function columns(actor: Actor, meta: RequestMeta, event: AuditEvent): unknown[] {
-  return [
-    actor.type,
-    actor.id,
-    actor.email ?? null,
-    event.action,
-    event.target?.type ?? null,
-    targetId(event),
-    event.outcome ?? 'success',
-    meta.ip,
-    meta.userAgent,
-    meta.requestId,
-    JSON.stringify(event.metadata ?? {}),
-  ];
+/** The columns a writer gives besides tenant_id. */
+function columns(actor: Actor, meta: RequestMeta, event: AuditEvent): Record<Column, unknown> {
+  return {
+    actor_type: actor.type,
+    actor_id: actor.id,
+    actor_email: actor.email ?? null,
+    action: event.action,
+    target_type: event.target?.type ?? null,
+    target_id: targetId(event),
+    outcome: event.outcome ?? 'success',
+    ip: meta.ip,
+    user_agent: meta.userAgent,
+    request_id: meta.requestId,
+    metadata: JSON.stringify(event.metadata ?? {}),
+  };
 }
 
 /**
@@ -74,10 +74,14 @@ const SHAPE = {
   request_id: null,
   metadata: '{}',
 } as const;
+type Column = keyof typeof SHAPE;
+/** The order of the compiled inserts' parameters after tenant_id: the order of SHAPE's keys. */
+const COLUMNS = Object.keys(SHAPE) as Column[];
 const TENANT_INSERT = compileOnly.insertInto('audit_events').values({ tenant_id: '', ...SHAPE }).compile();
 const PLATFORM_INSERT = compileOnly.insertInto('platform_audit_events').values({ tenant_id: null, ...SHAPE }).compile();
 
-function withParameters(statement: CompiledQuery, parameters: readonly unknown[]): CompiledQuery {
+function withValues(statement: CompiledQuery, tenantId: string | null, values: Record<Column, unknown>): CompiledQuery {
+  const parameters = [tenantId, ...COLUMNS.map((column) => values[column])];
   if (parameters.length !== statement.parameters.length) throw new Error('an audit insert got the wrong number of values');
   return { ...statement, parameters };
 }
@@ -91,5 +95,5 @@ function targetId(event: AuditEvent): string | null {
 
 /** Appends an event to the platform log (operators' view; tenants never read it). */
 export async function recordPlatformEvent(tx: Tx, actor: Actor, meta: RequestMeta, event: AuditEvent & { readonly tenantId?: string }): Promise<void> {
-  await tx.executeQuery(deferUntilCommit(withParameters(PLATFORM_INSERT, [event.tenantId ?? null, ...columns(actor, meta, event)])));
+  await tx.executeQuery(deferUntilCommit(withValues(PLATFORM_INSERT, event.tenantId ?? null, columns(actor, meta, event))));
 }
