@@ -62,66 +62,157 @@ interface FastResult {
   readonly good: boolean | null;
   readonly last_hash: string | null;
   readonly checkpoints: Record<string, string> | null;
+  /** How a tenant range was read (a platform range counts as 'lookup'). */
+  readonly read?: RangeRead;
 }
 
+/** A character JSON.stringify escapes: a quote, a backslash or a control character. */
+const NEEDS_ESCAPE = String.raw`["\\\x01-\x1f]`;
+
 /**
- * The canonical event text (chain.ts), built by PostgreSQL: to_json escapes strings as
- * JSON.stringify does; metadata is the JCS text the sealer stored beside it, which must
- * equal metadata itself. Anything this finds odd is checked again in JavaScript, which has
- * the last word, so a difference between the two encodings can only cost time.
+ * The canonical event text (chain.ts), built by PostgreSQL; metadata is the JCS text the sealer
+ * stored beside it, which must equal metadata itself. Strings are quoted as JSON.stringify
+ * does: as they are when none of them holds a character it escapes (nearly always, and much
+ * cheaper), else through to_json, which escapes the same characters the same way. Anything
+ * this finds odd is checked again in JavaScript, which has the last word, so a difference
+ * between the two encodings can only cost time.
  */
 function canonicalSql(log: LogName): RawBuilder<string> {
-  const tenant = log === 'tenant' ? sql`'"' || tenant_id::text || '"'` : sql`coalesce('"' || tenant_id::text || '"', 'null')`;
-  return sql<string>`'{"action":' || to_json(action)::text || ',"actor":{"email":' || coalesce(to_json(actor_email)::text, 'null')
-    || ',"id":' || coalesce(to_json(actor_id::text)::text, 'null') || ',"type":' || to_json(actor_type)::text
-    || '},"at":"' || to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '","id":"' || id::text
-    || '","ip":' || coalesce(to_json(ip)::text, 'null') || ',"log":"' || ${log}::text || '","metadata":' || canonical_metadata
-    || ',"outcome":' || to_json(outcome)::text || ',"requestId":' || coalesce(to_json(request_id)::text, 'null') || ',"seq":' || seq::text
-    || ',"target":{"id":' || coalesce(to_json(target_id)::text, 'null') || ',"type":' || coalesce(to_json(target_type)::text, 'null')
-    || '},"tenantId":' || ${tenant} || ',"userAgent":' || coalesce(to_json(user_agent)::text, 'null') || ',"v":1}'`;
+  const text = (quote: (column: RawBuilder<unknown>) => RawBuilder<string>) => {
+    const nullable = (column: RawBuilder<unknown>) => sql`coalesce(${quote(column)}, 'null')`;
+    const tenant = log === 'tenant' ? sql`'"' || tenant_id::text || '"'` : sql`coalesce('"' || tenant_id::text || '"', 'null')`;
+    return sql<string>`'{"action":' || ${quote(sql`action`)} || ',"actor":{"email":' || ${nullable(sql`actor_email`)}
+      || ',"id":' || coalesce('"' || actor_id::text || '"', 'null') || ',"type":' || ${quote(sql`actor_type`)}
+      || '},"at":"' || to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '","id":"' || id::text
+      || '","ip":' || ${nullable(sql`ip`)} || ',"log":"' || ${log}::text || '","metadata":' || canonical_metadata
+      || ',"outcome":' || ${quote(sql`outcome`)} || ',"requestId":' || ${nullable(sql`request_id`)} || ',"seq":' || seq::text
+      || ',"target":{"id":' || ${nullable(sql`target_id`)} || ',"type":' || ${nullable(sql`target_type`)}
+      || '},"tenantId":' || ${tenant} || ',"userAgent":' || ${nullable(sql`user_agent`)} || ',"v":1}'`;
+  };
+  return sql<string>`case when concat(action, actor_email, actor_type, ip, outcome, request_id, target_id, target_type, user_agent) ~ ${NEEDS_ESCAPE}
+    then ${text((column) => sql`to_json(${column})::text`)}
+    else ${text((column) => sql`'"' || ${column} || '"'`)} end`;
 }
 
 /**
- * The events of seqs [from, to]. A tenant's: the range's seals (the CTE "seals" of fastCheck)
- * joined to their events, with the events' position range spelled out, so the database reads
- * that stretch of events in one sweep instead of looking each one up on its own.
+ * A tenant's range is read along the position indexes (a merge of its seals and events) when
+ * its events fill at least 1 / DENSE of the positions it spans, as a busy tenant's do; a
+ * sparser range (a quiet tenant among busy ones) is read event by event, each found by its
+ * position, so other tenants' events are never read.
  */
-function rangeSource(log: LogName, scope: RawBuilder<unknown>, from: number, to: number): RawBuilder<unknown> {
-  if (log === 'platform') return sql`platform_audit_events where ${scope} and seq between ${from} and ${to}`;
+const DENSE = 4;
+
+type RangeRead = 'merge' | 'lookup';
+
+/**
+ * The planner settings of one range check (set inside its savepoint and rolled back with it),
+ * and for a tenant range how it is read. Plans must not depend on statistics, which on these
+ * fast-growing tables are stale or missing: no sequential or bitmap scans and no hash joins, so
+ * every plan walks indexes; no parallel workers, as ranges already run side by side; and no JIT,
+ * which the cost of a disabled plan would otherwise set off.
+ */
+async function planRange(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number): Promise<{ read: RangeRead; first: string; last: string }> {
+  const settings = sql`set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
+    set_config('enable_hashjoin', 'off', true) as hashjoin, set_config('max_parallel_workers_per_gather', '0', true) as workers,
+    set_config('jit', 'off', true) as jit, set_config('plan_cache_mode', 'force_custom_plan', true) as custom`;
+  if (log === 'platform') {
+    await sql`select ${settings}`.execute(tx);
+    return { read: 'lookup', first: '0', last: '0' };
+  }
+  // A missing end seal makes the range sparse: read event by event, and the count names the gap.
+  const { rows } = await sql<{ first: string | null; last: string | null; dense: boolean }>`
+    with ends as (
+      select (select position from audit_seals where ${scope} and seq = ${from}) as first, (select position from audit_seals where ${scope} and seq = ${to}) as last
+    ), d as (select first, last, coalesce(last - first between 0 and ${DENSE * (to - from + 1) - 1}, false) as dense from ends)
+    select first::text as first, last::text as last, dense, ${settings},
+      set_config('enable_nestloop', case when dense then 'off' else 'on' end, true) as nestloop,
+      set_config('enable_mergejoin', case when dense then 'on' else 'off' end, true) as mergejoin
+    from d`.execute(tx);
+  const row = rows[0];
+  return row?.dense && row.first !== null && row.last !== null ? { read: 'merge', first: row.first, last: row.last } : { read: 'lookup', first: '0', last: '0' };
+}
+
+/**
+ * The events of seqs [from, to], each with the order they are walked in ("walk"): a tenant's
+ * by position (its events are sealed in position order; the check holds seq order to it), the
+ * platform's by seq. A tenant's: its seals joined to their events, either
+ * merged along both position indexes between the range's first and last positions (a seal
+ * outside them leaves its event out, and the count then fails the range), or each event
+ * looked up by its seal's position (offset 0 keeps the lookup from being turned into a join).
+ */
+function rangeSource(log: LogName, scope: RawBuilder<unknown>, from: number, to: number, plan: { read: RangeRead; first: string; last: string }): RawBuilder<unknown> {
+  if (log === 'platform') return sql`(select *, seq as walk from platform_audit_events where seq between ${from} and ${to}) as logged where ${scope}`;
+  const events = sql`e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id, e.metadata`;
+  const seals = sql`s.tenant_id, s.seq, s.position as walk, s.hash, s.canonical_metadata, s.action as sealed_action, s.target_type as sealed_target_type, s.target_id as sealed_target_id`;
+  if (plan.read === 'merge') {
+    return sql`(
+      select ${seals}, ${events}
+      from audit_seals s join audit_events e on e.tenant_id = s.tenant_id and e.position = s.position
+      where s.seq between ${from} and ${to} and s.position between ${plan.first} and ${plan.last} and e.position between ${plan.first} and ${plan.last}
+    ) as logged where ${scope}`;
+  }
   return sql`(
-    select s.tenant_id, s.seq, e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id, e.outcome, e.ip,
-      e.user_agent, e.request_id, e.metadata, s.hash, s.canonical_metadata, s.action as sealed_action, s.target_type as sealed_target_type, s.target_id as sealed_target_id
-    from seals s join audit_events e on e.tenant_id = s.tenant_id and e.position = s.position
-    where e.position between (select min(position) from seals) and (select max(position) from seals)
+    select ${seals}, ${events}
+    from audit_seals s cross join lateral (select * from audit_events e where e.position = s.position and e.tenant_id = s.tenant_id offset 0) e
+    where s.seq between ${from} and ${to}
   ) as logged where ${scope}`;
 }
 
-/** Runs the database's check of one range inside a savepoint (a malformed stored value must not abort the transaction). */
-async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
-  const table = log === 'tenant' ? sql`audit_log` : sql`platform_audit_events`;
+/** The database's check of [from, to]. */
+function fastCheckQuery(log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[], plan: { read: RangeRead; first: string; last: string }) {
+  const table = log === 'tenant' ? sql`audit_seals` : sql`platform_audit_events`;
   // Without a known previous hash (ranges checked in parallel), the first link starts from the
   // stored hash before the range, which the previous range's own check vouches for.
   const previous = previousHash === null ? sql`(select p.hash from ${table} p where ${scope} and p.seq = ${from - 1})` : sql`decode(${previousHash}, 'hex')`;
+  // Each event's own checks and text are worked out first (offset 0 keeps them there), so the
+  // walk keeps only them for the link to the event before. Walked in position order, each
+  // event must have the seq after the one before it: with the count and the ends checked,
+  // that is the whole range in seq order.
+  return sql<FastResult>`
+    with t as (
+      select walk, seq, hash,
+        canonical_metadata is not null and canonical_metadata::jsonb = metadata and ${sealMatches(log)} as meta_ok,
+        convert_to(${canonicalSql(log)}, 'UTF8') as canonical
+      from ${rangeSource(log, scope, from, to, plan)}
+      order by walk offset 0
+    ), r as (
+      select seq, hash, meta_ok, lag(seq) over w = seq - 1 as in_order, sha256(coalesce(lag(hash) over w, ${previous}) || canonical) as computed
+      from t window w as (order by walk)
+    )
+    select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and meta_ok and in_order is not false) as good,
+      encode((array_agg(hash) filter (where seq = ${to}))[1], 'hex') as last_hash,
+      jsonb_object_agg(seq::text, encode(hash, 'hex')) filter (where seq in (select value::bigint from jsonb_array_elements_text(${JSON.stringify(checkpointSeqs)}::jsonb))) as checkpoints
+    from r`;
+}
+
+/**
+ * Runs the database's check of one range inside a savepoint, rolled back after it: that ends
+ * the range's planner settings, and a malformed stored value must not abort the transaction.
+ */
+async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
   await sql`savepoint cn_verify`.execute(tx);
   try {
-    const { rows } = await sql<FastResult>`
-      with ${log === 'tenant' ? sql`seals as materialized (select * from audit_seals where ${scope} and seq between ${from} and ${to}),` : sql``}
-      r as (
-        select seq, hash,
-          canonical_metadata is not null and canonical_metadata::jsonb = metadata and ${sealMatches(log)} as meta_ok,
-          sha256(coalesce(lag(hash) over (order by seq), ${previous}) || convert_to(${canonicalSql(log)}, 'UTF8')) as computed
-        from ${rangeSource(log, scope, from, to)}
-      )
-      select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and meta_ok) as good,
-        encode((array_agg(hash order by seq desc))[1], 'hex') as last_hash,
-        jsonb_object_agg(seq::text, encode(hash, 'hex')) filter (where seq in (select value::bigint from jsonb_array_elements_text(${JSON.stringify(checkpointSeqs)}::jsonb))) as checkpoints
-      from r`.execute(tx);
-    await sql`release savepoint cn_verify`.execute(tx);
-    return rows[0] ?? null;
+    const plan = await planRange(tx, log, scope, from, to);
+    const { rows } = await fastCheckQuery(log, scope, from, to, previousHash, checkpointSeqs, plan).execute(tx);
+    return rows[0] ? { ...rows[0], read: plan.read } : null;
   } catch {
-    await sql`rollback to savepoint cn_verify`.execute(tx);
     return null;
+  } finally {
+    await sql`rollback to savepoint cn_verify`.execute(tx);
+    await sql`release savepoint cn_verify`.execute(tx);
   }
+}
+
+/** The database's check of one range of a tenant's log on its own, as the verifier runs it (for the tests). */
+export function checkTenantRange(tx: Tx, tenantId: string, from: number, to: number, previousHash: string | null): Promise<FastResult | null> {
+  return fastCheck(tx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, []);
+}
+
+/** Sets the planner up for one range of a tenant's log in tx, as the verifier does, and returns its query (for the plan tests). */
+export async function plannedTenantRange(tx: Tx, tenantId: string, from: number, to: number): Promise<{ read: RangeRead; query: RawBuilder<FastResult> }> {
+  const scope = sql`tenant_id = ${tenantId}`;
+  const plan = await planRange(tx, 'tenant', scope, from, to);
+  return { read: plan.read, query: fastCheckQuery('tenant', scope, from, to, null, [], plan) };
 }
 
 async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObject>, useDatabase: boolean, chunk = CHUNK): Promise<VerifyResult> {
@@ -227,8 +318,10 @@ type RangeRunner = <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>;
 async function tenantStored(tx: Tx, tenantId: string, run: RangeRunner, concurrency: number): Promise<StoredLog> {
   const checkpoints = (await tx.selectFrom('audit_checkpoints').select(['seq', 'hash', 'at', 'key_id', 'signature', 'reason']).where('tenant_id', '=', tenantId).execute()).map((row) => signed(row, tenantId));
   const head = await tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
+  // From the seals alone (their primary key answers it): a seal whose event is gone is then
+  // inside the walk, which reports the event missing.
   const bounds = await tx
-    .selectFrom('audit_log')
+    .selectFrom('audit_seals')
     .select((eb) => [eb.fn.min('seq').as('oldest'), eb.fn.max('seq').as('newest')])
     .where('tenant_id', '=', tenantId)
     .executeTakeFirst();
