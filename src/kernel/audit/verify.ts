@@ -66,6 +66,12 @@ interface FastResult {
   readonly read?: RangeRead;
 }
 
+/** The chain a range belongs to. */
+type ChainRef = { readonly log: 'tenant'; readonly tenantId: string } | { readonly log: 'platform' };
+
+/** The rows of that chain's table (a tenant's events are also behind row security in a tenant transaction). */
+const scopeOf = (chain: ChainRef): RawBuilder<unknown> => (chain.log === 'tenant' ? sql`tenant_id = ${chain.tenantId}` : sql`true`);
+
 /** A character JSON.stringify escapes: a quote, a backslash or a control character. */
 const NEEDS_ESCAPE = String.raw`["\\\x01-\x1f]`;
 
@@ -77,14 +83,15 @@ const NEEDS_ESCAPE = String.raw`["\\\x01-\x1f]`;
  * this finds odd is checked again in JavaScript, which has the last word, so a difference
  * between the two encodings can only cost time.
  */
-function canonicalSql(log: LogName): RawBuilder<string> {
+function canonicalSql(chain: ChainRef): RawBuilder<string> {
   const text = (quote: (column: RawBuilder<unknown>) => RawBuilder<string>) => {
     const nullable = (column: RawBuilder<unknown>) => sql`coalesce(${quote(column)}, 'null')`;
-    const tenant = log === 'tenant' ? sql`'"' || tenant_id::text || '"'` : sql`coalesce('"' || tenant_id::text || '"', 'null')`;
+    // A tenant range holds that tenant's events only (its scope says so): its id is one constant.
+    const tenant = chain.log === 'tenant' ? sql`'"' || ${chain.tenantId}::uuid::text || '"'` : sql`coalesce('"' || tenant_id::text || '"', 'null')`;
     return sql<string>`'{"action":' || ${quote(sql`action`)} || ',"actor":{"email":' || ${nullable(sql`actor_email`)}
       || ',"id":' || coalesce('"' || actor_id::text || '"', 'null') || ',"type":' || ${quote(sql`actor_type`)}
       || '},"at":"' || to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '","id":"' || id::text
-      || '","ip":' || ${nullable(sql`ip`)} || ',"log":"' || ${log}::text || '","metadata":' || canonical_metadata
+      || '","ip":' || ${nullable(sql`ip`)} || ',"log":"' || ${chain.log}::text || '","metadata":' || canonical_metadata
       || ',"outcome":' || ${quote(sql`outcome`)} || ',"requestId":' || ${nullable(sql`request_id`)} || ',"seq":' || seq::text
       || ',"target":{"id":' || ${nullable(sql`target_id`)} || ',"type":' || ${nullable(sql`target_type`)}
       || '},"tenantId":' || ${tenant} || ',"userAgent":' || ${nullable(sql`user_agent`)} || ',"v":1}'`;
@@ -111,11 +118,12 @@ type RangeRead = 'merge' | 'lookup';
  * every plan walks indexes; no parallel workers, as ranges already run side by side; and no JIT,
  * which the cost of a disabled plan would otherwise set off.
  */
-async function planRange(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number): Promise<{ read: RangeRead; first: string; last: string }> {
+async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Promise<{ read: RangeRead; first: string; last: string }> {
+  const scope = scopeOf(chain);
   const settings = sql`set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
     set_config('enable_hashjoin', 'off', true) as hashjoin, set_config('max_parallel_workers_per_gather', '0', true) as workers,
     set_config('jit', 'off', true) as jit, set_config('plan_cache_mode', 'force_custom_plan', true) as custom`;
-  if (log === 'platform') {
+  if (chain.log === 'platform') {
     await sql`select ${settings}`.execute(tx);
     return { read: 'lookup', first: '0', last: '0' };
   }
@@ -140,8 +148,9 @@ async function planRange(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from:
  * outside them leaves its event out, and the count then fails the range), or each event
  * looked up by its seal's position (offset 0 keeps the lookup from being turned into a join).
  */
-function rangeSource(log: LogName, scope: RawBuilder<unknown>, from: number, to: number, plan: { read: RangeRead; first: string; last: string }): RawBuilder<unknown> {
-  if (log === 'platform') return sql`(select *, seq as walk from platform_audit_events where seq between ${from} and ${to}) as logged where ${scope}`;
+function rangeSource(chain: ChainRef, from: number, to: number, plan: { read: RangeRead; first: string; last: string }): RawBuilder<unknown> {
+  const scope = scopeOf(chain);
+  if (chain.log === 'platform') return sql`(select *, seq as walk from platform_audit_events where seq between ${from} and ${to}) as logged where ${scope}`;
   const events = sql`e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id, e.metadata`;
   const seals = sql`s.tenant_id, s.seq, s.position as walk, s.hash, s.canonical_metadata, s.action as sealed_action, s.target_type as sealed_target_type, s.target_id as sealed_target_id`;
   if (plan.read === 'merge') {
@@ -159,11 +168,11 @@ function rangeSource(log: LogName, scope: RawBuilder<unknown>, from: number, to:
 }
 
 /** The database's check of [from, to]. */
-function fastCheckQuery(log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[], plan: { read: RangeRead; first: string; last: string }) {
-  const table = log === 'tenant' ? sql`audit_seals` : sql`platform_audit_events`;
+function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[], plan: { read: RangeRead; first: string; last: string }) {
+  const table = chain.log === 'tenant' ? sql`audit_seals` : sql`platform_audit_events`;
   // Without a known previous hash (ranges checked in parallel), the first link starts from the
   // stored hash before the range, which the previous range's own check vouches for.
-  const previous = previousHash === null ? sql`(select p.hash from ${table} p where ${scope} and p.seq = ${from - 1})` : sql`decode(${previousHash}, 'hex')`;
+  const previous = previousHash === null ? sql`(select p.hash from ${table} p where ${scopeOf(chain)} and p.seq = ${from - 1})` : sql`decode(${previousHash}, 'hex')`;
   // Each event's own checks and text are worked out first (offset 0 keeps them there), so the
   // walk keeps only them for the link to the event before. Walked in position order, each
   // event must have the seq after the one before it: with the count and the ends checked,
@@ -171,9 +180,9 @@ function fastCheckQuery(log: LogName, scope: RawBuilder<unknown>, from: number, 
   return sql<FastResult>`
     with t as (
       select walk, seq, hash,
-        canonical_metadata is not null and canonical_metadata::jsonb = metadata and ${sealMatches(log)} as meta_ok,
-        convert_to(${canonicalSql(log)}, 'UTF8') as canonical
-      from ${rangeSource(log, scope, from, to, plan)}
+        canonical_metadata is not null and canonical_metadata::jsonb = metadata and ${sealMatches(chain.log)} as meta_ok,
+        convert_to(${canonicalSql(chain)}, 'UTF8') as canonical
+      from ${rangeSource(chain, from, to, plan)}
       order by walk offset 0
     ), r as (
       select seq, hash, meta_ok, lag(seq) over w = seq - 1 as in_order, sha256(coalesce(lag(hash) over w, ${previous}) || canonical) as computed
@@ -189,11 +198,11 @@ function fastCheckQuery(log: LogName, scope: RawBuilder<unknown>, from: number, 
  * Runs the database's check of one range inside a savepoint, rolled back after it: that ends
  * the range's planner settings, and a malformed stored value must not abort the transaction.
  */
-async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
+async function fastCheck(tx: Tx, chain: ChainRef, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[]): Promise<FastResult | null> {
   await sql`savepoint cn_verify`.execute(tx);
   try {
-    const plan = await planRange(tx, log, scope, from, to);
-    const { rows } = await fastCheckQuery(log, scope, from, to, previousHash, checkpointSeqs, plan).execute(tx);
+    const plan = await planRange(tx, chain, from, to);
+    const { rows } = await fastCheckQuery(chain, from, to, previousHash, checkpointSeqs, plan).execute(tx);
     return rows[0] ? { ...rows[0], read: plan.read } : null;
   } catch {
     return null;
@@ -205,14 +214,14 @@ async function fastCheck(tx: Tx, log: LogName, scope: RawBuilder<unknown>, from:
 
 /** The database's check of one range of a tenant's log on its own, as the verifier runs it (for the tests). */
 export function checkTenantRange(tx: Tx, tenantId: string, from: number, to: number, previousHash: string | null): Promise<FastResult | null> {
-  return fastCheck(tx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, []);
+  return fastCheck(tx, { log: 'tenant', tenantId }, from, to, previousHash, []);
 }
 
 /** Sets the planner up for one range of a tenant's log in tx, as the verifier does, and returns its query (for the plan tests). */
 export async function plannedTenantRange(tx: Tx, tenantId: string, from: number, to: number): Promise<{ read: RangeRead; query: RawBuilder<FastResult> }> {
-  const scope = sql`tenant_id = ${tenantId}`;
-  const plan = await planRange(tx, 'tenant', scope, from, to);
-  return { read: plan.read, query: fastCheckQuery('tenant', scope, from, to, null, [], plan) };
+  const chain: ChainRef = { log: 'tenant', tenantId };
+  const plan = await planRange(tx, chain, from, to);
+  return { read: plan.read, query: fastCheckQuery(chain, from, to, null, [], plan) };
 }
 
 async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObject>, useDatabase: boolean, chunk = CHUNK): Promise<VerifyResult> {
@@ -334,7 +343,7 @@ async function tenantStored(tx: Tx, tenantId: string, run: RangeRunner, concurre
     newest: Number(bounds?.newest ?? 0),
     rows: (from, to) =>
       run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns('tenant')} as r from audit_log where tenant_id = ${tenantId} and seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
-    fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, 'tenant', sql`tenant_id = ${tenantId}`, from, to, previousHash, seqs)),
+    fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, { log: 'tenant', tenantId }, from, to, previousHash, seqs)),
     concurrency,
   };
 }
@@ -355,7 +364,7 @@ async function platformStored(tx: Tx, run: RangeRunner, concurrency: number): Pr
     oldest: bounds?.oldest == null ? null : Number(bounds.oldest),
     newest: Number(bounds?.newest ?? 0),
     rows: (from, to) => run(async (rangeTx) => (await sql<{ r: string }>`select ${packedColumns('platform')} as r from platform_audit_events where seq between ${from} and ${to} order by seq`.execute(rangeTx)).rows.map((row) => row.r)),
-    fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, 'platform', sql`true`, from, to, previousHash, seqs)),
+    fast: (from, to, previousHash, seqs) => run((rangeTx) => fastCheck(rangeTx, { log: 'platform' }, from, to, previousHash, seqs)),
     concurrency,
   };
 }
