@@ -13,7 +13,11 @@ import { asBuffer, type Database, type Tx } from '../db/database.ts';
 import { acceptCheckpoints, GENESIS_HASH, type ChainProblem, type LogName, type SignedCheckpoint, type VerifyResult } from './chain.ts';
 import { checkSegment } from './segment.ts';
 
-const CHUNK = 5000;
+/**
+ * Events per range. Each range costs a plan and a few round trips, so ranges are long; the
+ * walk holds a range's texts (about half a KiB an event), within the work_mem a check sets.
+ */
+const CHUNK = 20_000;
 
 /**
  * Each event as one JSON array built by the database: one JSON.parse per row instead of
@@ -116,13 +120,13 @@ type RangeRead = 'merge' | 'lookup';
  * and for a tenant range how it is read. Plans must not depend on statistics, which on these
  * fast-growing tables are stale or missing: no sequential or bitmap scans and no hash joins, so
  * every plan walks indexes; no parallel workers, as ranges already run side by side; and no JIT,
- * which the cost of a disabled plan would otherwise set off.
+ * which the cost of a disabled plan would otherwise set off; and room for the range's texts.
  */
 async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Promise<{ read: RangeRead; first: string; last: string }> {
   const scope = scopeOf(chain);
   const settings = sql`set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
     set_config('enable_hashjoin', 'off', true) as hashjoin, set_config('max_parallel_workers_per_gather', '0', true) as workers,
-    set_config('jit', 'off', true) as jit, set_config('plan_cache_mode', 'force_custom_plan', true) as custom`;
+    set_config('jit', 'off', true) as jit, set_config('work_mem', '32MB', true) as work_mem, set_config('plan_cache_mode', 'force_custom_plan', true) as custom`;
   if (chain.log === 'platform') {
     await sql`select ${settings}`.execute(tx);
     return { read: 'lookup', first: '0', last: '0' };
