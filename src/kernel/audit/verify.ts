@@ -244,22 +244,26 @@ async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObje
   const ranges: [number, number][] = [];
   for (let from = anchor.seq + 1; from <= upTo; from += chunk) ranges.push([from, Math.min(from + chunk - 1, upTo)]);
   const checkpointsIn = (from: number, to: number) => [...checkpointHashes].filter(([seq]) => seq >= from && seq <= to);
-  // With concurrency, the next ranges' database checks are already running while this one is judged.
-  const pending: (Promise<FastResult | null> | undefined)[] = [];
-  const launch = (k: number) => {
-    if (!useDatabase || stored.concurrency <= 1 || k >= ranges.length || pending[k]) return;
-    const [from, to] = ranges[k]!;
-    pending[k] = stored.fast(from, to, k === 0 ? previousHash : null, checkpointsIn(from, to).map(([seq]) => seq));
-    pending[k].catch(() => {}); // judged in order below
-  };
+  // With concurrency, that many workers check ranges in the database, each taking the next
+  // range as soon as it is free (so neither waits for the other's range to be judged); the
+  // results are judged in order below, and the workers stop once a range is found bad.
+  const parallel = useDatabase && stored.concurrency > 1;
+  const settle: ((result: FastResult | null) => void)[] = [];
+  const results = ranges.map(() => new Promise<FastResult | null>((resolve) => settle.push(resolve)));
+  let next = 0;
+  let stopped = false;
+  const workers = Array.from({ length: parallel ? stored.concurrency : 0 }, async () => {
+    while (!stopped && next < ranges.length) {
+      const k = next++;
+      const [from, to] = ranges[k]!;
+      settle[k]!(await stored.fast(from, to, k === 0 ? previousHash : null, checkpointsIn(from, to).map(([seq]) => seq)).catch(() => null));
+    }
+  });
   for (let k = 0; k < ranges.length && !firstBad; k++) {
-    for (let ahead = k; ahead < k + stored.concurrency; ahead++) launch(ahead);
     const [from, to] = ranges[k]!;
     const inRange = checkpointsIn(from, to);
     // The database checks the range itself; only a range it finds odd is read and checked here.
-    const fast = !useDatabase ? null : (pending[k] ?? stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)));
-    pending[k] = undefined;
-    const fastResult = await fast;
+    const fastResult = !useDatabase ? null : await (parallel ? results[k]! : stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)));
     const expected = to - from + 1;
     if (
       fastResult?.good &&
@@ -279,6 +283,8 @@ async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObje
     firstBad = result.problem;
     previousHash = storedHashOf(rows.at(-1));
   }
+  stopped = true;
+  await Promise.all(workers);
   const lastHash = previousHash;
   if (firstBad) return { ok: false, count, head: headOf(anchor), firstBad };
   const last = anchor.seq + count;
