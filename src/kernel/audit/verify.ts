@@ -35,8 +35,6 @@ function sealMatches(log: LogName): RawBuilder<boolean> {
     : sql<boolean>`true`;
 }
 
-
-
 /** The stored hash (hex) of a packed row: the link the next segment starts from. */
 function storedHashOf(packed: string | undefined): string {
   if (packed === undefined) return '';
