@@ -257,32 +257,35 @@ async function verifyStored(stored: StoredLog, keys: ReadonlyMap<string, KeyObje
       settle[k]!(await stored.fast(from, to, k === 0 ? previousHash : null, checkpointsIn(from, to).map(([seq]) => seq)).catch(() => null));
     }
   });
-  for (let k = 0; k < ranges.length && !firstBad; k++) {
-    const [from, to] = ranges[k]!;
-    const inRange = checkpointsIn(from, to);
-    // The database checks the range itself; only a range it finds odd is read and checked here.
-    const fastResult = !useDatabase ? null : await (parallel ? results[k]! : stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)));
-    const expected = to - from + 1;
-    if (
-      fastResult?.good &&
-      fastResult.n === expected &&
-      fastResult.first === String(from) &&
-      fastResult.last === String(to) &&
-      fastResult.last_hash &&
-      inRange.every(([seq, hash]) => fastResult.checkpoints?.[String(seq)] === hash)
-    ) {
-      count += fastResult.n;
-      previousHash = fastResult.last_hash;
-      continue;
+  try {
+    for (let k = 0; k < ranges.length && !firstBad; k++) {
+      const [from, to] = ranges[k]!;
+      const inRange = checkpointsIn(from, to);
+      // The database checks the range itself; only a range it finds odd is read and checked here.
+      const fastResult = !useDatabase ? null : await (parallel ? results[k]! : stored.fast(from, to, previousHash, inRange.map(([seq]) => seq)));
+      const expected = to - from + 1;
+      if (
+        fastResult?.good &&
+        fastResult.n === expected &&
+        fastResult.first === String(from) &&
+        fastResult.last === String(to) &&
+        fastResult.last_hash &&
+        inRange.every(([seq, hash]) => fastResult.checkpoints?.[String(seq)] === hash)
+      ) {
+        count += fastResult.n;
+        previousHash = fastResult.last_hash;
+        continue;
+      }
+      const rows = await stored.rows(from, to);
+      const result = checkSegment({ log: stored.log, tenantId: stored.tenantId, from, to, previousHash, rows, checkpoints: Object.fromEntries(inRange) });
+      count += result.count;
+      firstBad = result.problem;
+      previousHash = storedHashOf(rows.at(-1));
     }
-    const rows = await stored.rows(from, to);
-    const result = checkSegment({ log: stored.log, tenantId: stored.tenantId, from, to, previousHash, rows, checkpoints: Object.fromEntries(inRange) });
-    count += result.count;
-    firstBad = result.problem;
-    previousHash = storedHashOf(rows.at(-1));
+  } finally {
+    stopped = true;
+    await Promise.all(workers);
   }
-  stopped = true;
-  await Promise.all(workers);
   const lastHash = previousHash;
   if (firstBad) return { ok: false, count, head: headOf(anchor), firstBad };
   const last = anchor.seq + count;
