@@ -64,7 +64,7 @@ interface FastResult {
   readonly good: boolean | null;
   readonly last_hash: string | null;
   readonly checkpoints: Record<string, string> | null;
-  /** How a tenant range was read (a platform range counts as 'lookup'). */
+  /** How a tenant range was read (a platform range, by seq, counts as 'lookup'). */
   readonly read?: RangeRead;
 }
 
@@ -111,7 +111,9 @@ function canonicalSql(chain: ChainRef): RawBuilder<string> {
  */
 const DENSE = 4;
 
-type RangeRead = 'merge' | 'lookup';
+/** How a tenant range is read: merged between the positions of its first and last seals, or looked up event by event. */
+type RangePlan = { readonly read: 'merge'; readonly first: string; readonly last: string } | { readonly read: 'lookup' };
+type RangeRead = RangePlan['read'];
 
 /**
  * The planner settings of one range check (set inside its savepoint and rolled back with it),
@@ -120,14 +122,14 @@ type RangeRead = 'merge' | 'lookup';
  * every plan walks indexes; no parallel workers, as ranges already run side by side; and no JIT,
  * which the cost of a disabled plan would otherwise set off; and room for the range's texts.
  */
-async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Promise<{ read: RangeRead; first: string; last: string }> {
+async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Promise<RangePlan> {
   const scope = scopeOf(chain);
   const settings = sql`set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
     set_config('enable_hashjoin', 'off', true) as hashjoin, set_config('max_parallel_workers_per_gather', '0', true) as workers,
     set_config('jit', 'off', true) as jit, set_config('work_mem', '32MB', true) as work_mem, set_config('plan_cache_mode', 'force_custom_plan', true) as custom`;
   if (chain.log === 'platform') {
     await sql`select ${settings}`.execute(tx);
-    return { read: 'lookup', first: '0', last: '0' };
+    return { read: 'lookup' };
   }
   // A missing end seal makes the range sparse: read event by event, and the count names the gap.
   const { rows } = await sql<{ first: string | null; last: string | null; dense: boolean }>`
@@ -139,7 +141,7 @@ async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Pro
       set_config('enable_mergejoin', case when dense then 'on' else 'off' end, true) as mergejoin
     from d`.execute(tx);
   const row = rows[0];
-  return row?.dense && row.first !== null && row.last !== null ? { read: 'merge', first: row.first, last: row.last } : { read: 'lookup', first: '0', last: '0' };
+  return row?.dense && row.first !== null && row.last !== null ? { read: 'merge', first: row.first, last: row.last } : { read: 'lookup' };
 }
 
 /**
@@ -150,7 +152,7 @@ async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Pro
  * outside them leaves its event out, and the count then fails the range), or each event
  * looked up by its seal's position (offset 0 keeps the lookup from being turned into a join).
  */
-function rangeSource(chain: ChainRef, from: number, to: number, plan: { read: RangeRead; first: string; last: string }): RawBuilder<unknown> {
+function rangeSource(chain: ChainRef, from: number, to: number, plan: RangePlan): RawBuilder<unknown> {
   const scope = scopeOf(chain);
   if (chain.log === 'platform') return sql`(select *, seq as walk from platform_audit_events where seq between ${from} and ${to}) as logged where ${scope}`;
   const events = sql`e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id, e.metadata`;
@@ -170,7 +172,7 @@ function rangeSource(chain: ChainRef, from: number, to: number, plan: { read: Ra
 }
 
 /** The database's check of [from, to]. */
-function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[], plan: { read: RangeRead; first: string; last: string }) {
+function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash: string | null, checkpointSeqs: readonly number[], plan: RangePlan) {
   const table = chain.log === 'tenant' ? sql`audit_seals` : sql`platform_audit_events`;
   // Without a known previous hash (ranges checked in parallel), the first link starts from the
   // stored hash before the range, which the previous range's own check vouches for.
