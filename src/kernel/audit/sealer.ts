@@ -16,6 +16,7 @@ import type { KeyObject } from 'node:crypto';
 import { asBuffer, emitAfterCommit, type Database, type Tx } from '../db/database.ts';
 import type { ActorType, AuditEventsTable, Outcome, PlatformAuditEventsTable } from '../db/schema.ts';
 import { chainHash, jcs, signCheckpoint, type Checkpoint, type ChainRecord, type LogName } from './chain.ts';
+import { INDEX_WALK_PLANNING } from './planning.ts';
 
 /** Events sealed per transaction: large enough to amortise, small enough to keep locks short. */
 export const SEAL_BATCH = 2000;
@@ -192,21 +193,16 @@ function maxPosition(a: string, b: string): string {
 
 /**
  * The position at or below which every tenant event is sealed. Also fixes how the rest of the
- * transaction is planned: custom plans, and no sequential or bitmap scans, so every search for
- * unsealed events walks the position indexes in order and stops at its limit. The planner's
- * estimates for these fast-growing tables are often wrong both ways: with no statistics yet it
- * took a pass's few hundred events for a third of the table and scanned all of it, and it
- * took a drain's range of a million for a few thousand and bitmap-scanned and sorted all of
- * it for every batch of 2,000. The sealer's other statements use indexes either way, except
- * on one-row tables, whose scans now carry the "disabled" cost: so no JIT either, which that
- * cost would set off (it compiled the watermark's one-row UPDATE for 40-130 ms, every pass).
+ * transaction is planned (planning.ts), so every search for unsealed events walks the position
+ * indexes in order and stops at its limit. With no statistics yet the planner once took a
+ * pass's few hundred events for a third of the table and scanned all of it, and it took a
+ * drain's range of a million for a few thousand and bitmap-scanned and sorted all of it for
+ * every batch of 2,000. Without JIT turned off, the watermark's one-row UPDATE, whose scan
+ * carries the disabled cost, was compiled for 40-130 ms every pass.
  */
 export async function watermark(tx: Tx): Promise<string> {
   const { rows } = await sql<{ position: string }>`
-    select w.position::text as position, set_config('plan_cache_mode', 'force_custom_plan', true) as custom,
-      set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
-      set_config('jit', 'off', true) as jit
-    from audit_seal_watermark w`.execute(tx);
+    select w.position::text as position, ${INDEX_WALK_PLANNING} from audit_seal_watermark w`.execute(tx);
   return rows[0]!.position;
 }
 

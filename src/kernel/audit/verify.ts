@@ -11,6 +11,7 @@ import type { KeyObject } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
 import { asBuffer, type Database, type Tx } from '../db/database.ts';
 import { acceptCheckpoints, GENESIS_HASH, type ChainProblem, type LogName, type SignedCheckpoint, type VerifyResult } from './chain.ts';
+import { INDEX_WALK_PLANNING } from './planning.ts';
 import { checkSegment } from './segment.ts';
 
 /**
@@ -117,16 +118,14 @@ type RangeRead = RangePlan['read'];
 
 /**
  * The planner settings of one range check (set inside its savepoint and rolled back with it),
- * and for a tenant range how it is read. Plans must not depend on statistics, which on these
- * fast-growing tables are stale or missing: no sequential or bitmap scans and no hash joins, so
- * every plan walks indexes; no parallel workers, as ranges already run side by side; and no JIT,
- * which the cost of a disabled plan would otherwise set off; and room for the range's texts.
+ * and for a tenant range how it is read. Plans walk indexes whatever the statistics say
+ * (planning.ts), with no hash joins either; no parallel workers, as ranges already run side
+ * by side; and room for the range's texts.
  */
 async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Promise<RangePlan> {
   const scope = scopeOf(chain);
-  const settings = sql`set_config('enable_seqscan', 'off', true) as seqscan, set_config('enable_bitmapscan', 'off', true) as bitmapscan,
-    set_config('enable_hashjoin', 'off', true) as hashjoin, set_config('max_parallel_workers_per_gather', '0', true) as workers,
-    set_config('jit', 'off', true) as jit, set_config('work_mem', '32MB', true) as work_mem, set_config('plan_cache_mode', 'force_custom_plan', true) as custom`;
+  const settings = sql`${INDEX_WALK_PLANNING}, set_config('enable_hashjoin', 'off', true) as hashjoin,
+    set_config('max_parallel_workers_per_gather', '0', true) as workers, set_config('work_mem', '32MB', true) as work_mem`;
   if (chain.log === 'platform') {
     await sql`select ${settings}`.execute(tx);
     return { read: 'lookup' };
