@@ -2,16 +2,8 @@ import { CompiledQuery, sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
+import { explainPlan, type PlanNode } from '../../../test/support/plans.ts';
 import { SEAL_BATCH, sealAllLogs, unsealed, watermark } from './sealer.ts';
-
-interface PlanNode {
-  'Node Type': string;
-  'Index Name'?: string;
-  'Relation Name'?: string;
-  Plans?: PlanNode[];
-}
-
-const nodes = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(nodes)];
 
 describe("the sealer's search for unsealed events", () => {
   let t: TestDatabase;
@@ -28,10 +20,7 @@ describe("the sealer's search for unsealed events", () => {
       const { rows: last } = await sql<{ upTo: string }>`select pg_sequence_last_value('audit_event_position')::text as "upTo"`.execute(tx);
       const plans: PlanNode[][] = [];
       for (const search of [unsealed(tx, above, last[0]!.upTo, SEAL_BATCH), unsealed(tx, above, last[0]!.upTo, SEAL_BATCH, [tenantId])]) {
-        const compiled = search.compile();
-        const { rows } = await tx.executeQuery<{ 'QUERY PLAN': [{ Plan: PlanNode }] | string }>(CompiledQuery.raw(`explain (format json) ${compiled.sql}`, [...compiled.parameters]));
-        const json = rows[0]!['QUERY PLAN'];
-        plans.push(nodes((typeof json === 'string' ? (JSON.parse(json) as [{ Plan: PlanNode }]) : json)[0].Plan));
+        plans.push((await explainPlan(tx, search.compile())).nodes);
       }
       return plans;
     });
@@ -69,8 +58,7 @@ describe("the sealer's search for unsealed events", () => {
     const system = t.db.systemDb({ reason: 'test: plan the watermark update' });
     const plan = await system.transaction(async (tx) => {
       await watermark(tx);
-      const { rows } = await tx.executeQuery<{ 'QUERY PLAN': unknown }>(CompiledQuery.raw('explain (format json) update audit_seal_watermark set position = greatest(position, 0)'));
-      return JSON.stringify(rows[0]!['QUERY PLAN']);
+      return (await explainPlan(tx, CompiledQuery.raw('update audit_seal_watermark set position = greatest(position, 0)'))).text;
     });
     expect(plan).toContain('Seq Scan');
     expect(plan).not.toContain('JIT');

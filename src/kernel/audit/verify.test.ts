@@ -1,20 +1,12 @@
-import { CompiledQuery } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
+import { explainPlan } from '../../../test/support/plans.ts';
 import { GENESIS_HASH } from './chain.ts';
 import { sealAllLogs } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
 import { checkTenantRange, plannedTenantRange, verifyTenantLog } from './verify.ts';
 
-interface PlanNode {
-  'Node Type': string;
-  'Index Name'?: string;
-  'Relation Name'?: string;
-  Plans?: PlanNode[];
-}
-
-const nodes = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(nodes)];
 const GENESIS = GENESIS_HASH.toString('hex');
 
 describe("the database's own check of a range of a tenant's chain", () => {
@@ -99,11 +91,7 @@ describe("the database's own check of a range of a tenant's chain", () => {
     const plan = (tenantId: string, from: number, to: number) =>
       system().transaction(async (tx) => {
         const { read, query } = await plannedTenantRange(tx, tenantId, from, to);
-        const compiled = query.compile(tx);
-        const { rows } = await tx.executeQuery<{ 'QUERY PLAN': [{ Plan: PlanNode }] | string }>(CompiledQuery.raw(`explain (format json) ${compiled.sql}`, [...compiled.parameters]));
-        const json = rows[0]!['QUERY PLAN'];
-        const text = typeof json === 'string' ? json : JSON.stringify(json);
-        return { read, nodes: nodes((JSON.parse(text) as [{ Plan: PlanNode }])[0].Plan) };
+        return { read, nodes: (await explainPlan(tx, query.compile(tx))).nodes };
       });
     const expectPlans = async () => {
       const merged = await plan(busy, 101, 300);
