@@ -50,13 +50,17 @@ export interface AuditChainResult {
   readonly verifiedOk: boolean;
 }
 
-/** The server's default checkpoint policy (AUDIT_CHECKPOINT_EVENTS, AUDIT_CHECKPOINT_SECONDS). */
-const CHECKPOINTS = { everyEvents: 1000, everySeconds: 60 };
 const ACTOR = { type: 'user' as const, id: '00000000-0000-4000-8000-000000000001', email: 'bench@example.com' };
 const META = { requestId: 'bench', ip: '127.0.0.1', userAgent: 'bench' };
 
 /** Opens the kernel on the bench database (owner URL; requests then run as cn_app). */
-export async function openBenchDatabase(ownerUrl: string, dataDir: string): Promise<{ db: Database; signer: AuditSigner }> {
+/** A checkpoint policy: a signed checkpoint once a head has moved this many events, or this long. */
+export interface CheckpointPolicy {
+  readonly everyEvents: number;
+  readonly everySeconds: number;
+}
+
+export async function openBenchDatabase(ownerUrl: string, dataDir: string): Promise<{ db: Database; signer: AuditSigner; checkpoints: CheckpointPolicy }> {
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: ownerUrl,
@@ -65,7 +69,9 @@ export async function openBenchDatabase(ownerUrl: string, dataDir: string): Prom
     AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
   });
   const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
-  return { db, signer: loadAuditSigner(config, { warn() {} }) };
+  // The server's checkpoint policy (its defaults: the bench server sets none).
+  const checkpoints = { everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds };
+  return { db, signer: loadAuditSigner(config, { warn() {} }), checkpoints };
 }
 
 async function runFor(seconds: number, concurrency: number, op: (worker: number, i: number) => Promise<void>): Promise<number> {
@@ -91,6 +97,7 @@ export async function measureAuditWrites(options: {
   concurrency: number;
   tenants: number;
   sealIntervalMs: number;
+  checkpoints: CheckpointPolicy;
   log: (line: string) => void;
 }): Promise<AuditWriteResult> {
   const { db, signer, seconds, concurrency } = options;
@@ -109,12 +116,12 @@ export async function measureAuditWrites(options: {
   // What earlier benchmarks left (the login flood moves a thousand heads) is sealed and signed
   // first, untimed: the first chained slice would otherwise sign all of those heads.
   await sealAllLogs(db);
-  await writeDueCheckpoints(db, signer, CHECKPOINTS);
+  await writeDueCheckpoints(db, signer, options.checkpoints);
   const turns = Math.max(1, Math.round((seconds * options.rounds) / SLICE_SECONDS));
   for (let turn = 1; turn <= turns; turn++) {
     for (const kind of KINDS) {
       await sealAllLogs(db); // the backlog of a sealer-less slice is not the next slice's cost
-      const stop = kind === 'chained' || kind === 'hot' ? startAuditSealer(db, signer, { intervalMs: options.sealIntervalMs, ...CHECKPOINTS }, { error: (o) => options.log(`sealer error ${JSON.stringify(o)}`) }) : null;
+      const stop = kind === 'chained' || kind === 'hot' ? startAuditSealer(db, signer, { intervalMs: options.sealIntervalMs, ...options.checkpoints }, { error: (o) => options.log(`sealer error ${JSON.stringify(o)}`) }) : null;
       const started = new Date();
       const perSecond = await runFor(SLICE_SECONDS, concurrency, (w, i) => write(kind === 'hot' ? tenantIds[0]! : spread(w, i), kind !== 'plain', i));
       if (stop) chainedWindows.push([started, new Date()]);

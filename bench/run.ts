@@ -1189,6 +1189,7 @@ async function main(): Promise<number> {
           concurrency: settings.auditConcurrency,
           tenants: 100,
           sealIntervalMs: settings.auditSealIntervalMs,
+          checkpoints: audit.checkpoints,
           log,
         });
       }
