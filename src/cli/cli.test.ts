@@ -108,9 +108,9 @@ describe('customernode audit verify', { timeout: 120_000 }, () => {
     }
     [tenantId, secondId] = ids as [string, string];
     await sealAllLogs(db);
-    await superQuery('alter table audit_events disable trigger audit_events_append_only');
-    await superQuery(`update audit_events set metadata = '{"i": 99}' where position = (select position from audit_seals where tenant_id = $1 and seq = 2)`, [secondId]);
-    await superQuery('alter table audit_events enable trigger audit_events_append_only');
+    await superQuery('alter table audit_seals disable trigger audit_seals_append_only');
+    await superQuery(`update audit_seals set canonical_metadata = '{"i":99}' where tenant_id = $1 and seq = 2`, [secondId]);
+    await superQuery('alter table audit_seals enable trigger audit_seals_append_only');
     await close();
   });
   afterAll(async () => {

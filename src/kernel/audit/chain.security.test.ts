@@ -94,7 +94,22 @@ describe('the audit hash chain', () => {
   it('detects an edited event and names its seq', async () => {
     const { owner, tenantId } = await tenantWithLog();
     const id = await idAt(tenantId, 4);
+    await tamper(`update audit_events set actor_email = 'someone.else@example.com' where ${eventAt(4)}`, [tenantId]);
+    expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 4, id, reason: 'hash_mismatch' });
+  });
+
+  it("serves a sealed event's metadata from the text its hash covers: an edit there is detected, the event row's own copy is never served", async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    const served = async () => (await t.admin.query<{ metadata: unknown }>('select metadata from audit_log where tenant_id = $1 and seq = 4', [tenantId]))[0]!.metadata;
+    const before = await served();
+    // The copy the sealer hashed from: changing it changes nothing anyone reads.
     await tamper(`update audit_events set metadata = '{"name": "quietly changed"}' where ${eventAt(4)}`, [tenantId]);
+    expect(await served()).toEqual(before);
+    expect(await verify(owner, tenantId)).toMatchObject({ ok: true });
+    // The sealed text is what readers get: changed, the event is named.
+    const id = await idAt(tenantId, 4);
+    await tamper(`update audit_seals set canonical_metadata = '{"name":"quietly changed"}' where tenant_id = $1 and seq = 4`, [tenantId]);
+    expect(await served()).toEqual({ name: 'quietly changed' });
     expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 4, id, reason: 'hash_mismatch' });
   });
 
@@ -151,16 +166,18 @@ describe('the audit hash chain', () => {
     const [parallel, single] = await both();
     expect(parallel).toEqual(single);
     expect(parallel).toMatchObject({ ok: true });
-    // The stored JCS text of metadata is only a help: damaged, it costs a slower check, not a false alarm.
-    await tamper(`update audit_seals set canonical_metadata = '{not json' where tenant_id = $1 and seq = 3`, [tenantId]);
-    await tamper(`update audit_seals set canonical_metadata = '{"name":"other"}' where tenant_id = $1 and seq = 4`, [tenantId]);
-    expect(await system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys))).toMatchObject({ ok: true });
     const id = await idAt(tenantId, 17);
     await tamper(`update audit_events set ip = '198.51.100.1' where ${eventAt(17)}`, [tenantId]);
     await deleteAt(tenantId, 25);
     const [brokenParallel, brokenSingle] = await both();
     expect(brokenParallel).toEqual(brokenSingle);
     expect(brokenParallel?.firstBad).toEqual({ seq: 17, id, reason: 'hash_mismatch' });
+    // Sealed metadata that is no longer JSON at all: both name the event, neither fails to read.
+    const third = await idAt(tenantId, 3);
+    await tamper(`update audit_seals set canonical_metadata = '{not json' where tenant_id = $1 and seq = 3`, [tenantId]);
+    const [garbledParallel, garbledSingle] = await both();
+    expect(garbledParallel).toEqual(garbledSingle);
+    expect(garbledParallel?.firstBad).toEqual({ seq: 3, id: third, reason: 'hash_mismatch' });
   });
 
   it('the operators\' check of many ranges at once finds what the one-transaction check finds, also across range edges', async () => {
@@ -200,7 +217,7 @@ describe('the audit hash chain', () => {
     const { owner, tenantId, count } = await tenantWithLog();
     await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
     // The forger edits seq 2 and rebuilds the chain from there, head included.
-    await tamper(`update audit_events set metadata = '{"name": "rewritten"}' where ${eventAt(2)}`, [tenantId]);
+    await tamper(`update audit_seals set canonical_metadata = '{"name":"rewritten"}' where tenant_id = $1 and seq = 2`, [tenantId]);
     const rows = await t.db.systemDb({ reason: 'test: read the tampered chain' }).transaction((tx) => tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenantId).orderBy('seq').execute());
     let hash = GENESIS_HASH;
     for (const row of rows) {

@@ -35,7 +35,10 @@ export function checkSegment(task: SegmentTask): SegmentResult {
   let expected = task.from;
   let count = 0;
   for (const text of task.rows) {
-    const [seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata, hash, tenantId, sealMatches] = JSON.parse(text) as Packed;
+    const [seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, packedMetadata, hash, tenantId, sealMatches] = JSON.parse(text) as Packed;
+    // A tenant event's metadata comes as its seal's JCS text (what audit_log serves, parsed).
+    const metadata = task.log === 'tenant' ? servedMetadata(packedMetadata) : packedMetadata;
+    if (metadata === NOT_JSON) return { count, problem: { seq, id, reason: 'hash_mismatch' } };
     const record = { log: task.log, tenantId, seq, id, at, actorType, actorId, actorEmail, action, targetType, targetId, outcome, ip, userAgent, requestId, metadata };
     const link = checkLink({ log: task.log, tenantId: task.tenantId, expected, previous }, record, hash ? Buffer.from(hash, 'hex') : null, task.checkpoints[seq]);
     if ('problem' in link) return { count, problem: link.problem };
@@ -47,4 +50,16 @@ export function checkSegment(task: SegmentTask): SegmentResult {
   }
   if (expected <= task.to) return { count, problem: { seq: expected, id: null, reason: 'missing' } };
   return { count, problem: null };
+}
+
+const NOT_JSON = Symbol('not JSON');
+
+/** The metadata a reader gets from a seal's stored text, or NOT_JSON if none could be read from it. */
+function servedMetadata(stored: unknown): unknown {
+  if (typeof stored !== 'string') return NOT_JSON;
+  try {
+    return JSON.parse(stored) as unknown;
+  } catch {
+    return NOT_JSON;
+  }
 }

@@ -23,10 +23,23 @@ const CHUNK = 20_000;
 /**
  * Each event as one JSON array built by the database: one JSON.parse per row instead of
  * the driver's per-column parsing (timestamps especially), so verification keeps pace.
+ * A tenant event's metadata is what audit_log serves, its seal's JCS text, sent as that text
+ * (segment.ts parses it): text that is not JSON is then a bad event, not a failed read.
  */
 function packedColumns(log: LogName): RawBuilder<string> {
+  const metadata = log === 'tenant' ? sql`canonical_metadata` : sql`metadata`;
   return sql<string>`json_build_array(seq, id, to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), actor_type, actor_id, actor_email,
-    action, target_type, target_id, outcome, ip, user_agent, request_id, metadata, encode(hash, 'hex'), tenant_id, ${sealMatches(log)})::text`;
+    action, target_type, target_id, outcome, ip, user_agent, request_id, ${metadata}, encode(hash, 'hex'), tenant_id, ${sealMatches(log)})::text`;
+}
+
+/**
+ * The metadata a reader is served must be what the hash covers. A tenant event's is its
+ * seal's JCS text itself (audit_log parses it), so only the seal's copies of action and
+ * target are checked; a platform event's is its metadata column, which must equal the JCS
+ * text the sealer stored beside it.
+ */
+function servedMatches(log: LogName): RawBuilder<boolean> {
+  return log === 'tenant' ? sealMatches(log) : sql<boolean>`(canonical_metadata is not null and canonical_metadata::jsonb = metadata)`;
 }
 
 /** A tenant event's seal keeps copies of its action and target for the filter indexes: they must still match. */
@@ -80,7 +93,7 @@ const NEEDS_ESCAPE = String.raw`["\\\x01-\x1f]`;
 
 /**
  * The canonical event text (chain.ts), built by PostgreSQL; metadata is the JCS text the sealer
- * stored beside it, which must equal metadata itself. Strings are quoted as JSON.stringify
+ * stored (see servedMatches). Strings are quoted as JSON.stringify
  * does: as they are when none of them holds a character it escapes (nearly always, and much
  * cheaper), else through to_json, which escapes the same characters the same way. Anything
  * this finds odd is checked again in JavaScript, which has the last word, so a difference
@@ -154,7 +167,7 @@ async function planRange(tx: Tx, chain: ChainRef, from: number, to: number): Pro
 function rangeSource(chain: ChainRef, from: number, to: number, plan: RangePlan): RawBuilder<unknown> {
   const scope = scopeOf(chain);
   if (chain.log === 'platform') return sql`(select *, seq as walk from platform_audit_events where seq between ${from} and ${to}) as logged where ${scope}`;
-  const events = sql`e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id, e.metadata`;
+  const events = sql`e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id`;
   const seals = sql`s.tenant_id, s.seq, s.position as walk, s.hash, s.canonical_metadata, s.action as sealed_action, s.target_type as sealed_target_type, s.target_id as sealed_target_id`;
   if (plan.read === 'merge') {
     return sql`(
@@ -183,15 +196,15 @@ function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash:
   return sql<FastResult>`
     with t as (
       select walk, seq, hash,
-        canonical_metadata is not null and canonical_metadata::jsonb = metadata and ${sealMatches(chain.log)} as meta_ok,
+        ${servedMatches(chain.log)} as served_ok,
         convert_to(${canonicalSql(chain)}, 'UTF8') as canonical
       from ${rangeSource(chain, from, to, plan)}
       order by walk offset 0
     ), r as (
-      select seq, hash, meta_ok, lag(seq) over w = seq - 1 as in_order, sha256(coalesce(lag(hash) over w, ${previous}) || canonical) as computed
+      select seq, hash, served_ok, lag(seq) over w = seq - 1 as in_order, sha256(coalesce(lag(hash) over w, ${previous}) || canonical) as computed
       from t window w as (order by walk)
     )
-    select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and meta_ok and in_order is not false) as good,
+    select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and served_ok and in_order is not false) as good,
       encode((array_agg(hash) filter (where seq = ${to}))[1], 'hex') as last_hash,
       jsonb_object_agg(seq::text, encode(hash, 'hex')) filter (where seq in (select value::bigint from jsonb_array_elements_text(${JSON.stringify(checkpointSeqs)}::jsonb))) as checkpoints
     from r`;

@@ -1284,6 +1284,21 @@ begin
 end $$;
 `,
   },
+  {
+    version: 31,
+    name: 'audit-log-serves-sealed-metadata',
+    // A sealed event's metadata is read from its seal: the JCS text its hash covers, parsed.
+    // What a reader sees is then the hashed text by construction, and verification no longer
+    // has to parse that text into jsonb for every event to compare it with a second copy (the
+    // event row's, which only the sealer reads now). Same columns, in the same order.
+    sql: `
+create or replace view audit_log with (security_invoker = true) as
+  select s.tenant_id, s.seq, e.id, e.at, e.actor_type, e.actor_id, e.actor_email, e.action, e.target_type, e.target_id,
+    e.outcome, e.ip, e.user_agent, e.request_id, s.canonical_metadata::jsonb as metadata, e.position, s.hash, s.sealed_at, s.canonical_metadata,
+    s.action as sealed_action, s.target_type as sealed_target_type, s.target_id as sealed_target_id
+  from audit_seals s join audit_events e on e.tenant_id = s.tenant_id and e.position = s.position;
+`,
+  },
 ];
 
 /**
