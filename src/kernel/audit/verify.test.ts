@@ -63,6 +63,31 @@ describe("the database's own check of a range of a tenant's chain", () => {
     expect(await check(quiet, 11, 20, null)).toMatchObject({ good: false, read: 'lookup' });
   });
 
+  it('fails a range with a NULL where the schema wants a value, as a forger who dropped the NOT NULL constraint could write', async () => {
+    const busy = await tenant('nulls');
+    await t.admin.query(
+      `insert into audit_events (tenant_id, actor_type, action, outcome, metadata) select $1::uuid, 'system', 'test.nulls', 'success', jsonb_build_object('n', g) from generate_series(1, 30) g order by g`,
+      [busy],
+    );
+    await sealAllLogs(t.db);
+    expect(await check(busy, 1, 30, GENESIS)).toMatchObject({ good: true, n: 30 });
+    await t.admin.query('alter table audit_seals disable trigger audit_seals_append_only');
+    try {
+      await t.admin.query('alter table audit_seals alter column canonical_metadata drop not null');
+      await t.admin.query('update audit_seals set canonical_metadata = null where tenant_id = $1 and seq = 12', [busy]);
+    } finally {
+      await t.admin.query('alter table audit_seals enable trigger audit_seals_append_only');
+    }
+    expect(await check(busy, 1, 30, GENESIS)).toMatchObject({ good: false });
+    await t.admin.query('alter table audit_events alter column action drop not null');
+    await tamper('update audit_events set action = null where position = (select position from audit_seals where tenant_id = $1 and seq = 20)', [busy]);
+    expect(await check(busy, 13, 30, null)).toMatchObject({ good: false });
+    // The whole verification names the first of them.
+    const signer = loadAuditSigner(t.config, { warn() {} });
+    const result = await system().transaction((tx) => verifyTenantLog(tx, busy, signer.publicKeys));
+    expect(result.firstBad).toMatchObject({ seq: 12, reason: 'hash_mismatch' });
+  });
+
   it('builds the canonical text of strings JSON escapes (quotes, backslashes, control characters) and of other Unicode exactly, and catches an edit that only moves an escape', async () => {
     const tenantId = await tenant('escapes');
     const awkward = ['he said "hi"', 'back\\slash', 'tab\there', 'line\nbreak', '\u0001\u001f', 'café 😀 \u2028 \u007f', 'plain'];

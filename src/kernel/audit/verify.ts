@@ -204,7 +204,9 @@ function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash:
       select seq, hash, served_ok, lag(seq) over w = seq - 1 as in_order, sha256(coalesce(lag(hash) over w, ${previous}) || canonical) as computed
       from t window w as (order by walk)
     )
-    select count(*)::int as n, min(seq)::text as first, max(seq)::text as last, bool_and(computed = hash and served_ok and in_order is not false) as good,
+    select count(*)::int as n, min(seq)::text as first, max(seq)::text as last,
+      -- A NULL where the schema says NOT NULL (a forger who dropped the constraint) leaves an event's text NULL: bad, not skipped.
+      bool_and(coalesce(computed = hash and served_ok and in_order is not false, false)) as good,
       encode((array_agg(hash) filter (where seq = ${to}))[1], 'hex') as last_hash,
       jsonb_object_agg(seq::text, encode(hash, 'hex')) filter (where seq in (select value::bigint from jsonb_array_elements_text(${JSON.stringify(checkpointSeqs)}::jsonb))) as checkpoints
     from r`;
