@@ -15,6 +15,7 @@
  * sealing and verification rates over a large log (run.ts seeds it).
  */
 import { generateKeyPairSync } from 'node:crypto';
+import path from 'node:path';
 import { recordTenantEvent } from '../src/kernel/audit/record.ts';
 import { sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from '../src/kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../src/kernel/audit/signing.ts';
@@ -53,19 +54,22 @@ export interface AuditChainResult {
 const ACTOR = { type: 'user' as const, id: '00000000-0000-4000-8000-000000000001', email: 'bench@example.com' };
 const META = { requestId: 'bench', ip: '127.0.0.1', userAgent: 'bench' };
 
-/** Opens the kernel on the bench database (owner URL; requests then run as cn_app). */
 /** A checkpoint policy: a signed checkpoint once a head has moved this many events, or this long. */
 export interface CheckpointPolicy {
   readonly everyEvents: number;
   readonly everySeconds: number;
 }
 
+/** Opens the kernel on the bench database (owner URL; requests then run as cn_app). */
 export async function openBenchDatabase(ownerUrl: string, dataDir: string): Promise<{ db: Database; signer: AuditSigner; checkpoints: CheckpointPolicy }> {
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: ownerUrl,
     DATA_DIR: dataDir,
     DATABASE_POOL_SIZE: '10',
+    // A server writes every sealed event to the operator stream (stdout unless told otherwise);
+    // the sealer here does too, to a file, so the chain's cost includes it.
+    AUDIT_STREAM: path.join(dataDir, 'audit-stream.jsonl'),
     AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
   });
   const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });

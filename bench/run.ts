@@ -32,7 +32,7 @@
 import autocannon, { type AutocannonRequest, type AutocannonResult } from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -1040,6 +1040,7 @@ function printTable(ms: Measurement[]): void {
 async function main(): Promise<number> {
   const runId = randomBytes(4).toString('hex');
   const database = `cn_bench_${runId}`;
+  const dataDir = path.join(os.tmpdir(), `cn-bench-${runId}`);
   const admin = new pg.Client({ connectionString: settings.adminUrl });
   let server: ChildProcess | undefined;
   let superPool: pg.Pool | undefined;
@@ -1059,6 +1060,8 @@ async function main(): Promise<number> {
         }
       }
       await admin.end().catch(() => undefined);
+      // The server's data directory, and the audit stream the audit slices wrote there.
+      rmSync(dataDir, { recursive: true, force: true });
     })());
 
   const onSignal = (signal: NodeJS.Signals) => {
@@ -1095,7 +1098,9 @@ async function main(): Promise<number> {
       LOG_LEVEL: 'silent',
       HOST: '127.0.0.1',
       PORT: '0',
-      DATA_DIR: path.join(os.tmpdir(), `cn-bench-${runId}`),
+      DATA_DIR: dataDir,
+      // Every sealed event goes to the operator stream, as a server's do by default (stdout).
+      AUDIT_STREAM: path.join(dataDir, 'server-audit-stream.jsonl'),
       DATABASE_URL: withDatabase(settings.adminUrl, database, OWNER_ROLE),
       DATABASE_POOL_SIZE: String(settings.poolSize),
       BENCH_BASELINE_DATABASE_URL: withDatabase(settings.adminUrl, database),
@@ -1109,6 +1114,7 @@ async function main(): Promise<number> {
     }
     // The server's configuration as it will parse it: argon2 parameters and login protection.
     const serverConfig = loadConfig(serverEnv);
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const started = startServer(serverEnv);
     server = started.child;
     const port = await started.port;
