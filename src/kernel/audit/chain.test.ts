@@ -1,4 +1,5 @@
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { Buffer } from 'node:buffer';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { canonicalRecord, chainHash, ChainVerifier, checkpointSignatureValid, GENESIS_HASH, jcs, keyIdOf, recordDocument, signCheckpoint, type ChainRecord, type Checkpoint } from './chain.ts';
 
@@ -31,6 +32,16 @@ describe('the chain encoding', () => {
     for (let i = 0; i < 500; i++) {
       const r = record(i);
       expect(canonicalRecord(r)).toBe(jcs(recordDocument(r)));
+    }
+  });
+
+  it('hashes the previous hash and the UTF-8 bytes of that text, for multi-byte text too, link after link', () => {
+    let previous = GENESIS_HASH;
+    for (let i = 0; i < 500; i++) {
+      const r = record(i);
+      const expected = createHash('sha256').update(previous).update(Buffer.from(jcs(recordDocument(r)), 'utf8')).digest();
+      previous = chainHash(previous, r);
+      expect(previous.equals(expected)).toBe(true);
     }
   });
 

@@ -10,7 +10,7 @@
  * at, keyId, reason}; the public keys are published at GET /api/v1/audit/signing-keys.
  */
 import canonicalize from 'canonicalize';
-import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, hash as oneShotHash, sign, verify, type KeyObject } from 'node:crypto';
 
 export const CHAIN_VERSION = 1;
 export const GENESIS_HASH: Buffer = Buffer.alloc(32);
@@ -80,7 +80,11 @@ export function canonicalRecord(r: ChainRecord, metadataJcs: string = jcs(r.meta
 export { jcs };
 
 export function chainHash(previous: Buffer, record: ChainRecord, metadataJcs?: string): Buffer {
-  return createHash('sha256').update(previous).update(canonicalRecord(record, metadataJcs), 'utf8').digest();
+  const text = canonicalRecord(record, metadataJcs);
+  const input = Buffer.allocUnsafe(previous.length + Buffer.byteLength(text, 'utf8'));
+  previous.copy(input, 0);
+  input.write(text, previous.length, 'utf8');
+  return oneShotHash('sha256', input, 'buffer');
 }
 
 export interface Checkpoint {
