@@ -39,7 +39,7 @@ function packedColumns(log: LogName): RawBuilder<string> {
  * text the sealer stored beside it.
  */
 function servedMatches(log: LogName): RawBuilder<boolean> {
-  return log === 'tenant' ? sealMatches(log) : sql<boolean>`(canonical_metadata is not null and canonical_metadata::jsonb = metadata)`;
+  return log === 'tenant' ? sealMatches(log) : sql<boolean>`(canonical_metadata::jsonb = metadata)`;
 }
 
 /** A tenant event's seal keeps copies of its action and target for the filter indexes: they must still match. */
@@ -93,11 +93,11 @@ const NEEDS_ESCAPE = String.raw`["\\\x01-\x1f]`;
 
 /**
  * The canonical event text (chain.ts), built by PostgreSQL; metadata is the JCS text the sealer
- * stored (see servedMatches). Strings are quoted as JSON.stringify
- * does: as they are when none of them holds a character it escapes (nearly always, and much
- * cheaper), else through to_json, which escapes the same characters the same way. Anything
- * this finds odd is checked again in JavaScript, which has the last word, so a difference
- * between the two encodings can only cost time.
+ * stored (see servedMatches). Strings are quoted as JSON.stringify does: as they are when none
+ * of them holds a character it escapes (nearly always, and much cheaper), else through
+ * to_json, which escapes the same characters the same way. Anything this finds odd is checked
+ * again in JavaScript, which has the last word, so a difference between the two encodings can
+ * only cost time.
  */
 function canonicalSql(chain: ChainRef): RawBuilder<string> {
   const text = (quote: (column: RawBuilder<unknown>) => RawBuilder<string>) => {
@@ -205,7 +205,8 @@ function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash:
       from t window w as (order by walk)
     )
     select count(*)::int as n, min(seq)::text as first, max(seq)::text as last,
-      -- A NULL where the schema says NOT NULL (a forger who dropped the constraint) leaves an event's text NULL: bad, not skipped.
+      -- A NULL where the schema says NOT NULL (a forger who dropped the constraint), a missing
+      -- sealed text included, leaves an event's check NULL: bad, not skipped.
       bool_and(coalesce(computed = hash and served_ok and in_order is not false, false)) as good,
       encode((array_agg(hash) filter (where seq = ${to}))[1], 'hex') as last_hash,
       jsonb_object_agg(seq::text, encode(hash, 'hex')) filter (where seq in (select value::bigint from jsonb_array_elements_text(${JSON.stringify(checkpointSeqs)}::jsonb))) as checkpoints
