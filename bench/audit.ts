@@ -15,6 +15,7 @@
  * sealing and verification rates over a large log (run.ts seeds it).
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { recordTenantEvent } from '../src/kernel/audit/record.ts';
 import { sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from '../src/kernel/audit/sealer.ts';
@@ -31,6 +32,14 @@ const KINDS: readonly Kind[] = ['plain', 'audited', 'chained', 'hot'];
 
 export interface AuditWriteResult {
   readonly perSecond: Record<Kind, number>;
+  /**
+   * Per kind, from /proc/stat over its slices (null where /proc is missing): the share of the
+   * machine's CPU in use, and the machine's CPU time per write (every process: the writers
+   * here, PostgreSQL, the sealer), and of it this process's (the writers' and the sealer's
+   * Node.js side; the rest is mostly PostgreSQL). A kind whose busy share is near 100 % is bound by CPU, so its
+   * ratio to another is the ratio of their CPU per write.
+   */
+  readonly cpu: Record<Kind, { busyPercent: number; usPerWrite: number; benchUsPerWrite: number }> | null;
   /** Per kind: the slowest and fastest slice. */
   readonly spread: Record<Kind, { min: number; max: number }>;
   readonly sealDelayMs: { p50: number; p99: number; max: number; events: number };
@@ -78,6 +87,16 @@ export async function openBenchDatabase(ownerUrl: string, dataDir: string): Prom
   return { db, signer: loadAuditSigner(config, { warn() {} }), checkpoints };
 }
 
+/** All CPUs' busy and total time so far, in clock ticks (steal counts as neither). */
+function machineTicks(): { busy: number; total: number } | null {
+  if (!existsSync('/proc/stat')) return null;
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 8).map(Number);
+  return { busy: user + nice + system + irq + softirq, total: user + nice + system + idle + iowait + irq + softirq };
+}
+
+/** Clock ticks per second (USER_HZ): 100 on Linux. */
+const TICKS_PER_SECOND = 100;
+
 async function runFor(seconds: number, concurrency: number, op: (worker: number, i: number) => Promise<void>): Promise<number> {
   const deadline = performance.now() + seconds * 1000;
   let done = 0;
@@ -113,7 +132,7 @@ export async function measureAuditWrites(options: {
     });
   };
   const spread = (worker: number, i: number) => tenantIds[(worker * 7919 + i) % tenantIds.length]!;
-  const slices: { kind: Kind; seconds: number; writes: number }[] = [];
+  const slices: { kind: Kind; seconds: number; writes: number; busyTicks: number; totalTicks: number; benchUs: number }[] = [];
   const chainedWindows: [Date, Date][] = [];
   // Warm-up: connections, plans, JIT.
   await runFor(2, concurrency, (w, i) => write(spread(w, i), true, i));
@@ -127,12 +146,23 @@ export async function measureAuditWrites(options: {
       await sealAllLogs(db); // the backlog of a sealer-less slice is not the next slice's cost
       const stop = kind === 'chained' || kind === 'hot' ? startAuditSealer(db, signer, { intervalMs: options.sealIntervalMs, ...options.checkpoints }, { error: (o) => options.log(`sealer error ${JSON.stringify(o)}`) }) : null;
       const started = new Date();
+      const ticksBefore = machineTicks();
+      const ownBefore = process.cpuUsage();
       const perSecond = await runFor(SLICE_SECONDS, concurrency, (w, i) => write(kind === 'hot' ? tenantIds[0]! : spread(w, i), kind !== 'plain', i));
+      const ticksAfter = machineTicks();
+      const own = process.cpuUsage(ownBefore);
       if (stop) chainedWindows.push([started, new Date()]);
       // Let the loop seal what the slice's last writes committed before stopping it.
       if (stop) await new Promise((resolve) => setTimeout(resolve, options.sealIntervalMs * 3));
       stop?.();
-      slices.push({ kind, seconds: SLICE_SECONDS, writes: perSecond * SLICE_SECONDS });
+      slices.push({
+        kind,
+        seconds: SLICE_SECONDS,
+        writes: perSecond * SLICE_SECONDS,
+        busyTicks: ticksBefore && ticksAfter ? ticksAfter.busy - ticksBefore.busy : 0,
+        totalTicks: ticksBefore && ticksAfter ? ticksAfter.total - ticksBefore.total : 0,
+        benchUs: own.user + own.system,
+      });
     }
     options.log(`  audit writes turn ${turn}/${turns}: ${KINDS.map((kind) => `${kind} ${Math.round(slices.filter((x) => x.kind === kind).at(-1)!.writes / SLICE_SECONDS)}`).join(', ')} writes/s`);
   }
@@ -153,7 +183,20 @@ export async function measureAuditWrites(options: {
     const rates = slices.filter((x) => x.kind === kind).map((x) => x.writes / x.seconds);
     return { min: Math.min(...rates), max: Math.max(...rates) };
   };
+  const cpuOf = (kind: Kind) => {
+    const mine = slices.filter((x) => x.kind === kind);
+    const busy = mine.reduce((sum, x) => sum + x.busyTicks, 0);
+    const total = mine.reduce((sum, x) => sum + x.totalTicks, 0);
+    const writes = mine.reduce((sum, x) => sum + x.writes, 0);
+    const benchUs = mine.reduce((sum, x) => sum + x.benchUs, 0);
+    return {
+      busyPercent: total > 0 ? (100 * busy) / total : 0,
+      usPerWrite: writes > 0 ? (busy / TICKS_PER_SECOND / writes) * 1e6 : 0,
+      benchUsPerWrite: writes > 0 ? benchUs / writes : 0,
+    };
+  };
   return {
+    cpu: machineTicks() ? { plain: cpuOf('plain'), audited: cpuOf('audited'), chained: cpuOf('chained'), hot: cpuOf('hot') } : null,
     perSecond: { plain: rate('plain'), audited: rate('audited'), chained: rate('chained'), hot: rate('hot') },
     spread: { plain: range('plain'), audited: range('audited'), chained: range('chained'), hot: range('hot') },
     sealDelayMs: { p50: Number(rows[0]?.p50 ?? 0), p99: Number(rows[0]?.p99 ?? 0), max: Number(rows[0]?.max ?? 0), events: Number(rows[0]?.n ?? 0) },
@@ -205,6 +248,7 @@ export function auditWriteLines(r: AuditWriteResult): string[] {
     `audited write / plain write = ${(audited / plain).toFixed(2)} (${fmt(audited)} vs ${fmt(plain)} writes/s; target >= 0.75: ${verdict(audited / plain >= 0.75)})`,
     `chain cost: chained / audited = ${(chained / audited).toFixed(2)} (${fmt(chained)} writes/s with the sealer running; target >= 0.90, i.e. <= 10 % cost: ${verdict(chained / audited >= 0.9)})`,
     `one hot tenant / spread over ${r.tenants} tenants = ${(hot / chained).toFixed(2)} (${fmt(hot)} writes/s; target >= 0.90: ${verdict(hot / chained >= 0.9)})`,
+    ...(r.cpu ? [`machine CPU per write (busy share): ${KINDS.map((kind) => `${kind} ${fmt(r.cpu![kind].usPerWrite)} µs, ${fmt(r.cpu![kind].benchUsPerWrite)} in Node (${fmt(r.cpu![kind].busyPercent)} % busy)`).join(', ')}`] : []),
     `commit to sealed (sealer every ${r.sealIntervalMs} ms): p50 ${fmt(r.sealDelayMs.p50)} ms, p99 ${fmt(r.sealDelayMs.p99)} ms, max ${fmt(r.sealDelayMs.max)} ms over ${fmt(r.sealDelayMs.events)} events`,
   ];
 }
