@@ -27,9 +27,9 @@ export async function seedAuditEvents(superPool: pg.Pool, tenantName: string, co
   for (let done = 0; done < count; done += 200_000) {
     const n = Math.min(200_000, count - done);
     await superPool.query(
-      `insert into audit_events (tenant_id, actor_type, action, target_type, target_id, outcome, ip, user_agent, metadata)
+      `insert into audit_events (tenant_id, actor_type, action, target_type, target_id, outcome, ip, user_agent, canonical_metadata)
        select $1, 'system', 'bench.event', 'account', gen_random_uuid()::text, 'success', '127.0.0.1', 'bench',
-              jsonb_build_object('n', g, 'note', 'a bench event of typical size')
+              '{"n":' || g || ',"note":"a bench event of typical size"}'
        from generate_series(1, $2::int) g`,
       [tenant, n],
     );

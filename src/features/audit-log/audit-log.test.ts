@@ -108,9 +108,10 @@ describe('audit log', () => {
     await expect(t.db.withTenant(tenantId, (tx) => sql`update audit_events set action = 'x'`.execute(tx))).rejects.toThrow(/permission denied/);
     await expect(t.db.withTenant(tenantId, (tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
     await expect(t.db.systemDb({ reason: 'prove the system role cannot rewrite history' }).transaction((tx) => sql`delete from audit_events`.execute(tx))).rejects.toThrow(/permission denied/);
-    // Nor choose where an event goes, what it is called or when it happened, nor seal it itself.
-    for (const column of ['position', 'id', 'at']) {
-      const value = column === 'position' ? sql`1` : column === 'id' ? sql`gen_random_uuid()` : sql`now() - interval '1 year'`;
+    // Nor choose where an event goes, what it is called or when it happened, nor seal it itself,
+    // nor write the jsonb metadata only events from before migration 32 have.
+    for (const column of ['position', 'id', 'at', 'metadata']) {
+      const value = column === 'position' ? sql`1` : column === 'id' ? sql`gen_random_uuid()` : column === 'at' ? sql`now() - interval '1 year'` : sql`'{}'::jsonb`;
       await expect(
         t.db.withTenant(tenantId, (tx) => sql`insert into audit_events (tenant_id, actor_type, action, outcome, ${sql.id(column)}) values (${tenantId}, 'system', 'forged', 'success', ${value})`.execute(tx)),
         column,
@@ -182,7 +183,7 @@ describe('audit log', () => {
     const [header, ...rows] = csv.body.split('\r\n').filter((line) => line !== '');
     expect(header).toBe('id,seq,at,actorType,actorId,actorEmail,action,targetType,targetId,outcome,ip,userAgent,requestId,metadata,hash');
     expect(rows.length).toBeGreaterThanOrEqual(count); // the JSON export is itself an event now
-    const exported = await t.admin.query<{ metadata: { format: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'audit.exported' order by position`, [tenantId]);
+    const exported = await t.admin.query<{ metadata: { format: string } }>(`select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'audit.exported' order by position`, [tenantId]);
     expect(exported.map((e) => e.metadata.format)).toEqual(['jsonl', 'csv']);
   });
 

@@ -26,8 +26,8 @@ describe('audit retention', () => {
     if (options.retentionDays) await t.admin.query('insert into tenant_settings (tenant_id, audit_retention_days) values ($1, $2)', [tenantId, options.retentionDays]);
     // Inserted unsealed, as the application would have written them back then; then sealed.
     await t.admin.query(
-      `insert into audit_events (tenant_id, actor_type, action, outcome, at, metadata)
-       select $1, 'system', 'test.old', 'success', date_trunc('milliseconds', now()) - make_interval(days => $3::int) + g * interval '1 second', jsonb_build_object('g', g)
+      `insert into audit_events (tenant_id, actor_type, action, outcome, at, canonical_metadata)
+       select $1, 'system', 'test.old', 'success', date_trunc('milliseconds', now()) - make_interval(days => $3::int) + g * interval '1 second', '{"g":' || g || '}'
        from generate_series(1, $2::int) g`,
       [tenantId, options.old, options.ageDays],
     );
@@ -51,7 +51,7 @@ describe('audit retention', () => {
     const [checkpoint] = await t.admin.query<{ seq: number; reason: string }>(`select seq::int as seq, reason from audit_checkpoints where tenant_id = $1`, [tenantId]);
     expect(checkpoint).toEqual({ seq: 8, reason: 'retention' });
     expect(await verify(tenantId)).toMatchObject({ ok: true, count: 4, head: { seq: 12 } });
-    const [purged] = await t.admin.query<{ actor_type: string; metadata: unknown }>(`select actor_type, metadata from audit_events where tenant_id = $1 and action = 'audit.purged'`, [tenantId]);
+    const [purged] = await t.admin.query<{ actor_type: string; metadata: unknown }>(`select actor_type, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'audit.purged'`, [tenantId]);
     expect(purged).toEqual({ actor_type: 'system', metadata: { throughSeq: 8, deleted: 8, retentionDays: 365, checkpointSeq: 8 } });
     const platform = await t.admin.query(`select 1 from platform_audit_events where tenant_id = $1 and action = 'audit.purged'`, [tenantId]);
     expect(platform).toHaveLength(1);

@@ -156,7 +156,7 @@ describe('integrations and webhooks', () => {
     expect(secret).toMatch(/^whsec_/);
     // The URL is shown as its origin and last characters only, also in the audit log; stored whole only encrypted.
     expect(url).toBe(`http://hooks.customer.example:${hooks.port}/…/ok`);
-    const [createdEvent] = await t.admin.query<{ metadata: { url: string } }>(`select metadata from audit_events where tenant_id = $1 and action = 'webhook.created' and target_id = $2`, [tenantId, id]);
+    const [createdEvent] = await t.admin.query<{ metadata: { url: string } }>(`select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'webhook.created' and target_id = $2`, [tenantId, id]);
     expect(createdEvent!.metadata.url).toBe(url);
     const [row] = await t.admin.query<{ url_ct: Buffer }>(`select url_ct from webhooks where id = $1`, [id]);
     expect(Buffer.from(row!.url_ct).includes(Buffer.from('hooks.customer.example'))).toBe(false);

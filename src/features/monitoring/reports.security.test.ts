@@ -30,7 +30,7 @@ describe('reporting suspicious activity', () => {
     expect(filed.statusCode).toBe(201);
     const { id } = filed.json<{ id: string }>();
     const [tenantEvent] = await t.admin.query<{ actor_id: string; metadata: Record<string, unknown> }>(
-      `select actor_id, metadata from audit_events where tenant_id = $1 and action = 'security.reported' and target_id = $2`,
+      `select actor_id, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'security.reported' and target_id = $2`,
       [tenantId, id],
     );
     expect(tenantEvent).toMatchObject({ actor_id: guest.userId, metadata: { what: 'A message in our shared room asked me for my password', eventIds: [related!.id] } });

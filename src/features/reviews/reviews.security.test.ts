@@ -78,7 +78,7 @@ describe('access reviews', () => {
     expect((await t.request({ method: 'PATCH', url: `${base()}/access-reviews/${review.id}/entries/${entry(admin.userId).id}`, as: owner, body: { decision: 'revoke' } })).json().code).toBe('access_review.not_open');
     const history = (await t.request({ method: 'GET', url: `${base()}/access-reviews`, as: owner })).json<{ items: { id: string; status: string }[] }>();
     expect(history.items[0]).toMatchObject({ id: review.id, status: 'completed' });
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and (target_id = $2 or metadata->>'reviewId' = $2) order by position`, [tenantId, review.id]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and (target_id = $2 or canonical_metadata::jsonb->>'reviewId' = $2) order by position`, [tenantId, review.id]);
     expect(actions.map((a) => a.action)).toEqual(expect.arrayContaining(['access_review.started', 'access_review.decided', 'member.removed', 'apikey.revoked', 'access_review.completed']));
   });
 

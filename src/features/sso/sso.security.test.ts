@@ -159,7 +159,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(await t.admin.query(`select 1 from sso_identities where user_id = $1`, [victim.userId])).toHaveLength(0);
     expect(await t.admin.query(`select 1 from memberships where tenant_id = $1 and user_id = $2`, [tenantB, victim.userId])).toHaveLength(0);
     const [event] = await t.admin.query<{ actor_type: string; metadata: { reason: string } }>(
-      `select actor_type, metadata from audit_events where tenant_id = $1 and action = 'auth.sso.login.failed' order by position desc limit 1`,
+      `select actor_type, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'auth.sso.login.failed' order by position desc limit 1`,
       [tenantB],
     );
     expect(event).toMatchObject({ actor_type: 'anonymous', metadata: { reason: 'domain alpha.example not verified by this tenant' } });
@@ -299,7 +299,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     expect(read.statusCode).toBe(200);
     expect(read.json()).toMatchObject({ configured: true, issuer: idpA.issuer, clientId: 'tenant-a', hasClientSecret: true, redirectUri: callbackOf(tenantA) });
     expect(read.body).not.toContain('secret-a');
-    const [event] = await t.admin.query<{ metadata: unknown }>(`select metadata from audit_events where tenant_id = $1 and action = 'sso.configured'`, [tenantA]);
+    const [event] = await t.admin.query<{ metadata: unknown }>(`select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'sso.configured'`, [tenantA]);
     expect(JSON.stringify(event)).not.toContain('secret-a');
     const bad = await t.request({ method: 'PUT', url: `/api/v1/tenants/${tenantA}/sso`, as: ownerA, body: { issuer: 'ftp://idp.example', clientId: 'x', allowedDomains: [] } });
     expect(bad.statusCode).toBe(400);
@@ -405,7 +405,7 @@ describe('single sign-on over OpenID Connect, per tenant', () => {
     const badName = await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantC}/domains`, as: ownerC, body: { domain: 'not a domain' } });
     expect(badName.statusCode).toBe(400);
     expect((await t.request({ method: 'DELETE', url: `/api/v1/tenants/${tenantC}/domains/${claim.json().id}`, as: ownerC })).statusCode).toBe(204);
-    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'sso.domain.%' and metadata->>'domain' = 'charlie.example' order by position`, [tenantC]);
+    const actions = await t.admin.query<{ action: string }>(`select action from audit_events where tenant_id = $1 and action like 'sso.domain.%' and canonical_metadata::jsonb->>'domain' = 'charlie.example' order by position`, [tenantC]);
     expect(actions.map((a) => a.action)).toEqual(['sso.domain.added', 'sso.domain.verified', 'sso.domain.removed']);
   });
 });

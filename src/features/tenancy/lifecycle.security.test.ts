@@ -12,7 +12,7 @@ describe('member lifecycle and the tenant policy center', () => {
   const base = () => `/api/v1/tenants/${tenantId}`;
   const events = (action: string) =>
     t.admin.query<{ target_id: string; metadata: Record<string, unknown>; outcome: string }>(
-      `select target_id, metadata, outcome from audit_events where tenant_id = $1 and action = $2 order by position`,
+      `select target_id, canonical_metadata::jsonb as metadata, outcome from audit_events where tenant_id = $1 and action = $2 order by position`,
       [tenantId, action],
     );
 

@@ -124,7 +124,7 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
     expect(await role(owner.userId)).toBe('owner');
 
     const changes = await t.admin.query<{ metadata: { before: string; after: string; via: string } }>(
-      `select metadata from audit_events where tenant_id = $1 and action = 'member.role_changed' and target_id = $2 order by position`,
+      `select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'member.role_changed' and target_id = $2 order by position`,
       [tenantId, dee],
     );
     expect(changes.map((c) => [c.metadata.before, c.metadata.after, c.metadata.via])).toEqual([
@@ -133,7 +133,7 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
       ['viewer', 'member', 'scim'],
     ]);
     const mappings = await t.admin.query<{ actor_id: string; metadata: { before: string | null; after: string | null } }>(
-      `select actor_id, metadata from audit_events where tenant_id = $1 and action = 'scim_group.role_mapped' and target_id = $2 order by position`,
+      `select actor_id, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'scim_group.role_mapped' and target_id = $2 order by position`,
       [tenantId, group.id],
     );
     expect(mappings.map((m) => [m.actor_id, m.metadata.before, m.metadata.after])).toEqual([
@@ -265,7 +265,7 @@ describe('SCIM 2.0 Groups and the roles they carry', () => {
     expect((await mapGroup(group.id, 'viewer', admin)).statusCode).toBe(200);
     expect(await role(admin.userId)).toBe('admin');
     const [event] = await t.admin.query<{ metadata: { before: string; after: string } }>(
-      `select e.metadata from audit_events e join scim_users s on s.invitation_id::text = e.target_id where e.tenant_id = $1 and e.action = 'member.role_changed' and s.id = $2`,
+      `select e.canonical_metadata::jsonb as metadata from audit_events e join scim_users s on s.invitation_id::text = e.target_id where e.tenant_id = $1 and e.action = 'member.role_changed' and s.id = $2`,
       [tenantId, pending.id],
     );
     expect(event!.metadata).toMatchObject({ before: 'member', after: 'viewer' });

@@ -169,7 +169,7 @@ describe('SCIM 2.0 provisioning', () => {
       expect(refused.json()).toMatchObject({ schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '403' });
       expect((await fromInside()).statusCode).toBe(200);
       const [event] = await t.admin.query<{ actor_type: string; outcome: string; metadata: { reason: string; ip: string } }>(
-        `select actor_type, outcome, metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_type = 'scim' order by position desc limit 1`,
+        `select actor_type, outcome, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_type = 'scim' order by position desc limit 1`,
         [tenantId],
       );
       expect(event).toMatchObject({ actor_type: 'scim', outcome: 'denied', metadata: { reason: 'ip_blocked', ip: '198.51.100.7' } });

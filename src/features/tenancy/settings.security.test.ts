@@ -47,12 +47,12 @@ describe('tenant security settings', () => {
     for (const body of [{}, { sessionIdleMinutes: 1 }, { requireMfa: 'yes' }, { ipAllowlist: 'x' }, { aiEnabled: 1 }, { allowedEmailDomains: ['not a domain'] }, { favouriteColour: 'red' }, { auditRetentionDays: 89 }, { auditRetentionDays: 3651 }, { auditRetentionDays: 120.5 }]) {
       expect((await t.request({ method: 'PATCH', url: settings(), as: owner, body })).statusCode).toBe(400);
     }
-    const [event] = await t.admin.query<{ metadata: unknown }>(`select metadata from audit_events where tenant_id = $1 and action = 'settings.updated'`, [tenantId]);
+    const [event] = await t.admin.query<{ metadata: unknown }>(`select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'settings.updated'`, [tenantId]);
     expect(event!.metadata).toEqual({ before: DEFAULTS, after: { ...DEFAULTS, sessionIdleMinutes: 15 } });
     const longer = await t.request({ method: 'PATCH', url: settings(), as: owner, body: { auditRetentionDays: 730 } });
     expect(longer.json()).toMatchObject({ auditRetentionDays: 730 });
     const [change] = await t.admin.query<{ metadata: { before: { auditRetentionDays: number }; after: { auditRetentionDays: number } } }>(
-      `select metadata from audit_events where tenant_id = $1 and action = 'settings.updated' and metadata->'after'->>'auditRetentionDays' = '730'`,
+      `select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'settings.updated' and canonical_metadata::jsonb->'after'->>'auditRetentionDays' = '730'`,
       [tenantId],
     );
     expect([change!.metadata.before.auditRetentionDays, change!.metadata.after.auditRetentionDays]).toEqual([365, 730]);
@@ -70,7 +70,7 @@ describe('tenant security settings', () => {
     expect(blocked.statusCode).toBe(403);
     expect(blocked.json().code).toBe('auth.mfa_required');
     const [denial] = await t.admin.query<{ metadata: { reason: string } }>(
-      `select metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`,
+      `select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`,
       [tenantId, member.userId],
     );
     expect(denial!.metadata.reason).toBe('mfa_required');

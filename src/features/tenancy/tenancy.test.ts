@@ -85,7 +85,7 @@ describe('tenants, invitations and members', () => {
     expect(selfPromote.statusCode).toBe(403);
     // Each refusal is evidence in the tenant log, though the refused change rolled back.
     const denials = await t.admin.query<{ metadata: { reason: string } }>(
-      `select metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2 order by position`,
+      `select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2 order by position`,
       [tenantId, admin.userId],
     );
     expect(denials.map((d) => d.metadata.reason)).toEqual([
@@ -100,7 +100,7 @@ describe('tenants, invitations and members', () => {
     const byMember = await t.request({ method: 'GET', url: members(), as: await t.addMember(owner, tenantId, 'member') });
     expect(byMember.statusCode).toBe(403);
     const [event] = await t.admin.query<{ metadata: { before: string; after: string; signedOut: boolean } }>(
-      `select metadata from audit_events where tenant_id = $1 and action = 'member.role_changed' order by position desc limit 1`,
+      `select canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'member.role_changed' order by position desc limit 1`,
       [tenantId],
     );
     expect(event!.metadata).toEqual({ before: 'member', after: 'admin', signedOut: true });
@@ -150,7 +150,7 @@ describe('tenants, invitations and members', () => {
     expect(response.statusCode).toBe(403);
     expect(response.json().code).toBe('access.forbidden');
     const [event] = await t.admin.query<{ outcome: string; metadata: { permission: string } }>(
-      `select outcome, metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`,
+      `select outcome, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'access.denied' and actor_id = $2`,
       [tenantId, viewer.userId],
     );
     expect(event).toMatchObject({ outcome: 'denied', metadata: { permission: 'records.write' } });

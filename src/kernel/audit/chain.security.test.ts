@@ -103,7 +103,7 @@ describe('the audit hash chain', () => {
     const served = async () => (await t.admin.query<{ metadata: unknown }>('select metadata from audit_log where tenant_id = $1 and seq = 4', [tenantId]))[0]!.metadata;
     const before = await served();
     // The copy the sealer hashed from: changing it changes nothing anyone reads.
-    await tamper(`update audit_events set metadata = '{"name": "quietly changed"}' where ${eventAt(4)}`, [tenantId]);
+    await tamper(`update audit_events set canonical_metadata = '{"name":"quietly changed"}' where ${eventAt(4)}`, [tenantId]);
     expect(await served()).toEqual(before);
     expect(await verify(owner, tenantId)).toMatchObject({ ok: true });
     // The sealed text is what readers get: changed, the event is named.

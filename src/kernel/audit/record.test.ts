@@ -7,7 +7,9 @@ import { recordPlatformEvent, recordTenantEvent, type Actor, type AuditEvent, ty
 const ACTOR: Actor = { type: 'apikey', id: randomUUID(), email: 'actor@example.com' };
 const META: RequestMeta = { requestId: 'request-7', ip: '203.0.113.9', userAgent: 'Agent/2.0' };
 const EVENT: AuditEvent = { action: 'account.updated', target: { type: 'account', id: 'ACC-42' }, outcome: 'denied', metadata: { before: { name: 'a' }, after: { name: 'b' } } };
-const COLUMNS = 'tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, metadata';
+const COLUMNS = 'tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id';
+// A tenant event's metadata is stored as its JCS text (keys sorted), which the sealer hashes.
+const METADATA_JCS = '{"after":{"name":"b"},"before":{"name":"a"}}';
 
 function expected(tenantId: string | null) {
   return {
@@ -22,7 +24,6 @@ function expected(tenantId: string | null) {
     ip: '203.0.113.9',
     user_agent: 'Agent/2.0',
     request_id: 'request-7',
-    metadata: { before: { name: 'a' }, after: { name: 'b' } },
   };
 }
 
@@ -37,9 +38,9 @@ describe('recording an audit event', () => {
     const tenantId = randomUUID();
     await t.admin.query('insert into tenants (id, name) values ($1, $2)', [tenantId, 'record test']);
     await t.db.withTenant(tenantId, (tx) => recordTenantEvent(tx, tenantId, ACTOR, META, EVENT));
-    const rows = await t.admin.query(`select ${COLUMNS}, id, at, position from audit_events where tenant_id = $1`, [tenantId]);
+    const rows = await t.admin.query(`select ${COLUMNS}, canonical_metadata, metadata, id, at, position from audit_events where tenant_id = $1`, [tenantId]);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject(expected(tenantId));
+    expect(rows[0]).toMatchObject({ ...expected(tenantId), canonical_metadata: METADATA_JCS, metadata: null });
     expect(rows[0]!.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(rows[0]!.position).not.toBeNull();
   });
@@ -51,10 +52,11 @@ describe('recording an audit event', () => {
       await recordPlatformEvent(tx, ACTOR, META, { ...EVENT, tenantId });
       await recordPlatformEvent(tx, ACTOR, META, { ...EVENT, action: 'platform.job' });
     });
-    const rows = await t.admin.query(`select ${COLUMNS} from platform_audit_events where tenant_id = $1 or (tenant_id is null and action = 'platform.job' and actor_id = $2)`, [tenantId, ACTOR.id]);
+    const rows = await t.admin.query(`select ${COLUMNS}, metadata from platform_audit_events where tenant_id = $1 or (tenant_id is null and action = 'platform.job' and actor_id = $2)`, [tenantId, ACTOR.id]);
     expect(rows).toHaveLength(2);
-    expect(rows).toContainEqual(expected(tenantId));
-    expect(rows).toContainEqual({ ...expected(null), action: 'platform.job' });
+    const metadata = { before: { name: 'a' }, after: { name: 'b' } };
+    expect(rows).toContainEqual({ ...expected(tenantId), metadata });
+    expect(rows).toContainEqual({ ...expected(null), action: 'platform.job', metadata });
   });
 
   it('stores a UUID target id in lower case, and an event without target, outcome or metadata with the defaults', async () => {
@@ -65,13 +67,13 @@ describe('recording an audit event', () => {
       await recordTenantEvent(tx, tenantId, ACTOR, META, { action: 'account.deleted', target: { type: 'account', id: upper } });
       await recordTenantEvent(tx, tenantId, { type: 'system', id: null }, { requestId: null, ip: null, userAgent: null }, { action: 'settings.updated' });
     });
-    const rows = await t.admin.query<{ action: string; target_type: string | null; target_id: string | null; outcome: string; metadata: unknown; actor_email: string | null; ip: string | null }>(
-      'select action, target_type, target_id, outcome, metadata, actor_email, ip from audit_events where tenant_id = $1 order by position',
+    const rows = await t.admin.query<{ action: string; target_type: string | null; target_id: string | null; outcome: string; canonical_metadata: string; actor_email: string | null; ip: string | null }>(
+      'select action, target_type, target_id, outcome, canonical_metadata, actor_email, ip from audit_events where tenant_id = $1 order by position',
       [tenantId],
     );
     expect(rows).toEqual([
-      { action: 'account.deleted', target_type: 'account', target_id: upper.toLowerCase(), outcome: 'success', metadata: {}, actor_email: 'actor@example.com', ip: '203.0.113.9' },
-      { action: 'settings.updated', target_type: null, target_id: null, outcome: 'success', metadata: {}, actor_email: null, ip: null },
+      { action: 'account.deleted', target_type: 'account', target_id: upper.toLowerCase(), outcome: 'success', canonical_metadata: '{}', actor_email: 'actor@example.com', ip: '203.0.113.9' },
+      { action: 'settings.updated', target_type: null, target_id: null, outcome: 'success', canonical_metadata: '{}', actor_email: null, ip: null },
     ]);
   });
 });

@@ -7,6 +7,7 @@
 import type { CompiledQuery } from 'kysely';
 import type { Tx } from '../db/database.ts';
 import { compileOnly, deferUntilCommit, isUuid } from '../db/database.ts';
+import { jcs } from './chain.ts';
 import type { ActorType, Outcome } from '../db/schema.ts';
 
 export interface Actor {
@@ -33,14 +34,17 @@ export const ANONYMOUS_ACTOR: Actor = Object.freeze({ type: 'anonymous', id: nul
 /** The request metadata of work no request caused (jobs, commands). */
 export const NO_REQUEST: RequestMeta = Object.freeze({ requestId: null, ip: null, userAgent: null });
 
-/** Appends an event to the tenant's log; tx must be a transaction that can see that tenant. */
+/**
+ * Appends an event to the tenant's log; tx must be a transaction that can see that tenant.
+ * Its metadata is stored as JCS text (RFC 8785): the sealer hashes that text in the database.
+ */
 export async function recordTenantEvent(tx: Tx, tenantId: string, actor: Actor, meta: RequestMeta, event: AuditEvent): Promise<void> {
   // Nothing reads the insert's result: it travels with the transaction's COMMIT (pg-driver.ts).
-  await tx.executeQuery(deferUntilCommit(withValues(TENANT_INSERT, tenantId, columns(actor, meta, event))));
+  await tx.executeQuery(deferUntilCommit(withValues(TENANT_INSERT, tenantId, columns(actor, meta, event, jcs(event.metadata ?? {})))));
 }
 
-/** The columns a writer gives besides tenant_id. */
-function columns(actor: Actor, meta: RequestMeta, event: AuditEvent): Record<Column, unknown> {
+/** The columns a writer gives besides tenant_id; metadata is the tenant table's JCS text or the platform table's JSON. */
+function columns(actor: Actor, meta: RequestMeta, event: AuditEvent, metadata: string): Record<Column, unknown> {
   return {
     actor_type: actor.type,
     actor_id: actor.id,
@@ -52,7 +56,7 @@ function columns(actor: Actor, meta: RequestMeta, event: AuditEvent): Record<Col
     ip: meta.ip,
     user_agent: meta.userAgent,
     request_id: meta.requestId,
-    metadata: JSON.stringify(event.metadata ?? {}),
+    metadata,
   };
 }
 
@@ -61,7 +65,7 @@ function columns(actor: Actor, meta: RequestMeta, event: AuditEvent): Record<Col
  * building and compiling the statement anew cost more CPU than the rest of recording it. The
  * values here only fix the statement's shape; each event gives its own parameters.
  */
-const SHAPE = {
+const COMMON_SHAPE = {
   actor_type: 'system',
   actor_id: null,
   actor_email: null,
@@ -72,13 +76,12 @@ const SHAPE = {
   ip: null,
   user_agent: null,
   request_id: null,
-  metadata: '{}',
 } as const;
-type Column = keyof typeof SHAPE;
-/** The order of the compiled inserts' parameters after tenant_id: the order of SHAPE's keys. */
-const COLUMNS = Object.keys(SHAPE) as Column[];
-const TENANT_INSERT = compileOnly.insertInto('audit_events').values({ tenant_id: '', ...SHAPE }).compile();
-const PLATFORM_INSERT = compileOnly.insertInto('platform_audit_events').values({ tenant_id: null, ...SHAPE }).compile();
+type Column = keyof typeof COMMON_SHAPE | 'metadata';
+/** The order of the compiled inserts' parameters after tenant_id: the shared columns, then the metadata (JCS text or JSON). */
+const COLUMNS: readonly Column[] = [...(Object.keys(COMMON_SHAPE) as Column[]), 'metadata'];
+const TENANT_INSERT = compileOnly.insertInto('audit_events').values({ tenant_id: '', ...COMMON_SHAPE, canonical_metadata: '{}' }).compile();
+const PLATFORM_INSERT = compileOnly.insertInto('platform_audit_events').values({ tenant_id: null, ...COMMON_SHAPE, metadata: '{}' }).compile();
 
 function withValues(statement: CompiledQuery, tenantId: string | null, values: Record<Column, unknown>): CompiledQuery {
   const parameters = [tenantId, ...COLUMNS.map((column) => values[column])];
@@ -95,5 +98,5 @@ function targetId(event: AuditEvent): string | null {
 
 /** Appends an event to the platform log (operators' view; tenants never read it). */
 export async function recordPlatformEvent(tx: Tx, actor: Actor, meta: RequestMeta, event: AuditEvent & { readonly tenantId?: string }): Promise<void> {
-  await tx.executeQuery(deferUntilCommit(withValues(PLATFORM_INSERT, event.tenantId ?? null, columns(actor, meta, event))));
+  await tx.executeQuery(deferUntilCommit(withValues(PLATFORM_INSERT, event.tenantId ?? null, columns(actor, meta, event, JSON.stringify(event.metadata ?? {})))));
 }

@@ -1,9 +1,15 @@
 import { CompiledQuery, sql } from 'kysely';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
 import { explainPlan, type PlanNode } from '../../../test/support/plans.ts';
-import { SEAL_BATCH, sealAllLogs, unsealed, watermark } from './sealer.ts';
+import { recordTenantEvent } from './record.ts';
+import { chainRecordOf, SEAL_BATCH, sealAllLogs, streamLine, unsealed, watermark } from './sealer.ts';
+import { loadAuditSigner } from './signing.ts';
+import { verifyTenantLog } from './verify.ts';
 
 describe("the sealer's search for unsealed events", () => {
   let t: TestDatabase;
@@ -62,5 +68,63 @@ describe("the sealer's search for unsealed events", () => {
     });
     expect(plan).toContain('Seq Scan');
     expect(plan).not.toContain('JIT');
+  });
+});
+
+describe('sealing in the database', () => {
+  it('gives each event the seq, hash and stream line JavaScript gives it, for awkward strings, Unicode and numbers alike', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'cn-seal-stream-'));
+    const file = path.join(dir, 'audit.jsonl');
+    const t = await openTestDatabase({ AUDIT_STREAM: file });
+    let closed = false;
+    try {
+      const tenantId = randomUUID();
+      await t.admin.query('insert into tenants (id, name) values ($1, $2)', [tenantId, 'sealed in the database']);
+      const awkward = ['he said "hi"', 'back\\slash', 'tab\there', 'line\nbreak', '\u0001\u001f', 'café 😀 \u2028 \u007f', 'plain', ''];
+      await t.db.withTenant(tenantId, async (tx) => {
+        for (const [k, text] of awkward.entries()) {
+          await recordTenantEvent(
+            tx,
+            tenantId,
+            { type: 'user', id: randomUUID(), email: text === '' ? '' : `${text}@example.com` },
+            { requestId: text, ip: k % 2 === 0 ? null : text, userAgent: text },
+            {
+              action: `test.${k}`,
+              // An empty target type leaves the stream line without a target, as in JavaScript.
+              target: { type: k === 7 ? '' : 'thing', id: text },
+              outcome: k % 3 === 0 ? 'denied' : 'success',
+              metadata: { text, n: k, half: k + 0.5, big: 1e21, small: 1e-7, nested: { z: [true, null, text], a: -0 }, [text]: 'key' },
+            },
+          );
+        }
+      });
+      const system = t.db.systemDb({ reason: 'test: compare sealing in the database with JavaScript' });
+      // A second tenant in the same pass: each chain starts from its own head.
+      const other = randomUUID();
+      await t.admin.query('insert into tenants (id, name) values ($1, $2)', [other, 'the other tenant']);
+      await t.db.withTenant(other, (tx) => recordTenantEvent(tx, other, { type: 'system', id: null }, { requestId: null, ip: null, userAgent: null }, { action: 'test.other' }));
+      expect(await sealAllLogs(t.db)).toBeGreaterThanOrEqual(awkward.length + 1);
+      const keys = loadAuditSigner(t.config, { warn() {} }).publicKeys;
+      // JavaScript alone recomputes every hash from chain.ts's canonical text.
+      for (const [tenant, count] of [[tenantId, awkward.length], [other, 1]] as const) {
+        expect(await system.transaction((tx) => verifyTenantLog(tx, tenant, keys, false))).toMatchObject({ ok: true, count });
+      }
+      const rows = await t.admin.query<Record<string, unknown> & { seq: string; at: Date; hash: Uint8Array; canonical_metadata: string }>(
+        'select * from audit_log where tenant_id = $1 order by seq',
+        [tenantId],
+      );
+      expect(rows.map((row) => Number(row.seq))).toEqual(awkward.map((_, k) => k + 1));
+      await t.close();
+      closed = true;
+      const lines = readFileSync(file, 'utf8').trim().split('\n');
+      for (const row of rows) {
+        const record = chainRecordOf('tenant', { ...row, metadata: JSON.parse(row.canonical_metadata) } as never, Number(row.seq));
+        const line = lines.find((l) => (JSON.parse(l) as { id: string }).id === row.id);
+        expect(JSON.parse(line!)).toEqual(JSON.parse(streamLine(record, Buffer.from(row.hash))));
+      }
+    } finally {
+      if (!closed) await t.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

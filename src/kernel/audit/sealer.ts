@@ -13,8 +13,9 @@
  */
 import { sql, type RawBuilder, type Selectable } from 'kysely';
 import type { KeyObject } from 'node:crypto';
-import { asBuffer, emitAfterCommit, type Database, type Tx } from '../db/database.ts';
+import { asBuffer, auditStreamWanted, emitAfterCommit, type Database, type Tx } from '../db/database.ts';
 import type { ActorType, AuditEventsTable, Outcome, PlatformAuditEventsTable } from '../db/schema.ts';
+import { canonicalSql, streamLineSql, TENANT_COLUMN_JSON } from './canonical-sql.ts';
 import { chainHash, jcs, signCheckpoint, type Checkpoint, type ChainRecord, type LogName } from './chain.ts';
 import { INDEX_WALK_PLANNING } from './planning.ts';
 
@@ -45,8 +46,8 @@ export function chainRecordOf(log: LogName, row: TenantRow | PlatformRow, seq: n
   };
 }
 
-/** One line of the operator's audit stream (AUDIT_STREAM), for a SIEM. */
-function streamLine(record: ChainRecord, hash: Buffer): string {
+/** One line of the operator's audit stream (AUDIT_STREAM), for a SIEM (a sealed tenant event's is built by the database: canonical-sql.ts). */
+export function streamLine(record: ChainRecord, hash: Buffer): string {
   return JSON.stringify({
     stream: 'audit',
     log: record.log,
@@ -117,6 +118,68 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     heads = await lockHeads(tx, tenantIds, skipLocked);
   }
   if (heads.length === 0) return { sealed: 0, lastPosition: above, locked: 0 };
+  const sealed = BigInt(above) >= BigInt(await legacyThrough(tx)) ? await sealInDatabase(tx, heads, above, upTo) : await sealInJavaScript(tx, heads, above, upTo);
+  return { ...sealed, locked: heads.length };
+}
+
+/** The highest event written before the writer stored JCS text (migration 32) that was then unsealed; 0 if none. */
+async function legacyThrough(tx: Tx): Promise<string> {
+  const row = await tx.selectFrom('audit_seal_watermark').select(sql<string>`legacy_through::text`.as('through')).executeTakeFirstOrThrow();
+  return row.through;
+}
+
+/**
+ * Seals the locked tenants' pending events in one statement: each event's seq follows its
+ * tenant's head, its hash is the chain's window aggregate over its canonical text
+ * (canonical-sql.ts) from the head's hash on, and the seals and the new heads are written in
+ * the same statement. The stream lines are built there too, when a stream is written.
+ */
+async function sealInDatabase(tx: Tx, heads: readonly Head[], above: string, upTo: string): Promise<{ sealed: number; lastPosition: string }> {
+  const pending = unsealed(
+    tx,
+    above,
+    upTo,
+    SEAL_BATCH,
+    heads.map((head) => head.tenant_id),
+  )
+    .clearSelect()
+    .selectAll('e');
+  const headValues = JSON.stringify(heads.map((head) => ({ t: head.tenant_id, s: head.seq, h: asBuffer(head.hash).toString('hex') })));
+  const source = { log: 'tenant' as const, tenant: TENANT_COLUMN_JSON, seq: sql`seq`, metadata: sql<string>`canonical_metadata` };
+  const lines = auditStreamWanted() ? sql<string>`string_agg(${streamLineSql({ ...source, hashHex: sql<string>`encode(hash, 'hex')` })}, E'\n' order by position)` : sql<null>`null`;
+  const { rows } = await sql<{ sealed: number; last: string | null; lines: string | null }>`
+    with pending as (${pending}),
+    numbered as (
+      select e.*, h.s + row_number() over (partition by e.tenant_id order by e.position) as seq, decode(h.h, 'hex') as head
+      from pending e join json_to_recordset(${headValues}::json) as h(t uuid, s bigint, h text) on h.t = e.tenant_id
+    ),
+    chained as (
+      select n.*, cn_audit_chain(n.head, convert_to(${canonicalSql(source)}, 'UTF8')) over (partition by n.tenant_id order by n.position rows unbounded preceding) as hash
+      from numbered n
+    ),
+    sealed as (
+      insert into audit_seals (tenant_id, seq, position, action, target_type, target_id, hash, canonical_metadata)
+      select tenant_id, seq, position, action, target_type, target_id, hash, canonical_metadata from chained
+      returning tenant_id, seq, hash
+    ),
+    moved as (
+      update audit_chain_heads h set seq = l.seq, hash = l.hash, sealed_at = date_trunc('milliseconds', now())
+      from (select distinct on (tenant_id) tenant_id, seq, hash from sealed order by tenant_id, seq desc) l
+      where h.tenant_id = l.tenant_id
+    )
+    select count(*)::int as sealed, max(position)::text as last, ${lines} as lines from chained`.execute(tx);
+  const result = rows[0]!;
+  // One text for the batch (JSON escapes every newline inside a line): a line per event.
+  if (result.lines) for (const line of result.lines.split('\n')) emitAfterCommit(() => line);
+  return { sealed: result.sealed, lastPosition: result.last ?? above };
+}
+
+/**
+ * Seals in JavaScript: for a range that still holds events written before migration 32,
+ * whose metadata is jsonb only (the database cannot give its JCS text). Events written since
+ * carry their JCS text, which parses and canonicalises back to itself.
+ */
+async function sealInJavaScript(tx: Tx, heads: readonly Head[], above: string, upTo: string): Promise<{ sealed: number; lastPosition: string }> {
   const rows = await unsealed(
     tx,
     above,
@@ -127,7 +190,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     .clearSelect()
     .select(packedEvent().as('r'))
     .execute();
-  if (rows.length === 0) return { sealed: 0, lastPosition: above, locked: heads.length };
+  if (rows.length === 0) return { sealed: 0, lastPosition: above };
   const byTenant = new Map<string, Packed[]>();
   for (const { r } of rows) {
     const row = JSON.parse(r) as Packed;
@@ -148,7 +211,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
       seals.push({ t: row[0], s: entry.seq, p: row[1], a: row[7], y: row[8], i: row[9], h: entry.hash, m: entry.meta });
     });
     nextHeads.push({ tenant_id: head.tenant_id, seq: result.head.seq, hash: result.head.hash.toString('hex') });
-    lastPosition = pending.at(-1)![1];
+    lastPosition = maxPosition(lastPosition, pending.at(-1)![1]);
   }
   await sql`
     insert into audit_seals (tenant_id, seq, position, action, target_type, target_id, hash, canonical_metadata)
@@ -158,7 +221,7 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
     update audit_chain_heads h set seq = v.seq, hash = decode(v.hash, 'hex'), sealed_at = date_trunc('milliseconds', now())
     from jsonb_to_recordset(${JSON.stringify(nextHeads)}::jsonb) as v(tenant_id uuid, seq bigint, hash text)
     where h.tenant_id = v.tenant_id`.execute(tx);
-  return { sealed: rows.length, lastPosition, locked: heads.length };
+  return { sealed: rows.length, lastPosition };
 }
 
 /** Locks the chain heads of these tenants, in tenant order (no deadlock between sealers). */
@@ -179,7 +242,7 @@ type Packed = [string, string, string, string, ActorType, string | null, string 
 
 function packedEvent(): RawBuilder<string> {
   return sql<string>`json_build_array(e.tenant_id, e.position::text, e.id, to_char(e.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), e.actor_type, e.actor_id, e.actor_email,
-    e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id, e.metadata)::text`;
+    e.action, e.target_type, e.target_id, e.outcome, e.ip, e.user_agent, e.request_id, coalesce(e.canonical_metadata::json, e.metadata::json))::text`;
 }
 
 function packedRecord(row: Packed, seq: number): ChainRecord {
@@ -348,12 +411,14 @@ export async function sealAllLogs(db: Database): Promise<number> {
     const above = await watermark(tx);
     // Which tenants to lock; the events themselves are read again once their heads are locked,
     // so none another sealer sealed meanwhile is sealed twice.
-    const pending = await unsealed(tx, above, last, SEAL_BATCH).execute();
-    const tenants = [...new Set(pending.map((row) => row.tenant_id))];
+    // (Each tenant once, with how many it has: a row per event cost the sealer more than hashing it.)
+    const { rows: pending } = await sql<{ tenant_id: string; n: number }>`
+      select p.tenant_id, count(*)::int as n from (${unsealed(tx, above, last, SEAL_BATCH)}) p group by p.tenant_id`.execute(tx);
+    const tenants = pending.map((row) => row.tenant_id);
     const { sealed, locked } = await sealTenantsBatch(tx, tenants, true, above, last);
     // The search saw every event up to the proven position: if it was not cut short and no
     // tenant was left to another sealer, all of them are sealed now.
-    const complete = pending.length < SEAL_BATCH && locked === tenants.length;
+    const complete = pending.reduce((sum, row) => sum + row.n, 0) < SEAL_BATCH && locked === tenants.length;
     if (proven !== null && complete) await setWatermark(tx, proven);
     const platform = await tx.selectFrom('platform_audit_events').select('position').where('seq', 'is', null).limit(1).executeTakeFirst();
     return { sealed, tenants, proven: complete ? null : proven, platformPending: platform !== undefined };

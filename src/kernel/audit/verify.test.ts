@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
 import { explainPlan } from '../../../test/support/plans.ts';
-import { GENESIS_HASH } from './chain.ts';
+import { GENESIS_HASH, jcs } from './chain.ts';
 import { sealAllLogs } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
 import { checkTenantRange, plannedTenantRange, verifyTenantLog } from './verify.ts';
@@ -29,8 +29,8 @@ describe("the database's own check of a range of a tenant's chain", () => {
     const busy = await tenant('busy');
     const quiet = await tenant('quiet');
     await t.admin.query(
-      `insert into audit_events (tenant_id, actor_type, action, target_type, target_id, outcome, ip, user_agent, metadata)
-       select case when g % 10 = 0 then $2::uuid else $1::uuid end, 'system', 'test.range', 'account', 'a-' || g, 'success', '192.0.2.1', 'test', jsonb_build_object('n', g)
+      `insert into audit_events (tenant_id, actor_type, action, target_type, target_id, outcome, ip, user_agent, canonical_metadata)
+       select case when g % 10 = 0 then $2::uuid else $1::uuid end, 'system', 'test.range', 'account', 'a-' || g, 'success', '192.0.2.1', 'test', '{"n":' || g || '}'
        from generate_series(1, 400) g order by g`,
       [busy, quiet],
     );
@@ -52,8 +52,9 @@ describe("the database's own check of a range of a tenant's chain", () => {
     }
   };
 
-  /** The whole verification of a tenant's log, as the API runs it. */
-  const verifyWhole = (tenantId: string) => system().transaction((tx) => verifyTenantLog(tx, tenantId, loadAuditSigner(t.config, { warn() {} }).publicKeys));
+  /** The whole verification of a tenant's log, as the API runs it (or in JavaScript alone). */
+  const verifyWhole = (tenantId: string, useDatabase = true) =>
+    system().transaction((tx) => verifyTenantLog(tx, tenantId, loadAuditSigner(t.config, { warn() {} }).publicKeys, useDatabase));
 
   it('passes an untouched range by itself, merging a busy tenant along the position indexes and looking up a quiet one event by event', async () => {
     const { busy, quiet } = await busyAndQuiet();
@@ -72,7 +73,7 @@ describe("the database's own check of a range of a tenant's chain", () => {
   it('fails a range with a NULL where the schema wants a value, as a forger who dropped the NOT NULL constraint could write', async () => {
     const busy = await tenant('nulls');
     await t.admin.query(
-      `insert into audit_events (tenant_id, actor_type, action, outcome, metadata) select $1::uuid, 'system', 'test.nulls', 'success', jsonb_build_object('n', g) from generate_series(1, 30) g order by g`,
+      `insert into audit_events (tenant_id, actor_type, action, outcome, canonical_metadata) select $1::uuid, 'system', 'test.nulls', 'success', '{"n":' || g || '}' from generate_series(1, 30) g order by g`,
       [busy],
     );
     await sealAllLogs(t.db);
@@ -92,13 +93,15 @@ describe("the database's own check of a range of a tenant's chain", () => {
     const awkward = ['he said "hi"', 'back\\slash', 'tab\there', 'line\nbreak', '\u0001\u001f', 'café 😀 \u2028 \u007f', 'plain'];
     for (const text of awkward) {
       await t.admin.query(
-        `insert into audit_events (tenant_id, actor_type, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, metadata)
-         values ($1, 'user', $2, 'test.escape', 'account', $2, 'success', '192.0.2.1', $2, $2, jsonb_build_object('text', $2::text))`,
-        [tenantId, text],
+        `insert into audit_events (tenant_id, actor_type, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, canonical_metadata)
+         values ($1, 'user', $2, 'test.escape', 'account', $2, 'success', '192.0.2.1', $2, $2, $3)`,
+        [tenantId, text, jcs({ text })],
       );
     }
     await sealAllLogs(t.db);
     expect(await check(tenantId, 1, awkward.length, GENESIS)).toMatchObject({ good: true, n: awkward.length });
+    // The database sealed them: JavaScript's canonical text (chain.ts) gives the same hashes.
+    expect(await verifyWhole(tenantId, false)).toMatchObject({ ok: true, count: awkward.length });
     // The quote escaped by hand: a text built without escaping would read the same.
     await tamper(`update audit_events set target_id = $2 where position = (select position from audit_seals where tenant_id = $1 and seq = 1)`, [tenantId, 'he said \\"hi\\"']);
     expect(await check(tenantId, 1, awkward.length, GENESIS)).toMatchObject({ good: false });

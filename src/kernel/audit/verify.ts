@@ -11,6 +11,7 @@ import type { KeyObject } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
 import { asBuffer, type Database, type Tx } from '../db/database.ts';
 import { acceptCheckpoints, GENESIS_HASH, type ChainProblem, type LogName, type SignedCheckpoint, type VerifyResult } from './chain.ts';
+import { AT_TEXT, canonicalSql, TENANT_COLUMN_JSON } from './canonical-sql.ts';
 import { INDEX_WALK_PLANNING } from './planning.ts';
 import { checkSegment } from './segment.ts';
 
@@ -28,7 +29,7 @@ const CHUNK = 20_000;
  */
 function packedColumns(log: LogName): RawBuilder<string> {
   const metadata = log === 'tenant' ? sql`canonical_metadata` : sql`metadata`;
-  return sql<string>`json_build_array(seq, id, to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), actor_type, actor_id, actor_email,
+  return sql<string>`json_build_array(seq, id, ${AT_TEXT}, actor_type, actor_id, actor_email,
     action, target_type, target_id, outcome, ip, user_agent, request_id, ${metadata}, encode(hash, 'hex'), tenant_id, ${sealMatches(log)})::text`;
 }
 
@@ -88,33 +89,15 @@ type ChainRef = { readonly log: 'tenant'; readonly tenantId: string } | { readon
 /** The rows of that chain's table (a tenant's events are also behind row security in a tenant transaction). */
 const scopeOf = (chain: ChainRef): RawBuilder<unknown> => (chain.log === 'tenant' ? sql`tenant_id = ${chain.tenantId}` : sql`true`);
 
-/** A character JSON.stringify escapes: a quote, a backslash or a control character. */
-const NEEDS_ESCAPE = String.raw`["\\\x01-\x1f]`;
-
-/**
- * The canonical event text (chain.ts), built by PostgreSQL; metadata is the JCS text the sealer
- * stored (see servedMatches). Strings are quoted as JSON.stringify does: as they are when none
- * of them holds a character it escapes (nearly always, and much cheaper), else through
- * to_json, which escapes the same characters the same way. Anything this finds odd is checked
- * again in JavaScript, which has the last word, so a difference between the two encodings can
- * only cost time.
- */
-function canonicalSql(chain: ChainRef): RawBuilder<string> {
-  const text = (quote: (column: RawBuilder<unknown>) => RawBuilder<string>) => {
-    const nullable = (column: RawBuilder<unknown>) => sql`coalesce(${quote(column)}, 'null')`;
+/** The canonical text of each event of a range: metadata is the JCS text the sealer stored (see servedMatches). */
+function rangeCanonicalSql(chain: ChainRef): RawBuilder<string> {
+  return canonicalSql({
+    log: chain.log,
     // A tenant range holds that tenant's events only (its scope says so): its id is one constant.
-    const tenant = chain.log === 'tenant' ? sql`'"' || ${chain.tenantId}::uuid::text || '"'` : sql`coalesce('"' || tenant_id::text || '"', 'null')`;
-    return sql<string>`'{"action":' || ${quote(sql`action`)} || ',"actor":{"email":' || ${nullable(sql`actor_email`)}
-      || ',"id":' || coalesce('"' || actor_id::text || '"', 'null') || ',"type":' || ${quote(sql`actor_type`)}
-      || '},"at":"' || to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '","id":"' || id::text
-      || '","ip":' || ${nullable(sql`ip`)} || ',"log":"' || ${chain.log}::text || '","metadata":' || canonical_metadata
-      || ',"outcome":' || ${quote(sql`outcome`)} || ',"requestId":' || ${nullable(sql`request_id`)} || ',"seq":' || seq::text
-      || ',"target":{"id":' || ${nullable(sql`target_id`)} || ',"type":' || ${nullable(sql`target_type`)}
-      || '},"tenantId":' || ${tenant} || ',"userAgent":' || ${nullable(sql`user_agent`)} || ',"v":1}'`;
-  };
-  return sql<string>`case when concat(action, actor_email, actor_type, ip, outcome, request_id, target_id, target_type, user_agent) ~ ${NEEDS_ESCAPE}
-    then ${text((column) => sql`to_json(${column})::text`)}
-    else ${text((column) => sql`'"' || ${column} || '"'`)} end`;
+    tenant: chain.log === 'tenant' ? sql<string>`'"' || ${chain.tenantId}::uuid::text || '"'` : TENANT_COLUMN_JSON,
+    seq: sql`seq`,
+    metadata: sql<string>`canonical_metadata`,
+  });
 }
 
 /**
@@ -197,7 +180,7 @@ function fastCheckQuery(chain: ChainRef, from: number, to: number, previousHash:
     with t as (
       select walk, seq, hash,
         ${servedMatches(chain.log)} as served_ok,
-        convert_to(${canonicalSql(chain)}, 'UTF8') as canonical
+        convert_to(${rangeCanonicalSql(chain)}, 'UTF8') as canonical
       from ${rangeSource(chain, from, to, plan)}
       order by walk offset 0
     ), r as (

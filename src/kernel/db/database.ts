@@ -149,6 +149,8 @@ interface TransactionContext {
   readonly afterCommit: (() => string)[];
   /** Side effects outside the database (mail), run only once the transaction has committed. */
   readonly callbacks: (() => void)[];
+  /** Whether the server writes an audit stream at all. */
+  readonly streaming: boolean;
 }
 
 /**
@@ -159,6 +161,13 @@ export function runAfterCommit(fn: () => void): void {
   const context = insideTransaction.getStore();
   if (!context) throw new Error('runAfterCommit outside a kernel transaction');
   context.callbacks.push(fn);
+}
+
+/** Whether lines queued in the current kernel transaction will be written (a stream is configured): else the sealer need not build them. */
+export function auditStreamWanted(): boolean {
+  const context = insideTransaction.getStore();
+  if (!context) throw new Error('auditStreamWanted outside a kernel transaction');
+  return context.streaming;
 }
 
 /**
@@ -470,7 +479,7 @@ function createKernel(options: {
 
   async function transaction<T>(db: Kysely<DB>, body: (tx: Tx) => Promise<T>): Promise<T> {
     assertNotNested();
-    const context: TransactionContext = { afterCommit: [], callbacks: [] };
+    const context: TransactionContext = { afterCommit: [], callbacks: [], streaming: options.auditSink !== null };
     const result = await insideTransaction.run(context, () => db.transaction().execute(body));
     if (options.auditSink) for (const line of context.afterCommit) options.auditSink(line());
     for (const fn of context.callbacks) fn();

@@ -1299,13 +1299,43 @@ create or replace view audit_log with (security_invoker = true) as
   from audit_seals s join audit_events e on e.tenant_id = s.tenant_id and e.position = s.position;
 `,
   },
+  {
+    version: 32,
+    name: 'audit-chain-in-database',
+    // The sealer hashes tenant chains in the database (sealer.ts): the writer now stores each
+    // event's metadata as its JCS text (RFC 8785, which the database cannot produce from jsonb),
+    // and the chain's SHA-256 runs as a window aggregate over each tenant's batch. Events
+    // written before this keep their jsonb metadata and no text: legacy_through is the
+    // highest of them still unsealed, and until the watermark passes it the sealer seals in
+    // JavaScript as before. The new column is NOT NULL for every new event (NOT VALID: the
+    // old rows are not checked); the jsonb column is no longer written.
+    sql: `
+alter table audit_events add column canonical_metadata text;
+alter table audit_events alter column canonical_metadata set default '{}';
+alter table audit_events add constraint audit_events_canonical_metadata_check check (canonical_metadata is not null) not valid;
+alter table audit_events alter column metadata drop not null, alter column metadata drop default;
+
+alter table audit_seal_watermark add column legacy_through bigint not null default 0;
+update audit_seal_watermark set legacy_through = coalesce(
+  (select max(e.position) from audit_events e where not exists (select 1 from audit_seals s where s.position = e.position)), 0);
+
+-- hash(n) = SHA-256(hash(n-1) || canonical(n)), from the head's hash: run over a tenant's
+-- events in order as a window aggregate (rows unbounded preceding), it gives each its link.
+create function cn_audit_chain_step(state bytea, head bytea, canonical bytea) returns bytea
+language plpgsql immutable parallel safe as $$
+begin
+  return sha256(coalesce(state, head) || canonical);
+end $$;
+create aggregate cn_audit_chain(bytea, bytea) (sfunc = cn_audit_chain_step, stype = bytea);
+`,
+  },
 ];
 
 /**
  * The columns of an audit event its writer may give. Not position (the sealer's watermark
  * relies on the column default taking the transaction id first), id or at (the database's).
  */
-const AUDIT_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, metadata)';
+const AUDIT_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, canonical_metadata)';
 
 /** Functions the application role may execute (re-granted on every migrate). */
 export const APP_FUNCTIONS: readonly string[] = [

@@ -103,7 +103,7 @@ describe.skipIf(inject('testDb').kind !== 'postgres')('the PostgreSQL driver', (
       });
     const events = (tenantId: string) =>
       t.admin.query<{ action: string; metadata: unknown; user_agent: string | null; actor_email: string | null }>(
-        'select action, metadata, user_agent, actor_email from audit_events where tenant_id = $1 order by position',
+        'select action, canonical_metadata::jsonb as metadata, user_agent, actor_email from audit_events where tenant_id = $1 order by position',
         [tenantId],
       );
 

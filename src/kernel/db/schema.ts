@@ -146,7 +146,6 @@ interface AuditColumns {
   ip: string | null;
   user_agent: string | null;
   request_id: string | null;
-  metadata: ColumnType<Record<string, unknown>, string, never>;
 }
 
 /** Sealing columns of a platform event: null until the sealer gives it its place in the chain. */
@@ -162,6 +161,10 @@ interface SealColumns {
 export interface AuditEventsTable extends AuditColumns {
   tenant_id: string;
   position: Generated<string>;
+  /** The metadata as JCS text (RFC 8785): what the sealer hashes and the seal keeps. */
+  canonical_metadata: ColumnType<string | null, string | undefined, never>;
+  /** Only events written before migration 32 have this (and no canonical_metadata). */
+  metadata: ColumnType<Record<string, unknown> | null, never, never>;
 }
 
 /** An event's place in its tenant's chain, written once by the sealer. */
@@ -209,10 +212,13 @@ export interface AuditLogView {
 export interface AuditSealWatermarkTable {
   id: Generated<boolean>;
   position: ColumnType<string, never, string>;
+  /** The highest event written before migration 32 that was unsealed then (0: none). */
+  legacy_through: ColumnType<string, never, never>;
 }
 
 export interface PlatformAuditEventsTable extends AuditColumns, SealColumns {
   tenant_id: string | null;
+  metadata: ColumnType<Record<string, unknown>, string, never>;
 }
 
 export interface AuditChainHeadsTable {
