@@ -77,3 +77,63 @@ describe('recording an audit event', () => {
     ]);
   });
 });
+
+describe("the audit event table's own guarantees", () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await openTestDatabase();
+  });
+  afterAll(async () => t?.close());
+
+  const system = () => t.db.systemDb({ reason: "test: the audit table's guarantees" });
+
+  it('refuses an event of a tenant that does not exist, from any role that may write events', async () => {
+    const nobody = randomUUID();
+    await expect(system().transaction((tx) => recordTenantEvent(tx, nobody, ACTOR, META, EVENT))).rejects.toThrow(/row-level security/);
+    const [count] = await t.admin.query<{ n: number }>('select count(*)::int as n from audit_events where tenant_id = $1', [nobody]);
+    expect(count!.n).toBe(0);
+    // A tenant created in the same transaction is there for its first event.
+    const fresh = randomUUID();
+    await system().transaction(async (tx) => {
+      await tx.insertInto('tenants').values({ id: fresh, name: 'created with its first event' }).execute();
+      await recordTenantEvent(tx, fresh, ACTOR, META, EVENT);
+    });
+    const [recorded] = await t.admin.query<{ n: number }>('select count(*)::int as n from audit_events where tenant_id = $1', [fresh]);
+    expect(recorded!.n).toBe(1);
+  });
+
+  it('never lets a tenant be deleted, the tables owner included: its events keep their tenant', async () => {
+    const tenantId = randomUUID();
+    await t.admin.query('insert into tenants (id, name) values ($1, $2)', [tenantId, 'kept']);
+    await t.db.withTenant(tenantId, (tx) => recordTenantEvent(tx, tenantId, ACTOR, META, EVENT));
+    await expect(t.admin.query('delete from tenants where id = $1', [tenantId])).rejects.toThrow(/never deleted/);
+    await expect(system().transaction((tx) => tx.deleteFrom('tenants').where('id', '=', tenantId).execute())).rejects.toThrow(/never deleted/);
+    await expect(t.admin.query('truncate tenants cascade')).rejects.toThrow(/never deleted/);
+    const [kept] = await t.admin.query<{ n: number }>('select count(*)::int as n from tenants where id = $1', [tenantId]);
+    expect(kept!.n).toBe(1);
+  });
+
+  it('refuses an actor type or outcome outside the known ones', async () => {
+    const tenantId = randomUUID();
+    await t.admin.query('insert into tenants (id, name) values ($1, $2)', [tenantId, 'checked']);
+    await expect(t.db.withTenant(tenantId, (tx) => recordTenantEvent(tx, tenantId, { ...ACTOR, type: 'robot' as never }, META, EVENT))).rejects.toThrow(/cn_audit_actor_type/);
+    await expect(t.db.withTenant(tenantId, (tx) => recordTenantEvent(tx, tenantId, ACTOR, META, { ...EVENT, outcome: 'maybe' as never }))).rejects.toThrow(/cn_audit_outcome/);
+    const system = t.db.systemDb({ reason: 'test: platform events are checked alike' });
+    await expect(system.transaction((tx) => recordPlatformEvent(tx, { ...ACTOR, type: 'robot' as never }, META, EVENT))).rejects.toThrow(/cn_audit_actor_type/);
+  });
+
+  it('gives new events time-ordered ids (UUIDv7), unique and in the order they were written', async () => {
+    const tenantId = randomUUID();
+    await t.admin.query('insert into tenants (id, name) values ($1, $2)', [tenantId, 'ordered ids']);
+    for (let i = 0; i < 5; i++) {
+      await t.db.withTenant(tenantId, (tx) => recordTenantEvent(tx, tenantId, ACTOR, META, EVENT));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const rows = await t.admin.query<{ id: string; at: Date }>('select id, at from audit_events where tenant_id = $1 order by position', [tenantId]);
+    expect(rows.map((row) => row.id[14])).toEqual(['7', '7', '7', '7', '7']);
+    expect(rows.map((row) => row.id)).toEqual([...rows.map((row) => row.id)].sort());
+    expect(new Set(rows.map((row) => row.id)).size).toBe(5);
+    // The first 48 bits are the time in milliseconds, within a second of the event's own.
+    for (const row of rows) expect(Math.abs(parseInt(row.id.replaceAll('-', '').slice(0, 12), 16) - row.at.getTime())).toBeLessThan(1000);
+  });
+});
