@@ -1,7 +1,9 @@
 /**
  * The audit hash chain and its signed checkpoints, as plain functions over plain values:
- * the server's sealer and verifier use them, and so does the stand-alone export checker
- * (tools/verify-audit-export.ts) a customer runs on their own machine.
+ * the definition. The server's verifier and the platform log's sealer use them, and so does
+ * the stand-alone export checker (tools/verify-audit-export.ts) a customer runs on their own
+ * machine; PostgreSQL builds the same text to seal tenant chains (canonical-sql.ts), and a
+ * test holds the two equal.
  *
  *   hash(n) = SHA-256( hash(n-1) || UTF-8( JCS(record n) ) ),  hash(0) = 32 zero bytes
  *
