@@ -122,6 +122,17 @@ async function sealTenantsBatch(tx: Tx, tenantIds: readonly string[], skipLocked
   return { ...sealed, locked: heads.length };
 }
 
+/** The locked tenants' unsealed events in (above, upTo], a batch at most, in position order, with nothing selected yet. */
+function pendingOf(tx: Tx, heads: readonly Head[], above: string, upTo: string) {
+  return unsealed(
+    tx,
+    above,
+    upTo,
+    SEAL_BATCH,
+    heads.map((head) => head.tenant_id),
+  ).clearSelect();
+}
+
 /** The highest event written before the writer stored JCS text (migration 32) that was then unsealed; 0 if none. */
 async function legacyThrough(tx: Tx): Promise<string> {
   const row = await tx.selectFrom('audit_seal_watermark').select(sql<string>`legacy_through::text`.as('through')).executeTakeFirstOrThrow();
@@ -135,15 +146,7 @@ async function legacyThrough(tx: Tx): Promise<string> {
  * the same statement. The stream lines are built there too, when a stream is written.
  */
 async function sealInDatabase(tx: Tx, heads: readonly Head[], above: string, upTo: string): Promise<{ sealed: number; lastPosition: string }> {
-  const pending = unsealed(
-    tx,
-    above,
-    upTo,
-    SEAL_BATCH,
-    heads.map((head) => head.tenant_id),
-  )
-    .clearSelect()
-    .selectAll('e');
+  const pending = pendingOf(tx, heads, above, upTo).selectAll('e');
   const headValues = JSON.stringify(heads.map((head) => ({ t: head.tenant_id, s: head.seq, h: asBuffer(head.hash).toString('hex') })));
   const source = { log: 'tenant' as const, tenant: TENANT_COLUMN_JSON, seq: sql`seq`, metadata: sql<string>`canonical_metadata` };
   const lines = auditStreamWanted() ? sql<string>`string_agg(${streamLineSql({ ...source, hashHex: sql<string>`encode(hash, 'hex')` })}, E'\n' order by position)` : sql<null>`null`;
@@ -180,16 +183,7 @@ async function sealInDatabase(tx: Tx, heads: readonly Head[], above: string, upT
  * carry their JCS text, which parses and canonicalises back to itself.
  */
 async function sealInJavaScript(tx: Tx, heads: readonly Head[], above: string, upTo: string): Promise<{ sealed: number; lastPosition: string }> {
-  const rows = await unsealed(
-    tx,
-    above,
-    upTo,
-    SEAL_BATCH,
-    heads.map((head) => head.tenant_id),
-  )
-    .clearSelect()
-    .select(packedEvent().as('r'))
-    .execute();
+  const rows = await pendingOf(tx, heads, above, upTo).select(packedEvent().as('r')).execute();
   if (rows.length === 0) return { sealed: 0, lastPosition: above };
   const byTenant = new Map<string, Packed[]>();
   for (const { r } of rows) {
