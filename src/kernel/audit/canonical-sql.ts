@@ -16,6 +16,9 @@ const QUOTED = sql`concat(action, actor_email, actor_type, ip, outcome, request_
 
 type Quote = (column: RawBuilder<unknown>) => RawBuilder<string>;
 
+/** A quoted string, or JSON null. */
+const nullable = (quote: Quote, column: RawBuilder<unknown>) => sql`coalesce(${quote(column)}, 'null')`;
+
 /**
  * Strings are quoted as JSON.stringify does: as they are when none of them holds a character
  * it escapes (nearly always, and much cheaper), else through to_json, which escapes the same
@@ -46,14 +49,13 @@ export const TENANT_COLUMN_JSON: RawBuilder<string> = sql<string>`coalesce('"' |
 /** canonicalRecord (chain.ts) of the row in scope, as text. */
 export function canonicalSql(source: CanonicalSource): RawBuilder<string> {
   return eitherQuoting((quote) => {
-    const nullable = (column: RawBuilder<unknown>) => sql`coalesce(${quote(column)}, 'null')`;
-    return sql<string>`'{"action":' || ${quote(sql`action`)} || ',"actor":{"email":' || ${nullable(sql`actor_email`)}
+    return sql<string>`'{"action":' || ${quote(sql`action`)} || ',"actor":{"email":' || ${nullable(quote, sql`actor_email`)}
       || ',"id":' || coalesce('"' || actor_id::text || '"', 'null') || ',"type":' || ${quote(sql`actor_type`)}
       || '},"at":"' || ${AT_TEXT} || '","id":"' || id::text
-      || '","ip":' || ${nullable(sql`ip`)} || ',"log":"' || ${source.log}::text || '","metadata":' || ${source.metadata}
-      || ',"outcome":' || ${quote(sql`outcome`)} || ',"requestId":' || ${nullable(sql`request_id`)} || ',"seq":' || ${source.seq}::text
-      || ',"target":{"id":' || ${nullable(sql`target_id`)} || ',"type":' || ${nullable(sql`target_type`)}
-      || '},"tenantId":' || ${source.tenant} || ',"userAgent":' || ${nullable(sql`user_agent`)} || ',"v":1}'`;
+      || '","ip":' || ${nullable(quote, sql`ip`)} || ',"log":"' || ${source.log}::text || '","metadata":' || ${source.metadata}
+      || ',"outcome":' || ${quote(sql`outcome`)} || ',"requestId":' || ${nullable(quote, sql`request_id`)} || ',"seq":' || ${source.seq}::text
+      || ',"target":{"id":' || ${nullable(quote, sql`target_id`)} || ',"type":' || ${nullable(quote, sql`target_type`)}
+      || '},"tenantId":' || ${source.tenant} || ',"userAgent":' || ${nullable(quote, sql`user_agent`)} || ',"v":1}'`;
   });
 }
 
@@ -64,14 +66,13 @@ export function canonicalSql(source: CanonicalSource): RawBuilder<string> {
  */
 export function streamLineSql(source: CanonicalSource & { readonly hashHex: RawBuilder<string> }): RawBuilder<string> {
   return eitherQuoting((quote) => {
-    const nullable = (column: RawBuilder<unknown>) => sql`coalesce(${quote(column)}, 'null')`;
     return sql<string>`'{"stream":"audit","log":"' || ${source.log}::text || '","id":"' || id::text || '","seq":' || ${source.seq}::text
       || ',"hash":"' || ${source.hashHex} || '","at":"' || ${AT_TEXT} || '","tenantId":' || ${source.tenant}
       || ',"actor":{"type":' || ${quote(sql`actor_type`)} || ',"id":' || coalesce('"' || actor_id::text || '"', 'null')
       || case when actor_email <> '' then ',"email":' || ${quote(sql`actor_email`)} else '' end
       || '},"action":' || ${quote(sql`action`)}
       || case when target_type <> '' and target_id <> '' then ',"target":{"type":' || ${quote(sql`target_type`)} || ',"id":' || ${quote(sql`target_id`)} || '}' else '' end
-      || ',"outcome":' || ${quote(sql`outcome`)} || ',"ip":' || ${nullable(sql`ip`)} || ',"userAgent":' || ${nullable(sql`user_agent`)}
-      || ',"requestId":' || ${nullable(sql`request_id`)} || ',"metadata":' || ${source.metadata} || '}'`;
+      || ',"outcome":' || ${quote(sql`outcome`)} || ',"ip":' || ${nullable(quote, sql`ip`)} || ',"userAgent":' || ${nullable(quote, sql`user_agent`)}
+      || ',"requestId":' || ${nullable(quote, sql`request_id`)} || ',"metadata":' || ${source.metadata} || '}'`;
   });
 }
