@@ -15,8 +15,8 @@
  * sealing and verification rates over a large log (run.ts seeds it).
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { CLK_TCK, procAvailable, systemTicks } from './cpu.ts';
 import { recordTenantEvent } from '../src/kernel/audit/record.ts';
 import { sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from '../src/kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../src/kernel/audit/signing.ts';
@@ -87,15 +87,12 @@ export async function openBenchDatabase(ownerUrl: string, dataDir: string): Prom
   return { db, signer: loadAuditSigner(config, { warn() {} }), checkpoints };
 }
 
-/** All CPUs' busy and total time so far, in clock ticks (steal counts as neither). */
+/** All CPUs' busy and total time so far, in clock ticks (steal counts as neither), or null without /proc. */
 function machineTicks(): { busy: number; total: number } | null {
-  if (!existsSync('/proc/stat')) return null;
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 8).map(Number);
-  return { busy: user + nice + system + irq + softirq, total: user + nice + system + idle + iowait + irq + softirq };
+  if (!procAvailable) return null;
+  const ticks = systemTicks();
+  return { busy: ticks.busy, total: ticks.total - ticks.steal };
 }
-
-/** Clock ticks per second (USER_HZ): 100 on Linux. */
-const TICKS_PER_SECOND = 100;
 
 async function runFor(seconds: number, concurrency: number, op: (worker: number, i: number) => Promise<void>): Promise<number> {
   const deadline = performance.now() + seconds * 1000;
@@ -191,7 +188,7 @@ export async function measureAuditWrites(options: {
     const benchUs = mine.reduce((sum, x) => sum + x.benchUs, 0);
     return {
       busyPercent: total > 0 ? (100 * busy) / total : 0,
-      usPerWrite: writes > 0 ? (busy / TICKS_PER_SECOND / writes) * 1e6 : 0,
+      usPerWrite: writes > 0 ? (busy / CLK_TCK / writes) * 1e6 : 0,
       benchUsPerWrite: writes > 0 ? benchUs / writes : 0,
     };
   };

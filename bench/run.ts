@@ -43,6 +43,7 @@ import { exportLine, measureExport, seedAuditEvents, type ExportResult } from '.
 import { auditWriteLines, chainLine, measureAuditWrites, measureChain, openBenchDatabase, type AuditChainResult, type AuditWriteResult } from './audit.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 import { backupLine, measureBackup, type BackupBenchResult } from './backup.ts';
+import { CLK_TCK, procAvailable, systemTicks, type SystemTicks } from './cpu.ts';
 import { contactReadLine, fieldLine, measureContactReads, measureFieldCrypto, measureStreamCrypto, streamLine, type ContactReadResult, type FieldResult, type StreamResult } from './crypto.ts';
 
 interface CryptoResults {
@@ -150,8 +151,6 @@ const log = (message: string) => process.stdout.write(`${message}\n`);
 // ---------------------------------------------------------------------------------------
 // CPU accounting from /proc (Linux): server child, all postgres processes, this process.
 
-const CLK_TCK = 100; // USER_HZ is 100 on every mainstream Linux build.
-
 function processTicks(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -170,19 +169,6 @@ function postgresTicks(pids: readonly number[]): Map<number, number> {
     if (value !== null) ticks.set(pid, value);
   }
   return ticks;
-}
-
-interface SystemTicks {
-  /** All CPUs: user + nice + system + irq + softirq (steal excluded). */
-  busy: number;
-  steal: number;
-  total: number;
-}
-
-function systemTicks(): SystemTicks {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  return { busy: user + nice + system + irq + softirq, steal, total: user + nice + system + idle + iowait + irq + softirq + steal };
 }
 
 /** Share of the machine's CPU in use over ms while the bench itself is idle: other workloads skew results. */
@@ -225,7 +211,6 @@ interface CpuSnapshot {
   system: SystemTicks;
 }
 
-const procAvailable = existsSync('/proc/stat');
 
 function cpuSnapshot(serverPid: number, postgresPids: readonly number[]): CpuSnapshot | null {
   if (!procAvailable) return null;
