@@ -3,7 +3,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openTestDatabase, type TestDatabase } from '../../../test/harness.ts';
 import { recordTenantEvent, type AuditEvent, type RequestMeta } from '../audit/record.ts';
-import { isReadOnlyStatement, READ_ONLY_COMMIT_DELAY_MS } from './pg-driver.ts';
+import { CompiledQuery, Kysely } from 'kysely';
+import { deferUntilCommit, isReadOnlyStatement, LazyBeginPostgresDialect, READ_ONLY_COMMIT_DELAY_MS } from './pg-driver.ts';
 
 describe('read-only statement detection', () => {
   it('counts only plain SELECTs: no writes, no row locks, no marked statements', () => {
@@ -169,6 +170,54 @@ describe.skipIf(inject('testDb').kind !== 'postgres')('the PostgreSQL driver', (
         }),
       );
       expect(await events(tenantId)).toEqual([{ action: 'account.created', metadata: awkward, user_agent: 'Agent\\1.0 "quoted"', actor_email: "o'brien@example.com" }]);
+    });
+  });
+
+  // Threat: the pipelined COMMIT (Bind/Execute of the held inserts, COMMIT, one Sync) commits
+  // part of a transaction, reports a rolled-back one as committed, or garbles a value.
+  describe('the pipelined COMMIT, on the driver alone', () => {
+    let pool: pg.Pool;
+    let kysely: Kysely<unknown>;
+    const INSERT = 'insert into "pipeline_probe" ("id", "flag", "n", "note") values ($1, $2, $3, $4)';
+    const held = (values: unknown[]) => deferUntilCommit(CompiledQuery.raw(INSERT, values));
+    const rows = () => t.admin.query<{ id: number; flag: boolean | null; n: string | null; note: string | null }>('select id, flag, n, note from pipeline_probe order by id');
+    beforeAll(async () => {
+      await t.admin.exec('create table pipeline_probe (id int primary key, flag boolean, n bigint, note text); grant all on pipeline_probe to public');
+      pool = new pg.Pool({ connectionString: t.config.databaseUrl, max: 1 });
+      kysely = new Kysely<unknown>({ dialect: new LazyBeginPostgresDialect(pool) });
+    });
+    afterAll(async () => kysely?.destroy());
+
+    it('a transaction of held inserts alone, after a read-only one, sends that COMMIT, BEGIN, the inserts and its COMMIT, and all of it lands', async () => {
+      await kysely.transaction().execute((tx) => tx.executeQuery(CompiledQuery.raw('select 1', [])));
+      // The read-only transaction's COMMIT is still pending: it goes first in the pipeline.
+      await kysely.transaction().execute(async (tx) => {
+        await tx.executeQuery(held([1, true, -5, "it's $1"]));
+        await tx.executeQuery(held([2, false, 9007199254740991, null]));
+      });
+      expect(await rows()).toEqual([
+        { id: 1, flag: true, n: '-5', note: "it's $1" },
+        { id: 2, flag: false, n: '9007199254740991', note: null },
+      ]);
+      expect(await idleInTransaction()).toBe(0);
+    });
+
+    it('a held insert that fails rejects the COMMIT and rolls back the whole transaction; the connection stays usable', async () => {
+      await expect(
+        kysely.transaction().execute(async (tx) => {
+          await tx.executeQuery(CompiledQuery.raw('insert into pipeline_probe (id, note) values (3, $1)', ['sent at once']));
+          await tx.executeQuery(held([4, null, null, 'held, fine']));
+          await tx.executeQuery(held([1, null, null, 'held, a duplicate key']));
+        }),
+      ).rejects.toThrow(/duplicate key/);
+      expect((await rows()).map((row) => row.id)).toEqual([1, 2]);
+      await kysely.transaction().execute((tx) => tx.executeQuery(held([5, null, null, 'after'])));
+      expect((await rows()).map((row) => row.id)).toEqual([1, 2, 5]);
+    });
+
+    it('a value no literal could carry (a NUL) is sent at once, not held, and fails there', async () => {
+      await expect(kysely.transaction().execute((tx) => tx.executeQuery(held([6, null, null, 'nul \0 inside'])))).rejects.toThrow(/0x00/);
+      expect((await rows()).map((row) => row.id)).toEqual([1, 2, 5]);
     });
   });
 });

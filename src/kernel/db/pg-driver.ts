@@ -16,10 +16,13 @@
  * a digest of their text), so PostgreSQL skips parsing and analysis on every later call.
  *
  * Statements deferred to the COMMIT: an insert whose result nobody reads (an audit event)
- * is held by the connection and sent in the same message as the transaction's next
- * statement or its COMMIT ("execute <insert>(...); commit"), so recording an event costs
- * no round trip of its own. It is still inside the transaction: if it fails, PostgreSQL
- * skips the COMMIT in that message and the change rolls back with it.
+ * is held by the connection and sent with the transaction's next statement or its COMMIT,
+ * so recording an event costs no round trip of its own. With the COMMIT it goes in the
+ * extended protocol, in one write: Bind and Execute of the prepared insert with its values
+ * as parameters, then COMMIT, then one Sync; PostgreSQL neither lexes the values as SQL
+ * literals nor parses an EXECUTE. It is still inside the transaction: if it fails,
+ * PostgreSQL skips everything up to the Sync, the COMMIT included, and the change rolls
+ * back with it.
  */
 import { hash } from 'node:crypto';
 import type {
@@ -77,17 +80,18 @@ export interface PlainStatement {
 export type MessageStatement = PreparedStatement | PlainStatement;
 export const preparedMessages = new WeakMap<CompiledQuery, readonly MessageStatement[]>();
 
-const isPrepared = (statement: MessageStatement): statement is PreparedStatement => !('plain' in statement);
+const isPrepared = <S extends { readonly sql: string }>(statement: PlainStatement | S): statement is S => !('plain' in statement);
 
 /** Inserts the caller marked (deferUntilCommit): sent with the transaction's next message, results unread. */
 const deferrable = new WeakSet<CompiledQuery>();
 
 /**
  * Marks an INSERT whose result the caller will not read, to travel with the transaction's
- * next statement or its COMMIT (PostgreSQL; elsewhere it runs at once). Its values become
- * literals (pg's escapeLiteral; the connection's client_encoding is UTF8), so only text,
- * null, booleans and safe integers qualify; anything else runs at once, as does text with
- * a quote in it (a parameter marker must not hide in a string literal).
+ * next statement or its COMMIT (PostgreSQL; elsewhere it runs at once). With the COMMIT its
+ * values are Bind parameters; ahead of another statement they become literals (pg's
+ * escapeLiteral; the connection's client_encoding is UTF8). So only text, null, booleans
+ * and safe integers qualify; anything else runs at once, as does a statement text with a
+ * quote in it (a parameter marker must not hide in a string literal).
  */
 export function deferUntilCommit(query: CompiledQuery): CompiledQuery {
   let verdict = deferrableTexts.get(query.sql);
@@ -102,23 +106,123 @@ export function deferUntilCommit(query: CompiledQuery): CompiledQuery {
 /** deferUntilCommit's verdict per statement text (texts come from code, a bounded set; V8 keeps a string's hash). */
 const deferrableTexts = new Map<string, boolean>();
 
-function literalOf(value: unknown): string | null {
-  if (value === null || value === undefined) return 'null';
-  if (typeof value === 'string') return value.includes('\0') ? null : escapeLiteral(value);
-  if (typeof value === 'boolean') return value ? 'true' : 'false';
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return value < 0 ? `(${value})` : String(value);
-  return null;
+/** A value a deferred insert may carry: text, null, a boolean or a safe integer. */
+function deferrableValue(value: unknown): boolean {
+  if (value === null || value === undefined || typeof value === 'boolean') return true;
+  if (typeof value === 'string') return !value.includes('\0');
+  return typeof value === 'number' && Number.isSafeInteger(value);
 }
 
-/** The statement with its values as literals, or null when one cannot be written as one. */
-function asLiteralStatement(query: CompiledQuery): PreparedStatement | null {
-  const literals: string[] = [];
-  for (const value of query.parameters) {
-    const literal = literalOf(value);
-    if (literal === null) return null;
-    literals.push(literal);
+/** A value deferrableValue let through, as an SQL literal. */
+function literalOf(value: unknown): string {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'string') return escapeLiteral(value);
+  if (typeof value === 'number') return value < 0 ? `(${value})` : String(value);
+  return value ? 'true' : 'false';
+}
+
+/** An insert held for the transaction's COMMIT, its values checked by deferrableValue. */
+interface DeferredInsert {
+  readonly sql: string;
+  readonly values: readonly unknown[];
+}
+
+/** The deferred insert with its values as literals, for a simple-protocol message. */
+function asLiteralStatement(insert: DeferredInsert): PreparedStatement {
+  return {
+    sql: insert.sql,
+    literals: insert.values.map(literalOf),
+  };
+}
+
+/** The parts of node-postgres' wire connection a Pipeline writes to. */
+interface WireConnection {
+  readonly stream: { cork?: () => void; uncork?: () => void };
+  parse(query: { text: string }): void;
+  bind(config: { statement?: string; values?: readonly unknown[]; valueMapper?: (value: unknown) => string | null }): void;
+  execute(config: object): void;
+  sync(): void;
+  sendCopyFail(message: string): void;
+}
+
+/** A statement of a Pipeline: SQL without parameters, or a statement prepared on the connection and its values. */
+type PipelineStep = { readonly text: string } | { readonly name: string; readonly values: readonly unknown[] };
+
+/** Text format: deferrableValue let only text, null, booleans and safe integers through. */
+const textValue = (value: unknown): string | null => (value === null || value === undefined ? null : String(value));
+
+/**
+ * Statements sent in the extended protocol in one write, with one Sync after the last: a
+ * node-postgres submittable (the client runs one at a time, as it runs its own queries).
+ * PostgreSQL runs them in order and, at the first error, skips the rest up to the Sync.
+ * Resolves to the command tags of the statements that ran; the results' rows are not read.
+ */
+class Pipeline {
+  callback: ((error: Error | null, tags?: readonly string[]) => void) | undefined;
+  readonly #steps: readonly PipelineStep[];
+  readonly #tags: string[] = [];
+  #unsent: Error | undefined;
+
+  constructor(steps: readonly PipelineStep[]) {
+    this.#steps = steps;
   }
-  return { sql: query.sql, literals };
+
+  static run(client: pg.PoolClient, steps: readonly PipelineStep[]): Promise<readonly string[]> {
+    return new Promise((resolve, reject) => {
+      const pipeline = new Pipeline(steps);
+      pipeline.callback = (error, tags) => (error ? reject(error) : resolve(tags ?? []));
+      client.query(pipeline as unknown as pg.Submittable);
+    });
+  }
+
+  submit(connection: WireConnection): null {
+    // One write for all of it: the messages are small, and a write each would cost a syscall each.
+    connection.stream.cork?.();
+    try {
+      for (const step of this.#steps) {
+        if ('text' in step) {
+          connection.parse({ text: step.text });
+          connection.bind({});
+        } else {
+          connection.bind({ statement: step.name, values: step.values, valueMapper: textValue });
+        }
+        connection.execute({});
+      }
+    } catch (error) {
+      // A message that could not be written (nothing of it was): what went before still
+      // runs, without the COMMIT, and the Sync below brings the connection back to ready.
+      this.#unsent = error instanceof Error ? error : new Error(String(error));
+    } finally {
+      connection.sync();
+      connection.stream.uncork?.();
+    }
+    return null;
+  }
+
+  #settle(error: Error | null): void {
+    const callback = this.callback;
+    this.callback = undefined;
+    callback?.(error, this.#tags);
+  }
+
+  handleCommandComplete(message: { text: string }): void {
+    this.#tags.push(message.text);
+  }
+  /** node-postgres calls this for an ErrorResponse (the ReadyForQuery after it then finds no query) or a lost connection. */
+  handleError(error: Error): void {
+    this.#settle(error);
+  }
+  handleReadyForQuery(): void {
+    this.#settle(this.#unsent ?? null);
+  }
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handleEmptyQuery(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(connection: WireConnection): void {
+    connection.sendCopyFail('not expected in a pipeline');
+  }
+  handleCopyData(): void {}
 }
 
 const statementNames = { s: new Map<string, string>(), k: new Map<string, string>() };
@@ -138,6 +242,8 @@ function statementName(prefix: 's' | 'k', text: string): string {
   return name;
 }
 
+const COMMIT_STEP: PipelineStep = { text: 'commit' };
+
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
   pendingBegin = false;
@@ -150,7 +256,7 @@ class LazyBeginConnection implements DatabaseConnection {
   commitTimer: NodeJS.Timeout | undefined;
   readonly prepared = new Set<string>();
   /** Inserts of the open transaction not sent yet (deferUntilCommit). */
-  deferred: PreparedStatement[] = [];
+  deferred: DeferredInsert[] = [];
   /** Statements prepared with SQL PREPARE on this connection (they outlive transactions). */
   readonly sqlPrepared = new Set<string>();
 
@@ -158,7 +264,7 @@ class LazyBeginConnection implements DatabaseConnection {
     this.client = client;
   }
 
-  static #nameOf(statement: PreparedStatement): string {
+  static #nameOf(statement: { readonly sql: string }): string {
     return statementName('s', statement.sql);
   }
 
@@ -167,7 +273,7 @@ class LazyBeginConnection implements DatabaseConnection {
    * yet (once per connection). On their own, so that a later message that fails part-way
    * never leaves it unclear which were prepared (PREPARE outlives a rolled-back transaction).
    */
-  async #prepare(statements: readonly MessageStatement[]): Promise<void> {
+  async #prepare(statements: readonly (MessageStatement | DeferredInsert)[]): Promise<void> {
     const missing = statements.filter(isPrepared).filter((statement) => !this.sqlPrepared.has(LazyBeginConnection.#nameOf(statement)));
     if (missing.length === 0) return;
     if (this.sqlPrepared.size + missing.length > MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared statements on one connection');
@@ -201,29 +307,40 @@ class LazyBeginConnection implements DatabaseConnection {
       prefix += 'begin;\n';
     }
     if (this.deferred.length > 0) {
-      prefix += this.deferred.map((statement) => `${this.#execute(statement)};\n`).join('');
+      prefix += this.deferred.map((insert) => `${this.#execute(asLiteralStatement(insert))};\n`).join('');
       this.deferred = [];
     }
     return prefix;
   }
 
-  /** Sends the transaction's deferred inserts (and what must precede them) with its COMMIT. */
+  /** Sends the transaction's deferred inserts (and what must precede them) with its COMMIT, in one pipeline. */
   async commitWithDeferred(): Promise<void> {
-    const results = (await this.client.query(`${this.#takePrefix()}commit`)) as unknown as pg.QueryResult[];
+    const steps: PipelineStep[] = [];
+    if (this.pendingCommit) {
+      clearTimeout(this.commitTimer);
+      this.pendingCommit = false;
+      steps.push(COMMIT_STEP);
+    }
+    if (this.pendingBegin) {
+      this.pendingBegin = false;
+      steps.push({ text: 'begin' });
+    }
+    for (const insert of this.deferred) steps.push({ name: LazyBeginConnection.#nameOf(insert), values: insert.values });
+    this.deferred = [];
+    steps.push(COMMIT_STEP);
+    const tags = await Pipeline.run(this.client, steps);
     // COMMIT of a failed transaction answers ROLLBACK: the caller must not think it landed.
-    if (results[results.length - 1]?.command !== 'COMMIT') throw new Error('the transaction was rolled back by the database');
+    if (tags.length !== steps.length || tags[tags.length - 1] !== 'COMMIT') throw new Error('the transaction was rolled back by the database');
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const parameters = compiled.parameters as unknown[];
     if (this.inTransaction && !isReadOnlyStatement(compiled.sql)) this.readOnly = false;
-    if (this.inTransaction && deferrable.has(compiled)) {
-      const statement = asLiteralStatement(compiled);
-      if (statement) {
-        await this.#prepare([statement]);
-        this.deferred.push(statement);
-        return { rows: [] };
-      }
+    if (this.inTransaction && deferrable.has(compiled) && parameters.every(deferrableValue)) {
+      const insert: DeferredInsert = { sql: compiled.sql, values: parameters };
+      await this.#prepare([insert]);
+      this.deferred.push(insert);
+      return { rows: [] };
     }
     const statements = parameters.length === 0 ? preparedMessages.get(compiled) : undefined;
     if (statements) await this.#prepare(statements);
