@@ -172,8 +172,10 @@ async function sealInDatabase(tx: Tx, heads: readonly Head[], above: string, upT
     )
     select count(*)::int as sealed, max(position)::text as last, ${lines} as lines from chained`.execute(tx);
   const result = rows[0]!;
-  // One text for the batch (JSON escapes every newline inside a line): a line per event.
-  if (result.lines) for (const line of result.lines.split('\n')) emitAfterCommit(() => line);
+  // One text for the batch, a line per event (JSON escapes every newline inside a line):
+  // written to the stream as it is, in one write, not split and written line by line.
+  const text = result.lines;
+  if (text) emitAfterCommit(() => text);
   return { sealed: result.sealed, lastPosition: result.last ?? above };
 }
 

@@ -171,9 +171,10 @@ export function auditStreamWanted(): boolean {
 }
 
 /**
- * Queues a line for the operator's audit stream: written after the current kernel
- * transaction commits, never for one that rolls back. The line is built then, and only when
- * the server writes a stream (the sealer queues one per event).
+ * Queues a line for the operator's audit stream (or several, joined by newlines): written
+ * after the current kernel transaction commits, never for one that rolls back. The text is
+ * built then, and only when the server writes a stream (the sealer queues a line per event,
+ * or a pass's lines as one text).
  */
 export function emitAfterCommit(line: () => string): void {
   const context = insideTransaction.getStore();
@@ -558,6 +559,13 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   return options.config.databaseUrl === undefined ? openEmbedded(options) : openPostgres(options, options.config.databaseUrl);
 }
 
+/** How many lines a text of newline-joined lines holds. */
+function lineCount(lines: string): number {
+  let count = 1;
+  for (let at = lines.indexOf('\n'); at !== -1; at = lines.indexOf('\n', at + 1)) count += 1;
+  return count;
+}
+
 /** Bytes an audit stream may hold unwritten (a stalled reader) before lines are dropped. */
 const AUDIT_STREAM_BACKLOG = 64 * 2 ** 20;
 
@@ -579,17 +587,18 @@ function openAuditSink(config: OpenDatabaseOptions['config'], logger: Logger): {
   };
   stream.on('error', fail);
   return {
-    write(line) {
+    write(lines) {
       if (broken) return;
       if (stream.writableLength > AUDIT_STREAM_BACKLOG) {
-        if (dropped++ === 0) logger.error({ backlogBytes: stream.writableLength }, 'the audit stream is not being read: lines are dropped until it catches up');
+        if (dropped === 0) logger.error({ backlogBytes: stream.writableLength }, 'the audit stream is not being read: lines are dropped until it catches up');
+        dropped += lineCount(lines);
         return;
       }
       if (dropped > 0) {
         logger.warn({ dropped }, 'the audit stream caught up after dropping lines');
         dropped = 0;
       }
-      stream.write(`${line}\n`);
+      stream.write(`${lines}\n`);
     },
     async close() {
       stream.off('error', fail);
