@@ -573,8 +573,13 @@ const AUDIT_STREAM_BACKLOG = 64 * 2 ** 20;
  * The operator's audit stream (AUDIT_STREAM): stdout, an append-only file (0600), or
  * nothing. It is a copy for a SIEM: the database keeps every event, so a failing or stalled
  * stream never takes the server down or holds requests; it is reported once and dropped.
+ * A write is one line or several joined by newlines. (Exported for its test.)
  */
-function openAuditSink(config: OpenDatabaseOptions['config'], logger: Logger): { write: ((line: string) => void) | null; close: () => Promise<void> } {
+export function openAuditSink(
+  config: Pick<OpenDatabaseOptions['config'], 'auditStream'>,
+  logger: Pick<Logger, 'error' | 'warn'>,
+  backlog = AUDIT_STREAM_BACKLOG,
+): { write: ((lines: string) => void) | null; close: () => Promise<void> } {
   const target = config.auditStream ?? { kind: 'off' };
   if (target.kind === 'off') return { write: null, close: async () => {} };
   const stream = target.kind === 'stdout' ? process.stdout : createWriteStream(target.path, { flags: 'a', mode: 0o600 });
@@ -589,7 +594,7 @@ function openAuditSink(config: OpenDatabaseOptions['config'], logger: Logger): {
   return {
     write(lines) {
       if (broken) return;
-      if (stream.writableLength > AUDIT_STREAM_BACKLOG) {
+      if (stream.writableLength > backlog) {
         if (dropped === 0) logger.error({ backlogBytes: stream.writableLength }, 'the audit stream is not being read: lines are dropped until it catches up');
         dropped += lineCount(lines);
         return;
