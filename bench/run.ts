@@ -211,7 +211,6 @@ interface CpuSnapshot {
   system: SystemTicks;
 }
 
-
 function cpuSnapshot(serverPid: number, postgresPids: readonly number[]): CpuSnapshot | null {
   if (!procAvailable) return null;
   return { server: processTicks(serverPid), postgres: postgresTicks(postgresPids), loadgen: process.cpuUsage(), system: systemTicks() };

@@ -243,6 +243,7 @@ function statementName(prefix: 's' | 'k', text: string): string {
 }
 
 const COMMIT_STEP: PipelineStep = { text: 'commit' };
+const BEGIN_STEP: PipelineStep = { text: 'begin' };
 
 class LazyBeginConnection implements DatabaseConnection {
   readonly client: pg.PoolClient;
@@ -278,12 +279,7 @@ class LazyBeginConnection implements DatabaseConnection {
     if (missing.length === 0) return;
     if (this.sqlPrepared.size + missing.length > MAX_PREPARED_PER_CONNECTION) throw new Error('too many prepared statements on one connection');
     // The previous request's deferred COMMIT goes first: PREPARE must not run inside its transaction.
-    let commit = '';
-    if (this.pendingCommit) {
-      clearTimeout(this.commitTimer);
-      this.pendingCommit = false;
-      commit = 'commit;\n';
-    }
+    const commit = this.#takeCommit() ? 'commit;\n' : '';
     await this.client.query(`${commit}${missing.map((statement) => `prepare ${LazyBeginConnection.#nameOf(statement)} as ${statement.sql}`).join(';\n')}`);
     for (const statement of missing) this.sqlPrepared.add(LazyBeginConnection.#nameOf(statement));
   }
@@ -294,18 +290,26 @@ class LazyBeginConnection implements DatabaseConnection {
     return statement.literals.length > 0 ? `execute ${name}(${statement.literals.join(', ')})` : `execute ${name}`;
   }
 
+  /** Whether the previous read-only transaction's COMMIT is still to be sent; it is the caller's to send now. */
+  #takeCommit(): boolean {
+    if (!this.pendingCommit) return false;
+    clearTimeout(this.commitTimer);
+    this.pendingCommit = false;
+    return true;
+  }
+
+  /** Whether this transaction's BEGIN is still to be sent; it is the caller's to send now. */
+  #takeBegin(): boolean {
+    if (!this.pendingBegin) return false;
+    this.pendingBegin = false;
+    return true;
+  }
+
   /** Whatever must precede the next message: a deferred COMMIT, then a deferred BEGIN. */
   #takePrefix(): string {
     let prefix = '';
-    if (this.pendingCommit) {
-      clearTimeout(this.commitTimer);
-      this.pendingCommit = false;
-      prefix += 'commit;\n';
-    }
-    if (this.pendingBegin) {
-      this.pendingBegin = false;
-      prefix += 'begin;\n';
-    }
+    if (this.#takeCommit()) prefix += 'commit;\n';
+    if (this.#takeBegin()) prefix += 'begin;\n';
     if (this.deferred.length > 0) {
       prefix += this.deferred.map((insert) => `${this.#execute(asLiteralStatement(insert))};\n`).join('');
       this.deferred = [];
@@ -316,15 +320,8 @@ class LazyBeginConnection implements DatabaseConnection {
   /** Sends the transaction's deferred inserts (and what must precede them) with its COMMIT, in one pipeline. */
   async commitWithDeferred(): Promise<void> {
     const steps: PipelineStep[] = [];
-    if (this.pendingCommit) {
-      clearTimeout(this.commitTimer);
-      this.pendingCommit = false;
-      steps.push(COMMIT_STEP);
-    }
-    if (this.pendingBegin) {
-      this.pendingBegin = false;
-      steps.push({ text: 'begin' });
-    }
+    if (this.#takeCommit()) steps.push(COMMIT_STEP);
+    if (this.#takeBegin()) steps.push(BEGIN_STEP);
     for (const insert of this.deferred) steps.push({ name: LazyBeginConnection.#nameOf(insert), values: insert.values });
     this.deferred = [];
     steps.push(COMMIT_STEP);
