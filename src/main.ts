@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);
   // Anomaly rules read the committed audit log every couple of seconds, outside requests.
   const alertMailer = createMailer(config);
-  const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }));
+  const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }), config.alerts);
   // Events past each tenant's retention are purged at a signed cut, hourly by default.
   const stopPurge = startRetentionPurge(db, auditSigner, config.audit.purgeIntervalMinutes, logger);
   // Scheduled backups, retention and restore drills (BACKUP_SCHEDULE); failures become alerts.

@@ -76,6 +76,7 @@ describe('customernode audit verify', { timeout: 120_000 }, () => {
   let close: () => Promise<void>;
   let tenantId: string;
   let secondId: string;
+  const alertId = randomUUID();
 
   beforeAll(async () => {
     t = await openTestDatabase();
@@ -111,6 +112,7 @@ describe('customernode audit verify', { timeout: 120_000 }, () => {
     await superQuery('alter table audit_seals disable trigger audit_seals_append_only');
     await superQuery(`update audit_seals set canonical_metadata = '{"i":99}' where tenant_id = $1 and seq = 2`, [secondId]);
     await superQuery('alter table audit_seals enable trigger audit_seals_append_only');
+    await superQuery(`insert into platform_security_alerts (id, rule, severity, subject) values ($1, 'credential_stuffing', 'high', 'ip:192.0.2.7')`, [alertId]);
     await close();
   });
   afterAll(async () => {
@@ -136,8 +138,25 @@ describe('customernode audit verify', { timeout: 120_000 }, () => {
   it('alerts list prints the operators view as one JSON document and refuses an unknown status', () => {
     const result = cli(['alerts', 'list', '--status', 'open', '--json'], env);
     expect(result.code, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({ items: [] });
+    expect(JSON.parse(result.stdout)).toEqual({ items: [expect.objectContaining({ scope: 'platform', id: alertId, rule: 'credential_stuffing', status: 'open' })] });
+    expect(JSON.parse(cli(['alerts', 'list', '--status', 'resolved', '--json'], env).stdout)).toEqual({ items: [] });
     expect(cli(['alerts', 'list', '--status', 'sleeping'], env).code).toBe(64);
+  });
+
+  it('alerts ack and resolve move a platform alert on; a resolved one stays resolved, and an unknown or malformed id is refused', () => {
+    const ack = cli(['alerts', 'ack', alertId, '--json'], env);
+    expect(ack.code, ack.stderr).toBe(0);
+    expect(JSON.parse(ack.stdout)).toEqual({ id: alertId, rule: 'credential_stuffing', before: 'open', status: 'acknowledged' });
+    const resolve = cli(['alerts', 'resolve', alertId], env);
+    expect(resolve.code, resolve.stderr).toBe(0);
+    expect(resolve.stdout.trim()).toBe(`platform alert ${alertId} (credential_stuffing): acknowledged -> resolved`);
+    const again = cli(['alerts', 'ack', alertId], env);
+    expect(again.code).toBe(1);
+    expect(again.stderr.trim()).toBe(`customernode: platform alert ${alertId} is resolved, and a resolved alert stays resolved`);
+    const unknown = cli(['alerts', 'resolve', randomUUID()], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no platform alert/);
+    expect(cli(['alerts', 'ack', 'not-an-id'], env).code).toBe(64);
   });
 
   it('refuses a tenant that is not a UUID', () => {

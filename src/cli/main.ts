@@ -6,7 +6,8 @@
  */
 import pino from 'pino';
 import { ConfigError, loadConfig } from '../kernel/config/config.ts';
-import { listAllAlerts } from '../features/monitoring/index.ts';
+import { AlertStatusError, listAllAlerts, setPlatformAlertStatus } from '../features/monitoring/index.ts';
+import os from 'node:os';
 import { describeProblem, type VerifyResult } from '../kernel/audit/chain.ts';
 import { sealAllLogs } from '../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../kernel/audit/signing.ts';
@@ -31,6 +32,8 @@ Commands:
                                            non-zero exit naming the first bad event
   alerts list [--status S]                 security alerts of the platform and of every tenant,
                                            newest first (S: open, acknowledged or resolved)
+  alerts ack|resolve ID                    acknowledge or resolve a platform alert (tenant alerts are
+                                           their admins'); recorded in the platform log
   keys rotate-kek                          re-wrap every tenant key under KEY_ENCRYPTION_KEY (the
                                            previous key listed in KEY_ENCRYPTION_KEYS_RETIRED)
   keys rotate-tenant --tenant ID           new data key version for a tenant, re-encrypt its fields,
@@ -126,7 +129,18 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
   }
   if (command === 'alerts') {
     const [sub, ...options] = rest;
-    if (sub !== 'list') throw new UsageError('usage: customernode alerts list [--status open|acknowledged|resolved] [--json]');
+    if (sub === 'ack' || sub === 'resolve') {
+      const [id, ...extra] = options;
+      if (id === undefined || !isUuid(id) || extra.length > 0) throw new UsageError(`usage: customernode alerts ${sub} ALERT_ID [--json]`);
+      await withCliDatabase(async (db) => {
+        const status = sub === 'ack' ? 'acknowledged' : 'resolved';
+        // The command runs as the platform (no user); the operating-system account says who ran it.
+        const result = await setPlatformAlertStatus(db, id.toLowerCase(), status, { type: 'system', id: null }, { via: 'cli', osUser: os.userInfo().username });
+        out(json ? JSON.stringify(result) : `platform alert ${result.id} (${result.rule}): ${result.before} -> ${result.status}`);
+      });
+      return;
+    }
+    if (sub !== 'list') throw new UsageError('usage: customernode alerts list [--status open|acknowledged|resolved] [--json] | alerts ack|resolve ALERT_ID');
     await alertsList(options, json, out);
     return;
   }
@@ -178,6 +192,7 @@ if (import.meta.main) {
       error instanceof DataDirLockedError ||
       error instanceof UsageError ||
       error instanceof AuditVerifyError ||
+      error instanceof AlertStatusError ||
       error instanceof BackupCheckError ||
       error instanceof BackupIntegrityError ||
       error instanceof BackupNotFoundError ||

@@ -152,7 +152,7 @@ export function auditLogRoutes(signer: AuditSigner): RouteDefinition[] {
         querystring: ExportQuery,
         response: { 200: Type.String() },
       },
-      async handler({ tx, tenantId, query, reply, audit, readLater }) {
+      async handler({ tx, tenantId, query, reply, audit, readLater, countRead }) {
         if (query.since && query.until && Date.parse(query.since) >= Date.parse(query.until)) {
           throw new AppError('validation.failed', { detail: 'querystring.since must be before querystring.until' });
         }
@@ -173,6 +173,7 @@ export function auditLogRoutes(signer: AuditSigner): RouteDefinition[] {
               return builder.orderBy('seq').limit(EXPORT_CHUNK).execute();
             });
             if (rows.length === 0) return;
+            await countRead(rows.length);
             yield rows.map((row) => (query.format === 'csv' ? csvLine(row) : exportLine(row))).join('');
             after = Number(rows.at(-1)!.seq);
           }

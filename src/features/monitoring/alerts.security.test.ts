@@ -1,9 +1,15 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PASSWORD, startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
+import { DEFAULT_ALERT_THRESHOLDS } from '../../kernel/config/config.ts';
 import { totpFor } from '../identity/mfa.ts';
 import { readOutbox } from '../../../test/support/outbox.ts';
 import { createMailer } from '../../kernel/mail/mailer.ts';
-import { DENIAL_BURST, evaluateAlerts, EXPORT_BURST, listAllAlerts, SPRAY_ACCOUNTS, type NewPlatformAlert } from './alerts.ts';
+import { AlertStatusError, evaluateAlerts, listAllAlerts, setPlatformAlertStatus, startAlertLoop, type NewPlatformAlert } from './alerts.ts';
+
+const { denialBurst: DENIAL_BURST, exportBurst: EXPORT_BURST, sprayAccounts: SPRAY_ACCOUNTS } = DEFAULT_ALERT_THRESHOLDS;
 import { createAlertNotifier } from './notify.ts';
 
 // Threats the rules watch for: password guessing, probing with denied requests, a quiet
@@ -177,5 +183,126 @@ describe('platform alerts (operators)', () => {
     // A second pass raises nothing new.
     await evaluateAlerts(t.db, undefined, (alert) => told.push(alert));
     expect(told).toHaveLength(2);
+  });
+
+  it('operators acknowledge and resolve platform alerts, each change in the platform log with before and after; a resolved alert stays resolved', async () => {
+    const [alert] = (await listAllAlerts(t.db, { status: 'open' })).filter((a) => a.scope === 'platform');
+    expect(alert).toBeDefined();
+    const operator = { type: 'system' as const, id: null };
+    expect(await setPlatformAlertStatus(t.db, alert!.id, 'acknowledged', operator, { via: 'cli' })).toEqual({ id: alert!.id, rule: alert!.rule, before: 'open', status: 'acknowledged' });
+    await setPlatformAlertStatus(t.db, alert!.id, 'resolved', operator);
+    await expect(setPlatformAlertStatus(t.db, alert!.id, 'acknowledged', operator)).rejects.toThrow(AlertStatusError);
+    await expect(setPlatformAlertStatus(t.db, '00000000-0000-4000-8000-000000000000', 'resolved', operator)).rejects.toThrow(/no platform alert/);
+    expect((await listAllAlerts(t.db)).find((a) => a.id === alert!.id)?.status).toBe('resolved');
+    const events = await t.admin.query<{ action: string; target_id: string; metadata: Record<string, unknown> }>(
+      `select action, target_id, metadata from platform_audit_events where action like 'alert.%' and target_id = $1 order by position`,
+      [alert!.id],
+    );
+    expect(events).toEqual([
+      { action: 'alert.acknowledged', target_id: alert!.id, metadata: { via: 'cli', rule: alert!.rule, before: 'open', after: 'acknowledged' } },
+      { action: 'alert.resolved', target_id: alert!.id, metadata: { rule: alert!.rule, before: 'acknowledged', after: 'resolved' } },
+    ]);
+  });
+});
+
+describe('thresholds from settings, large reads, the operator stream and the alert loop', () => {
+  let t: TestApp;
+  let dir: string;
+  let streamFile: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'cn-alert-stream-'));
+    streamFile = path.join(dir, 'audit.jsonl');
+    t = await startTestApp({ env: { ALERT_DENIAL_BURST: '3', ALERT_LARGE_READ_RECORDS: '25', ALERT_EXPORT_BURST: '2', AUDIT_STREAM: streamFile } });
+  });
+  afterAll(async () => {
+    await t?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const alertsOf = async (tenantId: string) => t.admin.query<{ id: string; rule: string; subject: string; details: Record<string, unknown> }>('select id, rule, subject, details from security_alerts where tenant_id = $1 order by at', [tenantId]);
+  const bulkReads = async (tenantId: string) =>
+    t.admin.query<{ actor_id: string; metadata: { records: number; windowMinutes: number; routes: string[] } }>(`select actor_id, canonical_metadata::jsonb as metadata from audit_events where tenant_id = $1 and action = 'access.bulk_read' order by position`, [tenantId]);
+  const evaluate = () => evaluateAlerts(t.db, undefined, undefined, t.config.alerts);
+
+  it('ALERT_DENIAL_BURST sets the denial threshold: the alert comes at that count, where the default would wait', async () => {
+    expect(t.config.alerts.denialBurst).toBe(3);
+    const { session: owner, tenantId } = await t.signup();
+    const viewer = await t.addMember(owner, tenantId, 'viewer');
+    const deny = () => t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/members`, as: viewer });
+    for (let i = 0; i < 2; i++) await deny();
+    await evaluate();
+    expect(await alertsOf(tenantId)).toEqual([]);
+    await deny();
+    await evaluate();
+    expect(await alertsOf(tenantId)).toEqual([expect.objectContaining({ rule: 'access_denied_burst', subject: `user:${viewer.userId}`, details: { denials: 3, windowMinutes: DEFAULT_ALERT_THRESHOLDS.denialWindowMinutes } })]);
+  });
+
+  it('reading more records than ALERT_LARGE_READ_RECORDS within the window is audited once as access.bulk_read and raises large_read; reading less does not', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    const member = await t.addMember(owner, tenantId, 'member');
+    for (let i = 0; i < 10; i++) await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: `Customer ${i}` } });
+    const list = async () => {
+      const response = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts?limit=10`, as: member });
+      expect(response.json<{ items: unknown[] }>().items).toHaveLength(10);
+    };
+    await list();
+    await list();
+    await evaluate();
+    expect(await bulkReads(tenantId)).toEqual([]);
+    expect(await alertsOf(tenantId)).toEqual([]);
+    await list(); // 30 records: past 25
+    await list(); // the same window: not reported again
+    expect(await bulkReads(tenantId)).toEqual([{ actor_id: member.userId, metadata: { records: 30, windowMinutes: 15, routes: ['GET /api/v1/tenants/:tenantId/accounts'] } }]);
+    await evaluate();
+    expect(await alertsOf(tenantId)).toEqual([expect.objectContaining({ rule: 'large_read', subject: `user:${member.userId}`, details: { records: 30, windowMinutes: 15, routes: ['GET /api/v1/tenants/:tenantId/accounts'] } })]);
+  });
+
+  it('an export counts every record it streams, and exports of records and of the audit log both count toward export_burst', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    for (let i = 0; i < 30; i++) await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/accounts`, as: owner, body: { name: `Exported ${i}` } });
+    const records = await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/export`, as: owner });
+    expect(records.statusCode).toBe(200);
+    expect(records.body.trim().split('\n')).toHaveLength(31); // a header line, then the accounts
+    expect(await bulkReads(tenantId)).toEqual([{ actor_id: owner.userId, metadata: { records: 30, windowMinutes: 15, routes: ['GET /api/v1/tenants/:tenantId/export'] } }]);
+    await evaluate();
+    expect((await alertsOf(tenantId)).map((a) => a.rule)).toEqual(['large_read']);
+    expect((await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/audit-events/export?format=jsonl`, as: owner })).statusCode).toBe(200);
+    await evaluate();
+    expect((await alertsOf(tenantId)).map((a) => a.rule)).toEqual(['large_read', 'export_burst']);
+  });
+
+  it('a new alert is written to the operator stream (AUDIT_STREAM) as one JSON line', async () => {
+    const { session: owner, tenantId } = await t.signup();
+    await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/api-keys`, as: owner, body: { name: 'Admin key', role: 'admin' } });
+    await evaluate();
+    const [alert] = await alertsOf(tenantId);
+    expect(alert).toMatchObject({ rule: 'privileged_api_key' });
+    const lineOf = () =>
+      readFileSync(streamFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((line) => line.stream === 'alert' && line.id === alert!.id);
+    await expect.poll(lineOf, { timeout: 5000 }).toHaveLength(1);
+    expect(lineOf()[0]).toMatchObject({ scope: 'tenant', tenantId, rule: 'privileged_api_key', severity: 'medium', status: 'open', subject: alert!.subject });
+  });
+
+  it('the alert loop runs the rules on its own: a tenant alert appears and a platform alert is logged, within seconds', async () => {
+    const warnings: object[] = [];
+    const log = { error: (o: object) => warnings.push(o), warn: (o: object) => warnings.push(o) };
+    const stop = startAlertLoop(t.db, log, undefined, t.config.alerts, 100);
+    try {
+      const { session: owner, tenantId } = await t.signup();
+      await t.request({ method: 'POST', url: `/api/v1/tenants/${tenantId}/api-keys`, as: owner, body: { name: 'Admin key', role: 'admin' } });
+      const { session: prober } = await t.signup();
+      for (let i = 0; i < 3; i++) await t.request({ method: 'GET', url: `/api/v1/tenants/${tenantId}/accounts`, as: prober });
+      await expect.poll(async () => (await alertsOf(tenantId)).map((a) => a.rule), { timeout: 10_000 }).toEqual(['privileged_api_key']);
+      await expect
+        .poll(() => warnings.filter((w) => 'platformSecurityAlert' in w).map((w) => (w as { platformSecurityAlert: { rule: string; subject: string } }).platformSecurityAlert), { timeout: 10_000 })
+        .toEqual([expect.objectContaining({ rule: 'cross_tenant_probing', subject: `user:${prober.userId}` })]);
+      expect(warnings.filter((w) => 'err' in w)).toEqual([]);
+    } finally {
+      stop();
+    }
   });
 });

@@ -2,23 +2,21 @@
  * Anomaly rules over each tenant's audit log. They run outside the request path: a loop
  * reads the events committed since its last pass (every ALERT_INTERVAL_MS, so an alert
  * appears within seconds) and raises alerts, one unresolved alert per rule and subject.
- * Thresholds are named defaults; the rules never fire on ordinary use (tested).
+ * Thresholds are settings (ALERT_*) with named defaults (DEFAULT_ALERT_THRESHOLDS); the
+ * rules never fire on ordinary use (tested). A raised alert is also written to the
+ * operator's stream (AUDIT_STREAM) once its transaction commits.
  */
 import { sql, type Selectable } from 'kysely';
+import { NO_REQUEST, recordPlatformEvent, type Actor } from '../../kernel/audit/record.ts';
 import { sealAllLogs } from '../../kernel/audit/sealer.ts';
-import type { Database, Tx } from '../../kernel/db/database.ts';
+import { DEFAULT_ALERT_THRESHOLDS, type AlertThresholds } from '../../kernel/config/config.ts';
+import { emitAfterCommit, type Database, type Tx } from '../../kernel/db/database.ts';
 import type { AuditLogView, PlatformAuditEventsTable } from '../../kernel/db/schema.ts';
 import { isPrivilegedRole } from '../access/index.ts';
 
 export const ALERT_INTERVAL_MS = 2000;
-/** access.denied events by one principal within DENIAL_WINDOW_MINUTES: enumeration or id probing. */
-export const DENIAL_BURST = 20;
-export const DENIAL_WINDOW_MINUTES = 5;
-/** Exports of the audit log by one principal within an hour: bulk extraction. */
-export const EXPORT_BURST = 3;
-/** Failed logins for this many different accounts of a tenant from one address within SPRAY_WINDOW_MINUTES: password spraying. */
-export const SPRAY_ACCOUNTS = 5;
-export const SPRAY_WINDOW_MINUTES = 15;
+/** Exports, of the audit log or of the tenant's records. */
+const EXPORT_ACTIONS = ['audit.exported', 'tenant.exported'];
 /** Reminders that jobs record as events (integrations, access reviews) and the rules below raise. */
 export const STALE_CREDENTIAL_RULE = 'integration_credential_stale';
 export const OVERDUE_REVIEW_RULE = 'access_review_overdue';
@@ -63,6 +61,9 @@ function singleEventRules(event: Event): Raised | null {
       return { rule: STALE_CREDENTIAL_RULE, severity: 'low', subject: `integration:${event.target_id}`, details: metadata };
     case 'access_review.overdue':
       return { rule: OVERDUE_REVIEW_RULE, severity: 'low', subject: 'access_review', details: metadata };
+    // The read meter (kernel/http/read-meter.ts) records one event when a principal's reads cross the threshold.
+    case 'access.bulk_read':
+      return { rule: 'large_read', severity: 'medium', subject: actorSubject(event), details: { records: metadata.records ?? null, windowMinutes: metadata.windowMinutes ?? null, routes: metadata.routes ?? [] } };
     case 'apikey.created':
       return isPrivilegedRole(metadata.role) ? { rule: 'privileged_api_key', severity: 'medium', subject: `apikey:${event.target_id}`, details: { role: metadata.role, by: actorSubject(event) } } : null;
     default:
@@ -71,7 +72,7 @@ function singleEventRules(event: Event): Raised | null {
 }
 
 /** The rules that look at recent history too. */
-async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Raised | null> {
+async function historyRules(tx: Tx, tenantId: string, event: Event, limits: AlertThresholds): Promise<Raised | null> {
   if (event.action === 'auth.login.failed' && event.ip !== null) {
     const row = await tx
       .selectFrom('audit_log')
@@ -79,11 +80,11 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
       .where('tenant_id', '=', tenantId)
       .where('sealed_action', '=', 'auth.login.failed')
       .where('ip', '=', event.ip)
-      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${SPRAY_WINDOW_MINUTES})`)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${limits.sprayWindowMinutes})`)
       .where('seq', '<=', String(event.seq))
       .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
-    if (Number(row.n) >= SPRAY_ACCOUNTS) return { rule: 'password_spraying', severity: 'high', subject: `ip:${event.ip}`, details: { accounts: Number(row.n), windowMinutes: SPRAY_WINDOW_MINUTES } };
+    if (Number(row.n) >= limits.sprayAccounts) return { rule: 'password_spraying', severity: 'high', subject: `ip:${event.ip}`, details: { accounts: Number(row.n), windowMinutes: limits.sprayWindowMinutes } };
   }
   if (event.action === 'access.denied' && event.actor_id !== null) {
     const row = await tx
@@ -92,24 +93,24 @@ async function historyRules(tx: Tx, tenantId: string, event: Event): Promise<Rai
       .where('tenant_id', '=', tenantId)
       .where('sealed_action', '=', 'access.denied')
       .where('actor_id', '=', event.actor_id)
-      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${limits.denialWindowMinutes})`)
       .where('seq', '<=', String(event.seq))
       .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
-    if (Number(row.n) >= DENIAL_BURST) return { rule: 'access_denied_burst', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
+    if (Number(row.n) >= limits.denialBurst) return { rule: 'access_denied_burst', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: limits.denialWindowMinutes } };
   }
-  if (event.action === 'audit.exported' && event.actor_id !== null) {
+  if (EXPORT_ACTIONS.includes(event.action) && event.actor_id !== null) {
     const row = await tx
       .selectFrom('audit_log')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('tenant_id', '=', tenantId)
-      .where('sealed_action', '=', 'audit.exported')
+      .where('sealed_action', 'in', EXPORT_ACTIONS)
       .where('actor_id', '=', event.actor_id)
-      .where('at', '>', sql<Date>`${event.at}::timestamptz - interval '1 hour'`)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${limits.exportWindowMinutes})`)
       .where('seq', '<=', String(event.seq))
       .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
-    if (Number(row.n) >= EXPORT_BURST) return { rule: 'export_burst', severity: 'medium', subject: actorSubject(event), details: { exports: Number(row.n), windowMinutes: 60 } };
+    if (Number(row.n) >= limits.exportBurst) return { rule: 'export_burst', severity: 'medium', subject: actorSubject(event), details: { exports: Number(row.n), windowMinutes: limits.exportWindowMinutes } };
   }
   if (event.action === 'auth.login.succeeded' && event.actor_id !== null && event.ip !== null) {
     // A login of an admin or owner from an address and browser never seen for them here.
@@ -167,7 +168,7 @@ export interface NewPlatformAlert extends Raised {
 }
 
 /** Rules over the operators' log: what no single tenant can see. */
-async function platformRules(tx: Tx, event: PlatformEvent): Promise<Raised | null> {
+async function platformRules(tx: Tx, event: PlatformEvent, limits: AlertThresholds): Promise<Raised | null> {
   const metadata = event.metadata as Record<string, unknown>;
   if (event.action === 'security.reported') {
     return { rule: 'reported_activity', severity: 'high', subject: `report:${event.tenant_id}:${event.target_id}`, details: { tenantId: event.tenant_id, what: metadata.what ?? null, when: metadata.when ?? null, by: actorSubject(event) } };
@@ -187,16 +188,21 @@ async function platformRules(tx: Tx, event: PlatformEvent): Promise<Raised | nul
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('action', '=', 'access.denied')
       .where('actor_id', '=', event.actor_id)
-      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${DENIAL_WINDOW_MINUTES})`)
+      .where('at', '>', sql<Date>`${event.at}::timestamptz - make_interval(mins => ${limits.denialWindowMinutes})`)
       .where('seq', '<=', String(event.seq))
       .where('seq', '>', lookbackFrom(event.seq))
       .executeTakeFirstOrThrow();
-    if (Number(row.n) >= DENIAL_BURST) return { rule: 'cross_tenant_probing', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: DENIAL_WINDOW_MINUTES } };
+    if (Number(row.n) >= limits.denialBurst) return { rule: 'cross_tenant_probing', severity: 'high', subject: actorSubject(event), details: { denials: Number(row.n), windowMinutes: limits.denialWindowMinutes } };
   }
   return null;
 }
 
-async function evaluatePlatformAlerts(db: Database): Promise<{ count: number; fresh: NewPlatformAlert[] }> {
+/** A new alert's line in the operator's stream (AUDIT_STREAM), beside the audit events' lines. */
+function streamLineOf(scope: 'tenant' | 'platform', tenantId: string | null, id: string, alert: Raised, evidence: string): string {
+  return JSON.stringify({ stream: 'alert', scope, tenantId, id, rule: alert.rule, severity: alert.severity, subject: alert.subject, status: 'open', evidence: [evidence], details: alert.details });
+}
+
+async function evaluatePlatformAlerts(db: Database, limits: AlertThresholds): Promise<{ count: number; fresh: NewPlatformAlert[] }> {
   const system = db.systemDb({ reason: "anomaly rules read the operators' log and raise platform alerts" });
   return system.transaction(async (tx) => {
     const cursor = await tx.selectFrom('platform_alert_cursor').select('last_seq').forUpdate().executeTakeFirstOrThrow();
@@ -204,7 +210,7 @@ async function evaluatePlatformAlerts(db: Database): Promise<{ count: number; fr
     const fresh: NewPlatformAlert[] = [];
     let count = 0;
     for (const event of events) {
-      const alert = await platformRules(tx, event);
+      const alert = await platformRules(tx, event, limits);
       if (!alert) continue;
       const { rows } = await sql<{ id: string; inserted: boolean }>`
         insert into platform_security_alerts (rule, severity, subject, evidence, details)
@@ -212,7 +218,11 @@ async function evaluatePlatformAlerts(db: Database): Promise<{ count: number; fr
         on conflict (rule, subject) where status <> 'resolved'
         do update set evidence = (platform_security_alerts.evidence || excluded.evidence)[1:100], updated_at = date_trunc('milliseconds', now())
         returning id, (xmax = 0) as inserted`.execute(tx);
-      if (rows[0]?.inserted) fresh.push({ ...alert, id: rows[0].id });
+      const raised = rows[0];
+      if (raised?.inserted) {
+        fresh.push({ ...alert, id: raised.id });
+        emitAfterCommit(() => streamLineOf('platform', null, raised.id, alert, event.id));
+      }
       count++;
     }
     const last = events.at(-1);
@@ -225,10 +235,15 @@ async function evaluatePlatformAlerts(db: Database): Promise<{ count: number; fr
  * One pass over every tenant's new events; returns how many alerts were raised or joined.
  * notify hears of each new alert once its transaction has committed.
  */
-export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) => Promise<void>, notifyPlatform?: (alert: NewPlatformAlert) => void): Promise<number> {
+export async function evaluateAlerts(
+  db: Database,
+  notify?: (alert: NewAlert) => Promise<void>,
+  notifyPlatform?: (alert: NewPlatformAlert) => void,
+  limits: AlertThresholds = DEFAULT_ALERT_THRESHOLDS,
+): Promise<number> {
   // The rules read the sealed log: seq order there is commit order, with no gaps to miss.
   await sealAllLogs(db);
-  const platform = await evaluatePlatformAlerts(db);
+  const platform = await evaluatePlatformAlerts(db, limits);
   for (const alert of platform.fresh) notifyPlatform?.(alert);
   const system = db.systemDb({ reason: 'anomaly rules read every tenant log and raise alerts' });
   const tenants = await system.transaction((tx) =>
@@ -247,10 +262,13 @@ export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) =>
       const events = await tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenant.tenant_id).where('seq', '>', String(after)).orderBy('seq').limit(BATCH).execute();
       let count = 0;
       for (const event of events) {
-        const alert = singleEventRules(event) ?? (await historyRules(tx, tenant.tenant_id, event));
+        const alert = singleEventRules(event) ?? (await historyRules(tx, tenant.tenant_id, event, limits));
         if (alert) {
           const id = await raise(tx, tenant.tenant_id, alert, event.id);
-          if (id !== null) fresh.push({ ...alert, tenantId: tenant.tenant_id, id });
+          if (id !== null) {
+            fresh.push({ ...alert, tenantId: tenant.tenant_id, id });
+            emitAfterCommit(() => streamLineOf('tenant', tenant.tenant_id, id, alert, event.id));
+          }
           count++;
         }
       }
@@ -269,11 +287,13 @@ export async function evaluateAlerts(db: Database, notify?: (alert: NewAlert) =>
   return raised;
 }
 
-/** Runs evaluateAlerts every ALERT_INTERVAL_MS until stopped; a failing pass is logged and retried. */
+/** Runs evaluateAlerts every intervalMs (ALERT_INTERVAL_MS) until stopped; a failing pass is logged and retried. */
 export function startAlertLoop(
   db: Database,
   log: { error(object: object, message: string): void; warn(object: object, message: string): void },
   notify?: (alert: NewAlert) => Promise<void>,
+  limits: AlertThresholds = DEFAULT_ALERT_THRESHOLDS,
+  intervalMs = ALERT_INTERVAL_MS,
 ): () => void {
   // Platform alerts go to the operators' log (and from there to their SIEM).
   const notifyPlatform = (alert: NewPlatformAlert) => log.warn({ platformSecurityAlert: { id: alert.id, rule: alert.rule, severity: alert.severity, subject: alert.subject } }, 'platform security alert raised');
@@ -281,12 +301,12 @@ export function startAlertLoop(
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    evaluateAlerts(db, notify, notifyPlatform)
+    evaluateAlerts(db, notify, notifyPlatform, limits)
       .catch((error: unknown) => log.error({ err: error instanceof Error ? { message: error.message } : String(error) }, 'alert rules failed; retrying'))
       .finally(() => {
         running = false;
       });
-  }, ALERT_INTERVAL_MS);
+  }, intervalMs);
   timer.unref();
   return () => clearInterval(timer);
 }
@@ -333,5 +353,31 @@ export async function listAllAlerts(db: Database, options: { status?: 'open' | '
         evidence: row.evidence,
         details: row.details,
       }));
+  });
+}
+
+export class AlertStatusError extends Error {
+  override name = 'AlertStatusError';
+}
+
+/**
+ * An operator acknowledges or resolves a platform alert (the CLI's `alerts ack|resolve`),
+ * recorded in the platform log as alert.acknowledged or alert.resolved with before and after.
+ * A resolved alert stays resolved; an unknown id is an AlertStatusError too.
+ */
+export async function setPlatformAlertStatus(
+  db: Database,
+  id: string,
+  status: 'acknowledged' | 'resolved',
+  actor: Actor,
+  metadata: Record<string, unknown> = {},
+): Promise<{ id: string; rule: string; before: string; status: string }> {
+  return db.systemDb({ reason: 'an operator acknowledges or resolves a platform security alert' }).transaction(async (tx) => {
+    const before = await tx.selectFrom('platform_security_alerts').select(['status', 'rule']).where('id', '=', id).forUpdate().executeTakeFirst();
+    if (!before) throw new AlertStatusError(`no platform alert ${id}`);
+    if (before.status === 'resolved') throw new AlertStatusError(`platform alert ${id} is resolved, and a resolved alert stays resolved`);
+    await tx.updateTable('platform_security_alerts').set({ status, updated_at: new Date() }).where('id', '=', id).execute();
+    await recordPlatformEvent(tx, actor, NO_REQUEST, { action: `alert.${status}`, target: { type: 'platform_security_alert', id }, metadata: { ...metadata, rule: before.rule, before: before.status, after: status } });
+    return { id, rule: before.rule, before: before.status, status };
   });
 }

@@ -217,7 +217,7 @@ const tenantExport = (keyring: Keyring): RouteDefinition =>
       params: TenantParams,
       response: { 200: Type.String() },
     },
-    async handler({ tenantId, reply, audit, readLater }) {
+    async handler({ tenantId, reply, audit, readLater, countRead }) {
       const exportedAt = new Date().toISOString();
       await audit({ action: 'tenant.exported', metadata: { format: 'jsonl', at: exportedAt } });
       async function* lines(): AsyncGenerator<string> {
@@ -225,6 +225,7 @@ const tenantExport = (keyring: Keyring): RouteDefinition =>
         for (let after = ''; ; ) {
           const rows = await readLater((chunkTx) => store.exportAccounts(chunkTx, tenantId, after, EXPORT_CHUNK));
           if (rows.length === 0) break;
+          await countRead(rows.length);
           yield rows.map((row) => `${JSON.stringify({ type: 'account', ...toAccount(row) })}\n`).join('');
           after = rows.at(-1)!.id;
         }
@@ -234,6 +235,7 @@ const tenantExport = (keyring: Keyring): RouteDefinition =>
             return { last: rows.at(-1)?.id, lines: await Promise.all(rows.map(async (row) => `${JSON.stringify({ type: 'contact', ...(await toContact(keyring, chunkTx, tenantId, row)) })}\n`)) };
           });
           if (chunk.last === undefined) break;
+          await countRead(chunk.lines.length);
           yield chunk.lines.join('');
           after = chunk.last;
         }

@@ -35,6 +35,33 @@ export interface S3Settings {
   readonly forcePathStyle: boolean;
 }
 
+export interface AlertThresholds {
+  /** Failed logins for this many different members of a tenant from one address within sprayWindowMinutes: password spraying. */
+  readonly sprayAccounts: number;
+  readonly sprayWindowMinutes: number;
+  /** access.denied events by one principal within denialWindowMinutes: enumeration or id probing. */
+  readonly denialBurst: number;
+  readonly denialWindowMinutes: number;
+  /** Exports (audit log or records) by one principal within exportWindowMinutes: bulk extraction. */
+  readonly exportBurst: number;
+  readonly exportWindowMinutes: number;
+  /** Records served to one principal (lists, reads, exports) within largeReadWindowMinutes: an unusually large read. */
+  readonly largeReadRecords: number;
+  readonly largeReadWindowMinutes: number;
+}
+
+/** The rules' named defaults (README, "Security alerts"). */
+export const DEFAULT_ALERT_THRESHOLDS: AlertThresholds = Object.freeze({
+  sprayAccounts: 5,
+  sprayWindowMinutes: 15,
+  denialBurst: 20,
+  denialWindowMinutes: 5,
+  exportBurst: 3,
+  exportWindowMinutes: 60,
+  largeReadRecords: 10_000,
+  largeReadWindowMinutes: 15,
+});
+
 export interface Config {
   readonly nodeEnv: NodeEnv;
   readonly isProduction: boolean;
@@ -97,6 +124,8 @@ export interface Config {
     /** How often the retention purge runs. */
     readonly purgeIntervalMinutes: number;
   };
+  /** Thresholds of the anomaly rules (features/monitoring/alerts.ts); each has a named default. */
+  readonly alerts: AlertThresholds;
   readonly keys: {
     /** Where the key-encryption key lives: in this process (local) or in a PKCS#11 token (an HSM). */
     readonly provider: 'local' | 'pkcs11';
@@ -492,6 +521,16 @@ export function loadConfig(env: Env = process.env): Config {
       checkpointEvents: integer(env, 'AUDIT_CHECKPOINT_EVENTS', 1000, 1, 1000000),
       checkpointSeconds: integer(env, 'AUDIT_CHECKPOINT_SECONDS', 60, 1, 86400),
       purgeIntervalMinutes: integer(env, 'AUDIT_PURGE_INTERVAL_MINUTES', 60, 1, 10080),
+    }),
+    alerts: Object.freeze({
+      sprayAccounts: integer(env, 'ALERT_SPRAY_ACCOUNTS', DEFAULT_ALERT_THRESHOLDS.sprayAccounts, 2, 10000),
+      sprayWindowMinutes: integer(env, 'ALERT_SPRAY_WINDOW_MINUTES', DEFAULT_ALERT_THRESHOLDS.sprayWindowMinutes, 1, 1440),
+      denialBurst: integer(env, 'ALERT_DENIAL_BURST', DEFAULT_ALERT_THRESHOLDS.denialBurst, 2, 100000),
+      denialWindowMinutes: integer(env, 'ALERT_DENIAL_WINDOW_MINUTES', DEFAULT_ALERT_THRESHOLDS.denialWindowMinutes, 1, 1440),
+      exportBurst: integer(env, 'ALERT_EXPORT_BURST', DEFAULT_ALERT_THRESHOLDS.exportBurst, 1, 1000),
+      exportWindowMinutes: integer(env, 'ALERT_EXPORT_WINDOW_MINUTES', DEFAULT_ALERT_THRESHOLDS.exportWindowMinutes, 1, 10080),
+      largeReadRecords: integer(env, 'ALERT_LARGE_READ_RECORDS', DEFAULT_ALERT_THRESHOLDS.largeReadRecords, 10, 100_000_000),
+      largeReadWindowMinutes: integer(env, 'ALERT_LARGE_READ_WINDOW_MINUTES', DEFAULT_ALERT_THRESHOLDS.largeReadWindowMinutes, 1, 1440),
     }),
     keys: Object.freeze({
       provider: keyProvider,

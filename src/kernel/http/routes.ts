@@ -6,6 +6,7 @@
  */
 import { sealTenantLog } from '../audit/sealer.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Readable } from 'node:stream';
 import type { Static, TSchema } from 'typebox';
 import type { Compilable } from 'kysely';
 import { StrictEntryRefusedError, type Database, type QueryCompiler, type TenantCaller, type TenantKeyCaller, type Tx } from '../db/database.ts';
@@ -14,6 +15,8 @@ import { csrfTokenFor, generateToken, hashToken, isIssuedToken, safeEqual } from
 import { AppError } from './errors.ts';
 import { compilePrefetch, type PrefetchTemplate } from './prefetch-template.ts';
 import { ipAllowed, normalizeIp } from './ip-allowlist.ts';
+import { ReadMeter } from './read-meter.ts';
+import { DEFAULT_ALERT_THRESHOLDS, type AlertThresholds } from '../config/config.ts';
 import {
   actorOf,
   type Authenticator,
@@ -84,6 +87,11 @@ export interface TenantContext<S extends RouteSchema, R = never> extends BaseCon
    * returned and the request's own transaction has committed (each chunk of an export).
    */
   readLater<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * For a streamed answer: counts records served to the caller (each chunk of an export), as
+   * the registry counts a JSON answer's; crossing ALERT_LARGE_READ_RECORDS is audited.
+   */
+  countRead(records: number): Promise<void>;
 }
 
 interface RouteBase<S extends RouteSchema> {
@@ -194,7 +202,7 @@ function preflight(request: FastifyRequest): Credential {
 }
 
 export interface RegistryDeps {
-  readonly config: { readonly sessionIdleMinutes: number; readonly isProduction: boolean };
+  readonly config: { readonly sessionIdleMinutes: number; readonly isProduction: boolean; readonly alerts?: AlertThresholds };
   readonly db: Database;
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;
@@ -205,6 +213,7 @@ type Outcome = { readonly denied: AppError } | { readonly value: unknown };
 /** Registers the routes on app. Throws (so startup fails) for a route without a valid access declaration. */
 export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefinition[], deps: RegistryDeps): void {
   const { db } = deps;
+  const meter = new ReadMeter(deps.config.alerts ?? DEFAULT_ALERT_THRESHOLDS);
   for (const route of routes) {
     assertAccess(route.method, route.url, route.access);
     const prefetch =
@@ -240,6 +249,7 @@ export function registerRoutes(app: FastifyInstance, routes: readonly RouteDefin
             request.credential!,
             deps,
             prefetch,
+            meter,
           );
           if ('denied' in outcome) throw outcome.denied;
           value = outcome.value;
@@ -351,6 +361,7 @@ async function runTenantRoute(
   credential: Credential,
   deps: RegistryDeps,
   prefetch: PrefetchTemplate | undefined,
+  meter: ReadMeter,
 ): Promise<Outcome> {
   const tenantId = (base.params as unknown as { tenantId: string }).tenantId.toLowerCase();
   const { permission } = route.access;
@@ -384,6 +395,20 @@ async function runTenantRoute(
           }),
     );
   };
+  // Records served to this caller: past the threshold within the window, an audited
+  // access.bulk_read (after the answer's own transaction, which may have been read-only).
+  const countRead = async (records: number): Promise<void> => {
+    const member = principal;
+    if (member === undefined) return;
+    const actor = actorOf(member);
+    const volume = meter.add(`${tenantId}|${actor.type}:${actor.id ?? ''}`, records, `${route.method} ${route.url}`);
+    if (volume === null) return;
+    await deps.db.detached(() =>
+      deps.db.withTenant(tenantId, (tx) =>
+        recordTenantEvent(tx, tenantId, actor, base.meta, { action: 'access.bulk_read', metadata: { records: volume.records, windowMinutes: volume.windowMinutes, routes: [...volume.routes] } }),
+      ),
+    );
+  };
   const prefetchQuery = prefetch?.(tenantId, base.params as unknown as Record<string, string>, base.query);
   const body = async (tx: Tx, caller: Caller, prefetched?: readonly unknown[]): Promise<Outcome> => {
     if (caller === null) return { denied: new AppError('auth.unauthenticated') };
@@ -409,6 +434,7 @@ async function runTenantRoute(
       prefetched: rows,
       audit: (event) => recordTenantEvent(tx, tenantId, actorOf(member), base.meta, event),
       readLater,
+      countRead,
     });
     return { value };
   };
@@ -417,6 +443,8 @@ async function runTenantRoute(
     if (route.sealsAudit) await sealTenantLog(deps.db, tenantId);
     const outcome = await decide();
     answered = true;
+    // A JSON read counts its records (a list's items, else one); a stream counts its own (countRead).
+    if ('value' in outcome && route.method === 'GET') await countRead(recordsIn(outcome.value));
     return outcome;
   } catch (error) {
     // A handler's own refusal (say, an admin touching an owner) rolled its transaction
@@ -494,6 +522,12 @@ async function runTenantRoute(
       return body(tx, found === null || found.creatorRole === null ? null : keyCaller(found, tenantId));
     });
   }
+}
+
+function recordsIn(value: unknown): number {
+  if (value === null || typeof value !== 'object' || value instanceof Readable) return 0;
+  const items = (value as { items?: unknown }).items;
+  return Array.isArray(items) ? items.length : 1;
 }
 
 declare module 'fastify' {

@@ -53,7 +53,7 @@ export function redactQuery(url: string): string {
 }
 
 export interface ServerDeps {
-  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction' | 'sessionIdleMinutes'> & Partial<Pick<Config, 'tls'>>;
+  readonly config: Pick<Config, 'logLevel' | 'trustProxy' | 'publicUrl' | 'isProduction' | 'sessionIdleMinutes'> & Partial<Pick<Config, 'tls' | 'alerts'>>;
   readonly db: Database;
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;
