@@ -7,7 +7,7 @@ import { sealTenantLog, writeDueCheckpoints, writeTenantCheckpoint, type AuditSi
 import { asBuffer } from '../../kernel/db/database.ts';
 import { loadAuditSigner } from '../../kernel/audit/signing.ts';
 import { verifyTenantLog } from '../../kernel/audit/verify.ts';
-import { purgeExpiredAuditEvents } from './retention.ts';
+import { purgeExpiredAuditEvents, startRetentionPurge } from './retention.ts';
 
 describe('audit retention', () => {
   let t: TestApp;
@@ -57,6 +57,20 @@ describe('audit retention', () => {
     expect(platform).toHaveLength(1);
     // Nothing more has expired: a second pass leaves the tenant alone.
     expect((await purgeExpiredAuditEvents(t.db, signer)).filter((r) => r.tenantId === tenantId)).toEqual([]);
+  });
+
+  it('the scheduled purge runs on its own and logs what it purged', async () => {
+    const tenantId = await tenantWithHistory({ old: 4, ageDays: 400, young: 1 });
+    const infos: object[] = [];
+    const errors: object[] = [];
+    const stop = startRetentionPurge(t.db, signer, 60, { info: (o) => infos.push(o), error: (o) => errors.push(o) }, 10);
+    try {
+      await expect.poll(() => infos, { timeout: 10_000 }).toContainEqual({ tenantId, throughSeq: 4, deleted: 4, retentionDays: 365 });
+      expect(errors).toEqual([]);
+      expect((await seqs(tenantId))[0]).toBe(5); // the expired four are gone
+    } finally {
+      stop();
+    }
   });
 
   it("keeps events for the tenant's longer retention", async () => {

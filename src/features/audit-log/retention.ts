@@ -65,6 +65,8 @@ export function startRetentionPurge(
   signer: AuditSigner,
   intervalMinutes: number,
   log: { info(object: object, message: string): void; error(object: object, message: string): void },
+  /** The first pass, a minute after start by default (the server is up first). */
+  firstDelayMs = 60_000,
 ): () => void {
   let running = false;
   const pass = () => {
@@ -79,7 +81,7 @@ export function startRetentionPurge(
         running = false;
       });
   };
-  const first = setTimeout(pass, 60_000);
+  const first = setTimeout(pass, firstDelayMs);
   const timer = setInterval(pass, intervalMinutes * 60_000);
   first.unref();
   timer.unref();
