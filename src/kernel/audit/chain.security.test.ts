@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startTestApp, type SessionHandle, type TestApp } from '../../../test/harness.ts';
-import { chainHash, GENESIS_HASH } from './chain.ts';
+import { asBuffer } from '../db/database.ts';
+import { chainHash, GENESIS_HASH, type VerifyResult } from './chain.ts';
 import { chainRecordOf, sealAllLogs, sealTenantLog, startAuditSealer, writeDueCheckpoints, type AuditSigner } from './sealer.ts';
 import { loadAuditSigner } from './signing.ts';
 import { verifyLogInParallel, verifyPlatformLog, verifyTenantLog } from './verify.ts';
@@ -67,6 +68,43 @@ describe('the audit hash chain', () => {
 
   const idAt = async (tenantId: string, seq: number) =>
     (await t.admin.query<{ id: string }>('select id from audit_log where tenant_id = $1 and seq = $2', [tenantId, seq]))[0]!.id;
+
+  /** Tampers with the platform log as its table's owner would: with its append-only trigger switched off. */
+  async function tamperPlatform(script: string, params: unknown[] = []): Promise<void> {
+    await t.admin.query('alter table platform_audit_events disable trigger platform_audit_events_append_only');
+    try {
+      await t.admin.query(script, params);
+    } finally {
+      await t.admin.query('alter table platform_audit_events enable trigger platform_audit_events_append_only');
+    }
+  }
+
+  /** Adds `events` platform events (failed logins, each from its own address), seals and checkpoints them; returns the platform head's seq. */
+  async function platformLog(events = 4): Promise<number> {
+    for (let i = 0; i < events; i++) {
+      await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email: `nobody-${randomUUID()}@platform-chain.example`, password: 'not the password at all' }, remoteAddress: `198.51.100.${10 + i}` });
+    }
+    await sealAllLogs(t.db);
+    await writeDueCheckpoints(t.db, signer, { everyEvents: 1, everySeconds: 3600 });
+    const [head] = await t.admin.query<{ seq: number }>('select seq::int as seq from platform_audit_head');
+    return head!.seq;
+  }
+
+  const platformIdAt = async (seq: number) => (await t.admin.query<{ id: string }>('select id from platform_audit_events where seq = $1', [seq]))[0]!.id;
+
+  /**
+   * The platform chain checked every way it is checked: in one transaction as the backup drill
+   * does (by the database, and in JavaScript alone), and range by range as `audit verify
+   * --platform` does (one range, and ranges of 3 side by side). They must agree; returns the result.
+   */
+  async function verifyPlatformEveryWay(): Promise<VerifyResult> {
+    const system = t.db.systemDb({ reason: 'test: verify the platform chain every way' });
+    const single = await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys));
+    expect(await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys, false))).toEqual(single);
+    expect(await verifyLogInParallel(t.db, 'platform', signer.publicKeys)).toEqual(single);
+    expect(await verifyLogInParallel(t.db, 'platform', signer.publicKeys, 3)).toEqual(single);
+    return single;
+  }
 
   it('gives every event of a tenant a seq from 1 without gaps, in commit order, and an untouched chain verifies', async () => {
     const { owner, tenantId, count } = await tenantWithLog();
@@ -202,6 +240,57 @@ describe('the audit hash chain', () => {
     expect(await verifyLogInParallel(t.db, 'platform', signer.publicKeys, 4)).toEqual(await system.transaction((tx) => verifyPlatformLog(tx, signer.publicKeys, false)));
   });
 
+  /** verifyLogInParallel over ranges of 4 (as the CLI runs it, with small ranges), checked against both one-transaction checks; returns its result. */
+  async function verifyInRanges(tenantId: string): Promise<VerifyResult> {
+    const system = t.db.systemDb({ reason: 'test: verify range by range and in one transaction' });
+    const result = await verifyLogInParallel(t.db, { tenantId }, signer.publicKeys, 4);
+    expect(result).toEqual(await system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys, false)));
+    expect(result).toEqual(await system.transaction((tx) => verifyTenantLog(tx, tenantId, signer.publicKeys)));
+    return result;
+  }
+
+  it("the operators' check of many ranges at once names an inserted event as the one-transaction check does, also one hashed onto the chain at a range's end", async () => {
+    const { tenantId } = await tenantWithLog(10);
+    expect(await verifyInRanges(tenantId)).toMatchObject({ ok: true });
+    const displaced = await idAt(tenantId, 8);
+    // Make room at seq 8, the end of the second range of 4, then slip a forged event and its seal in.
+    await tamper('update audit_seals set seq = seq + 1000000 where tenant_id = $1 and seq >= 8', [tenantId]);
+    await tamper('update audit_seals set seq = seq - 999999 where tenant_id = $1 and seq > 1000000', [tenantId]);
+    const forged = randomUUID();
+    await tamper(
+      `with e as (insert into audit_events (tenant_id, id, actor_type, action, outcome) values ($1, $2, 'system', 'account.deleted', 'success') returning position)
+       insert into audit_seals (tenant_id, seq, position, action, hash, canonical_metadata) select $1, 8, position, 'account.deleted', decode(repeat('ab', 32), 'hex'), '{}' from e`,
+      [tenantId, forged],
+    );
+    expect((await verifyInRanges(tenantId)).firstBad).toEqual({ seq: 8, id: forged, reason: 'hash_mismatch' });
+    // Hashed as the sealer would have: its range checks out, and the next range, starting from
+    // the forged hash, finds that the displaced event no longer links.
+    const rows = await t.db
+      .systemDb({ reason: 'test: hash a forged event onto the chain' })
+      .transaction((tx) => tx.selectFrom('audit_log').selectAll().where('tenant_id', '=', tenantId).where('seq', 'in', ['7', '8']).orderBy('seq').execute());
+    expect(rows.map((row) => row.id)).toEqual([expect.any(String), forged]);
+    await tamper('update audit_seals set hash = $2 where tenant_id = $1 and seq = 8', [tenantId, chainHash(asBuffer(rows[0]!.hash), chainRecordOf('tenant', rows[1]!, 8))]);
+    expect((await verifyInRanges(tenantId)).firstBad).toEqual({ seq: 9, id: displaced, reason: 'hash_mismatch' });
+  });
+
+  it("the operators' check of many ranges at once names swapped events as the one-transaction check does, across a range edge and inside a range", async () => {
+    const { tenantId } = await tenantWithLog(10);
+    expect(await verifyInRanges(tenantId)).toMatchObject({ ok: true });
+    const swap = async (seq: number) => {
+      await tamper('update audit_seals set seq = 1000000 where tenant_id = $1 and seq = $2', [tenantId, seq]);
+      await tamper('update audit_seals set seq = $2 where tenant_id = $1 and seq = $3', [tenantId, seq, seq + 1]);
+      await tamper('update audit_seals set seq = $2 where tenant_id = $1 and seq = 1000000', [tenantId, seq + 1]);
+    };
+    // 8 ends a range of 4 and 9 starts the next.
+    const ninth = await idAt(tenantId, 9);
+    await swap(8);
+    expect(await idAt(tenantId, 8)).toBe(ninth);
+    expect((await verifyInRanges(tenantId)).firstBad).toEqual({ seq: 8, id: ninth, reason: 'hash_mismatch' });
+    const third = await idAt(tenantId, 3);
+    await swap(2);
+    expect((await verifyInRanges(tenantId)).firstBad).toEqual({ seq: 2, id: third, reason: 'hash_mismatch' });
+  });
+
   it('detects reordered events', async () => {
     const { owner, tenantId } = await tenantWithLog();
     const third = await idAt(tenantId, 3);
@@ -260,6 +349,127 @@ describe('the audit hash chain', () => {
       t.db.withTenant(tenantId, (tx) => sql.raw(`update audit_events set action = 'x' where tenant_id = '${tenantId}'`).execute(tx)),
     ).rejects.toMatchObject({ code: '42501' });
     expect(await verify(owner, tenantId)).toMatchObject({ ok: true });
+  });
+
+  // The platform tests below put the log back as it was: there is one platform chain per database.
+  it('detects a deleted platform event, in the middle and at the end, and names its seq (in the one-transaction check and the CLI range check alike)', async () => {
+    for (const fromEnd of [2, 0]) {
+      const head = await platformLog();
+      expect(await verifyPlatformEveryWay()).toMatchObject({ ok: true, count: head });
+      const seq = head - fromEnd;
+      // Kept aside, to be put back once the deletion was seen.
+      await t.admin.query(`create table platform_tamper_stash as select * from platform_audit_events where seq = ${seq}`);
+      try {
+        await tamperPlatform('delete from platform_audit_events where seq = $1', [seq]);
+        expect(await verifyPlatformEveryWay()).toMatchObject({ ok: false, firstBad: { seq, id: null, reason: 'missing' } });
+      } finally {
+        await t.admin.query('insert into platform_audit_events select * from platform_tamper_stash on conflict do nothing');
+        await t.admin.query('drop table platform_tamper_stash');
+      }
+      expect(await verifyPlatformEveryWay()).toMatchObject({ ok: true, count: head });
+    }
+  });
+
+  it('detects an event slipped into the platform log, also one the forger hashed onto the chain: named where the chain breaks', async () => {
+    const head = await platformLog();
+    const seq = head - 2;
+    const displaced = await platformIdAt(seq);
+    const forged = randomUUID();
+    // Make room at seq (two steps: seq is unique), then slip a forged, sealed-looking event in.
+    await tamperPlatform('update platform_audit_events set seq = seq + 1000000 where seq >= $1', [seq]);
+    await tamperPlatform('update platform_audit_events set seq = seq - 999999 where seq > 1000000');
+    try {
+      await t.admin.query(
+        `insert into platform_audit_events (id, actor_type, action, outcome, seq, hash, sealed_at, canonical_metadata)
+         values ($1, 'system', 'tenant.deleted', 'success', $2, decode(repeat('ab', 32), 'hex'), now(), '{}')`,
+        [forged, seq],
+      );
+      expect(await verifyPlatformEveryWay()).toMatchObject({ ok: false, firstBad: { seq, id: forged, reason: 'hash_mismatch' } });
+      // Hashed as the sealer would have: the forged event links, the one it displaced no longer does.
+      const rows = await t.db
+        .systemDb({ reason: 'test: hash a forged platform event onto the chain' })
+        .transaction((tx) => tx.selectFrom('platform_audit_events').selectAll().where('seq', 'in', [String(seq - 1), String(seq)]).orderBy('seq').execute());
+      expect(rows.map((row) => row.id)).toEqual([expect.any(String), forged]);
+      await tamperPlatform('update platform_audit_events set hash = $2 where id = $1', [forged, chainHash(asBuffer(rows[0]!.hash!), chainRecordOf('platform', rows[1]!, seq))]);
+      expect(await verifyPlatformEveryWay()).toMatchObject({ ok: false, firstBad: { seq: seq + 1, id: displaced, reason: 'hash_mismatch' } });
+    } finally {
+      await tamperPlatform('delete from platform_audit_events where id = $1', [forged]);
+      await tamperPlatform('update platform_audit_events set seq = seq + 1000000 where seq > $1', [seq]);
+      await tamperPlatform('update platform_audit_events set seq = seq - 1000001 where seq > 1000000');
+    }
+    expect(await platformIdAt(seq)).toBe(displaced);
+    expect(await verifyPlatformEveryWay()).toMatchObject({ ok: true, count: head });
+  });
+
+  it('detects two swapped platform events and names the first', async () => {
+    const head = await platformLog();
+    const seq = head - 2;
+    const [first, second] = [await platformIdAt(seq), await platformIdAt(seq + 1)];
+    const swap = async () => {
+      await tamperPlatform('update platform_audit_events set seq = 1000000 where seq = $1', [seq]);
+      await tamperPlatform('update platform_audit_events set seq = $1 where seq = $2', [seq, seq + 1]);
+      await tamperPlatform('update platform_audit_events set seq = $1 where seq = 1000000', [seq + 1]);
+    };
+    await swap();
+    try {
+      expect(await platformIdAt(seq + 1)).toBe(first);
+      expect(await verifyPlatformEveryWay()).toMatchObject({ ok: false, firstBad: { seq, id: second, reason: 'hash_mismatch' } });
+    } finally {
+      await swap();
+    }
+    expect(await verifyPlatformEveryWay()).toMatchObject({ ok: true, count: head });
+  });
+
+  it('a sealed platform event is final: the sealer role may not change it, re-seal or unseal it, delete it or truncate the log; the application role may not either', async () => {
+    await platformLog(1); // sealed by the sealer, as cn_system: the one change it may make, once
+    const [event] = await t.admin.query<{ id: string; seq: number }>('select id, seq::int as seq from platform_audit_events where seq = (select seq from platform_audit_head)');
+    const stored = () => t.admin.query('select * from platform_audit_events where id = $1', [event!.id]);
+    const before = await stored();
+    expect(before).toHaveLength(1);
+    const system = t.db.systemDb({ reason: 'test: a sealed platform event is final for the sealer role' });
+    const asSystem = (statement: string) => system.transaction((tx) => sql.raw(statement).execute(tx));
+    const asApp = (statement: string) => t.db.withGlobal((tx) => sql.raw(statement).execute(tx));
+    const itself = `where id = '${event!.id}'`;
+    for (const statement of [
+      `update platform_audit_events set seq = seq, hash = hash ${itself}`,
+      `update platform_audit_events set seq = ${event!.seq + 1000000}, hash = decode(repeat('ab', 32), 'hex'), sealed_at = now() ${itself}`,
+      `update platform_audit_events set hash = decode(repeat('00', 32), 'hex') ${itself}`,
+      `update platform_audit_events set sealed_at = now() - interval '1 day' ${itself}`,
+      `update platform_audit_events set canonical_metadata = '{"rewritten":true}' ${itself}`,
+      `update platform_audit_events set seq = null, hash = null, sealed_at = null ${itself}`,
+      `update platform_audit_events set action = 'rewritten' ${itself}`,
+      `delete from platform_audit_events ${itself}`,
+      'truncate platform_audit_events',
+    ]) {
+      await expect(asSystem(statement), `as cn_system: ${statement}`).rejects.toMatchObject({ code: '42501' });
+      await expect(asApp(statement), `as the application role: ${statement}`).rejects.toMatchObject({ code: '42501' });
+    }
+    expect(await stored()).toEqual(before);
+    expect(await verifyPlatformEveryWay()).toMatchObject({ ok: true });
+  });
+
+  it('writers may give a platform event only its content: never its id, time, position, or a seal of their own', async () => {
+    const system = t.db.systemDb({ reason: 'test: what a writer may give a platform event' });
+    const asSystem = (statement: string) => system.transaction((tx) => sql.raw(statement).execute(tx));
+    const asApp = (statement: string) => t.db.withGlobal((tx) => sql.raw(statement).execute(tx));
+    const columns = "actor_type, action, outcome";
+    const values = "'anonymous', 'auth.login.failed', 'failure'";
+    for (const [column, value] of [
+      ['id', 'gen_random_uuid()'],
+      ['at', "now() - interval '3 years'"],
+      ['position', '1'],
+      ['seq', '(select seq + 1 from platform_audit_head)'],
+      ['hash', "decode(repeat('ab', 32), 'hex')"],
+      ['sealed_at', 'now()'],
+      ['canonical_metadata', "'{}'"],
+    ]) {
+      const statement = `insert into platform_audit_events (${columns}, ${column}) values (${values}, ${value})`;
+      await expect(asSystem(statement), `as cn_system: ${column}`).rejects.toMatchObject({ code: '42501' });
+      await expect(asApp(statement), `as the application role: ${column}`).rejects.toMatchObject({ code: '42501' });
+    }
+    // The content alone is what every writer gives.
+    await asApp(`insert into platform_audit_events (${columns}, tenant_id, actor_id, actor_email, target_type, target_id, ip, user_agent, request_id, metadata) values (${values}, null, null, null, null, null, '192.0.2.1', 'test', 'req', '{}')`);
+    await asSystem(`insert into platform_audit_events (${columns}) values (${values})`);
   });
 
   it('the platform log is one chain with the same guarantees: sealed without gaps, checkpointed, tampering named', async () => {

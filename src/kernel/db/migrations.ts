@@ -1382,6 +1382,12 @@ alter table audit_events alter column id set default cn_uuid_v7();
  * relies on the column default taking the transaction id first), id or at (the database's).
  */
 const AUDIT_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, canonical_metadata)';
+/**
+ * The same for the platform log, whose events are sealed in place: not seq, hash, sealed_at
+ * or canonical_metadata either (a writer could otherwise hand in an event already "sealed",
+ * which would stop the sealer at a duplicate seq), nor a chosen id, time or position.
+ */
+const PLATFORM_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, metadata)';
 
 /** Functions the application role may execute (re-granted on every migrate). */
 export const APP_FUNCTIONS: readonly string[] = [
@@ -1401,7 +1407,7 @@ export const SYSTEM_GRANTS: Readonly<Record<string, readonly string[]>> = {
   audit_seals: ['select, insert'],
   audit_log: ['select'],
   audit_seal_watermark: ['select, update'],
-  platform_audit_events: ['select, insert', 'update (seq, hash, sealed_at, canonical_metadata)'],
+  platform_audit_events: [`select, ${PLATFORM_EVENT_INSERT}`, 'update (seq, hash, sealed_at, canonical_metadata)'],
   audit_checkpoints: ['select, insert'],
   platform_audit_checkpoints: ['select, insert'],
   audit_chain_heads: ['select, insert, update'],
@@ -1433,7 +1439,7 @@ export const APP_GRANTS: Readonly<Record<string, string>> = {
   audit_seals: 'select',
   audit_log: 'select',
   audit_seal_watermark: 'select',
-  platform_audit_events: 'select, insert',
+  platform_audit_events: `select, ${PLATFORM_EVENT_INSERT}`,
   audit_chain_heads: 'select',
   platform_audit_head: 'select',
   audit_checkpoints: 'select',
