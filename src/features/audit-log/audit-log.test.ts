@@ -140,6 +140,44 @@ describe('audit log', () => {
     expect(after!.n).toBe(before!.n);
   });
 
+  it("an event a request records carries that request's id as the server answered it (never an id the client sent), its address and its user agent", async () => {
+    // A tenant of its own: the export below is itself an event, which other tests count.
+    const { session, tenantId: traced } = await t.signup();
+    const client = { 'x-request-id': 'client-chosen-request-id', 'user-agent': 'request-id-test/1.0 (audit)' };
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    const created = await t.request({ method: 'POST', url: `/api/v1/tenants/${traced}/accounts`, as: session, body: { name: 'Traced' }, headers: client, remoteAddress: '192.0.2.44' });
+    expect(created.statusCode).toBe(201);
+    const requestId = created.headers['x-request-id'];
+    expect(requestId).toMatch(uuid);
+    expect(requestId).not.toBe(client['x-request-id']);
+    const accountId = created.json<{ id: string }>().id;
+    const recorded = `select request_id, ip, user_agent from audit_events where tenant_id = $1 and action = $2`;
+    expect(await t.admin.query(`${recorded} and target_id = $3`, [traced, 'account.created', accountId])).toEqual([{ request_id: requestId, ip: '192.0.2.44', user_agent: client['user-agent'] }]);
+
+    // As served: the list shows address and user agent, the export the request id too.
+    const listed = (await t.request({ method: 'GET', url: `/api/v1/tenants/${traced}/audit-events?action=account.created`, as: session })).json<{ items: Record<string, unknown>[] }>().items;
+    expect(listed).toEqual([expect.objectContaining({ target: { type: 'account', id: accountId }, ip: '192.0.2.44', userAgent: client['user-agent'] })]);
+    const exported = await t.request({ method: 'GET', url: `/api/v1/tenants/${traced}/audit-events/export?format=jsonl`, as: session, headers: client, remoteAddress: '192.0.2.45' });
+    expect(exported.statusCode).toBe(200);
+    const lines = exported.body.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines.filter((line) => line.action === 'account.created')).toEqual([expect.objectContaining({ requestId, ip: '192.0.2.44', userAgent: client['user-agent'] })]);
+    // The export recorded itself, with its own request's id.
+    const exportId = exported.headers['x-request-id'];
+    expect(exportId).toMatch(uuid);
+    expect(exportId).not.toBe(requestId);
+    expect(await t.admin.query(recorded, [traced, 'audit.exported'])).toEqual([{ request_id: exportId, ip: '192.0.2.45', user_agent: client['user-agent'] }]);
+
+    // A platform event (a failed login) alike.
+    const email = `nobody-${traced}@request-id.example`;
+    const failed = await t.request({ method: 'POST', url: '/api/v1/auth/login', body: { email, password: 'not the password at all' }, headers: client, remoteAddress: '192.0.2.46' });
+    expect(failed.statusCode).toBe(401);
+    const failedId = failed.headers['x-request-id'];
+    expect(failedId).toMatch(uuid);
+    expect(await t.admin.query(`select request_id, ip, user_agent from platform_audit_events where action = 'auth.login.failed' and ip = '192.0.2.46'`)).toEqual([
+      { request_id: failedId, ip: '192.0.2.46', user_agent: client['user-agent'] },
+    ]);
+  });
+
   it("an account's history: its events newest first, for anyone who may read it, also after deletion, without addresses", async () => {
     const viewer = await t.addMember(owner, tenantId, 'viewer');
     const accounts = `/api/v1/tenants/${tenantId}/accounts`;
