@@ -183,17 +183,22 @@ describe('the audit hash chain', () => {
     expect(await verify(fourth.owner, fourth.tenantId)).toMatchObject({ ok: false, firstBad: { seq: 4, id: null, reason: 'missing' } });
   });
 
-  it('detects an inserted event', async () => {
-    const { owner, tenantId } = await tenantWithLog();
-    // Make room at seq 3 (two steps: seq is unique), then slip a forged event and its seal in.
-    await tamper('update audit_seals set seq = seq + 1000000 where tenant_id = $1 and seq >= 3', [tenantId]);
+  /** Makes room at seq (two steps: seq is unique), then slips a forged event and its seal (a junk hash) in; returns its id. */
+  async function insertForged(tenantId: string, seq: number): Promise<string> {
+    await tamper('update audit_seals set seq = seq + 1000000 where tenant_id = $1 and seq >= $2', [tenantId, seq]);
     await tamper('update audit_seals set seq = seq - 999999 where tenant_id = $1 and seq > 1000000', [tenantId]);
     const forged = randomUUID();
     await tamper(
       `with e as (insert into audit_events (tenant_id, id, actor_type, action, outcome) values ($1, $2, 'system', 'account.deleted', 'success') returning position)
-       insert into audit_seals (tenant_id, seq, position, action, hash, canonical_metadata) select $1, 3, position, 'account.deleted', decode(repeat('ab', 32), 'hex'), '{}' from e`,
-      [tenantId, forged],
+       insert into audit_seals (tenant_id, seq, position, action, hash, canonical_metadata) select $1, $3, position, 'account.deleted', decode(repeat('ab', 32), 'hex'), '{}' from e`,
+      [tenantId, forged, seq],
     );
+    return forged;
+  }
+
+  it('detects an inserted event', async () => {
+    const { owner, tenantId } = await tenantWithLog();
+    const forged = await insertForged(tenantId, 3);
     expect((await verify(owner, tenantId)).firstBad).toEqual({ seq: 3, id: forged, reason: 'hash_mismatch' });
   });
 
@@ -253,15 +258,8 @@ describe('the audit hash chain', () => {
     const { tenantId } = await tenantWithLog(10);
     expect(await verifyInRanges(tenantId)).toMatchObject({ ok: true });
     const displaced = await idAt(tenantId, 8);
-    // Make room at seq 8, the end of the second range of 4, then slip a forged event and its seal in.
-    await tamper('update audit_seals set seq = seq + 1000000 where tenant_id = $1 and seq >= 8', [tenantId]);
-    await tamper('update audit_seals set seq = seq - 999999 where tenant_id = $1 and seq > 1000000', [tenantId]);
-    const forged = randomUUID();
-    await tamper(
-      `with e as (insert into audit_events (tenant_id, id, actor_type, action, outcome) values ($1, $2, 'system', 'account.deleted', 'success') returning position)
-       insert into audit_seals (tenant_id, seq, position, action, hash, canonical_metadata) select $1, 8, position, 'account.deleted', decode(repeat('ab', 32), 'hex'), '{}' from e`,
-      [tenantId, forged],
-    );
+    // At seq 8, the end of the second range of 4.
+    const forged = await insertForged(tenantId, 8);
     expect((await verifyInRanges(tenantId)).firstBad).toEqual({ seq: 8, id: forged, reason: 'hash_mismatch' });
     // Hashed as the sealer would have: its range checks out, and the next range, starting from
     // the forged hash, finds that the displaced event no longer links.
