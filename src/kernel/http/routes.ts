@@ -398,6 +398,8 @@ async function runTenantRoute(
   // Records served to this caller: past the threshold within the window, an audited
   // access.bulk_read (after the answer's own transaction, which may have been read-only).
   const countRead = async (records: number): Promise<void> => {
+    // Never inside the request's transaction: the event goes in one of its own.
+    if (!answered) throw new Error('countRead is for streamed answers, after the handler has returned');
     const member = principal;
     if (member === undefined) return;
     const actor = actorOf(member);
