@@ -40,6 +40,7 @@ import pg from 'pg';
 import { hashPassword, type Argon2Parameters } from '../src/features/identity/passwords.ts';
 import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.ts';
 import { exportLine, measureExport, seedAuditEvents, type ExportResult } from './export.ts';
+import { apiWriteLines, measureApiWrites, UNAUDITED_ACCOUNTS_PATH, type ApiWriteResult } from './api-writes.ts';
 import { auditWriteLines, chainLine, measureAuditWrites, measureChain, openBenchDatabase, type AuditChainResult, type AuditWriteResult } from './audit.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 import { backupLine, measureBackup, type BackupBenchResult } from './backup.ts';
@@ -363,6 +364,19 @@ function routePath(route: RouteName, [tenantId, accountId]: [string, string]): s
 async function queryCount(baseUrl: string): Promise<number> {
   const response = await fetch(`${baseUrl}/bench/stats`);
   return ((await response.json()) as { queries: number }).queries;
+}
+
+/** The two API write routes answer alike, and only the real one records an event. */
+async function apiWriteSanityCheck(baseUrl: string, cookie: string, csrfToken: string, superPool: pg.Pool, tenantId: string): Promise<void> {
+  const headers = { cookie, 'x-csrf-token': csrfToken, 'content-type': 'application/json' };
+  const ids: string[] = [];
+  for (const path of [`/api/v1/tenants/${tenantId}/accounts`, UNAUDITED_ACCOUNTS_PATH(tenantId)]) {
+    const response = await fetch(`${baseUrl}${path}`, { method: 'POST', headers, body: JSON.stringify({ name: 'API write check' }) });
+    if (response.status !== 201) throw new Error(`POST ${path}: ${response.status} ${await response.text()}`);
+    ids.push(((await response.json()) as { id: string }).id);
+  }
+  const { rows } = await superPool.query<{ target_id: string }>(`select target_id from audit_events where action = 'account.created' and target_id = any($1)`, [ids]);
+  if (rows.length !== 1 || rows[0]!.target_id !== ids[0]) throw new Error(`API write check: expected an event for the audited write only, found ${JSON.stringify(rows)}`);
 }
 
 async function sanityCheck(baseUrl: string, cookie: string, pairs: [string, string][]): Promise<void> {
@@ -877,6 +891,7 @@ function resultsSection(
   policy: PolicyResult,
   exported: ExportResult | null,
   auditWrites: AuditWriteResult | null,
+  apiWrites: ApiWriteResult | null,
   chain: AuditChainResult | null,
   crypto: CryptoResults | null,
   backup: BackupBenchResult | null,
@@ -935,6 +950,7 @@ ${auditWrites ? `Writes in a tenant transaction through the kernel (${auditWrite
 ${(['plain', 'audited', 'chained', 'hot'] as const).map((kind) => `| ${kind} | ${fmt(auditWrites.perSecond[kind])} | ${fmt(auditWrites.spread[kind].min)} | ${fmt(auditWrites.spread[kind].max)} |`).join('\n')}
 
 ${auditWriteLines(auditWrites).map((line) => `- ${line}.`).join('\n')}` : 'Audit writes skipped (BENCH_AUDIT_SECONDS=0).'}
+${apiWrites ? `\nThe same through the API, as the server writes (\`POST /api/v1/tenants/{t}/accounts\`: session, CSRF, guard, validation, JSON; plain is the same route with its audit call a no-op; the server's own sealer runs in the chained and hot slices; ${apiWrites.connections} connections, 3 s slices taking turns, ${apiWrites.seconds} s per kind; spread over ${fmt(apiWrites.tenants)} tenants unless hot):\n\n| kind | req/s (all its slices) |\n|---|---|\n${(['plain', 'audited', 'chained', 'hot'] as const).map((kind) => `| ${kind} | ${fmt(apiWrites.perSecond[kind])} |`).join('\n')}\n\n${apiWriteLines(apiWrites).map((line) => `- ${line}.`).join('\n')}` : ''}
 
 ${chain ? `- ${chainLine(chain)}.` : 'Chain sealing and verification skipped (BENCH_EXPORT_EVENTS=0).'}
 
@@ -1161,6 +1177,14 @@ async function main(): Promise<number> {
       const contacts = await measureContactReads({ baseUrl, cookie, csrfToken, tenantId: signupTenantId, connections: settings.connections, seconds: settings.cryptoSeconds, rounds: 2, log });
       crypto = { field, stream, contacts };
     }
+    let apiWrites: ApiWriteResult | null = null;
+    if (settings.auditSeconds > 0) {
+      await waitForQuiet(settings.quietWait);
+      const tenantIds = [...new Set(pairs.map(([tenantId]) => tenantId))];
+      await apiWriteSanityCheck(baseUrl, cookie, csrfToken, superPool, tenantIds[0]!);
+      log(`API writes: POST .../accounts unaudited, audited, chained and to one hot tenant, ${settings.connections} connections, ${settings.auditSeconds * settings.rounds} s each`);
+      apiWrites = await measureApiWrites({ baseUrl, cookie, csrfToken, tenantIds, connections: settings.connections, seconds: settings.auditSeconds * settings.rounds, log });
+    }
     // The audit measurements run in this process through the kernel, on the same database.
     const audit = await openBenchDatabase(serverEnv.DATABASE_URL!, serverEnv.DATA_DIR!);
     let auditWrites: AuditWriteResult | null = null;
@@ -1234,6 +1258,7 @@ async function main(): Promise<number> {
     log(argon2 ? argon2Line(argon2) : 'argon2id hash rate: skipped (BENCH_ARGON2_SECONDS=0)');
     log(policyLine(policy));
     for (const line of auditWrites ? auditWriteLines(auditWrites) : ['audit writes: skipped (BENCH_AUDIT_SECONDS=0)']) log(line);
+    for (const line of apiWrites ? apiWriteLines(apiWrites) : []) log(line);
     log(chain ? chainLine(chain) : 'audit chain: skipped (BENCH_EXPORT_EVENTS=0)');
     log(exported ? exportLine(exported) : 'audit export: skipped (BENCH_EXPORT_EVENTS=0)');
     for (const line of crypto ? [fieldLine(crypto.field), streamLine(crypto.stream), contactReadLine(crypto.contacts)] : ['encryption: skipped (BENCH_CRYPTO_SECONDS=0)']) log(line);
@@ -1259,7 +1284,7 @@ async function main(): Promise<number> {
         postgresSettings: pgSettings,
         backgroundBusy: idleBusy,
       };
-      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, chain, crypto, backup));
+      writeDoc(resultsSection(env, best, runs, serial, flood, argon2, serverConfig, policy, exported, auditWrites, apiWrites, chain, crypto, backup));
       log(`wrote ${path.relative(ROOT, DOC_PATH)}`);
     }
     return 0;

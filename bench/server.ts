@@ -1,7 +1,7 @@
 /**
  * The server under benchmark, run by bench/run.ts as a child process (so the load
  * generator does not share its event loop). It is the real app — config, migrations,
- * session guard, withTenant, RLS — plus two public routes that exist only here:
+ * session guard, withTenant, RLS — plus public routes that exist only here:
  *
  *  - GET /bench/baseline/:tenantId/:id: the same primary-key SELECT as
  *    GET /api/v1/tenants/:tenantId/accounts/:id, with the same params validation and
@@ -13,6 +13,12 @@
  *    (every pg.Client#query call, the app pools' and the baseline pool's), so run.ts can
  *    report database round trips per request.
  *
+ *  - POST /bench/sealer {running} and POST /bench/seal: the audit sealer switched on or off,
+ *    and a pass of it on demand, for the API write slices (api-writes.ts).
+ *
+ * and one tenant route: POST /api/v1/tenants/:tenantId/bench-unaudited/accounts, the real
+ * account-creating route with audit() a no-op (api-writes.ts compares the two).
+ *
  * Environment: the app's own variables (DATABASE_URL, PORT, DATABASE_POOL_SIZE, ...)
  * plus BENCH_BASELINE_DATABASE_URL (superuser URL of the bench database) and
  * BENCH_BASELINE_PREPARED.
@@ -22,11 +28,13 @@ import pg from 'pg';
 import pino from 'pino';
 import Type from 'typebox';
 import { buildApp } from '../src/app.ts';
+import { sealAllLogs, startAuditSealer } from '../src/kernel/audit/sealer.ts';
+import { loadAuditSigner } from '../src/kernel/audit/signing.ts';
 import { Account } from '../src/features/records/schemas.ts';
 import { loadConfig } from '../src/kernel/config/config.ts';
 import { openDatabase } from '../src/kernel/db/database.ts';
 import { AppError } from '../src/kernel/http/errors.ts';
-import { publicRoute } from '../src/kernel/http/routes.ts';
+import { publicRoute, type RouteDefinition } from '../src/kernel/http/routes.ts';
 import { TenantItemParams } from '../src/kernel/http/schemas.ts';
 
 // Count every query sent by any pg client in this process (the app's pools use this same
@@ -74,6 +82,8 @@ async function main(): Promise<void> {
   const baselinePool = new pg.Pool({ connectionString: baselineUrl, max: config.databasePoolSize });
   baselinePool.on('error', (error) => logger.warn({ err: error }, 'idle baseline client error'));
 
+  const auditSigner = loadAuditSigner(config, logger);
+  let stopSealer: (() => void) | undefined;
   const benchRoutes = [
     publicRoute({
       method: 'GET',
@@ -90,6 +100,30 @@ async function main(): Promise<void> {
         return toAccount(row);
       },
     }),
+    // The audit sealer, as main.ts runs it, switched on for the API write slices that want it
+    // (api-writes.ts); off otherwise, so the read benchmarks stay as they were measured.
+    publicRoute({
+      method: 'POST',
+      url: '/bench/sealer',
+      reason: 'benchmark instrumentation: start or stop the audit sealer',
+      schema: { summary: 'Benchmark sealer switch', tags: ['bench'], body: Type.Object({ running: Type.Boolean() }), response: { 200: Type.Object({ running: Type.Boolean() }) } },
+      async handler({ body }) {
+        stopSealer?.();
+        stopSealer = body.running
+          ? startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger)
+          : undefined;
+        return { running: body.running };
+      },
+    }),
+    publicRoute({
+      method: 'POST',
+      url: '/bench/seal',
+      reason: 'benchmark instrumentation: seal every pending audit event now (untimed, between slices)',
+      schema: { summary: 'Benchmark seal', tags: ['bench'], response: { 200: Type.Object({ sealed: Type.Number() }) } },
+      async handler() {
+        return { sealed: await sealAllLogs(db) };
+      },
+    }),
     publicRoute({
       method: 'GET',
       url: '/bench/stats',
@@ -101,12 +135,22 @@ async function main(): Promise<void> {
     }),
   ];
 
-  const app = await buildApp({ config, db, extraRoutes: benchRoutes });
+  // The account-creating route's unaudited twin (api-writes.ts): the same definition and
+  // handler, with audit() a no-op, so the two differ by the audit event alone.
+  const withUnauditedTwin = (routes: RouteDefinition[]): RouteDefinition[] => {
+    const real = routes.find((route) => route.method === 'POST' && route.url === '/api/v1/tenants/:tenantId/accounts');
+    if (!real || real.access.kind !== 'tenant') throw new Error('the bench needs POST /api/v1/tenants/:tenantId/accounts');
+    const handler = (real as Extract<RouteDefinition, { access: { kind: 'tenant' } }>).handler;
+    const twin = { ...real, url: '/api/v1/tenants/:tenantId/bench-unaudited/accounts', handler: (ctx: Parameters<typeof handler>[0]) => handler({ ...ctx, audit: async () => {} }) };
+    return [...routes, twin as RouteDefinition];
+  };
+  const app = await buildApp({ config, db, auditSigner, extraRoutes: benchRoutes, alterRoutes: withUnauditedTwin });
 
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    stopSealer?.();
     await app.close();
     await Promise.allSettled([db.close(), baselinePool.end()]);
     process.exit(0);
