@@ -47,7 +47,7 @@ export async function measureApiWrites(options: {
     if (response.status !== 200) throw new Error(`POST ${path}: ${response.status} ${await response.text()}`);
   };
   const slice = async (kind: Kind, seconds: number) => {
-    await bench('/bench/seal'); // the backlog of a sealer-less slice is not the next slice's cost
+    await bench('/bench/seal', {}); // the backlog of a sealer-less slice is not the next slice's cost
     const sealer = kind === 'chained' || kind === 'hot';
     if (sealer) await bench('/bench/sealer', { running: true });
     try {
@@ -77,7 +77,7 @@ export async function measureApiWrites(options: {
     }
     options.log(`  API writes turn ${turn}/${turns}: ${KINDS.map((kind) => `${kind} ${Math.round(total[kind].requests / total[kind].seconds)}`).join(', ')} req/s so far`);
   }
-  await bench('/bench/seal');
+  await bench('/bench/seal', { signAll: true });
   return {
     perSecond: Object.fromEntries(KINDS.map((kind) => [kind, total[kind].requests / total[kind].seconds])) as Record<Kind, number>,
     connections: options.connections,

@@ -14,7 +14,6 @@
  * sealed (untimed) before the next slice. Then the commit-to-sealed delay over the chained slices (sealed_at - at), and the
  * sealing and verification rates over a large log (run.ts seeds it).
  */
-import { generateKeyPairSync } from 'node:crypto';
 import path from 'node:path';
 import { CLK_TCK, procAvailable, systemTicks } from './cpu.ts';
 import { recordTenantEvent } from '../src/kernel/audit/record.ts';
@@ -58,6 +57,8 @@ export interface AuditChainResult {
   readonly firstPassSeconds: number;
   readonly vacuumSeconds: number;
   readonly verifiedOk: boolean;
+  /** What verification reported when the chain did not verify. */
+  readonly problem: string | null;
 }
 
 const ACTOR = { type: 'user' as const, id: '00000000-0000-4000-8000-000000000001', email: 'bench@example.com' };
@@ -70,7 +71,7 @@ export interface CheckpointPolicy {
 }
 
 /** Opens the kernel on the bench database (owner URL; requests then run as cn_app). */
-export async function openBenchDatabase(ownerUrl: string, dataDir: string): Promise<{ db: Database; signer: AuditSigner; checkpoints: CheckpointPolicy }> {
+export async function openBenchDatabase(ownerUrl: string, dataDir: string, signingKeyPem: string): Promise<{ db: Database; signer: AuditSigner; checkpoints: CheckpointPolicy }> {
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: ownerUrl,
@@ -79,7 +80,7 @@ export async function openBenchDatabase(ownerUrl: string, dataDir: string): Prom
     // A server writes every sealed event to the operator stream (stdout unless told otherwise);
     // the sealer here does too, to a file, so the chain's cost includes it.
     AUDIT_STREAM: path.join(dataDir, 'audit-stream.jsonl'),
-    AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    AUDIT_SIGNING_KEY: signingKeyPem,
   });
   const db = await openDatabase({ config, logger: pino({ level: 'silent' }) });
   // The server's checkpoint policy (its defaults: the bench server sets none).
@@ -233,6 +234,7 @@ export async function measureChain(db: Database, signer: AuditSigner, superPool:
     firstPassSeconds: first.seconds,
     vacuumSeconds,
     verifiedOk: first.result.ok && settled.result.ok,
+    problem: first.result.ok ? (settled.result.ok ? null : JSON.stringify(settled.result)) : JSON.stringify(first.result),
   };
 }
 
@@ -251,5 +253,5 @@ export function auditWriteLines(r: AuditWriteResult): string[] {
 }
 
 export function chainLine(c: AuditChainResult): string {
-  return `sealing ${fmt(c.events)} events of one tenant: ${c.sealSeconds.toFixed(1)} s (${fmt(c.events / c.sealSeconds)} events/s); verifying the chain: ${c.verifySeconds.toFixed(1)} s (${fmt(c.events / c.verifySeconds)} events/s; target >= 200,000: ${c.events / c.verifySeconds >= 200_000 ? 'met' : 'NOT met'}; ${c.verifiedOk ? 'chain ok' : 'CHAIN BROKEN'}); the first pass right after sealing took ${c.firstPassSeconds.toFixed(1)} s (${fmt(c.events / c.firstPassSeconds)} events/s), then VACUUM ${c.vacuumSeconds.toFixed(1)} s`;
+  return `sealing ${fmt(c.events)} events of one tenant: ${c.sealSeconds.toFixed(1)} s (${fmt(c.events / c.sealSeconds)} events/s); verifying the chain: ${c.verifySeconds.toFixed(1)} s (${fmt(c.events / c.verifySeconds)} events/s; target >= 200,000: ${c.events / c.verifySeconds >= 200_000 ? 'met' : 'NOT met'}; ${c.verifiedOk ? 'chain ok' : `CHAIN BROKEN: ${c.problem}`}); the first pass right after sealing took ${c.firstPassSeconds.toFixed(1)} s (${fmt(c.events / c.firstPassSeconds)} events/s), then VACUUM ${c.vacuumSeconds.toFixed(1)} s`;
 }

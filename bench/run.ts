@@ -31,7 +31,7 @@
  */
 import autocannon, { type AutocannonRequest, type AutocannonResult } from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -1107,6 +1107,8 @@ async function main(): Promise<number> {
       BENCH_BASELINE_PREPARED: settings.baselinePrepared ? '1' : '0',
       // The login flood sends each attempt from its own X-Forwarded-For address.
       TRUST_PROXY: BENCH_PROXY,
+      // One checkpoint key for the server's sealer and this process's: each verifies what the other signed.
+      AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
     };
     for (const name of ARGON2_VARIABLES) {
       const value = process.env[name]?.trim();
@@ -1186,7 +1188,7 @@ async function main(): Promise<number> {
       apiWrites = await measureApiWrites({ baseUrl, cookie, csrfToken, tenantIds, connections: settings.connections, seconds: settings.auditSeconds * settings.rounds, log });
     }
     // The audit measurements run in this process through the kernel, on the same database.
-    const audit = await openBenchDatabase(serverEnv.DATABASE_URL!, serverEnv.DATA_DIR!);
+    const audit = await openBenchDatabase(serverEnv.DATABASE_URL!, serverEnv.DATA_DIR!, serverEnv.AUDIT_SIGNING_KEY!);
     let auditWrites: AuditWriteResult | null = null;
     let chain: AuditChainResult | null = null;
     let exported: ExportResult | null = null;
