@@ -1381,13 +1381,14 @@ alter table audit_events alter column id set default cn_uuid_v7();
  * The columns of an audit event its writer may give. Not position (the sealer's watermark
  * relies on the column default taking the transaction id first), id or at (the database's).
  */
-const AUDIT_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, canonical_metadata)';
+const EVENT_CONTENT = 'tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id';
+const AUDIT_EVENT_INSERT = `insert (${EVENT_CONTENT}, canonical_metadata)`;
 /**
  * The same for the platform log, whose events are sealed in place: not seq, hash, sealed_at
  * or canonical_metadata either (a writer could otherwise hand in an event already "sealed",
  * which would stop the sealer at a duplicate seq), nor a chosen id, time or position.
  */
-const PLATFORM_EVENT_INSERT = 'insert (tenant_id, actor_type, actor_id, actor_email, action, target_type, target_id, outcome, ip, user_agent, request_id, metadata)';
+const PLATFORM_EVENT_INSERT = `insert (${EVENT_CONTENT}, metadata)`;
 
 /** Functions the application role may execute (re-granted on every migrate). */
 export const APP_FUNCTIONS: readonly string[] = [
