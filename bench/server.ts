@@ -28,7 +28,7 @@ import pg from 'pg';
 import pino from 'pino';
 import Type from 'typebox';
 import { buildApp } from '../src/app.ts';
-import { sealAllLogs, startAuditSealer, writeDueCheckpoints } from '../src/kernel/audit/sealer.ts';
+import { sealAllLogs, sealerOptionsOf, startAuditSealer, writeDueCheckpoints } from '../src/kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../src/kernel/audit/signing.ts';
 import { Account } from '../src/features/records/schemas.ts';
 import { loadConfig } from '../src/kernel/config/config.ts';
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       async handler({ body }) {
         stopSealer?.();
         stopSealer = body.running
-          ? startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger)
+          ? startAuditSealer(db, auditSigner, sealerOptionsOf(config.audit), logger)
           : undefined;
         return { running: body.running };
       },

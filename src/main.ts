@@ -7,7 +7,7 @@ import { forgetTenantKeys, startBackupSchedule, targetFromConfig } from './featu
 import { startDeletionPurge } from './features/tenancy/index.ts';
 import { startWebhookWorker } from './features/integrations/index.ts';
 import { startReviewJobs } from './features/reviews/index.ts';
-import { startAuditSealer } from './kernel/audit/sealer.ts';
+import { sealerOptionsOf, startAuditSealer } from './kernel/audit/sealer.ts';
 import { loadAuditSigner } from './kernel/audit/signing.ts';
 import { createKeyring } from './kernel/crypto/envelope.ts';
 import { encryptLegacyTotpSecrets } from './features/identity/index.ts';
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   if (legacy.contacts + legacy.totpSeeds + legacy.ssoSecrets > 0) logger.info(legacy, 'encrypted data stored before field encryption');
   const app = await buildApp({ config, db, auditSigner, keyring });
   // Audit events are sealed into their hash chains in batches, outside the request path.
-  const stopSealer = startAuditSealer(db, auditSigner, { intervalMs: config.audit.sealIntervalMs, everyEvents: config.audit.checkpointEvents, everySeconds: config.audit.checkpointSeconds }, logger);
+  const stopSealer = startAuditSealer(db, auditSigner, sealerOptionsOf(config.audit), logger);
   // Anomaly rules read the committed audit log every couple of seconds, outside requests.
   const alertMailer = createMailer(config);
   const stopAlerts = startAlertLoop(db, logger, createAlertNotifier({ db, mailer: alertMailer, log: logger, appUrl: config.appUrl }), config.alerts);

@@ -9,6 +9,7 @@ import { ConfigError, loadConfig } from '../kernel/config/config.ts';
 import { AlertStatusError, listAllAlerts, setPlatformAlertStatus } from '../features/monitoring/index.ts';
 import os from 'node:os';
 import { describeProblem, type VerifyResult } from '../kernel/audit/chain.ts';
+import { SYSTEM_ACTOR } from '../kernel/audit/record.ts';
 import { sealAllLogs } from '../kernel/audit/sealer.ts';
 import { loadAuditSigner } from '../kernel/audit/signing.ts';
 import { verifyLogInParallel } from '../kernel/audit/verify.ts';
@@ -135,7 +136,7 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
       await withCliDatabase(async (db) => {
         const status = sub === 'ack' ? 'acknowledged' : 'resolved';
         // The command runs as the platform (no user); the operating-system account says who ran it.
-        const result = await setPlatformAlertStatus(db, id.toLowerCase(), status, { type: 'system', id: null }, { via: 'cli', osUser: os.userInfo().username });
+        const result = await setPlatformAlertStatus(db, id.toLowerCase(), status, SYSTEM_ACTOR, { via: 'cli', osUser: os.userInfo().username });
         out(json ? JSON.stringify(result) : `platform alert ${result.id} (${result.rule}): ${result.before} -> ${result.status}`);
       });
       return;
@@ -162,7 +163,7 @@ export async function runCli(argv: readonly string[], out: (line: string) => voi
     await withCliDatabase(async (db, config) => {
       try {
         const keyring = createKeyring(config, { warn() {} });
-        const result = await deleteTenant(db, keyring, { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: { type: 'system', id: null } });
+        const result = await deleteTenant(db, keyring, { tenantId: tenant.toLowerCase(), confirmName: confirm, actor: SYSTEM_ACTOR });
         // The keystore beside the backups loses the tenant's keys too: older backups are shredded as well.
         const target = targetFromConfig(config);
         const backupKeysRemoved = target === undefined ? null : (await forgetTenantKeys(target, keyring.provider, tenant.toLowerCase())).removed;

@@ -491,6 +491,11 @@ export async function writeDueCheckpoints(db: Database, signer: AuditSigner, pol
   });
 }
 
+/** The sealing loop's options as the server's settings give them (AUDIT_SEAL_INTERVAL_MS, AUDIT_CHECKPOINT_*). */
+export function sealerOptionsOf(audit: { readonly sealIntervalMs: number; readonly checkpointEvents: number; readonly checkpointSeconds: number }): { readonly intervalMs: number } & CheckpointPolicy {
+  return { intervalMs: audit.sealIntervalMs, everyEvents: audit.checkpointEvents, everySeconds: audit.checkpointSeconds };
+}
+
 /**
  * The server's sealing loop: every intervalMs, seal all pending events, then sign the heads
  * that are due. So an event is sealed at most about one interval (plus one batch) after it
