@@ -44,17 +44,18 @@ describe('the audit hash chain', () => {
     return response.json<Verify>();
   };
 
-  /** Tampers as the tables' owner would: with the append-only triggers switched off. */
-  async function tamper(script: string, params: unknown[] = []): Promise<void> {
-    await t.admin.query('alter table audit_events disable trigger audit_events_append_only');
-    await t.admin.query('alter table audit_seals disable trigger audit_seals_append_only');
+  /** Runs a statement as the tables' owner would tamper: with these tables' append-only triggers switched off. */
+  async function asOwnerWithoutTriggers(tables: readonly string[], script: string, params: unknown[]): Promise<void> {
+    for (const table of tables) await t.admin.query(`alter table ${table} disable trigger ${table}_append_only`);
     try {
       await t.admin.query(script, params);
     } finally {
-      await t.admin.query('alter table audit_seals enable trigger audit_seals_append_only');
-      await t.admin.query('alter table audit_events enable trigger audit_events_append_only');
+      for (const table of [...tables].reverse()) await t.admin.query(`alter table ${table} enable trigger ${table}_append_only`);
     }
   }
+
+  /** Tampers with a tenant log as the tables' owner would. */
+  const tamper = (script: string, params: unknown[] = []) => asOwnerWithoutTriggers(['audit_events', 'audit_seals'], script, params);
 
   /** The SQL condition naming the event row sealed at seq (of tenant $1). */
   const eventAt = (seq: number) => `position = (select position from audit_seals where tenant_id = $1 and seq = ${seq})`;
@@ -69,15 +70,8 @@ describe('the audit hash chain', () => {
   const idAt = async (tenantId: string, seq: number) =>
     (await t.admin.query<{ id: string }>('select id from audit_log where tenant_id = $1 and seq = $2', [tenantId, seq]))[0]!.id;
 
-  /** Tampers with the platform log as its table's owner would: with its append-only trigger switched off. */
-  async function tamperPlatform(script: string, params: unknown[] = []): Promise<void> {
-    await t.admin.query('alter table platform_audit_events disable trigger platform_audit_events_append_only');
-    try {
-      await t.admin.query(script, params);
-    } finally {
-      await t.admin.query('alter table platform_audit_events enable trigger platform_audit_events_append_only');
-    }
-  }
+  /** Tampers with the platform log as its table's owner would. */
+  const tamperPlatform = (script: string, params: unknown[] = []) => asOwnerWithoutTriggers(['platform_audit_events'], script, params);
 
   /** Adds `events` platform events (failed logins, each from its own address), seals and checkpoints them; returns the platform head's seq. */
   async function platformLog(events = 4): Promise<number> {
