@@ -15,8 +15,9 @@
  * (untimed) before the next one.
  */
 import autocannon, { type AutocannonRequest } from 'autocannon';
+import type pg from 'pg';
 
-export const UNAUDITED_ACCOUNTS_PATH = (tenantId: string) => `/api/v1/tenants/${tenantId}/bench-unaudited/accounts`;
+const UNAUDITED_ACCOUNTS_PATH = (tenantId: string) => `/api/v1/tenants/${tenantId}/bench-unaudited/accounts`;
 const AUDITED_ACCOUNTS_PATH = (tenantId: string) => `/api/v1/tenants/${tenantId}/accounts`;
 const SLICE_SECONDS = 3;
 const KINDS = ['plain', 'audited', 'chained', 'hot'] as const;
@@ -28,6 +29,20 @@ export interface ApiWriteResult {
   readonly connections: number;
   readonly seconds: number;
   readonly tenants: number;
+}
+
+const writeHeaders = (cookie: string, csrfToken: string) => ({ cookie, 'x-csrf-token': csrfToken, 'content-type': 'application/json' });
+
+/** The two routes answer alike, and only the real one records an event. */
+export async function apiWriteSanityCheck(baseUrl: string, cookie: string, csrfToken: string, superPool: pg.Pool, tenantId: string): Promise<void> {
+  const ids: string[] = [];
+  for (const path of [AUDITED_ACCOUNTS_PATH(tenantId), UNAUDITED_ACCOUNTS_PATH(tenantId)]) {
+    const response = await fetch(`${baseUrl}${path}`, { method: 'POST', headers: writeHeaders(cookie, csrfToken), body: JSON.stringify({ name: 'API write check' }) });
+    if (response.status !== 201) throw new Error(`POST ${path}: ${response.status} ${await response.text()}`);
+    ids.push(((await response.json()) as { id: string }).id);
+  }
+  const { rows } = await superPool.query<{ target_id: string }>(`select target_id from audit_events where action = 'account.created' and target_id = any($1)`, [ids]);
+  if (rows.length !== 1 || rows[0]!.target_id !== ids[0]) throw new Error(`API write check: expected an event for the audited write only, found ${JSON.stringify(rows)}`);
 }
 
 export async function measureApiWrites(options: {
@@ -57,7 +72,7 @@ export async function measureApiWrites(options: {
         url: baseUrl,
         connections: options.connections,
         duration: seconds,
-        headers: { cookie, 'x-csrf-token': csrfToken, 'content-type': 'application/json' },
+        headers: writeHeaders(cookie, csrfToken),
         requests: [{ method: 'POST', body, setupRequest: (request: AutocannonRequest) => ((request.path = paths[Math.floor(Math.random() * paths.length)]!), request) }],
       });
       if (result.non2xx > 0 || result.errors > 0) throw new Error(`API writes (${kind}): ${result.non2xx} non-2xx, ${result.errors} errors`);

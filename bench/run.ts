@@ -40,7 +40,7 @@ import pg from 'pg';
 import { hashPassword, type Argon2Parameters } from '../src/features/identity/passwords.ts';
 import { measurePolicyDecision, policyLine, type PolicyResult } from './policy.ts';
 import { exportLine, measureExport, seedAuditEvents, type ExportResult } from './export.ts';
-import { apiWriteLines, measureApiWrites, UNAUDITED_ACCOUNTS_PATH, type ApiWriteResult } from './api-writes.ts';
+import { apiWriteLines, apiWriteSanityCheck, measureApiWrites, type ApiWriteResult } from './api-writes.ts';
 import { auditWriteLines, chainLine, measureAuditWrites, measureChain, openBenchDatabase, type AuditChainResult, type AuditWriteResult } from './audit.ts';
 import { loadConfig, type Config } from '../src/kernel/config/config.ts';
 import { backupLine, measureBackup, type BackupBenchResult } from './backup.ts';
@@ -364,19 +364,6 @@ function routePath(route: RouteName, [tenantId, accountId]: [string, string]): s
 async function queryCount(baseUrl: string): Promise<number> {
   const response = await fetch(`${baseUrl}/bench/stats`);
   return ((await response.json()) as { queries: number }).queries;
-}
-
-/** The two API write routes answer alike, and only the real one records an event. */
-async function apiWriteSanityCheck(baseUrl: string, cookie: string, csrfToken: string, superPool: pg.Pool, tenantId: string): Promise<void> {
-  const headers = { cookie, 'x-csrf-token': csrfToken, 'content-type': 'application/json' };
-  const ids: string[] = [];
-  for (const path of [`/api/v1/tenants/${tenantId}/accounts`, UNAUDITED_ACCOUNTS_PATH(tenantId)]) {
-    const response = await fetch(`${baseUrl}${path}`, { method: 'POST', headers, body: JSON.stringify({ name: 'API write check' }) });
-    if (response.status !== 201) throw new Error(`POST ${path}: ${response.status} ${await response.text()}`);
-    ids.push(((await response.json()) as { id: string }).id);
-  }
-  const { rows } = await superPool.query<{ target_id: string }>(`select target_id from audit_events where action = 'account.created' and target_id = any($1)`, [ids]);
-  if (rows.length !== 1 || rows[0]!.target_id !== ids[0]) throw new Error(`API write check: expected an event for the audited write only, found ${JSON.stringify(rows)}`);
 }
 
 async function sanityCheck(baseUrl: string, cookie: string, pairs: [string, string][]): Promise<void> {
